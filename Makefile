@@ -1,0 +1,39 @@
+# Every target sets up .venv on first use (Python 3.11+, CPU torch through constraints.txt).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Where no local CPU wheel of torch is provisioned, take it from PyTorch's CPU index so that pip
+# never pulls multi-GB CUDA wheels onto a CPU machine. Override with TORCH_INDEX= to disable.
+TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.pytorch.org/whl/cpu)
+PIP_FLAGS := -q -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+
+export HF_HUB_OFFLINE := 1
+
+.PHONY: lab test verify bench lint setup clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+lab: $(BIN)/.installed  ## start JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+test: $(BIN)/.installed  ## lint, unit tests and notebooks (notebooks in fast mode)
+	$(BIN)/ruff check .
+	LORAKIT_FAST=1 $(BIN)/python -m pytest -n auto tests --nbmake notebooks
+
+verify: $(BIN)/.installed  ## the theory-check table
+	$(BIN)/lorakit verify
+
+bench: $(BIN)/.installed  ## benchmarks (speed targets), printing ratios
+	$(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -s -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

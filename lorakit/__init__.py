@@ -1,0 +1,39 @@
+"""lorakit: a notebook-first kit for randomized and distributed LoRA fine-tuning.
+
+The single-node methods of RAC-LoRA and Bernoulli-LoRA are configurations of one chain engine
+(:mod:`lorakit.chain`) built from a coin, a sketch, an estimator and an update::
+
+    import lorakit as lk
+    problem = lk.problems.counterexample()
+    frame = lk.run("bernoulli_lora", problem, steps=200, seeds=range(3), rank=1, gamma=1 / problem.L, p=0.5)
+"""
+
+from . import coins, estimators, problems, sketches
+from .chain import Chain, DivergenceError
+from .coins import alternating, always, bernoulli, both
+from .estimators import gd, mvr, page, sgd
+from .methods import METHODS, make, run
+from .rng import Streams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "Chain",
+    "DivergenceError",
+    "Streams",
+    "alternating",
+    "always",
+    "bernoulli",
+    "both",
+    "coins",
+    "estimators",
+    "gd",
+    "make",
+    "mvr",
+    "page",
+    "problems",
+    "run",
+    "sgd",
+    "sketches",
+]

@@ -1,0 +1,320 @@
+"""The chain-of-LoRA engine: every single-node method of RAC-LoRA and Bernoulli-LoRA.
+
+A chain is a sequence of links. In each link a *coin* picks the trained side, a *sketch* draws the
+frozen factor, an *estimator* supplies G^t for each of the link's inner steps, and an *update*
+moves the trained factor; the link's product is then merged into W and the factors restart
+(Bernoulli-LoRA Algorithm 1; RAC-LoRA Algorithm 1)::
+
+    W^{t+1} = W^t + (α/r)·B·A        (merge, then restart from a fresh sketch)
+
+Updates
+-------
+``projected``  the step the theory analyses, in W-space: W ← W − γ H_B G or W − γ G H_A
+               (RAC-LoRA eqs. (3)–(4); Bernoulli-LoRA eqs. (7)–(8)).
+``factor``     the same step taken on the trained factor: its gradient preconditioned by the frozen
+               factor's Gram pseudo-inverse, Â = −(γ r/α)(B_SᵀB_S)^† B_Sᵀ G (Lemma 10, eq. (30));
+               it gives the ``projected`` iterates up to rounding.
+``sgd``/``adamw``  a plain torch optimizer on the trained factor(s) with learning rate ``gamma``,
+               as in the papers' neural-network experiments. *Outside the theory*: one SGD step from
+               A = 0 moves W by −γ(α/r)² B_S B_Sᵀ G, which is not a projection.
+
+LoRA and COLA train both factors, so only ``sgd``/``adamw`` apply to them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+import torch
+
+from ._validation import check_choice, check_int, check_real
+from .coins import Coin, bernoulli
+from .estimators import Estimator, make_estimator
+from .problems.base import MatrixProblem
+from .rng import Streams
+from .sketches import Sketch, apply_basis, gram_pinv, make_sketch, orthonormal_basis
+
+__all__ = ["UPDATES", "Chain", "DivergenceError"]
+
+UPDATES = ("projected", "factor", "sgd", "adamw")
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+
+
+class DivergenceError(RuntimeError):
+    """A run whose loss became NaN, infinite or exploded; ``frame`` holds the rows logged so far."""
+
+    def __init__(self, message: str, *, step: int, seed: int, frame: pd.DataFrame):
+        super().__init__(message)
+        self.step, self.seed, self.frame = step, seed, frame
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A chain-of-LoRA configuration; :meth:`run` executes it on a matrix problem.
+
+    Parameters
+    ----------
+    rank : r, 1 ≤ r ≤ min(m, n) (checked against the problem at run time).
+    gamma : step size. For ``projected``/``factor`` updates the W-space step γ of W⁺ = W − γ H G
+        (the theory's; γ ≤ 1/L); ``"polyak"`` gives γ_t = (f(W^t) − f*)/‖∂f(W^t)‖² (Bernoulli-LoRA
+        eq. (72)). For ``sgd``/``adamw`` the optimizer's learning rate on the factors.
+    coin : which factor each link trains (:mod:`lorakit.coins`).
+    sketch, sketch_right : distributions of B_S (left) and A_S (right); ``sketch_right`` defaults to
+        ``sketch``. In LoRA/COLA ``sketch_right`` draws the initial A (B starts at zero).
+    estimator : G^t (:mod:`lorakit.estimators`); its state runs across links.
+    update : one of ``projected``, ``factor``, ``sgd``, ``adamw`` (module docstring).
+    steps_per_link : inner steps per link (K); ``None`` puts every step in a single link with no
+        restart (LoRA, AsymmLoRA).
+    alpha : LoRA scaling α (the factor product is scaled by α/r); default α = r.
+    optimizer_kwargs : extra arguments of the torch optimizer (``sgd``/``adamw``).
+    method : the name written to the results table.
+    """
+
+    rank: int
+    gamma: float | str
+    coin: Coin = field(default_factory=lambda: bernoulli(0.5))
+    sketch: Sketch | str = "gaussian"
+    sketch_right: Sketch | str | None = None
+    estimator: Estimator | str = "gd"
+    update: str = "projected"
+    steps_per_link: int | None = 1
+    alpha: float | None = None
+    optimizer_kwargs: dict = field(default_factory=dict)
+    method: str = "chain"
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "rank", check_int("rank", self.rank, low=1))
+        if self.gamma != "polyak":
+            set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
+        check_choice("update", self.update, UPDATES)
+        if self.steps_per_link is not None:
+            set_(self, "steps_per_link", check_int("steps_per_link", self.steps_per_link, low=1))
+        if self.alpha is not None:
+            set_(self, "alpha", check_real("alpha", self.alpha, low=0.0, low_open=True))
+        set_(self, "sketch", make_sketch(self.sketch))
+        set_(self, "sketch_right", make_sketch(self.sketch_right or self.sketch))
+        set_(self, "estimator", make_estimator(self.estimator))
+        if self.coin.kind == "both" and self.update in ("projected", "factor"):
+            raise ValueError(
+                f"update={self.update!r} needs one frozen factor, but the coin trains both "
+                "(LoRA, COLA): use update='sgd' or 'adamw'"
+            )
+        if self.gamma == "polyak" and self.update not in ("projected", "factor"):
+            raise ValueError("gamma='polyak' is a W-space step: use update='projected' or 'factor'")
+
+    # ------------------------------------------------------------------------------------------
+    def with_params(self, **changes) -> Chain:
+        """A copy with some fields replaced (validated again)."""
+        return replace(self, **changes)
+
+    def describe(self) -> dict:
+        """The configuration as table columns."""
+        return {
+            "method": self.method,
+            "rank": self.rank,
+            "p": self.coin.prob_left,
+            "coin": str(self.coin),
+            "sketch": str(self.sketch),
+            "estimator": str(self.estimator),
+            "update": self.update,
+            "steps_per_link": self.steps_per_link,
+        }
+
+    def run(
+        self,
+        problem: MatrixProblem,
+        steps: int,
+        seeds=0,
+        *,
+        log_every: int = 1,
+        on_divergence: str = "raise",
+    ) -> pd.DataFrame:
+        """Run ``steps`` inner steps for each seed; a tidy frame, one row per logged step and seed.
+
+        Columns: the :meth:`describe` fields, ``seed``, ``step`` (0 is W^0), ``link``, ``side``,
+        ``trained_params`` (entries of the trained factor(s) in that link), ``gamma`` (γ_t),
+        ``loss``, ``gap`` (f − f*, NaN when f* is unknown), ``grad_norm_sq`` (‖∇f(W^t)‖²) and, for
+        non-smooth problems, ``loss_avg`` = f(W̄^t) at the running average W̄^t (Theorem 10).
+
+        A run whose loss is NaN, infinite or above 10¹²·max(1, |f(W^0)|) stops: with
+        ``on_divergence="raise"`` a :class:`DivergenceError` names the step and a hint; with
+        ``"stop"`` the rows up to that step are returned and ``frame.attrs["diverged"]`` maps each
+        diverged seed to its step.
+        """
+        steps = check_int("steps", steps, low=1)
+        log_every = check_int("log_every", log_every, low=1)
+        check_choice("on_divergence", on_divergence, ("raise", "stop"))
+        check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
+        if self.gamma == "polyak" and problem.f_star is None:
+            raise ValueError(f"gamma='polyak' needs f*, which problem {problem.name!r} lacks")
+        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        frames, diverged = [], {}
+        for seed in seeds:
+            rows, failure = _ChainRun(self, problem, seed).run(steps, log_every)
+            frames.append(self._frame(rows))
+            if failure is not None:
+                if on_divergence == "raise":
+                    raise DivergenceError(failure[1], step=failure[0], seed=seed, frame=frames[-1])
+                diverged[seed] = failure[0]
+        frame = pd.concat(frames, ignore_index=True)
+        frame.attrs["diverged"] = diverged
+        return frame
+
+    def _frame(self, rows: list[dict]) -> pd.DataFrame:
+        frame = pd.DataFrame(rows)
+        for key, value in reversed(self.describe().items()):
+            frame.insert(0, key, value)
+        return frame
+
+
+class _ChainRun:
+    """The state of one seeded run: W (or W_base and the factors), the estimator, the link."""
+
+    def __init__(self, chain: Chain, problem: MatrixProblem, seed: int):
+        self.c, self.problem, self.seed = chain, problem, seed
+        self.streams = Streams(seed)
+        self.estimator = chain.estimator.bind(problem)
+        self.scale = (chain.alpha if chain.alpha is not None else chain.rank) / chain.rank
+        self.W = problem.W0.clone()  # merged weight W^t (projected: the iterate itself)
+        self.B = self.A = self.basis = self.precond = self.opt = None
+        self.side, self.link = None, -1
+        self.f0 = float(problem.loss(self.W))
+        self.W_sum = torch.zeros_like(self.W) if not problem.smooth else None
+
+    # -- links ---------------------------------------------------------------------------------
+    def start_link(self):
+        c, p, m, n, r = self.c, self.problem, self.problem.m, self.problem.n, self.c.rank
+        self.merge()
+        self.link += 1
+        self.side = c.coin.flip(self.link, self.streams)
+        gen, kw = self.streams["sketch"], {"dtype": p.dtype, "device": p.device}
+        if self.side == "left":
+            frozen = c.sketch.sample((m, r), gen, side="left", **kw)
+            self.B, self.A = frozen, torch.zeros(r, n, **kw)
+        else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
+            frozen = c.sketch_right.sample((r, n), gen, side="right", **kw)
+            self.B, self.A = torch.zeros(m, r, **kw), frozen
+        if c.update == "projected":
+            self.basis = orthonormal_basis(frozen, self.side)
+        elif c.update == "factor":
+            self.precond = gram_pinv(frozen, self.side)
+        else:
+            # Trained factors become fresh leaf tensors (never views of a user's fixed sketch).
+            if self.side in ("left", "both"):
+                self.A = self.A.detach().clone().requires_grad_(True)
+            if self.side in ("right", "both"):
+                self.B = self.B.detach().clone().requires_grad_(True)
+            trained = [t for t in (self.B, self.A) if t.requires_grad]
+            self.opt = _OPTIMIZERS[c.update](trained, lr=c.gamma, **c.optimizer_kwargs)
+
+    def merge(self):
+        """W ← W + (α/r)·B·A, then the factors are dropped (the restart)."""
+        if self.c.update != "projected" and self.B is not None:
+            with torch.no_grad():
+                self.W = self.W + self.scale * (self.B @ self.A)
+        self.B = self.A = None
+
+    @property
+    def trained_params(self) -> int:
+        m, n, r = self.problem.m, self.problem.n, self.c.rank
+        return {"left": r * n, "right": m * r, "both": r * (m + n)}[self.side]
+
+    def effective_W(self) -> torch.Tensor:
+        if self.c.update == "projected":
+            return self.W
+        with torch.no_grad():
+            return self.W + self.scale * (self.B @ self.A)
+
+    # -- one inner step ------------------------------------------------------------------------
+    def step(self, W: torch.Tensor, G: torch.Tensor, gamma: float):
+        c, s = self.c, self.scale
+        if c.update == "projected":
+            self.W = W - gamma * apply_basis(self.basis, G, self.side)
+        elif c.update == "factor":
+            # Lemma 10: Â = −(γ/s)(BᵀB)^† Bᵀ G, B̂ = −(γ/s) G Aᵀ (AAᵀ)^†, accumulated over the link.
+            if self.side == "left":
+                self.A = self.A - (gamma / s) * (self.precond @ (self.B.mT @ G))
+            else:
+                self.B = self.B - (gamma / s) * ((G @ self.A.mT) @ self.precond)
+        else:
+            # Chain rule through W = W_base + s·B·A: ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ (simultaneous).
+            with torch.no_grad():
+                grads = {"A": s * (self.B.mT @ G), "B": s * (G @ self.A.mT)}
+                self.A.grad = grads["A"] if self.A.requires_grad else None
+                self.B.grad = grads["B"] if self.B.requires_grad else None
+            self.opt.step()
+
+    def gamma_t(self, W: torch.Tensor, G: torch.Tensor) -> float:
+        if self.c.gamma != "polyak":
+            return self.c.gamma
+        g2 = float((G * G).sum())
+        return 0.0 if g2 == 0 else float(self.problem.loss(W) - self.problem.f_star) / g2
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, steps: int, log_every: int):
+        c, K = self.c, self.c.steps_per_link
+        rows: list[dict] = []
+        estimate = None
+        for t in range(steps + 1):
+            if t < steps and (self.link < 0 or (K is not None and t % K == 0)):
+                self.start_link()
+            W = self.effective_W()
+            if t < steps:
+                estimate = (
+                    self.estimator.init(self.problem, W, self.streams)
+                    if estimate is None
+                    else self.estimator.update(self.problem, W, estimate.state, self.streams)
+                )
+            gamma = self.gamma_t(W, estimate.G) if t < steps else math.nan
+            if t % log_every == 0 or t == steps:
+                exact = estimate.G if (estimate.exact and t < steps) else None
+                rows.append(self.log(t, W, exact, gamma))
+                failure = self.diverged(rows[-1])
+                if failure:
+                    return rows, (t, failure)
+            if self.W_sum is not None and t < steps:
+                self.W_sum += W
+            if t < steps:
+                self.step(W, estimate.G, gamma)
+        self.merge()
+        return rows, None
+
+    def log(self, t: int, W: torch.Tensor, G: torch.Tensor | None, gamma: float) -> dict:
+        p = self.problem
+        with torch.no_grad():
+            loss = float(p.loss(W))
+            if G is None:
+                G = p.grad(W)
+            row = {
+                "seed": self.seed,
+                "step": t,
+                "link": self.link,
+                "side": self.side,
+                "trained_params": self.trained_params,
+                "gamma": gamma,
+                "loss": loss,
+                "gap": loss - p.f_star if p.f_star is not None else math.nan,
+                "grad_norm_sq": float((G * G).sum()),
+            }
+            if self.W_sum is not None:
+                W_bar = self.W_sum / t if t > 0 else W
+                row["loss_avg"] = float(p.loss(W_bar))
+        return row
+
+    def diverged(self, row: dict) -> str | None:
+        loss = row["loss"]
+        if math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(self.f0)):
+            return None
+        c, L = self.c, self.problem.L
+        hint = "lower gamma"
+        if isinstance(c.gamma, float) and L and c.update in ("projected", "factor"):
+            if c.gamma > 1.0 / L:
+                hint = f"gamma = {c.gamma:g} exceeds 1/L = {1.0 / L:g}; the theory needs gamma <= 1/L"
+        elif c.update in ("sgd", "adamw"):
+            hint = f"lower the learning rate gamma = {c.gamma:g} of the {c.update} factor updates"
+        return (
+            f"{c.method} diverged at step {row['step']} (seed {self.seed}, loss = {loss:g}): {hint}"
+        )

@@ -1,0 +1,226 @@
+"""Base gradient estimators G^t (Bernoulli-LoRA Table 1), written as pure init/update pairs.
+
+An estimator sees only the effective weight W^t and the problem; the chain then projects G^t onto
+the sketch (eq. (8)). State is explicit, in the spirit of optax: ``init`` returns (G^0, state) and
+``update`` returns (G^t, state). Every random draw comes from the run's named streams: minibatch
+indices from ``data``, additive noise from ``noise``, PAGE's coin from ``estimator``.
+
+==========  ===================================================================  ====================
+name        G^t                                                                  source
+==========  ===================================================================  ====================
+``gd``      ∇f(W^t)                                                              Alg. 2
+``sgd``     g(W^t): ∇f + noise of variance σ², or a minibatch mean of ∇f_i       Alg. 4, Asm. 4/5
+``page``    ∇f(W^t) w.p. q, else G^{t−1} + ∇f_i(W^t) − ∇f_i(W^{t−1})             Alg. 6, eq. (117)
+``mvr``     ∇f_ξ(W^t) + (1 − b)(G^{t−1} − ∇f_ξ(W^{t−1})), same ξ at both points  Alg. 5, eq. (108)
+==========  ===================================================================  ====================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from ._validation import check_int, check_real
+from .problems.base import MatrixProblem
+from .rng import Streams
+
+__all__ = ["ESTIMATORS", "Estimate", "Estimator", "Oracle", "gd", "make_estimator", "mvr", "page", "sgd"]
+
+
+class Estimate(NamedTuple):
+    """G^t, the estimator's state, and whether G^t is the exact full gradient."""
+
+    G: torch.Tensor
+    state: Any
+    exact: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Stochastic oracles: a sample ξ and the component gradient ∇f_ξ(W)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Oracle:
+    """How ∇f_ξ is sampled: additive Gaussian noise with E‖∇f_ξ − ∇f‖² = σ², or a minibatch.
+
+    With noise, (A_1, B_1, C_1) = (0, 1, σ²) in Assumption 4. ``draw`` and ``grad`` are separate so
+    MVR and PAGE can evaluate one sample at two points.
+    """
+
+    sigma: float | None = None
+    batch_size: int | None = None
+
+    def resolve(self, problem: MatrixProblem) -> Oracle:
+        if self.sigma is not None:
+            return self
+        if problem.n_samples is None:
+            raise ValueError(
+                f"problem {problem.name!r} is not a finite sum: give sigma (additive noise) "
+                "to the stochastic estimator"
+            )
+        batch = check_int("batch_size", self.batch_size or 1, low=1, high=problem.n_samples)
+        return Oracle(batch_size=batch)
+
+    def draw(self, problem: MatrixProblem, streams: Streams) -> torch.Tensor:
+        if self.sigma is not None:
+            scale = self.sigma / math.sqrt(problem.m * problem.n)
+            xi = torch.randn(problem.m, problem.n, generator=streams["noise"], dtype=problem.dtype)
+            return (scale * xi).to(problem.device)
+        perm = torch.randperm(problem.n_samples, generator=streams["data"])
+        return perm[: self.batch_size].to(problem.device)
+
+    def grad(self, problem: MatrixProblem, W: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        if self.sigma is not None:
+            return problem.grad(W) + xi
+        return problem.grad(W, xi)
+
+    def __str__(self) -> str:
+        return f"sigma={self.sigma:g}" if self.sigma is not None else f"batch={self.batch_size}"
+
+
+def _oracle(sigma, batch_size) -> Oracle:
+    if sigma is not None and batch_size is not None:
+        raise ValueError("give either sigma (additive noise) or batch_size (minibatch), not both")
+    if sigma is not None:
+        sigma = check_real("sigma", sigma, low=0.0)
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, low=1)
+    return Oracle(sigma, batch_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Estimators
+# --------------------------------------------------------------------------------------------
+class Estimator:
+    """Interface: ``init(problem, W, streams)`` and ``update(problem, W, state, streams)``."""
+
+    name: str = "estimator"
+
+    def bind(self, problem: MatrixProblem) -> Estimator:
+        """Resolve problem-dependent defaults (the oracle) once per run."""
+        return self
+
+    def init(self, problem, W, streams) -> Estimate:
+        return self.update(problem, W, None, streams)
+
+    def update(self, problem, W, state, streams) -> Estimate:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class GD(Estimator):
+    """G^t = ∇f(W^t) (Bernoulli-LoRA Alg. 2; RAC-LoRA eqs. (3)–(4))."""
+
+    name = "gd"
+
+    def update(self, problem, W, state, streams):
+        return Estimate(problem.grad(W), None, True)
+
+    def __str__(self):
+        return "gd"
+
+
+@dataclass(frozen=True)
+class SGD(Estimator):
+    """G^t = g(W^t), unbiased (Bernoulli-LoRA Alg. 4; RAC-LoRA App. E eq. (10))."""
+
+    oracle: Oracle = Oracle()
+    name = "sgd"
+
+    def bind(self, problem):
+        return SGD(self.oracle.resolve(problem))
+
+    def update(self, problem, W, state, streams):
+        return Estimate(self.oracle.grad(problem, W, self.oracle.draw(problem, streams)), None, False)
+
+    def __str__(self):
+        return f"sgd({self.oracle})"
+
+
+@dataclass(frozen=True)
+class PAGE(Estimator):
+    """PAGE (Bernoulli-LoRA Alg. 6, eq. (117)); G^0 = ∇f(W^0) so the 𝒢^0 term of Thm 4 vanishes."""
+
+    q: float
+    oracle: Oracle = Oracle()
+    name = "page"
+
+    def bind(self, problem):
+        return PAGE(self.q, self.oracle.resolve(problem))
+
+    def init(self, problem, W, streams):
+        G = problem.grad(W)
+        return Estimate(G, (G, W), True)
+
+    def update(self, problem, W, state, streams):
+        G_prev, W_prev = state
+        if streams.uniform("estimator") < self.q:
+            G, exact = problem.grad(W), True
+        else:
+            xi = self.oracle.draw(problem, streams)
+            G = G_prev + self.oracle.grad(problem, W, xi) - self.oracle.grad(problem, W_prev, xi)
+            exact = False
+        return Estimate(G, (G, W), exact)
+
+    def __str__(self):
+        return f"page(q={self.q:g}, {self.oracle})"
+
+
+@dataclass(frozen=True)
+class MVR(Estimator):
+    """STORM momentum (Bernoulli-LoRA Alg. 5, eq. (108)); G^0 = ∇f_{ξ^0}(W^0)."""
+
+    b: float
+    oracle: Oracle = Oracle()
+    name = "mvr"
+
+    def bind(self, problem):
+        return MVR(self.b, self.oracle.resolve(problem))
+
+    def init(self, problem, W, streams):
+        G = self.oracle.grad(problem, W, self.oracle.draw(problem, streams))
+        return Estimate(G, (G, W), False)
+
+    def update(self, problem, W, state, streams):
+        G_prev, W_prev = state
+        xi = self.oracle.draw(problem, streams)
+        G = self.oracle.grad(problem, W, xi)
+        G = G + (1 - self.b) * (G_prev - self.oracle.grad(problem, W_prev, xi))
+        return Estimate(G, (G, W), False)
+
+    def __str__(self):
+        return f"mvr(b={self.b:g}, {self.oracle})"
+
+
+def gd() -> Estimator:
+    """Full gradients."""
+    return GD()
+
+
+def sgd(*, sigma: float | None = None, batch_size: int | None = None) -> Estimator:
+    """Additive noise of variance σ² (``sigma``) or minibatches of ``batch_size`` (default 1)."""
+    return SGD(_oracle(sigma, batch_size))
+
+
+def page(q: float, *, sigma: float | None = None, batch_size: int | None = None) -> Estimator:
+    """PAGE with full-gradient probability q ∈ (0, 1]; q = 1 is GD."""
+    return PAGE(check_real("q", q, low=0.0, high=1.0, low_open=True), _oracle(sigma, batch_size))
+
+
+def mvr(b: float, *, sigma: float | None = None, batch_size: int | None = None) -> Estimator:
+    """MVR / STORM with momentum b ∈ (0, 1] (the analysis divides by b); b = 1 is SGD."""
+    return MVR(check_real("b", b, low=0.0, high=1.0, low_open=True), _oracle(sigma, batch_size))
+
+
+ESTIMATORS = {"gd": gd, "sgd": sgd, "page": page, "mvr": mvr}
+
+
+def make_estimator(estimator: Estimator | str, **kwargs) -> Estimator:
+    """An :class:`Estimator` from itself or a registered name plus its parameters."""
+    if isinstance(estimator, Estimator):
+        return estimator
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")
+    return ESTIMATORS[estimator](**kwargs)

@@ -1,0 +1,86 @@
+"""The matrix-problem interface every algorithm is written against (DESIGN principle 2).
+
+A problem is a function f of one weight matrix W (m×n) with known constants. Methods only call
+``loss`` and ``grad``; theory checks read ``L``, ``mu``, ``f_star`` and friends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .._validation import check_int, check_shape
+
+__all__ = ["MatrixProblem"]
+
+
+@dataclass(eq=False)
+class MatrixProblem:
+    """Base class: f(W) for W ∈ R^{m×n}, with the constants the theorems use.
+
+    Subclasses implement :meth:`loss` and :meth:`grad`. Both accept ``W`` with any leading batch
+    dimensions (``(..., m, n)``) and return ``(...)`` and ``(..., m, n)``, so Monte Carlo over
+    sketches and many simulated clients evaluate in one call.
+
+    Attributes
+    ----------
+    m, n : the weight's shape (peft convention: m = out features, n = in features).
+    W0 : the pre-trained starting point W^0.
+    L : smoothness constant of f (Assumption 3.1 / Assumption 3); for non-smooth problems, None.
+    mu : PL constant (Assumption 5.4 / 6) where one exists, else None.
+    f_star : inf f where known, else None.
+    f_lower : a valid lower bound on f (used for Δ^0 when f_star is unknown).
+    W_star : a minimiser where known, else None.
+    L0 : Lipschitz constant of f (Assumption 9) for non-smooth problems, else None.
+    n_samples : N for finite sums f = (1/N) Σ f_i (minibatch gradients allowed), else None.
+    smooth : False for problems whose ``grad`` returns a subgradient.
+    """
+
+    m: int
+    n: int
+    W0: torch.Tensor
+    L: float | None = None
+    mu: float | None = None
+    f_star: float | None = None
+    f_lower: float | None = None
+    W_star: torch.Tensor | None = None
+    L0: float | None = None
+    n_samples: int | None = None
+    smooth: bool = True
+    name: str = field(default="problem")
+
+    def __post_init__(self):
+        self.m = check_int("m", self.m, low=1)
+        self.n = check_int("n", self.n, low=1)
+        check_shape("W0", self.W0, (self.m, self.n))
+        if self.W_star is not None:
+            check_shape("W_star", self.W_star, (self.m, self.n))
+        if self.f_lower is None and self.f_star is not None:
+            self.f_lower = self.f_star
+
+    # -- interface -----------------------------------------------------------------------------
+    def loss(self, W: torch.Tensor) -> torch.Tensor:
+        """f(W), shape ``W.shape[:-2]``."""
+        raise NotImplementedError
+
+    def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """∇f(W) (a subgradient if not smooth); with ``idx``, the minibatch mean of ∇f_i, i ∈ idx."""
+        raise NotImplementedError
+
+    # -- conveniences --------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W0.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W0.device
+
+    def gap(self, W: torch.Tensor) -> torch.Tensor | None:
+        """f(W) − f*, or None when f* is unknown."""
+        return None if self.f_star is None else self.loss(W) - self.f_star
+
+    def _check_idx(self, idx: torch.Tensor | None) -> None:
+        if idx is not None and self.n_samples is None:
+            raise ValueError(f"{self.name} is not a finite sum: idx must be None")

@@ -1,0 +1,269 @@
+"""Frozen-factor distributions ("sketches") and the projectors they induce.
+
+In a chain link one LoRA factor is drawn from a fixed distribution and frozen: a left sketch
+B_S ∈ R^{m×r} (A is trained) or a right sketch A_S ∈ R^{r×n} (B is trained). With the exact
+sub-problem step the update is a projected gradient step (RAC-LoRA eqs. (3)–(4); Bernoulli-LoRA
+Lemma 10)::
+
+    left:  W⁺ = W − γ H_B G,   H_B = B_S (B_Sᵀ B_S)^† B_Sᵀ    (m×m, projector onto col(B_S))
+    right: W⁺ = W − γ G H_A,   H_A = A_Sᵀ (A_S A_Sᵀ)^† A_S    (n×n, projector onto row(A_S))
+
+Every rate depends on λ_min(E[H]) (RAC-LoRA Assumption 5.1; Bernoulli-LoRA Assumption 1). For the
+rotation- or signed-permutation-invariant families here (Gaussian, Haar, uniform coordinate,
+Kaiming-uniform) E[H_B] = (r/m)·I and E[H_A] = (r/n)·I (Bernoulli-LoRA Lemmas 3–7).
+
+Projectors are never formed from a pseudo-inverse of an m×m matrix: the r×r Gram matrix XᵀX is
+diagonalised (batched ``eigh``), which gives both an orthonormal basis of the column space and the
+Gram pseudo-inverse, and handles rank-deficient sketches (a zero sketch gives H = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ._validation import check_choice, check_real, check_shape
+
+__all__ = [
+    "SKETCHES",
+    "Sketch",
+    "apply_basis",
+    "coordinate",
+    "custom",
+    "fixed",
+    "gaussian",
+    "gram_pinv",
+    "haar",
+    "kaiming_uniform",
+    "make_sketch",
+    "nonuniform_coordinate",
+    "orthonormal_basis",
+    "project",
+    "projector",
+]
+
+SIDES = ("left", "right")
+
+
+# --------------------------------------------------------------------------------------------
+# Projectors
+# --------------------------------------------------------------------------------------------
+def _as_columns(X: torch.Tensor, side: str) -> torch.Tensor:
+    """The sketch with the projected dimension first: B_S as is, A_S transposed (…, d, r)."""
+    return X if side == "left" else X.mT
+
+
+def _gram_eigh(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eigen-decomposition of the r×r Gram matrix XᵀX and the reciprocal of its non-null part."""
+    lam, V = torch.linalg.eigh(Xc.mT @ Xc)
+    # Relative rank cut-off, as numpy's pinv uses for the singular values of X (squared here).
+    tol = lam.amax(dim=-1, keepdim=True).clamp_min(0) * (Xc.shape[-2] * torch.finfo(lam.dtype).eps)
+    keep = lam > tol
+    inv = torch.where(keep, 1.0 / torch.where(keep, lam, torch.ones_like(lam)), 0.0)
+    return lam, V, inv
+
+
+def orthonormal_basis(X: torch.Tensor, side: str = "left") -> torch.Tensor:
+    """Q (…, d, r) with orthonormal columns spanning col(B_S) (left) or row(A_S)ᵀ (right).
+
+    Columns beyond the sketch's rank are zero, so Q Qᵀ is exactly the projector H.
+    """
+    check_choice("side", side, SIDES)
+    Xc = _as_columns(X, side)
+    _, V, inv = _gram_eigh(Xc)
+    return Xc @ (V * inv.sqrt().unsqueeze(-2))
+
+
+def gram_pinv(X: torch.Tensor, side: str = "left") -> torch.Tensor:
+    """(B_Sᵀ B_S)^† for a left sketch, (A_S A_Sᵀ)^† for a right sketch; r×r, batched."""
+    check_choice("side", side, SIDES)
+    _, V, inv = _gram_eigh(_as_columns(X, side))
+    return (V * inv.unsqueeze(-2)) @ V.mT
+
+
+def projector(X: torch.Tensor, side: str = "left") -> torch.Tensor:
+    """The explicit projector H_B (m×m) or H_A (n×n); batched over leading dimensions."""
+    Q = orthonormal_basis(X, side)
+    return Q @ Q.mT
+
+
+def project(X: torch.Tensor, G: torch.Tensor, side: str) -> torch.Tensor:
+    """H_B G (left) or G H_A (right) without forming H: two thin products, O(d·r·(m+n))."""
+    return apply_basis(orthonormal_basis(X, side), G, side)
+
+
+def apply_basis(Q: torch.Tensor, G: torch.Tensor, side: str) -> torch.Tensor:
+    """H G = Q(QᵀG) (left) or G H = (GQ)Qᵀ (right) for an orthonormal basis Q of the sketch."""
+    return Q @ (Q.mT @ G) if side == "left" else (G @ Q) @ Q.mT
+
+
+# --------------------------------------------------------------------------------------------
+# Distributions
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sketch:
+    """A distribution over frozen factors.
+
+    ``sample(shape, generator)`` returns a left factor when ``shape = (m, r)`` (r ≤ m) and a right
+    factor when ``shape = (r, n)``; which one is asked for is passed as ``side``. A family draws
+    a (d, r) matrix for the projected dimension d and transposes it for the right side, so E[H_B]
+    and E[H_A] have the same form. ``batch`` prepends Monte Carlo dimensions.
+    """
+
+    name: str
+    _draw: Callable = field(repr=False, compare=False)
+    params: tuple = ()
+
+    def sample(
+        self,
+        shape: tuple[int, int],
+        generator: torch.Generator | None = None,
+        *,
+        side: str = "left",
+        batch: tuple[int, ...] = (),
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        check_choice("side", side, SIDES)
+        d, r = shape if side == "left" else shape[::-1]
+        # fan_in follows torch's (out, in) convention: r for B (m×r), n for A (r×n).
+        fan_in = shape[1]
+        X = self._draw(d, r, tuple(batch), generator, dtype, fan_in, side)
+        check_shape(f"sample of sketch {self.name!r}", X, (d, r))
+        X = X if side == "left" else X.mT
+        return X.to(device)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in self.params)
+        return f"{self.name}({args})" if args else self.name
+
+
+def gaussian(scale: float = 1.0) -> Sketch:
+    """I.i.d. N(0, scale²) entries (RAC-LoRA Remark after Assumption 5.1; Bernoulli-LoRA Lemma 3).
+
+    E[H] = (r/d)·I for any scale; the scale matters only to plain-optimizer updates.
+    """
+    scale = check_real("scale", scale, low=0.0, low_open=True)
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        return scale * torch.randn(*batch, d, r, generator=gen, dtype=dtype)
+
+    return Sketch("gaussian", draw, (scale,) if scale != 1.0 else ())
+
+
+def haar() -> Sketch:
+    """Haar-distributed orthonormal columns (QR of a Gaussian with the sign of diag(R) fixed)."""
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        Q, R = torch.linalg.qr(torch.randn(*batch, d, r, generator=gen, dtype=dtype))
+        return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+    return Sketch("haar", draw)
+
+
+def coordinate() -> Sketch:
+    """Uniform coordinate sampling: B_S = I[:, S] with |S| = r uniform; H = diag(1_S), E[H] = (r/d)·I."""
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        keys = torch.rand(*batch, d, generator=gen, dtype=torch.float64)
+        idx = keys.argsort(dim=-1)[..., :r]
+        out = torch.zeros(*batch, d, r, dtype=dtype)
+        return out.scatter_(-2, idx.unsqueeze(-2), 1.0)
+
+    return Sketch("coordinate", draw)
+
+
+def nonuniform_coordinate(marginals) -> Sketch:
+    """Coordinate sampling with inclusion probabilities π_i (Σπ_i = r, π_i ≤ 1), so E[H] = diag(π).
+
+    Draws exactly r distinct coordinates by systematic (Madow) sampling: coordinate i is taken when
+    an interval of the cumulative sums of π contains one of U, U + 1, …, U + r − 1, U ~ U[0, 1).
+    λ_min(E[H]) = min_i π_i.
+    """
+    pi = torch.as_tensor(marginals, dtype=torch.float64).flatten()
+    if pi.numel() == 0 or (pi < 0).any() or (pi > 1).any():
+        raise ValueError("marginals must be probabilities in [0, 1]")
+    total = float(pi.sum())
+    if abs(total - round(total)) > 1e-9 or round(total) < 1:
+        raise ValueError(f"marginals must sum to the rank r (a positive integer), got {total:g}")
+    r_fixed, d_fixed = round(total), pi.numel()
+    edges = torch.cat([torch.zeros(1, dtype=torch.float64), pi.cumsum(0)])
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        if (d, r) != (d_fixed, r_fixed):
+            raise ValueError(
+                f"nonuniform_coordinate marginals describe d={d_fixed}, r={r_fixed}; "
+                f"the factor needs d={d}, r={r}"
+            )
+        u = torch.rand(*batch, 1, generator=gen, dtype=torch.float64)
+        points = u + torch.arange(r, dtype=torch.float64)  # (…, r)
+        idx = (torch.searchsorted(edges, points.contiguous(), right=True) - 1).clamp(0, d - 1)
+        out = torch.zeros(*batch, d, r, dtype=dtype)
+        return out.scatter_(-2, idx.unsqueeze(-2), 1.0)
+
+    return Sketch("nonuniform_coordinate", draw, (tuple(round(float(p), 6) for p in pi),))
+
+
+def kaiming_uniform(a: float = math.sqrt(5)) -> Sketch:
+    """I.i.d. U[−b, b] with b = gain·√(3/fan_in), gain = √(2/(1+a²)): peft's default init of lora_A.
+
+    Signed-permutation invariance gives E[H] = (r/d)·I (Bernoulli-LoRA Lemmas 5–7).
+    """
+    a = check_real("a", a, low=0.0)
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        bound = math.sqrt(2.0 / (1.0 + a * a)) * math.sqrt(3.0 / fan_in)
+        return (2 * torch.rand(*batch, d, r, generator=gen, dtype=dtype) - 1) * bound
+
+    return Sketch("kaiming_uniform", draw)
+
+
+def fixed(matrix: torch.Tensor) -> Sketch:
+    """A point mass at ``matrix`` (given in the factor's own shape: m×r for B, r×n for A).
+
+    E[H] = H has eigenvalue 0 whenever r < d, so Assumption 5.1 fails: this is AsymmLoRA's sketch.
+    """
+    M = torch.as_tensor(matrix)
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        check_shape("fixed sketch matrix", M, (d, r) if side == "left" else (r, d))
+        X = M if side == "left" else M.mT
+        return X.to(dtype).expand(*batch, d, r)
+
+    return Sketch("fixed", draw)
+
+
+def custom(sampler: Callable, name: str = "custom") -> Sketch:
+    """A user-supplied sampler ``sampler(shape, generator) -> tensor`` of the factor's shape."""
+    if not callable(sampler):
+        raise ValueError("sampler must be callable as sampler(shape, generator)")
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        shape = (d, r) if side == "left" else (r, d)
+        draws = []
+        for _ in range(math.prod(batch)):
+            X = torch.as_tensor(sampler(shape, gen), dtype=dtype)
+            check_shape("the sampler's output", X, shape)
+            draws.append(X if side == "left" else X.mT)
+        return torch.stack(draws).reshape(*batch, d, r)
+
+    return Sketch(name, draw)
+
+
+SKETCHES: dict[str, Callable[..., Sketch]] = {
+    "gaussian": gaussian,
+    "haar": haar,
+    "coordinate": coordinate,
+    "kaiming_uniform": kaiming_uniform,
+}
+
+
+def make_sketch(sketch: Sketch | str) -> Sketch:
+    """A :class:`Sketch` from itself or a registered name."""
+    if isinstance(sketch, Sketch):
+        return sketch
+    check_choice("sketch", sketch, SKETCHES)
+    return SKETCHES[sketch]()

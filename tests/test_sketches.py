@@ -1,0 +1,121 @@
+"""Projectors and sketch distributions (RAC-LoRA §5 items 1–3; Bernoulli-LoRA App. D, §6 items 1–2)."""
+
+import math
+
+import pytest
+import torch
+
+from lorakit import sketches as sk
+from lorakit.rng import Streams
+
+FAMILIES = [sk.gaussian(), sk.gaussian(scale=0.01), sk.haar(), sk.coordinate(), sk.kaiming_uniform()]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_projector_is_an_orthogonal_projector_onto_the_sketch(side, gen):
+    shape = (7, 3) if side == "left" else (3, 9)
+    X = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    H = sk.projector(X, side)
+    d = shape[0] if side == "left" else shape[1]
+    assert H.shape == (d, d)
+    torch.testing.assert_close(H @ H, H, atol=1e-12, rtol=0)
+    torch.testing.assert_close(H, H.T, atol=1e-12, rtol=0)
+    assert float(torch.trace(H)) == pytest.approx(3, abs=1e-12)
+    # H fixes the sketch: H_B B = B, A H_A = A.
+    torch.testing.assert_close(H @ X if side == "left" else X @ H, X, atol=1e-12, rtol=0)
+    # The closed form B(BᵀB)⁻¹Bᵀ, written independently.
+    Xc = X if side == "left" else X.T
+    torch.testing.assert_close(H, Xc @ torch.linalg.inv(Xc.T @ Xc) @ Xc.T, atol=1e-12, rtol=0)
+
+
+def test_projector_is_scale_invariant_and_handles_rank_deficiency(gen):
+    B = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(sk.projector(B), sk.projector(1e-3 * B), atol=1e-12, rtol=0)
+    assert sk.projector(torch.zeros(6, 2, dtype=torch.float64)).abs().max() == 0  # pinv(0) = 0
+    # Two equal columns: rank 1, so H is the rank-1 projector bbᵀ/‖b‖².
+    b = B[:, :1]
+    H = sk.projector(torch.cat([b, b], dim=1))
+    torch.testing.assert_close(H, b @ b.T / (b.T @ b), atol=1e-12, rtol=0)
+    torch.testing.assert_close(sk.gram_pinv(torch.cat([b, b], 1)), torch.linalg.pinv(
+        torch.cat([b, b], 1).T @ torch.cat([b, b], 1)), atol=1e-12, rtol=0)
+
+
+def test_project_matches_the_explicit_projector(gen):
+    B = torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    A = torch.randn(2, 4, generator=gen, dtype=torch.float64)
+    G = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(sk.project(B, G, "left"), sk.projector(B, "left") @ G)
+    torch.testing.assert_close(sk.project(A, G, "right"), G @ sk.projector(A, "right"))
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=str)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_expected_projector_is_r_over_d_identity(family, side):
+    """E[H_B] = (r/m) I and E[H_A] = (r/n) I (Bernoulli-LoRA Lemmas 3, 6, 7; RAC-LoRA Remark 5.1).
+
+    Entries of a projector lie in [−1, 1], so each entry of the mean of K projectors has standard
+    error at most 1/√K; 6/√K is six standard errors for every entry.
+    """
+    m, n, r, K = 8, 12, 2, 8000
+    shape = (m, r) if side == "left" else (r, n)
+    d = m if side == "left" else n
+    X = family.sample(shape, Streams(0)["sketch"], side=side, batch=(K,))
+    assert X.shape == (K, *shape)
+    EH = sk.projector(X, side).mean(0)
+    assert (EH - (r / d) * torch.eye(d, dtype=EH.dtype)).abs().max() < 6 / math.sqrt(K)
+    traces = torch.diagonal(sk.projector(X, side), dim1=-2, dim2=-1).sum(-1)
+    torch.testing.assert_close(traces, torch.full((K,), float(r), dtype=traces.dtype))
+
+
+def test_coordinate_sketch_projects_onto_the_chosen_coordinates():
+    B = sk.coordinate().sample((6, 3), Streams(5)["sketch"])
+    H = sk.projector(B)
+    chosen = B.sum(1)
+    assert sorted(chosen.tolist()) == [0, 0, 0, 1, 1, 1]
+    torch.testing.assert_close(H, torch.diag(chosen))
+
+
+def test_nonuniform_coordinate_has_the_requested_marginals():
+    """E[H] = diag(π) and exactly r distinct coordinates per draw (systematic sampling)."""
+    pi = [0.9, 0.5, 0.3, 0.2, 0.1]  # sums to r = 2
+    family = sk.nonuniform_coordinate(pi)
+    K = 20000
+    X = family.sample((5, 2), Streams(1)["sketch"], batch=(K,))
+    assert bool((X.sum(-2) == 1).all()) and bool((X.sum(-1).amax(-1) <= 1).all())
+    freq = X.sum(-1).mean(0)
+    se = torch.sqrt(torch.tensor(pi) * (1 - torch.tensor(pi)) / K)
+    assert bool(((freq - torch.tensor(pi, dtype=freq.dtype)).abs() <= 5 * se + 1e-12).all())
+    with pytest.raises(ValueError, match="sum to the rank"):
+        sk.nonuniform_coordinate([0.5, 0.3])
+    with pytest.raises(ValueError, match="marginals"):
+        sk.nonuniform_coordinate([1.5, 0.5])
+
+
+def test_kaiming_uniform_bound_matches_torch_init():
+    """peft initialises lora_A with kaiming_uniform_(a=√5): bound 1/√fan_in for an (r, n) weight."""
+    A = sk.kaiming_uniform().sample((4, 50), Streams(0)["sketch"], side="right", batch=(200,))
+    ref = torch.empty(4, 50)
+    torch.nn.init.kaiming_uniform_(ref, a=math.sqrt(5))
+    bound = 1 / math.sqrt(50)
+    assert float(A.abs().max()) <= bound and float(A.abs().max()) > 0.99 * bound
+    assert float(ref.abs().max()) <= bound + 1e-7
+
+
+def test_fixed_and_custom_sketches():
+    M = torch.arange(6.0, dtype=torch.float64).reshape(3, 2)
+    torch.testing.assert_close(sk.fixed(M).sample((3, 2)), M)
+    torch.testing.assert_close(sk.fixed(M.T).sample((2, 3), side="right"), M.T)
+    with pytest.raises(ValueError, match="fixed sketch matrix"):
+        sk.fixed(M).sample((4, 2))
+
+    def sampler(shape, generator):
+        return torch.ones(shape)
+
+    torch.testing.assert_close(sk.custom(sampler).sample((2, 5), side="right"),
+                               torch.ones(2, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="shape"):
+        sk.custom(lambda shape, g: torch.ones(3, 3)).sample((4, 2))
+    with pytest.raises(ValueError, match="sketch must be one of"):
+        sk.make_sketch("gausian")
+    with pytest.raises(ValueError, match="scale"):
+        sk.gaussian(scale=0)

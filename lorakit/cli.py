@@ -1,0 +1,54 @@
+"""Command line: ``lorakit methods`` and ``lorakit verify``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def _methods(args) -> int:
+    from .methods import METHODS
+
+    width = max(map(len, METHODS))
+    for m in METHODS.values():
+        print(f"{m.name:<{width}}  {m.description}  [{m.paper}]")
+    return 0
+
+
+def _verify(args) -> int:
+    import pandas as pd
+
+    from .checks import verify
+
+    frame = verify(paper=args.paper, fast=args.fast)
+    if args.json:
+        print(json.dumps(frame.to_dict(orient="records"), indent=2, default=float, ensure_ascii=False))
+    else:
+        shown = frame[["paper", "claim", "measured", "relation", "bound", "status"]]
+        with pd.option_context("display.max_colwidth", 70, "display.width", 200):
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        held = int((frame.status == "holds").sum())
+        print(f"\n{held} of {len(frame)} checks hold ({frame.seconds.sum():.1f} s)")
+    return 0 if (frame.status == "holds").all() else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(prog="lorakit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("methods", help="list the registered methods").set_defaults(fn=_methods)
+    v = sub.add_parser("verify", help="run the theory checks and print measured against bound")
+    v.add_argument("--paper", help="only this paper's checks (e.g. rac-lora, bernoulli-lora)")
+    v.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    v.add_argument("--fast", action="store_true", help="fewer seeds and steps")
+    v.set_defaults(fn=_verify)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

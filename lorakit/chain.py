@@ -255,32 +255,34 @@ class _ChainRun:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, steps: int, log_every: int):
-        c, K = self.c, self.c.steps_per_link
+        K = self.c.steps_per_link
         rows: list[dict] = []
         estimate = None
-        for t in range(steps + 1):
-            if t < steps and (self.link < 0 or (K is not None and t % K == 0)):
+        for t in range(steps):
+            if self.link < 0 or (K is not None and t % K == 0):
                 self.start_link()
             W = self.effective_W()
-            if t < steps:
-                estimate = (
-                    self.estimator.init(self.problem, W, self.streams)
-                    if estimate is None
-                    else self.estimator.update(self.problem, W, estimate.state, self.streams)
-                )
-            gamma = self.gamma_t(W, estimate.G) if t < steps else math.nan
-            if t % log_every == 0 or t == steps:
-                exact = estimate.G if (estimate.exact and t < steps) else None
-                rows.append(self.log(t, W, exact, gamma))
-                failure = self.diverged(rows[-1])
+            if estimate is None:
+                estimate = self.estimator.init(self.problem, W, self.streams)
+            else:
+                estimate = self.estimator.update(self.problem, W, estimate.state, self.streams)
+            gamma = self.gamma_t(W, estimate.G)
+            if t % log_every == 0:
+                failure = self.record(rows, t, W, estimate.G if estimate.exact else None, gamma)
                 if failure:
-                    return rows, (t, failure)
-            if self.W_sum is not None and t < steps:
+                    return rows, failure
+            if self.W_sum is not None:
                 self.W_sum += W
-            if t < steps:
-                self.step(W, estimate.G, gamma)
+            self.step(W, estimate.G, gamma)
+        failure = self.record(rows, steps, self.effective_W(), None, math.nan)
         self.merge()
-        return rows, None
+        return rows, failure
+
+    def record(self, rows: list[dict], t: int, W, G, gamma: float) -> tuple[int, str] | None:
+        """Log W^t; return (step, message) if the run has diverged."""
+        rows.append(self.log(t, W, G, gamma))
+        message = self.diverged(rows[-1])
+        return (t, message) if message else None
 
     def log(self, t: int, W: torch.Tensor, G: torch.Tensor | None, gamma: float) -> dict:
         p = self.problem
@@ -312,7 +314,9 @@ class _ChainRun:
         hint = "lower gamma"
         if isinstance(c.gamma, float) and L and c.update in ("projected", "factor"):
             if c.gamma > 1.0 / L:
-                hint = f"gamma = {c.gamma:g} exceeds 1/L = {1.0 / L:g}; the theory needs gamma <= 1/L"
+                hint = (
+                    f"gamma = {c.gamma:g} exceeds 1/L = {1.0 / L:g}; the theory needs gamma <= 1/L"
+                )
         elif c.update in ("sgd", "adamw"):
             hint = f"lower the learning rate gamma = {c.gamma:g} of the {c.update} factor updates"
         return (

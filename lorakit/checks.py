@@ -21,6 +21,7 @@ from .methods import run
 
 __all__ = ["CHECKS", "Check", "Result", "verify"]
 
+
 @dataclass(frozen=True)
 class Result:
     """What a check measured: ``measured <relation> bound`` and whether it holds."""
@@ -132,11 +133,17 @@ def _contraction(fast: bool) -> Result:
 def _counterexample_gap(method: str, fast: bool, **kw) -> float:
     problem = pb.counterexample()
     kw = {"gamma": 1 / problem.L, **kw}
-    frame = run(method, problem, 1500 if fast else 5000, seeds=[0, 1, 2], rank=1, log_every=500, **kw)
+    frame = run(
+        method, problem, 1500 if fast else 5000, seeds=[0, 1, 2], rank=1, log_every=500, **kw
+    )
     return frame.groupby("seed").gap.last()
 
 
-@register("counterexample_lora_stalls", "RAC-LoRA", "Fig. 1: LoRA stalls above f* (rank-1 cannot reach W*)")
+@register(
+    "counterexample_lora_stalls",
+    "RAC-LoRA",
+    "Fig. 1: LoRA stalls above f* (rank-1 cannot reach W*)",
+)
 def _lora_stalls(fast: bool) -> Result:
     gap = _counterexample_gap("lora", fast, gamma=0.5 / pb.counterexample().L)
     return Result(float(gap.min()), 0.28, ">=", "min gap over 3 seeds; best rank-1 gap is 0.2889")
@@ -154,7 +161,9 @@ def _rac_converges(fast: bool) -> Result:
     return Result(float(gap.max()), 1e-10, "<=", "max gap over 3 seeds at γ = 1/L")
 
 
-@register("counterexample_bernoulli_converges", "Bernoulli-LoRA", "Thm 9: Bernoulli-LoRA reaches f*")
+@register(
+    "counterexample_bernoulli_converges", "Bernoulli-LoRA", "Thm 9: Bernoulli-LoRA reaches f*"
+)
 def _bernoulli_converges(fast: bool) -> Result:
     gap = _counterexample_gap("bernoulli_lora", fast, p=0.5)
     return Result(float(gap.max()), 1e-10, "<=", "max gap over 3 seeds at γ = 1/L, p = 0.5")

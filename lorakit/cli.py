@@ -26,7 +26,9 @@ def _verify(args) -> int:
 
     frame = verify(paper=args.paper, fast=args.fast)
     if args.json:
-        print(json.dumps(frame.to_dict(orient="records"), indent=2, default=float, ensure_ascii=False))
+        print(
+            json.dumps(frame.to_dict(orient="records"), indent=2, default=float, ensure_ascii=False)
+        )
     else:
         shown = frame[["paper", "claim", "measured", "relation", "bound", "status"]]
         with pd.option_context("display.max_colwidth", 70, "display.width", 200):

@@ -27,7 +27,17 @@ from ._validation import check_int, check_real
 from .problems.base import MatrixProblem
 from .rng import Streams
 
-__all__ = ["ESTIMATORS", "Estimate", "Estimator", "Oracle", "gd", "make_estimator", "mvr", "page", "sgd"]
+__all__ = [
+    "ESTIMATORS",
+    "Estimate",
+    "Estimator",
+    "Oracle",
+    "gd",
+    "make_estimator",
+    "mvr",
+    "page",
+    "sgd",
+]
 
 
 class Estimate(NamedTuple):
@@ -133,7 +143,9 @@ class SGD(Estimator):
         return SGD(self.oracle.resolve(problem))
 
     def update(self, problem, W, state, streams):
-        return Estimate(self.oracle.grad(problem, W, self.oracle.draw(problem, streams)), None, False)
+        return Estimate(
+            self.oracle.grad(problem, W, self.oracle.draw(problem, streams)), None, False
+        )
 
     def __str__(self):
         return f"sgd({self.oracle})"

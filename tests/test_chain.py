@@ -21,8 +21,12 @@ def _gd_iterates(problem, gamma, steps):
 
 @pytest.mark.parametrize(
     "method,kw",
-    [("rac_lora", {"side": "left"}), ("rac_lora", {"side": "right"}),
-     ("bernoulli_lora", {"p": 0.5}), ("bernoulli_lora", {"p": 0.5, "update": "factor"})],
+    [
+        ("rac_lora", {"side": "left"}),
+        ("rac_lora", {"side": "right"}),
+        ("bernoulli_lora", {"p": 0.5}),
+        ("bernoulli_lora", {"p": 0.5, "update": "factor"}),
+    ],
 )
 def test_full_rank_chain_is_gradient_descent(method, kw):
     """r = m = n makes H = I, so the chain is GD iterate by iterate (RAC-LoRA §5 item 12)."""
@@ -47,7 +51,9 @@ def test_plain_sgd_on_the_factor_is_not_the_projection():
     assert abs(frame.loss.iloc[1] - float(problem.loss(W1_proj))) > 1e-3
 
 
-@pytest.mark.parametrize("m,n,r,p", [(8, 12, 2, 0.3), (10, 10, 3, 0.5), (6, 15, 1, 1.0), (12, 5, 2, 0.0)])
+@pytest.mark.parametrize(
+    "m,n,r,p", [(8, 12, 2, 0.3), (10, 10, 3, 0.5), (6, 15, 1, 1.0), (12, 5, 2, 0.0)]
+)
 def test_one_step_contraction_is_one_minus_lambda_p(m, n, r, p):
     """On f = ½‖W − W*‖² with γ = 1, E[f(W⁺) | W] = (1 − λ^p) f(W), λ^p = p·r/m + (1 − p)·r/n
     (Bernoulli-LoRA Thm 9 is tight; spec §6 item 6). Every step's ratio has this conditional mean,
@@ -73,8 +79,9 @@ def test_lora_converges_to_the_best_rank_one_point():
         x = np.outer(z[:3], z[3:]).ravel()
         return x @ M @ x + x.sum()
 
-    best = min(minimize(f, np.random.default_rng(s).normal(size=6), method="BFGS").fun
-               for s in range(20))
+    best = min(
+        minimize(f, np.random.default_rng(s).normal(size=6), method="BFGS").fun for s in range(20)
+    )
     frame = lk.run("lora", problem, 4000, seeds=0, rank=1, gamma=0.5 / problem.L, log_every=4000)
     assert frame.loss.iloc[-1] == pytest.approx(best, abs=1e-6)
     assert best - problem.f_star == pytest.approx(0.2889, abs=5e-5)  # spec rac_lora §6
@@ -86,8 +93,10 @@ def test_additive_noise_has_the_stated_variance():
     est = lk.sgd(sigma=0.7).bind(problem)
     streams = lk.Streams(0)
     W = problem.W0
-    dev = [float(((est.update(problem, W, None, streams).G - problem.grad(W)) ** 2).sum())
-           for _ in range(4000)]
+    dev = [
+        float(((est.update(problem, W, None, streams).G - problem.grad(W)) ** 2).sum())
+        for _ in range(4000)
+    ]
     se = np.std(dev) / math.sqrt(len(dev))
     assert abs(np.mean(dev) - 0.49) < 4 * se
 
@@ -113,8 +122,23 @@ def test_changing_the_estimator_does_not_reshuffle_the_coins():
 def test_results_table_columns_and_bookkeeping():
     problem = pb.quadratic(6, 9, seed=0)
     frame = lk.run("cola", problem, 12, seeds=[0, 1], rank=2, gamma=0.01, steps_per_link=4)
-    for col in ["method", "seed", "step", "link", "side", "loss", "gap", "grad_norm_sq",
-                "trained_params", "gamma", "rank", "p", "sketch", "estimator", "update"]:
+    for col in [
+        "method",
+        "seed",
+        "step",
+        "link",
+        "side",
+        "loss",
+        "gap",
+        "grad_norm_sq",
+        "trained_params",
+        "gamma",
+        "rank",
+        "p",
+        "sketch",
+        "estimator",
+        "update",
+    ]:
         assert col in frame.columns
     assert len(frame) == 2 * 13
     assert frame.groupby("seed").link.max().tolist() == [2, 2]  # 12 steps / 4 per link
@@ -143,8 +167,9 @@ def test_divergence_stops_with_the_step_and_a_hint():
         lk.run("rac_lora", problem, 500, rank=1, gamma=10 / problem.L)
     err = info.value
     assert 0 < err.step < 500 and len(err.frame) == err.step + 1
-    frame = lk.run("rac_lora", problem, 500, seeds=[0, 1], rank=1, gamma=10 / problem.L,
-                   on_divergence="stop")
+    frame = lk.run(
+        "rac_lora", problem, 500, seeds=[0, 1], rank=1, gamma=10 / problem.L, on_divergence="stop"
+    )
     assert set(frame.attrs["diverged"]) == {0, 1}
     assert frame.groupby("seed").step.max().to_dict() == frame.attrs["diverged"]
 
@@ -154,7 +179,10 @@ def test_divergence_stops_with_the_step_and_a_hint():
     [
         (lambda P: lk.run("rac_lora", P, 5, rank=0, gamma=0.1), r"rank must be in \[1"),
         (lambda P: lk.run("rac_lora", P, 5, rank=4, gamma=0.1), r"rank must be in \[1, 3\]"),
-        (lambda P: lk.run("bernoulli_lora", P, 5, rank=1, gamma=0.1, p=1.5), r"p must be in \[0, 1\]"),
+        (
+            lambda P: lk.run("bernoulli_lora", P, 5, rank=1, gamma=0.1, p=1.5),
+            r"p must be in \[0, 1\]",
+        ),
         (lambda P: lk.page(0.0), r"q must be in \(0, 1\]"),
         (lambda P: lk.page(1.5), r"q must be in \(0, 1\]"),
         (lambda P: lk.mvr(0.0), r"b must be in \(0, 1\]"),
@@ -162,13 +190,26 @@ def test_divergence_stops_with_the_step_and_a_hint():
         (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.0), r"gamma must be in \(0, inf\]"),
         (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=-1.0), r"gamma must be in"),
         (lambda P: lk.run("rac_lora", P, 0, rank=1, gamma=0.1), r"steps must be"),
-        (lambda P: lk.run("lora", P, 5, rank=1, gamma=0.1, update="projected"), "one frozen factor"),
+        (
+            lambda P: lk.run("lora", P, 5, rank=1, gamma=0.1, update="projected"),
+            "one frozen factor",
+        ),
         (lambda P: lk.run("nope", P, 5, rank=1, gamma=0.1), "method must be one of"),
         (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.1, side="up"), "side must be one of"),
-        (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.1, update="adam"), "update must be one of"),
-        (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.1,
-                          sketch=lk.sketches.fixed(torch.ones(4, 1))), "shape"),
-        (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.1, estimator=lk.sgd()), "not a finite sum"),
+        (
+            lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.1, update="adam"),
+            "update must be one of",
+        ),
+        (
+            lambda P: lk.run(
+                "rac_lora", P, 5, rank=1, gamma=0.1, sketch=lk.sketches.fixed(torch.ones(4, 1))
+            ),
+            "shape",
+        ),
+        (
+            lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.1, estimator=lk.sgd()),
+            "not a finite sum",
+        ),
         (lambda P: lk.sgd(sigma=1.0, batch_size=2), "either sigma"),
         (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma="polyak", update="sgd"), "W-space"),
     ],
@@ -189,7 +230,9 @@ def test_mismatched_problem_shapes_are_rejected():
         pb.quadratic(3, 4, W0=torch.zeros(4, 3, dtype=torch.float64))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; CPU runs the same code above")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA; CPU runs the same code above"
+)
 def test_cuda_run_matches_cpu():
     cpu = pb.quadratic(6, 6, seed=0)
     gpu = pb.quadratic(6, 6, seed=0, device="cuda")

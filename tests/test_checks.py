@@ -13,12 +13,23 @@ def test_every_registered_check_holds_in_fast_mode(name):
 
 
 def test_identities_are_exact_and_chains_reach_f_star():
-    frame = checks.verify(fast=True, names=[
-        "bernoulli_p1_is_rac_left", "bernoulli_p0_is_rac_right", "page_q1_is_gd", "mvr_b1_is_sgd",
-        "counterexample_rac_lora_converges", "counterexample_lora_stalls",
-    ]).set_index("check")
-    for name in ["bernoulli_p1_is_rac_left", "bernoulli_p0_is_rac_right", "page_q1_is_gd",
-                 "mvr_b1_is_sgd"]:
+    frame = checks.verify(
+        fast=True,
+        names=[
+            "bernoulli_p1_is_rac_left",
+            "bernoulli_p0_is_rac_right",
+            "page_q1_is_gd",
+            "mvr_b1_is_sgd",
+            "counterexample_rac_lora_converges",
+            "counterexample_lora_stalls",
+        ],
+    ).set_index("check")
+    for name in [
+        "bernoulli_p1_is_rac_left",
+        "bernoulli_p0_is_rac_right",
+        "page_q1_is_gd",
+        "mvr_b1_is_sgd",
+    ]:
         assert frame.loc[name, "measured"] == 0.0  # bit-identical trajectories
     assert frame.loc["counterexample_rac_lora_converges", "measured"] < 1e-10
     # LoRA's gap is the best rank-1 gap, 0.2889 (RAC-LoRA spec §6), on every seed.

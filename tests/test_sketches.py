@@ -8,7 +8,13 @@ import torch
 from lorakit import sketches as sk
 from lorakit.rng import Streams
 
-FAMILIES = [sk.gaussian(), sk.gaussian(scale=0.01), sk.haar(), sk.coordinate(), sk.kaiming_uniform()]
+FAMILIES = [
+    sk.gaussian(),
+    sk.gaussian(scale=0.01),
+    sk.haar(),
+    sk.coordinate(),
+    sk.kaiming_uniform(),
+]
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -36,8 +42,12 @@ def test_projector_is_scale_invariant_and_handles_rank_deficiency(gen):
     b = B[:, :1]
     H = sk.projector(torch.cat([b, b], dim=1))
     torch.testing.assert_close(H, b @ b.T / (b.T @ b), atol=1e-12, rtol=0)
-    torch.testing.assert_close(sk.gram_pinv(torch.cat([b, b], 1)), torch.linalg.pinv(
-        torch.cat([b, b], 1).T @ torch.cat([b, b], 1)), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        sk.gram_pinv(torch.cat([b, b], 1)),
+        torch.linalg.pinv(torch.cat([b, b], 1).T @ torch.cat([b, b], 1)),
+        atol=1e-12,
+        rtol=0,
+    )
 
 
 def test_project_matches_the_explicit_projector(gen):
@@ -111,8 +121,9 @@ def test_fixed_and_custom_sketches():
     def sampler(shape, generator):
         return torch.ones(shape)
 
-    torch.testing.assert_close(sk.custom(sampler).sample((2, 5), side="right"),
-                               torch.ones(2, 5, dtype=torch.float64))
+    torch.testing.assert_close(
+        sk.custom(sampler).sample((2, 5), side="right"), torch.ones(2, 5, dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="shape"):
         sk.custom(lambda shape, g: torch.ones(3, 3)).sample((4, 2))
     with pytest.raises(ValueError, match="sketch must be one of"):

@@ -1,0 +1,64 @@
+"""Test problems: f(W) for a weight matrix W with the constants the theorems use.
+
+Every problem is a :class:`MatrixProblem` (``loss``, ``grad``, ``L``, ``mu``, ``f_star``, ...):
+
+=================== ============================== ===================================
+name                constructor                    source
+=================== ============================== ===================================
+counterexample      :func:`counterexample`         RAC-LoRA Sec. 3, Eq. (2), Fig. 1
+quadratic           :func:`quadratic`              RAC-LoRA spec §5 items 4, 7
+linear_regression   :func:`linear_regression`      Bernoulli-LoRA Sec. 7.1, App. J.1
+logistic_regression :func:`logistic_regression`    RAC-LoRA App. A.1, Fig. 3
+frobenius_distance  :func:`frobenius_distance`     Bernoulli-LoRA Thm 10 (non-smooth)
+l1_distance         :func:`l1_distance`            Bernoulli-LoRA Thm 10 (non-smooth)
+smooth_nonconvex    :func:`smooth_nonconvex`       RAC-LoRA spec §5 item 6
+=================== ============================== ===================================
+"""
+
+from __future__ import annotations
+
+from .._validation import check_choice
+from .base import MatrixProblem
+from .nonconvex import SmoothNonconvex, smooth_nonconvex
+from .nonsmooth import DistanceProblem, frobenius_distance, l1_distance
+from .quadratics import DiagonalQuadratic, counterexample, quadratic
+from .regression import LinearRegression, LogisticRegression, linear_regression, logistic_regression
+
+__all__ = [
+    "PROBLEMS",
+    "DiagonalQuadratic",
+    "DistanceProblem",
+    "LinearRegression",
+    "LogisticRegression",
+    "MatrixProblem",
+    "SmoothNonconvex",
+    "counterexample",
+    "frobenius_distance",
+    "l1_distance",
+    "linear_regression",
+    "logistic_regression",
+    "make_problem",
+    "quadratic",
+    "smooth_nonconvex",
+]
+
+#: Problem name → constructor.
+PROBLEMS = {
+    "counterexample": counterexample,
+    "quadratic": quadratic,
+    "linear_regression": linear_regression,
+    "logistic_regression": logistic_regression,
+    "frobenius_distance": frobenius_distance,
+    "l1_distance": l1_distance,
+    "smooth_nonconvex": smooth_nonconvex,
+}
+
+
+def make_problem(name: str, **kwargs) -> MatrixProblem:
+    """Build the problem called ``name`` (a key of :data:`PROBLEMS`) with ``kwargs``.
+
+    >>> make_problem("quadratic", m=4, n=3).L
+    1.0
+    """
+    check_choice("name", name, PROBLEMS)
+    return PROBLEMS[name](**kwargs)

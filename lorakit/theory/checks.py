@@ -1,0 +1,175 @@
+"""Theorem checks: run the matching method on a problem with known constants and put the measured
+left-hand side beside the corrected bound (and the printed one where an erratum changes it).
+
+Each check is registered in :data:`lorakit.checks.CHECKS` under its theorem's key, so
+``lorakit verify`` lists it. Measurements are means over seeds with their standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .. import problems as pb
+from ..checks import Result, register
+from ..estimators import sgd
+from ..methods import run
+from . import rac_lora  # noqa: F401  (registers the theorems)
+from .theorem import THEOREMS, Theorem
+
+__all__ = ["average_grad_norm", "gap_at", "min_grad_norm", "theorem_result"]
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements on a results frame (one row per step and seed)
+# --------------------------------------------------------------------------------------------
+def _per_seed(frame: pd.DataFrame, column: str, steps) -> np.ndarray:
+    rows = frame[frame.step.isin(steps)]
+    return rows.pivot(index="seed", columns="step", values=column).to_numpy()
+
+
+def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    se = x.std(ddof=1) / math.sqrt(x.size) if x.size > 1 else 0.0
+    return float(x.mean()), float(se)
+
+
+def average_grad_norm(frame: pd.DataFrame, steps) -> tuple[float, float]:
+    """E‖∇f(W̃)‖² for W̃ uniform over ``steps``: the per-seed average, then mean ± SE over seeds."""
+    return _mean_se(_per_seed(frame, "grad_norm_sq", steps).mean(axis=1))
+
+
+def min_grad_norm(frame: pd.DataFrame, steps) -> tuple[float, float]:
+    """min_t E‖∇f(W^t)‖² over ``steps`` (SE of the mean at the minimising step)."""
+    values = _per_seed(frame, "grad_norm_sq", steps)
+    best = int(values.mean(axis=0).argmin())
+    return _mean_se(values[:, best])
+
+
+def gap_at(frame: pd.DataFrame, step: int) -> tuple[float, float]:
+    """E[f(W^T)] − f* at ``step``: mean ± SE over seeds."""
+    return _mean_se(_per_seed(frame, "gap", [step])[:, 0])
+
+
+def theorem_result(
+    theorem: Theorem, measured: tuple[float, float], constants: dict, detail: str
+) -> Result:
+    """A :class:`Result` for ``measured`` (mean, SE) against the theorem's bounds at ``constants``.
+
+    Raises if the run's step size violates the corrected step-size conditions: a check must run
+    inside the theorem's hypotheses.
+    """
+    if not theorem.admissible("corrected", **constants):
+        raise ValueError(f"{theorem.describe()}: the check's constants violate its step conditions")
+    printed = theorem.bound("printed", **constants) if theorem.corrected is not None else None
+    if printed is not None and math.isnan(printed):
+        printed = None
+    return Result(
+        measured[0],
+        theorem.bound("corrected", **constants),
+        "<=",
+        detail,
+        printed=printed,
+        stderr=measured[1],
+    )
+
+
+def register_theorem_check(key: str):
+    """Decorator: register ``fn(fast) -> Result`` as the check of theorem ``key``."""
+    theorem = THEOREMS[key]
+    return register(key, theorem.paper, f"{theorem.number}: {theorem.setting}")
+
+
+# --------------------------------------------------------------------------------------------
+# RAC-LoRA (spec rac_lora.md §4–5)
+# --------------------------------------------------------------------------------------------
+@register_theorem_check("rac_lora.theorem_5.3")
+def _rac_5_3(fast: bool) -> Result:
+    """Smooth non-convex Σφ(W − C), φ(x) = x²/(1+x²): L = 2, f* = 0 (spec §5 item 6)."""
+    problem, r, T = pb.smooth_nonconvex(6, 6, seed=0), 2, 40
+    gamma = 1 / problem.L
+    frame = run("rac_lora", problem, T, seeds=range(4 if fast else 20), rank=r, gamma=gamma)
+    constants = dict(
+        gamma=gamma,
+        L=problem.L,
+        T=T,
+        lam_min=r / problem.m,
+        Delta0=float(problem.loss(problem.W0)) - problem.f_star,
+    )
+    return theorem_result(
+        THEOREMS["rac_lora.theorem_5.3"],
+        average_grad_norm(frame, range(T)),
+        constants,
+        f"left sketch r={r}, m=n=6, γ=1/L, T={T}",
+    )
+
+
+@register_theorem_check("rac_lora.theorem_5.5")
+def _rac_5_5(fast: bool) -> Result:
+    """Tight case: ½‖W − W*‖² at γ = 1/L, E f(W^T) = (1 − r/m)^T Δ^0 exactly (spec §5 item 4)."""
+    problem, r, T = pb.quadratic(8, 8, seed=0), 2, 10
+    frame = run("rac_lora", problem, T, seeds=range(100 if fast else 1000), rank=r, gamma=1.0)
+    constants = dict(
+        gamma=1.0, L=1.0, mu=1.0, T=T, lam_min=r / problem.m, Delta0=float(problem.loss(problem.W0))
+    )
+    return theorem_result(
+        THEOREMS["rac_lora.theorem_5.5"],
+        gap_at(frame, T),
+        constants,
+        f"left sketch r={r}, m=n=8, γ=1/L, T={T}: the bound is attained",
+    )
+
+
+def _sgd_run(fast: bool, T: int, gamma: float, sigma: float):
+    problem, r = pb.quadratic(6, 8, seed=0), 2
+    frame = run(
+        "rac_lora",
+        problem,
+        T,
+        seeds=range(10 if fast else 40),
+        rank=r,
+        gamma=gamma,
+        side="right",
+        estimator=sgd(sigma=sigma),
+    )
+    lam = r / problem.n  # right sketch: E[H_A] = (r/n) I
+    constants = dict(
+        gamma=gamma,
+        L=1.0,
+        mu=1.0,
+        T=T,
+        lam_min=lam,
+        lam_max=lam,
+        A1=0.0,
+        B1=1.0,
+        C1=sigma**2,
+        Delta0=float(problem.loss(problem.W0)),
+    )
+    return frame, constants
+
+
+@register_theorem_check("rac_lora.theorem_e.2")
+def _rac_e2(fast: bool) -> Result:
+    """Additive noise of variance σ²: (A_1, B_1, C_1) = (0, 1, σ²) (spec §5 item 9)."""
+    T, gamma, sigma = 100, 0.5, 1.0
+    frame, constants = _sgd_run(fast, T, gamma, sigma)
+    return theorem_result(
+        THEOREMS["rac_lora.theorem_e.2"],
+        min_grad_norm(frame, range(T)),
+        constants,
+        f"right sketch, ½‖W − W*‖², σ={sigma}, γ={gamma}, T={T}",
+    )
+
+
+@register_theorem_check("rac_lora.theorem_e.3")
+def _rac_e3(fast: bool) -> Result:
+    """After many steps the noise floor γLσ²/(2μ) remains: the printed bound (no floor) fails."""
+    T, gamma, sigma = 200, 0.5, 1.0
+    frame, constants = _sgd_run(fast, T, gamma, sigma)
+    return theorem_result(
+        THEOREMS["rac_lora.theorem_e.3"],
+        gap_at(frame, T),
+        constants,
+        f"right sketch, ½‖W − W*‖², σ={sigma}, γ={gamma}, T={T}",
+    )

@@ -1,0 +1,55 @@
+"""The sympy symbols shared by every theorem, named as in the papers.
+
+All are positive reals except where a quantity may be zero (Δ^0, σ², A_1, B_1, C_1, 𝒢^0, Δ*).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+__all__ = ["NAMES", "SYMBOLS"]
+
+_pos = {"positive": True, "real": True}
+_nonneg = {"nonnegative": True, "real": True}
+
+L, mu, gamma, T, N, M, C = sp.symbols("L mu gamma T N M C", **_pos)
+lam_min, lam_max = sp.symbols("lambda_min lambda_max", **_pos)
+eta_tilde = sp.Symbol("eta_tilde", **_pos)  # Fed-RAC-LoRA server step η̃ = β·γ·N
+Delta0, sigma2, A1, B1, C1 = sp.symbols("Delta0 sigma2 A1 B1 C1", **_nonneg)
+G0, Delta_star, Delta_m_star = sp.symbols("G0 Delta_star Delta_m_star", **_nonneg)
+q, b, beta = sp.symbols("q b beta", **_pos)  # PAGE, MVR momentum, EF21 contraction
+omega = sp.Symbol("omega", **_nonneg)
+R0, L0, alpha_H = sp.symbols(
+    "R0 L0 alpha_H", **_pos
+)  # non-smooth: ‖W^0 − W*‖, Lipschitz, E[H] = α_H I
+
+#: keyword name (as passed to ``Theorem.bound(**values)``) → symbol; sympy prints the symbol's
+#: own name (λ_min as ``lambda_min``, η̃ as ``eta_tilde``, …).
+SYMBOLS: dict[str, sp.Symbol] = {
+    "L": L,
+    "mu": mu,
+    "gamma": gamma,
+    "T": T,
+    "N": N,
+    "M": M,
+    "C": C,
+    "lam_min": lam_min,
+    "lam_max": lam_max,
+    "eta_tilde": eta_tilde,
+    "Delta0": Delta0,
+    "sigma2": sigma2,
+    "A1": A1,
+    "B1": B1,
+    "C1": C1,
+    "G0": G0,
+    "Delta_star": Delta_star,
+    "Delta_m_star": Delta_m_star,
+    "q": q,
+    "b": b,
+    "beta": beta,
+    "omega": omega,
+    "R0": R0,
+    "L0": L0,
+    "alpha_H": alpha_H,
+}
+NAMES: dict[sp.Symbol, str] = {v: k for k, v in SYMBOLS.items()}

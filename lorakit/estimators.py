@@ -12,7 +12,15 @@ name        G^t                                                                 
 ``sgd``     g(W^t): ∇f + noise of variance σ², or a minibatch mean of ∇f_i       Alg. 4, Asm. 4/5
 ``page``    ∇f(W^t) w.p. q, else G^{t−1} + ∇f_i(W^t) − ∇f_i(W^{t−1})             Alg. 6, eq. (117)
 ``mvr``     ∇f_ξ(W^t) + (1 − b)(G^{t−1} − ∇f_ξ(W^{t−1})), same ξ at both points  Alg. 5, eq. (108)
+``qgd``     (1/M) Σ_l Q_l(∇f_l(W^t)), Q unbiased                                  Alg. 7, eq. (125)
+``marina``  mean of G_l^t: ∇f_l(W^t) w.p. q (shared coin), else                  Alg. 8, eq. (128)
+            G_l^{t−1} + Q_l(∇f_l(W^t) − ∇f_l(W^{t−1}))
+``ef21``    mean of G_l^t = G_l^{t−1} + C_l(∇f_l(W^t) − G_l^{t−1}), C contractive  Alg. 9, eq. (137)
 ==========  ===================================================================  ====================
+
+The federated estimators (``qgd``, ``marina``, ``ef21``) need a
+:class:`~lorakit.problems.federated.FederatedProblem` and draw their compression randomness from
+the ``compression`` stream (:mod:`lorakit.compressors`).
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ._validation import check_int, check_real
+from ._validation import check_choice, check_int, check_real
+from .compressors import Compressor, make_compressor
 from .problems.base import MatrixProblem
+from .problems.federated import FederatedProblem
 from .rng import Streams
 
 __all__ = [
@@ -32,10 +42,13 @@ __all__ = [
     "Estimate",
     "Estimator",
     "Oracle",
+    "ef21",
     "gd",
     "make_estimator",
+    "marina",
     "mvr",
     "page",
+    "qgd",
     "sgd",
 ]
 
@@ -236,3 +249,165 @@ def make_estimator(estimator: Estimator | str, **kwargs) -> Estimator:
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")
     return ESTIMATORS[estimator](**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Federated estimators (Bernoulli-LoRA Algs. 7–9): M clients send compressed messages
+# --------------------------------------------------------------------------------------------
+def _federated(problem, estimator: str) -> FederatedProblem:
+    if not isinstance(problem, FederatedProblem):
+        name = getattr(problem, "name", type(problem).__name__)
+        raise ValueError(
+            f"estimator {estimator!r} needs a FederatedProblem (M clients), but problem "
+            f"{name!r} is a {type(problem).__name__}"
+        )
+    return problem
+
+
+def _compressor(compressor, *, estimator: str, need: str) -> Compressor:
+    if isinstance(compressor, str):
+        compressor = make_compressor(compressor)
+    if not isinstance(compressor, Compressor):
+        raise ValueError(f"compressor must be a lorakit.compressors.Compressor, got {compressor!r}")
+    if need == "unbiased" and not compressor.unbiased:
+        raise ValueError(
+            f"{estimator} needs an unbiased compressor (Def. 2), got the contractive {compressor}: "
+            "use identity, rand_k, natural or qsgd"
+        )
+    if need == "contractive" and not compressor.contractive:
+        raise ValueError(
+            f"{estimator} needs a contractive compressor (Def. 3), got {compressor}: use identity, "
+            "top_k or scaled_rand_k (rand_k/(omega + 1))"
+        )
+    return compressor
+
+
+class FedState(NamedTuple):
+    """Per-client state of MARINA/EF21: G_l^t (M, m, n), ∇f_l(W^t) (M, m, n) and W^t."""
+
+    G_clients: torch.Tensor
+    grads: torch.Tensor
+    W: torch.Tensor
+
+
+@dataclass(frozen=True)
+class QGD(Estimator):
+    """Fed-Bernoulli-LoRA-QGD (Alg. 7, eq. (125)): G^t = (1/M) Σ_l Q_l^t(∇f_l(W^t)).
+
+    Each client compresses its gradient independently (one ``batch_dims=1`` call on the stack).
+    Lemma 15: G^t satisfies Assumption 4 with A_1 = Lω/M, B_1 = 1, C_1 = 2LωΔ*/M.
+    """
+
+    compressor: Compressor
+    name = "qgd"
+
+    def bind(self, problem):
+        _federated(problem, self.name)
+        return self
+
+    def update(self, problem, W, state, streams):
+        grads = _federated(problem, self.name).client_grads(W)
+        sent = self.compressor(grads, streams["compression"], batch_dims=1)
+        return Estimate(sent.mean(dim=-3), None, self.compressor.is_identity)
+
+    def __str__(self):
+        return f"qgd({self.compressor})"
+
+
+@dataclass(frozen=True)
+class MARINA(Estimator):
+    """Fed-Bernoulli-LoRA-MARINA (Alg. 8, eq. (128)) with one coin s^t ~ Be(q) shared by all
+    clients (Lemma 16 needs it shared), drawn from the ``estimator`` stream:
+    G_l^t = ∇f_l(W^t) if s^t = 1, else G_l^{t−1} + Q_l^t(∇f_l(W^t) − ∇f_l(W^{t−1})); G^t = mean G_l^t.
+    G_l^0 = ∇f_l(W^0), so 𝒢^0 = 0 in Thm 6. q = 1 is GD.
+    """
+
+    q: float
+    compressor: Compressor
+    name = "marina"
+
+    def bind(self, problem):
+        _federated(problem, self.name)
+        return self
+
+    def init(self, problem, W, streams):
+        grads = _federated(problem, self.name).client_grads(W)
+        return Estimate(grads.mean(dim=-3), FedState(grads, grads, W), True)
+
+    def update(self, problem, W, state, streams):
+        grads = _federated(problem, self.name).client_grads(W)
+        if streams.uniform("estimator") < self.q:
+            G_clients, exact = grads, True
+        else:
+            diff = grads - state.grads
+            G_clients = state.G_clients + self.compressor(
+                diff, streams["compression"], batch_dims=1
+            )
+            exact = False
+        return Estimate(G_clients.mean(dim=-3), FedState(G_clients, grads, W), exact)
+
+    def __str__(self):
+        return f"marina(q={self.q:g}, {self.compressor})"
+
+
+@dataclass(frozen=True)
+class EF21(Estimator):
+    """Fed-Bernoulli-LoRA-EF21 (Alg. 9, eq. (137)): G_l^t = G_l^{t−1} + C_l^t(∇f_l(W^t) − G_l^{t−1}),
+    G^t = (1/M) Σ_l G_l^t, with a contractive C (Def. 3).
+
+    ``init="grad"``: G_l^0 = ∇f_l(W^0), so Ĝ^0 = 0 in Thm 21; ``init="zero"``: G_l^0 = 0, so
+    Ĝ^0 = (1/M) Σ_l ‖∇f_l(W^0)‖² and the first step does not move W. With the identity compressor
+    G_l^t = ∇f_l(W^t) is used directly (the same value without the rounding of G + (∇f − G)), so
+    the method is GD exactly.
+    """
+
+    compressor: Compressor
+    init_mode: str = "grad"
+    name = "ef21"
+
+    def bind(self, problem):
+        _federated(problem, self.name)
+        return self
+
+    def init(self, problem, W, streams):
+        grads = _federated(problem, self.name).client_grads(W)
+        if self.init_mode == "grad":
+            return Estimate(grads.mean(dim=-3), FedState(grads, grads, W), True)
+        G_clients = torch.zeros_like(grads)
+        return Estimate(G_clients.mean(dim=-3), FedState(G_clients, grads, W), False)
+
+    def update(self, problem, W, state, streams):
+        grads = _federated(problem, self.name).client_grads(W)
+        if self.compressor.is_identity:
+            G_clients = grads
+        else:
+            sent = self.compressor(grads - state.G_clients, streams["compression"], batch_dims=1)
+            G_clients = state.G_clients + sent
+        G = G_clients.mean(dim=-3)
+        return Estimate(G, FedState(G_clients, grads, W), self.compressor.is_identity)
+
+    def __str__(self):
+        init = "" if self.init_mode == "grad" else f", init={self.init_mode}"
+        return f"ef21({self.compressor}{init})"
+
+
+def qgd(compressor: Compressor | str) -> Estimator:
+    """Fed-QGD (Alg. 7) with an unbiased compressor (Def. 2); identity gives GD."""
+    return QGD(_compressor(compressor, estimator="qgd", need="unbiased"))
+
+
+def marina(q: float, compressor: Compressor | str) -> Estimator:
+    """Fed-MARINA (Alg. 8): full gradients w.p. q ∈ (0, 1] (shared coin), else compressed
+    gradient differences with an unbiased compressor (Def. 2)."""
+    q = check_real("q", q, low=0.0, high=1.0, low_open=True)
+    return MARINA(q, _compressor(compressor, estimator="marina", need="unbiased"))
+
+
+def ef21(compressor: Compressor | str, *, init: str = "grad") -> Estimator:
+    """Fed-EF21 (Alg. 9) with a contractive compressor (Def. 3); ``init`` is ``"grad"``
+    (G_l^0 = ∇f_l(W^0)) or ``"zero"`` (G_l^0 = 0)."""
+    check_choice("init", init, ("grad", "zero"))
+    return EF21(_compressor(compressor, estimator="ef21", need="contractive"), init)
+
+
+ESTIMATORS.update({"qgd": qgd, "marina": marina, "ef21": ef21})

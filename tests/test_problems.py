@@ -288,6 +288,7 @@ def test_registry():
         "frobenius_distance",
         "l1_distance",
         "smooth_nonconvex",
+        "heterogeneous_quadratics",
     }
     small = {
         "counterexample": {},

@@ -13,12 +13,17 @@ frobenius_distance  :func:`frobenius_distance`     Bernoulli-LoRA Thm 10 (non-sm
 l1_distance         :func:`l1_distance`            Bernoulli-LoRA Thm 10 (non-smooth)
 smooth_nonconvex    :func:`smooth_nonconvex`       RAC-LoRA spec §5 item 6
 =================== ============================== ===================================
+
+Federated: :func:`heterogeneous_quadratics` (registered as ``heterogeneous_quadratics``) builds a
+:class:`FederatedProblem` f = (1/M) Σ_l f_l (Bernoulli-LoRA eq. (4), Assumption 11; RAC-LoRA
+Assumption F.1).
 """
 
 from __future__ import annotations
 
 from .._validation import check_choice
 from .base import MatrixProblem
+from .federated import FederatedProblem, heterogeneous_quadratics
 from .nonconvex import SmoothNonconvex, smooth_nonconvex
 from .nonsmooth import DistanceProblem, frobenius_distance, l1_distance
 from .quadratics import DiagonalQuadratic, counterexample, quadratic
@@ -28,12 +33,14 @@ __all__ = [
     "PROBLEMS",
     "DiagonalQuadratic",
     "DistanceProblem",
+    "FederatedProblem",
     "LinearRegression",
     "LogisticRegression",
     "MatrixProblem",
     "SmoothNonconvex",
     "counterexample",
     "frobenius_distance",
+    "heterogeneous_quadratics",
     "l1_distance",
     "linear_regression",
     "logistic_regression",
@@ -51,6 +58,7 @@ PROBLEMS = {
     "frobenius_distance": frobenius_distance,
     "l1_distance": l1_distance,
     "smooth_nonconvex": smooth_nonconvex,
+    "heterogeneous_quadratics": heterogeneous_quadratics,
 }
 
 

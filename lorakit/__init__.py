@@ -8,10 +8,10 @@ The single-node methods of RAC-LoRA and Bernoulli-LoRA are configurations of one
     frame = lk.run("bernoulli_lora", problem, steps=200, seeds=range(3), rank=1, gamma=1 / problem.L, p=0.5)
 """
 
-from . import coins, estimators, problems, sketches
+from . import coins, compressors, estimators, problems, sketches
 from .chain import Chain, DivergenceError
 from .coins import alternating, always, bernoulli, both
-from .estimators import gd, mvr, page, sgd
+from .estimators import ef21, gd, marina, mvr, page, qgd, rr, sgd
 from .methods import METHODS, make, run
 from .rng import Streams
 
@@ -27,12 +27,17 @@ __all__ = [
     "bernoulli",
     "both",
     "coins",
+    "compressors",
+    "ef21",
     "estimators",
     "gd",
     "make",
+    "marina",
     "mvr",
     "page",
     "problems",
+    "qgd",
+    "rr",
     "run",
     "sgd",
     "sketches",

@@ -10,6 +10,7 @@ name        G^t                                                                 
 ==========  ===================================================================  ====================
 ``gd``      ∇f(W^t)                                                              Alg. 2
 ``sgd``     g(W^t): ∇f + noise of variance σ², or a minibatch mean of ∇f_i       Alg. 4, Asm. 4/5
+``rr``      ∇f_{π_i}(W^t), π a fresh permutation of the N components each epoch   RAC-LoRA eq. (7)
 ``page``    ∇f(W^t) w.p. q, else G^{t−1} + ∇f_i(W^t) − ∇f_i(W^{t−1})             Alg. 6, eq. (117)
 ``mvr``     ∇f_ξ(W^t) + (1 − b)(G^{t−1} − ∇f_ξ(W^{t−1})), same ξ at both points  Alg. 5, eq. (108)
 ``qgd``     (1/M) Σ_l Q_l(∇f_l(W^t)), Q unbiased                                  Alg. 7, eq. (125)
@@ -49,6 +50,7 @@ __all__ = [
     "mvr",
     "page",
     "qgd",
+    "rr",
     "sgd",
 ]
 
@@ -219,6 +221,31 @@ class MVR(Estimator):
         return f"mvr(b={self.b:g}, {self.oracle})"
 
 
+@dataclass(frozen=True)
+class RR(Estimator):
+    """Random reshuffling (RAC-LoRA App. D, eq. (7)): every epoch draws a permutation π of the N
+    components from the ``data`` stream and step i of the epoch uses G = ∇f_{π_i}(W). With
+    ``steps_per_link = N`` a link is one epoch under one sketch, the method Theorems D.2–D.3 analyse.
+    """
+
+    name = "rr"
+
+    def bind(self, problem):
+        if problem.n_samples is None:
+            raise ValueError(f"problem {problem.name!r} is not a finite sum: rr needs components")
+        return self
+
+    def update(self, problem, W, state, streams):
+        perm, i = state if state is not None else (None, 0)
+        if perm is None or i == perm.numel():
+            perm, i = torch.randperm(problem.n_samples, generator=streams["data"]), 0
+        G = problem.grad(W, perm[i : i + 1].to(problem.device))
+        return Estimate(G, (perm, i + 1), False)
+
+    def __str__(self):
+        return "rr"
+
+
 def gd() -> Estimator:
     """Full gradients."""
     return GD()
@@ -227,6 +254,11 @@ def gd() -> Estimator:
 def sgd(*, sigma: float | None = None, batch_size: int | None = None) -> Estimator:
     """Additive noise of variance σ² (``sigma``) or minibatches of ``batch_size`` (default 1)."""
     return SGD(_oracle(sigma, batch_size))
+
+
+def rr() -> Estimator:
+    """Random reshuffling over the problem's N components, one component per step."""
+    return RR()
 
 
 def page(q: float, *, sigma: float | None = None, batch_size: int | None = None) -> Estimator:
@@ -239,7 +271,7 @@ def mvr(b: float, *, sigma: float | None = None, batch_size: int | None = None) 
     return MVR(check_real("b", b, low=0.0, high=1.0, low_open=True), _oracle(sigma, batch_size))
 
 
-ESTIMATORS = {"gd": gd, "sgd": sgd, "page": page, "mvr": mvr}
+ESTIMATORS = {"gd": gd, "sgd": sgd, "rr": rr, "page": page, "mvr": mvr}
 
 
 def make_estimator(estimator: Estimator | str, **kwargs) -> Estimator:

@@ -239,3 +239,20 @@ def test_cuda_run_matches_cpu():
     a = lk.run("bernoulli_lora", cpu, 20, rank=2, gamma=0.5)
     b = lk.run("bernoulli_lora", gpu, 20, rank=2, gamma=0.5)
     np.testing.assert_allclose(a.loss.to_numpy(), b.loss.to_numpy(), rtol=1e-10)
+
+
+def test_random_reshuffling_visits_every_component_once_per_epoch():
+    """Over one epoch at a fixed W the RR gradients average to ∇f(W) exactly (RAC-LoRA eq. (7))."""
+    problem = pb.heterogeneous_quadratics(5, 3, 4, spread=1.0, seed=0)
+    est, streams = lk.rr().bind(problem), lk.Streams(0)
+    W = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    state, grads = None, []
+    for _ in range(2 * problem.n_samples):
+        e = est.update(problem, W, state, streams)
+        state = e.state
+        grads.append(e.G)
+    for epoch in (grads[:5], grads[5:]):
+        torch.testing.assert_close(torch.stack(epoch).mean(0), problem.grad(W), atol=1e-12, rtol=0)
+    assert not torch.equal(grads[0], grads[5]) or not torch.equal(grads[1], grads[6])
+    with pytest.raises(ValueError, match="not a finite sum"):
+        lk.rr().bind(pb.quadratic(2, 2))

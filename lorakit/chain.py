@@ -298,7 +298,7 @@ class _ChainRun:
                 "trained_params": self.trained_params,
                 "gamma": gamma,
                 "loss": loss,
-                "gap": loss - p.f_star if p.f_star is not None else math.nan,
+                "gap": float(p.gap(W)) if p.f_star is not None else math.nan,
                 "grad_norm_sq": float((G * G).sum()),
             }
             if self.W_sum is not None:

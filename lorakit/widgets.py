@@ -1,0 +1,582 @@
+"""The notebooks' interactive apps, written as plain functions so they are testable and timed.
+
+DESIGN principle 6 (thin notebooks): a notebook cell calls :func:`why_lora_fails_app` or
+:func:`bernoulli_explorer_app`; the apps call the ``*_frame`` functions here (which call the chain
+engine) and draw with :mod:`lorakit.viz`. Every app computes and draws once when it is built, so
+executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider does.
+
+* :func:`counterexample_frame` / :func:`why_lora_fails_app` — LoRA, AsymmLoRA, COLA, RAC-LoRA and
+  Bernoulli-LoRA on the RAC-LoRA counterexample (Section 3, Eq. (2), Figure 1).
+* :func:`explorer_frame` / :func:`explorer_theory` / :func:`bernoulli_explorer_app` —
+  Bernoulli-LoRA on the linear regression of Bernoulli-LoRA Sec. 7.1 with the Theorem 1 bound
+  drawn over the measured gradient norms.
+
+Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+
+import altair as alt
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+
+from . import estimators as est
+from . import problems
+from ._validation import check_choice, check_int, check_real
+from .methods import METHODS, run
+from .sketches import SKETCHES
+from .viz import convergence_chart, theory_rate_frame
+
+__all__ = [
+    "COUNTEREXAMPLE_METHODS",
+    "EXPLORER_ESTIMATORS",
+    "EXPLORER_SKETCHES",
+    "App",
+    "bernoulli_explorer_app",
+    "counterexample_chart",
+    "counterexample_frame",
+    "explorer_charts",
+    "explorer_frame",
+    "explorer_theory",
+    "fast_mode",
+    "final_values",
+    "why_lora_fails_app",
+]
+
+COUNTEREXAMPLE_METHODS = ("lora", "asymm_lora", "cola", "rac_lora", "bernoulli_lora")
+EXPLORER_SKETCHES = tuple(SKETCHES)
+EXPLORER_ESTIMATORS = ("gd", "sgd", "page", "mvr")
+GRAD_SERIES = "‖∇f(Wᵗ)‖²"
+AVG_SERIES = "running mean (1/T)·Σ_{t<T} ‖∇f(Wᵗ)‖² (x = T)"
+
+
+def fast_mode() -> bool:
+    """True when the environment variable ``LORAKIT_FAST`` is ``1`` (also true/yes/on): CI mode."""
+    return os.environ.get("LORAKIT_FAST", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _default(value, normal, fast):
+    return value if value is not None else (fast if fast_mode() else normal)
+
+
+@functools.lru_cache(maxsize=1)
+def _counterexample():
+    return problems.counterexample()
+
+
+@functools.lru_cache(maxsize=8)
+def _linear_regression(m: int, n: int):
+    # Building it pre-trains W0 with L-BFGS (up to ~1 s); every redraw reuses it.
+    return problems.linear_regression(m, n)
+
+
+def _isotropic_lambda_p(p: float, r: int, m: int, n: int) -> float:
+    """λ^p = p·λ_min(E H_B) + (1 − p)·λ_min(E H_A) = p·r/m + (1 − p)·r/n.
+
+    Bernoulli-LoRA §4 (probability-weighted eigenvalues) with E[H_B] = (r/m)·I and
+    E[H_A] = (r/n)·I, which holds for the isotropic sketches of :data:`EXPLORER_SKETCHES`
+    (Gaussian, Haar, uniform coordinate, Kaiming-uniform; Bernoulli-LoRA Lemmas 3–9).
+    """
+    return p * r / m + (1 - p) * r / n
+
+
+# ---------------------------------------------------------------------------------------------
+# Why LoRA fails: the counterexample
+# ---------------------------------------------------------------------------------------------
+def counterexample_frame(
+    methods: Iterable[str] = COUNTEREXAMPLE_METHODS,
+    rank: int = 1,
+    step_factor: float = 1.0,
+    seed: int = 0,
+    steps: int | None = None,
+    *,
+    cola_steps_per_link: int = 1,
+    p: float = 0.5,
+) -> pd.DataFrame:
+    """Each method on the RAC-LoRA counterexample (Eq. (2), Fig. 1) from W⁰ = 0; one tidy frame.
+
+    γ = ``step_factor``/L with L = 20 (the Hessian of Eq. (2) as printed is 2M; the paper's
+    "L = 10" is the ½-convention, so the paper's "γ = 1/L" is ``step_factor=2`` here). RAC-LoRA
+    (left sketch), Bernoulli-LoRA (``p``) and AsymmLoRA take the projected step W ← W − γ H G;
+    LoRA and COLA take plain gradient steps on both factors with learning rate γ (``sgd``), COLA
+    merging and restarting every ``cola_steps_per_link`` steps. ``steps`` defaults to 300 (100 with
+    ``LORAKIT_FAST=1``).
+
+    Runs that blow up stop (``on_divergence="stop"``); the column ``diverged_at`` holds the step
+    where a run stopped (NaN otherwise) and ``frame.attrs["diverged"]`` maps method → step.
+    Extra columns: ``step_factor``.
+    """
+    if isinstance(methods, str):
+        methods = (methods,)
+    methods = tuple(dict.fromkeys(methods))
+    if not methods:
+        raise ValueError(f"methods must name at least one of {list(COUNTEREXAMPLE_METHODS)}")
+    for method in methods:
+        check_choice("methods", method, METHODS)
+    problem = _counterexample()
+    rank = check_int("rank", rank, low=1, high=min(problem.m, problem.n))
+    step_factor = check_real("step_factor", step_factor, low=0.0, low_open=True)
+    seed = check_int("seed", seed, low=0)
+    steps = check_int("steps", _default(steps, 300, 100), low=1)
+    cola_steps_per_link = check_int("cola_steps_per_link", cola_steps_per_link, low=1)
+    p = check_real("p", p, low=0.0, high=1.0)
+    gamma = step_factor / problem.L
+    config = {
+        "lora": {"update": "sgd"},
+        "cola": {"update": "sgd", "steps_per_link": cola_steps_per_link},
+        "bernoulli_lora": {"p": p},
+    }
+    frames, diverged = [], {}
+    for method in methods:
+        frame = run(
+            method,
+            problem,
+            steps,
+            seed,
+            rank=rank,
+            gamma=gamma,
+            on_divergence="stop",
+            **config.get(method, {}),
+        )
+        stop = frame.attrs.get("diverged", {}).get(seed)
+        frame["diverged_at"] = float("nan") if stop is None else float(stop)
+        if stop is not None:
+            diverged[method] = stop
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["step_factor"] = step_factor
+    frame.attrs = {"diverged": diverged, "problem": problem.name}
+    return frame
+
+
+def final_values(frame: pd.DataFrame, y: str = "gap", by: str = "method") -> pd.DataFrame:
+    """The last logged value of ``y`` per ``by`` group and seed: columns ``by``, seed, step, ``y``,
+    ``diverged_at`` (NaN for runs that did not diverge)."""
+    for col in (y, by, "seed", "step"):
+        if col not in frame.columns:
+            raise ValueError(f"{col!r} is not a column of the frame")
+    last = frame.loc[frame.groupby([by, "seed"], sort=False)["step"].idxmax()]
+    cols = [by, "seed", "step", y] + (["diverged_at"] if "diverged_at" in frame else [])
+    out = last[cols].reset_index(drop=True)
+    if "diverged_at" not in out:
+        out["diverged_at"] = float("nan")
+    return out
+
+
+def _counterexample_status(frame: pd.DataFrame) -> str:
+    parts = []
+    for row in final_values(frame).itertuples(index=False):
+        if not math.isnan(row.diverged_at):
+            parts.append(
+                f"<b>{row.method}</b>: <span style='color:#c00'>diverged at step "
+                f"{int(row.diverged_at)}</span>"
+            )
+        else:
+            parts.append(f"<b>{row.method}</b>: f − f* = {row.gap:.3e}")
+    return "Final gaps after the last step — " + " · ".join(parts)
+
+
+def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerChart:
+    """f − f* against the iteration for every method of a :func:`counterexample_frame`.
+
+    With ``theory`` and γ ≤ 1/L the PL rate (1 − γμλ)ᵗ·Δ⁰ of RAC-LoRA Theorem 5.5 /
+    Bernoulli-LoRA Theorem 9 is drawn dashed, λ = λ^p = r/3 for m = n = 3 (any p). It bounds the
+    *expected* gap of RAC-LoRA and Bernoulli-LoRA, not of LoRA, AsymmLoRA or COLA.
+    """
+    problem = _counterexample()
+    sf = float(frame["step_factor"].iloc[0]) if "step_factor" in frame else float("nan")
+    rank = int(frame["rank"].iloc[0])
+    rate_frame = None
+    projected = {"rac_lora", "bernoulli_lora"} & set(frame["method"])
+    if theory and projected and sf <= 1.0:
+        gamma = sf / problem.L
+        lam = _isotropic_lambda_p(0.5, rank, problem.m, problem.n)  # r/3 for every p (m = n)
+        delta0 = float(problem.loss(problem.W0)) - problem.f_star
+        rate_frame = theory_rate_frame(
+            int(frame["step"].max()),
+            delta0,
+            1 - gamma * problem.mu * lam,
+            "(1 − γμλᵖ)ᵗΔ⁰: RAC-LoRA Thm 5.5 / Bernoulli-LoRA Thm 9",
+        )
+    return convergence_chart(
+        frame,
+        y="gap",
+        y_title="f(Wᵗ) − f*",
+        title=f"RAC-LoRA counterexample: r = {rank}, γ = {sf:g}/L (L = 20)",
+        theory=rate_frame,
+    )
+
+
+def why_lora_fails_app(
+    methods: Iterable[str] = COUNTEREXAMPLE_METHODS,
+    rank: int = 1,
+    step_factor: float = 1.0,
+    seed: int = 0,
+    steps: int | None = None,
+) -> App:
+    """Sliders for the methods, rank, step factor γ·L, COLA's K, seed and iterations, redrawing
+    f − f* against the iteration on the counterexample (:func:`counterexample_frame`).
+
+    Computes and draws once when built; returns an :class:`App` (an ``ipywidgets.VBox``).
+    """
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    steps = check_int("steps", _default(steps, 300, 100), low=1)
+    # Validate the initial values once, with the functions' own messages (one cheap step).
+    counterexample_frame(methods, rank, step_factor, seed, 1)
+    log_sf = math.log10(step_factor)
+    style = {"description_width": "initial"}
+    controls = {
+        "methods": widgets.SelectMultiple(
+            options=COUNTEREXAMPLE_METHODS, value=tuple(methods), rows=5, description="methods"
+        ),
+        "rank": widgets.IntSlider(
+            value=rank, min=1, max=3, description="rank r", continuous_update=False
+        ),
+        "step_factor": widgets.FloatLogSlider(
+            value=step_factor,
+            base=10,
+            min=min(-2, log_sf),
+            max=max(0.6, log_sf),
+            step=0.05,
+            description="γ·L",
+            readout_format=".3g",
+            continuous_update=False,
+            style=style,
+        ),
+        "cola_steps_per_link": widgets.IntSlider(
+            value=1, min=1, max=50, description="COLA K", continuous_update=False
+        ),
+        "seed": widgets.BoundedIntText(value=seed, min=0, max=10**6, description="seed"),
+        "steps": widgets.IntSlider(
+            value=steps,
+            min=min(10, steps),
+            max=max(2000, steps),
+            step=10,
+            description="iterations",
+            continuous_update=False,
+        ),
+    }
+
+    def compute(methods, rank, step_factor, seed, steps, cola_steps_per_link):
+        frame = counterexample_frame(
+            methods, rank, step_factor, seed, steps, cola_steps_per_link=cola_steps_per_link
+        )
+        return frame, [counterexample_chart(frame)], _counterexample_status(frame)
+
+    return App(controls, compute, n_charts=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Bernoulli-LoRA explorer
+# ---------------------------------------------------------------------------------------------
+def _make_estimator(name: str, q: float, b: float, batch_size: int):
+    check_choice("estimator", name, EXPLORER_ESTIMATORS)
+    if name == "gd":
+        return est.gd()
+    if name == "sgd":
+        return est.sgd(batch_size=batch_size)
+    if name == "page":
+        return est.page(q, batch_size=batch_size)
+    return est.mvr(b, batch_size=batch_size)
+
+
+def explorer_frame(
+    p: float = 0.5,
+    rank: int = 2,
+    sketch: str = "gaussian",
+    estimator: str = "gd",
+    step_factor: float = 1.0,
+    steps: int | None = None,
+    seeds: int | Iterable[int] | None = None,
+    m: int = 8,
+    n: int = 8,
+    q: float = 0.1,
+    b: float = 0.1,
+    batch_size: int = 10,
+) -> pd.DataFrame:
+    """Bernoulli-LoRA on ``linear_regression(m, n)`` (Bernoulli-LoRA Sec. 7.1) with γ = step_factor/L.
+
+    ``estimator`` is ``gd``, ``sgd`` (minibatches of ``batch_size``), ``page`` (full gradient with
+    probability ``q``, else minibatch differences) or ``mvr`` (momentum ``b``, minibatches).
+    ``seeds`` is a count (seeds 0, …, seeds − 1) or an iterable of seeds; ``steps`` and ``seeds``
+    default to 200 and 3 (60 and 2 with ``LORAKIT_FAST=1``). Diverging seeds stop early
+    (``frame.attrs["diverged"]``). Extra columns: ``step_factor``, ``lambda_p`` (λ^p =
+    p·r/m + (1 − p)·r/n) and ``config`` (a label for charts).
+    """
+    p = check_real("p", p, low=0.0, high=1.0)
+    m, n = check_int("m", m, low=1), check_int("n", n, low=1)
+    rank = check_int("rank", rank, low=1, high=min(m, n))
+    check_choice("sketch", sketch, EXPLORER_SKETCHES)
+    step_factor = check_real("step_factor", step_factor, low=0.0, low_open=True)
+    steps = check_int("steps", _default(steps, 200, 60), low=1)
+    seeds = _default(seeds, 3, 2)
+    if isinstance(seeds, Iterable):
+        seeds = [check_int("seeds", s, low=0) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+    else:
+        seeds = list(range(check_int("seeds", seeds, low=1)))
+    estimator_obj = _make_estimator(estimator, q, b, batch_size)
+    problem = _linear_regression(m, n)
+    check_int("batch_size", batch_size, low=1, high=problem.n_samples)
+    gamma = step_factor / problem.L
+    frame = run(
+        "bernoulli_lora",
+        problem,
+        steps,
+        seeds,
+        rank=rank,
+        gamma=gamma,
+        p=p,
+        sketch=sketch,
+        estimator=estimator_obj,
+        on_divergence="stop",
+    )
+    diverged = dict(frame.attrs.get("diverged", {}))
+    frame["diverged_at"] = frame["seed"].map(diverged).astype(float)
+    frame["step_factor"] = step_factor
+    frame["lambda_p"] = _isotropic_lambda_p(p, rank, m, n)
+    frame["config"] = f"p={p:g}, r={rank}, {sketch}, {estimator}"
+    frame.attrs = {"diverged": diverged, "problem": problem.name, "m": m, "n": n}
+    return frame
+
+
+def _running_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per seed, (1/T)·Σ_{t<T} ‖∇f(W^t)‖² for T = 1, 2, …: columns seed, step (= T), running_avg."""
+    out = []
+    for seed, g in frame.sort_values("step").groupby("seed", sort=True):
+        steps = g["step"].to_numpy()
+        if not np.array_equal(steps, np.arange(len(steps))):
+            raise ValueError(
+                "explorer_theory needs every step logged (log_every=1) from step 0, "
+                f"seed {seed} has steps {steps[:5].tolist()}…"
+            )
+        values = g["grad_norm_sq"].to_numpy(dtype=float)
+        T = np.arange(1, len(values) + 1)
+        out.append(pd.DataFrame({"seed": seed, "step": T, "running_avg": np.cumsum(values) / T}))
+    return pd.concat(out, ignore_index=True)
+
+
+def explorer_theory(
+    frame: pd.DataFrame,
+    problem,
+    *,
+    gamma: float | None = None,
+    p: float | None = None,
+    rank: int | None = None,
+    lambda_p: float | None = None,
+) -> pd.DataFrame:
+    """Bernoulli-LoRA Theorem 1 (GD, smooth non-convex, 0 < γ ≤ 1/L) against the measured run.
+
+    For T = 1, …, (last step + 1), one row with
+
+    * ``running_avg`` — the measured (1/T)·Σ_{t<T} ‖∇f(W^t)‖², averaged over seeds (the theorem
+      bounds its expectation, E‖∇f(W̃^T)‖² with W̃^T uniform on W⁰, …, W^{T−1});
+      ``running_avg_min``/``running_avg_max`` over seeds;
+    * ``bound`` = 2(f(W⁰) − f_low)/(γ λ^p T), with f_low = ``problem.f_lower`` (≤ f*, so this
+      is Δ⁰ or larger and the bound stays valid when f* is unknown) and
+      λ^p = p·r/m + (1 − p)·r/n (isotropic sketches, Bernoulli-LoRA §4);
+    * ``lambda_p``, ``gamma``, ``label`` (which says when the run is outside the theorem: γ > 1/L
+      or a stochastic estimator, for which Theorem 1 is shown for reference only).
+
+    γ, p and r are read from ``frame`` unless given.
+    """
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        raise ValueError("frame must be a non-empty run table")
+    for col in ("seed", "step", "grad_norm_sq"):
+        if col not in frame.columns:
+            raise ValueError(f"frame lacks the column {col!r}")
+    if gamma is None:
+        gamma = float(frame["gamma"].dropna().iloc[0])
+    gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+    if lambda_p is None:
+        p = float(frame["p"].iloc[0]) if p is None else p
+        p = check_real("p", p, low=0.0, high=1.0)
+        rank = int(frame["rank"].iloc[0]) if rank is None else rank
+        rank = check_int("rank", rank, low=1, high=min(problem.m, problem.n))
+        lambda_p = _isotropic_lambda_p(p, rank, problem.m, problem.n)
+    lambda_p = check_real("lambda_p", lambda_p, low=0.0, high=1.0, low_open=True)
+    f_low = problem.f_lower if problem.f_lower is not None else problem.f_star
+    if f_low is None:
+        raise ValueError(f"problem {problem.name!r} has neither f_lower nor f_star")
+    delta0 = float(problem.loss(problem.W0)) - f_low
+
+    per_seed = _running_means(frame)
+    agg = per_seed.groupby("step")["running_avg"].agg(["mean", "min", "max"]).reset_index()
+    agg.columns = ["step", "running_avg", "running_avg_min", "running_avg_max"]
+    agg["bound"] = 2 * delta0 / (gamma * lambda_p * agg["step"])
+    agg["lambda_p"] = lambda_p
+    agg["gamma"] = gamma
+    label = "Thm 1: 2(f(W⁰) − f_low)/(γλᵖT)"
+    if problem.L is not None and gamma > 1 / problem.L * (1 + 1e-12):
+        label += " [γ > 1/L: outside Thm 1]"
+    estimators = set(frame["estimator"].astype(str)) if "estimator" in frame else {"gd"}
+    if estimators != {"gd"}:
+        label += " [GD theorem, for reference]"
+    agg["label"] = label
+    return agg
+
+
+def _gradient_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """‖∇f(W^t)‖² at x = t and its running mean at x = T, in long form (seed, step, series, value)."""
+    grad = frame[["seed", "step", "grad_norm_sq"]].rename(columns={"grad_norm_sq": "value"})
+    grad["series"] = GRAD_SERIES
+    avg = _running_means(frame).rename(columns={"running_avg": "value"})
+    avg["series"] = AVG_SERIES
+    return pd.concat([grad, avg], ignore_index=True)
+
+
+def explorer_charts(frame: pd.DataFrame, theory: pd.DataFrame) -> tuple:
+    """The explorer's two charts: f(W^t), and ‖∇f‖² with its running mean under the Thm 1 bound."""
+    # f* is unknown (non-convex), so the loss itself is drawn, on a linear axis.
+    loss = convergence_chart(
+        frame, y="loss", color="config", log=False, y_title="f(Wᵗ)", title="Loss f(Wᵗ)"
+    )
+    series = _gradient_series(frame)
+    theory_frame = theory[["step", "bound", "label"]].rename(columns={"bound": "value"})
+    grad = convergence_chart(
+        series,
+        y="value",
+        color="series",
+        y_title="‖∇f‖²",
+        title="‖∇f(Wᵗ)‖² and its running mean vs the Theorem 1 bound",
+        theory=theory_frame,
+    )
+    return loss, grad
+
+
+def _explorer_status(frame: pd.DataFrame, theory: pd.DataFrame) -> str:
+    last = theory.iloc[-1]
+    lam, gamma = float(last["lambda_p"]), float(last["gamma"])
+    sf = float(frame["step_factor"].iloc[0])
+    m, n = frame.attrs.get("m", "m"), frame.attrs.get("n", "n")
+    p, r = float(frame["p"].iloc[0]), int(frame["rank"].iloc[0])
+    text = (
+        f"λᵖ = p·r/m + (1−p)·r/n = {p:g}·{r}/{m} + {1 - p:g}·{r}/{n} = {lam:.4g}; "
+        f"γ = {sf:g}/L = {gamma:.3e}. After T = {int(last['step'])}: measured running mean "
+        f"{last['running_avg']:.3e} vs bound {last['bound']:.3e} "
+        f"(ratio {last['running_avg'] / last['bound']:.2g})."
+    )
+    diverged = frame.attrs.get("diverged", {})
+    if diverged:
+        text += f" <span style='color:#c00'>Diverged seeds (seed: step): {diverged}</span>"
+    return text
+
+
+def bernoulli_explorer_app(
+    p: float = 0.5,
+    rank: int = 2,
+    sketch: str = "gaussian",
+    estimator: str = "gd",
+    step_factor: float = 1.0,
+    *,
+    steps: int | None = None,
+    seeds: int | None = None,
+    m: int = 8,
+    n: int = 8,
+) -> App:
+    """Sliders for p, rank, sketch family, estimator and γ·L redrawing Bernoulli-LoRA on
+    ``linear_regression(m, n)``: the loss, and ‖∇f‖² with its running mean under the Theorem 1
+    bound (:func:`explorer_frame`, :func:`explorer_theory`).
+
+    Computes and draws once when built; returns an :class:`App` (an ``ipywidgets.VBox``).
+    """
+    steps = check_int("steps", _default(steps, 200, 60), low=1)
+    seeds = _default(seeds, 3, 2)
+    # Validate the initial values with the functions' own messages (one cheap step).
+    explorer_frame(p, rank, sketch, estimator, step_factor, 1, seeds, m, n)
+    log_sf = math.log10(step_factor)
+    style = {"description_width": "initial"}
+    controls = {
+        "p": widgets.FloatSlider(
+            value=p, min=0.0, max=1.0, step=0.05, description="p", continuous_update=False
+        ),
+        "rank": widgets.IntSlider(
+            value=rank, min=1, max=min(m, n), description="rank r", continuous_update=False
+        ),
+        "sketch": widgets.Dropdown(options=EXPLORER_SKETCHES, value=sketch, description="sketch"),
+        "estimator": widgets.Dropdown(
+            options=EXPLORER_ESTIMATORS, value=estimator, description="estimator"
+        ),
+        "step_factor": widgets.FloatLogSlider(
+            value=step_factor,
+            base=10,
+            min=min(-2, log_sf),
+            max=max(0.4, log_sf),
+            step=0.05,
+            description="γ·L",
+            readout_format=".3g",
+            continuous_update=False,
+            style=style,
+        ),
+    }
+
+    def compute(p, rank, sketch, estimator, step_factor):
+        frame = explorer_frame(p, rank, sketch, estimator, step_factor, steps, seeds, m, n)
+        theory = explorer_theory(frame, _linear_regression(m, n))
+        return frame, list(explorer_charts(frame, theory)), _explorer_status(frame, theory)
+
+    return App(controls, compute, n_charts=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The app container
+# ---------------------------------------------------------------------------------------------
+def _mimebundle(chart) -> dict:
+    """The output record of a chart under the active altair renderer (no IPython shell needed)."""
+    bundle = chart._repr_mimebundle_()
+    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+    return {"output_type": "display_data", "data": data, "metadata": metadata or {}}
+
+
+class App(widgets.VBox):
+    """Controls, a status line and chart outputs; any control change recomputes and redraws.
+
+    ``compute(**values)`` gets the controls' values by name and returns (frame, charts, status
+    HTML). After each redraw ``frame``, ``charts``, ``status`` and ``redraw_seconds`` hold the
+    results; a ``ValueError`` from bad input is shown in the status line and leaves the charts.
+    """
+
+    def __init__(self, controls: dict, compute: Callable, n_charts: int = 1):
+        self.controls = controls
+        self._compute = compute
+        self.outputs = [widgets.Output() for _ in range(n_charts)]
+        self.status = widgets.HTML()
+        self.frame: pd.DataFrame | None = None
+        self.charts: list = []
+        self.redraw_seconds = math.nan
+        box = widgets.HBox(
+            [widgets.VBox(list(controls.values())[:3]), widgets.VBox(list(controls.values())[3:])]
+        )
+        super().__init__([box, self.status, *self.outputs])
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+        self.redraw()
+
+    @property
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def _on_change(self, change) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        start = time.perf_counter()
+        try:
+            frame, charts, status = self._compute(**self.values)
+        except ValueError as error:
+            self.status.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
+            return
+        for out, chart in zip(self.outputs, charts, strict=True):
+            out.outputs = (_mimebundle(chart),)
+        self.frame, self.charts = frame, charts
+        self.redraw_seconds = time.perf_counter() - start
+        self.status.value = f"{status} <i>({self.redraw_seconds:.2f} s)</i>"

@@ -236,3 +236,6 @@ def _rac_d3(fast: bool) -> Result:
         constants,
         f"left sketch r=3, m=n=6, N={N}, L=μ=1/4, γ=1/(2LN), T={T} links",
     )
+
+
+from . import checks_bernoulli  # noqa: E402, F401

@@ -30,11 +30,10 @@ def _verify(args) -> int:
             json.dumps(frame.to_dict(orient="records"), indent=2, default=float, ensure_ascii=False)
         )
     else:
-        shown = frame[
-            ["paper", "claim", "measured", "relation", "bound", "printed_bound", "status"]
-        ]
-        with pd.option_context("display.max_colwidth", 70, "display.width", 200):
-            print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        columns = ["paper", "claim", "measured", "relation", "bound", "printed_bound", "status"]
+        shown = frame[columns].rename(columns={"printed_bound": "printed"})
+        with pd.option_context("display.max_colwidth", 70, "display.width", 220):
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
         held = int((frame.status != "violated").sum())
         print(f"\n{held} of {len(frame)} corrected statements hold ({frame.seconds.sum():.1f} s)")
     return 0 if (frame.status != "violated").all() else 1

@@ -30,6 +30,7 @@ from ._validation import check_choice, check_real, check_shape
 __all__ = [
     "SKETCHES",
     "Sketch",
+    "anisotropic_gaussian",
     "apply_basis",
     "coordinate",
     "custom",
@@ -205,6 +206,37 @@ def nonuniform_coordinate(marginals) -> Sketch:
         return out.scatter_(-2, idx.unsqueeze(-2), 1.0)
 
     return Sketch("nonuniform_coordinate", draw, (tuple(round(float(p), 6) for p in pi),))
+
+
+def anisotropic_gaussian(scales) -> Sketch:
+    """B_S = diag(s)·G with G i.i.d. N(0, 1): a full-support but non-isotropic sketch.
+
+    The row scales break rotation invariance, so E[H] is not a multiple of I: coordinates with a
+    small scale are rarely in the column space, giving λ_min(E[H]) < r/d < λ_max(E[H]) whenever the
+    scales are not all equal (Bernoulli-LoRA §4.1, "distributions that fail Assumption 1" note;
+    RAC-LoRA §5 item 3). Sign flips D G ~ G still hold, so E[H] commutes with every diagonal sign
+    matrix and is therefore diagonal (the first step of Bernoulli-LoRA Lemma 2's proof); its
+    diagonal has no closed form, so use :func:`lorakit.theory.expected_projector`. A zero scale keeps that
+    coordinate out of every column space: λ_min = 0 and Assumption 5.1 fails. ``scales`` has length
+    d (m for a left sketch, n for a right one).
+    """
+    s = torch.as_tensor(scales, dtype=torch.float64).flatten()
+    if s.numel() == 0 or not torch.isfinite(s).all() or (s < 0).any() or not (s > 0).any():
+        raise ValueError(
+            "scales must be a non-empty sequence of finite non-negative numbers, not all zero"
+        )
+    d_fixed = s.numel()
+
+    def draw(d, r, batch, gen, dtype, fan_in, side):
+        if d != d_fixed:
+            raise ValueError(
+                f"anisotropic_gaussian has {d_fixed} scales; the factor needs d={d} "
+                f"({'m' if side == 'left' else 'n'})"
+            )
+        G = torch.randn(*batch, d, r, generator=gen, dtype=dtype)
+        return G * s.to(dtype).unsqueeze(-1)
+
+    return Sketch("anisotropic_gaussian", draw, (tuple(round(float(v), 6) for v in s),))
 
 
 def kaiming_uniform(a: float = math.sqrt(5)) -> Sketch:

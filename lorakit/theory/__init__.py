@@ -4,14 +4,11 @@
 and corrected forms; :mod:`lorakit.theory.checks` runs each against a measured run.
 """
 
-from . import bernoulli_lora  # noqa: F401, I001
-from . import rac_lora  # noqa: F401  (registers the theorems)
-from .theorem import THEOREMS, Form, Theorem, get_theorem
+from . import bernoulli_lora, rac_lora  # noqa: F401  (register the theorems)
 from .constants import (
     LambdaRange,
     LayerwiseLambda,
     ProjectorEstimate,
-    anisotropic_gaussian,
     exact_expected_projector,
     expected_projector,
     lambda_p,
@@ -19,6 +16,7 @@ from .constants import (
     multilayer_lambda,
 )
 from .identities import IDENTITIES, verify_all
+from .theorem import THEOREMS, Form, Theorem, get_theorem
 
 __all__ = [
     "IDENTITIES",
@@ -28,7 +26,6 @@ __all__ = [
     "LayerwiseLambda",
     "ProjectorEstimate",
     "Theorem",
-    "anisotropic_gaussian",
     "exact_expected_projector",
     "expected_projector",
     "get_theorem",

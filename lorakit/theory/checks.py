@@ -18,6 +18,7 @@ from ..checks import Result, register
 from ..estimators import rr, sgd
 from ..methods import run
 from . import rac_lora  # noqa: F401  (registers the theorems)
+from .identities import IDENTITIES
 from .theorem import THEOREMS, Theorem
 
 __all__ = ["average_grad_norm", "gap_at", "min_grad_norm", "theorem_result"]
@@ -239,3 +240,17 @@ def _rac_d3(fast: bool) -> Result:
 
 
 from . import checks_bernoulli  # noqa: E402, F401
+
+
+# --------------------------------------------------------------------------------------------
+# The algebraic facts the proofs rely on, proved symbolically (lorakit.theory.identities)
+# --------------------------------------------------------------------------------------------
+def _register_identity(name: str, statement: str, source: str, prove) -> None:
+    def check(fast: bool) -> Result:
+        return Result(0.0 if prove() else 1.0, 0.0, "==", f"sympy proof; {source}")
+
+    register(f"identity.{name}", source.split(" ")[0], statement)(check)
+
+
+for _name, (_statement, _source, _prove) in IDENTITIES.items():
+    _register_identity(_name, _statement, _source, _prove)

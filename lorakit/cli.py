@@ -20,8 +20,6 @@ def _methods(args) -> int:
 
 
 def _verify(args) -> int:
-    import pandas as pd
-
     from .checks import verify
 
     frame = verify(paper=args.paper, fast=args.fast)
@@ -32,11 +30,24 @@ def _verify(args) -> int:
     else:
         columns = ["paper", "claim", "measured", "relation", "bound", "printed_bound", "status"]
         shown = frame[columns].rename(columns={"printed_bound": "printed"})
-        with pd.option_context("display.max_colwidth", 70, "display.width", 220):
-            print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
+        shown["claim"] = shown.claim.map(lambda c: c if len(c) <= 58 else c[:57] + "…")
+        left = {c: _left(shown[c]) for c in ("paper", "claim", "status")}
+        table = shown.to_string(
+            index=False,
+            float_format=lambda v: f"{v:.4g}",
+            na_rep="",
+            formatters=left,
+            justify="left",
+        )
+        print("\n".join(line.rstrip() for line in table.splitlines()))
         held = int((frame.status != "violated").sum())
         print(f"\n{held} of {len(frame)} corrected statements hold ({frame.seconds.sum():.1f} s)")
     return 0 if (frame.status != "violated").all() else 1
+
+
+def _left(column):
+    width = int(column.str.len().max())
+    return lambda value: f"{value:<{width}}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,6 +166,23 @@ class FederatedProblem(MatrixProblem):
         clients = self.clients if idx is None else [self.clients[int(i)] for i in idx]
         return torch.stack([cl.grad(W) for cl in clients], dim=-3)
 
+    def local_grads(
+        self, W: torch.Tensor, clients: torch.Tensor, idx: list | None = None
+    ) -> torch.Tensor:
+        """∇f_{clients[c]}(W[c]) for a stack of per-client weights W of shape (C, m, n).
+
+        This is what a cohort's local steps evaluate: each client at its own iterate. ``idx``
+        optionally gives each client's minibatch (a list of index tensors, for finite-sum clients).
+        """
+        _check_W(W, self.m, self.n)
+        if self._stack is not None and idx is None:
+            lam, C, _ = self._stack
+            return lam[clients] * (W - C[clients])
+        return torch.stack([
+            self.clients[int(l)].grad(W[c], None if idx is None else idx[c])
+            for c, l in enumerate(clients)
+        ])
+
     def loss(self, W: torch.Tensor) -> torch.Tensor:
         """f(W) = (1/M) Σ_l f_l(W)."""
         return self.client_losses(W).mean(dim=-1)

@@ -168,3 +168,39 @@ def test_fedit_rejects_budgets_and_non_federated_problems():
         make_federated("fedit", 4, 0.1, budgets=2)
     with pytest.raises(ValueError, match="problem must be a FederatedProblem"):
         make_federated("fslora", 2, 0.1).run(lk.problems.quadratic(4, 4), 1)
+
+
+def _one_round_products(problem, method, k):
+    """The clients' adapters after one round, recomputed here from the run's own local step."""
+    cfg = make_federated(method, 4, 0.05, budgets=k, local_steps=2)
+    run = _Run(cfg, problem, 0)
+    B0, A0 = run.B.clone(), run.A.clone()
+    clients = torch.arange(problem.M)
+    svec = run.sketch(run.k[clients])
+    dB, dA = run.local_train(clients, svec)
+    keep = (svec != 0).double()
+    products = ((B0 + dB) * keep[:, None, :]) @ (A0 + dA)
+    return cfg, products.mean(0)
+
+
+def test_flex_lora_keeps_the_best_rank_r_factorisation_of_the_mean_product(problem):
+    cfg, mean_product = _one_round_products(problem, "flex_lora", 2)
+    hist = cfg.run(problem, 1)
+    U, S, Vh = torch.linalg.svd(mean_product)
+    best = U[:, :4] @ torch.diag(S[:4]) @ Vh[:4, :]  # Eckart–Young
+    assert hist.loss.iloc[1] == pytest.approx(float(problem.loss(problem.W0 + best)), rel=1e-12)
+
+
+def test_fedstack_lora_merges_the_mean_product_into_the_base(problem):
+    cfg, mean_product = _one_round_products(problem, "fedstack_lora", 3)
+    hist, msgs = cfg.run(problem, 2, messages=True)
+    assert hist.loss.iloc[1] == pytest.approx(
+        float(problem.loss(problem.W0 + mean_product)), rel=1e-12
+    )
+    # Every client downloads the stack of all clients' factors: (Σ_j k_j)(m + n) values.
+    assert (msgs.bytes_down == 6 * 3 * 16 * 4).all()
+
+
+def test_product_aggregations_need_leading_components():
+    with pytest.raises(ValueError, match="selection='leading'"):
+        lk.federated.FederatedLoRA(4, 0.1, aggregation="svd")

@@ -8,6 +8,10 @@ FSLoRA family is a configuration of :class:`~lorakit.federated.lora.FederatedLoR
 ``fedit``         k_i = r for everyone: vanilla federated LoRA (FSLoRA without sketching)
 ``hetero_lora``   the leading k_i components, no rescaling, zero-padded average (HeteroLoRA)
 ``fslora_topk``   FSLoRA with top-k sparsified uploads (FSLoRA App. C.2)
+``flex_lora``     leading k_i components; the server averages the products B_i A_i and
+                  re-factors them by truncated SVD (FlexLoRA)
+``fedstack_lora`` a fresh adapter each round; the server merges the stacked products into
+                  the base (FedStackLoRA / FLoRA)
 ================  =====================================================================
 """
 
@@ -38,11 +42,23 @@ def _fslora_topk(rank, lr, topk_ratio=0.5, **kw):
     return FederatedLoRA(rank, lr, topk_ratio=topk_ratio, method="fslora_topk", **kw)
 
 
+def _flex_lora(rank, lr, **kw):
+    return FederatedLoRA(rank, lr, selection="leading", aggregation="svd", method="flex_lora", **kw)
+
+
+def _fedstack_lora(rank, lr, **kw):
+    return FederatedLoRA(
+        rank, lr, selection="leading", aggregation="stack", method="fedstack_lora", **kw
+    )
+
+
 FEDERATED_METHODS = {
     "fslora": (_fslora, "FSLoRA: each client trains a random k_i-subset of the rank-r adapter"),
     "fedit": (_fedit, "FedIT: vanilla federated LoRA, every client trains the full rank r"),
     "hetero_lora": (_hetero_lora, "HeteroLoRA: leading k_i components, zero-padded average"),
     "fslora_topk": (_fslora_topk, "FSLoRA with top-k sparsified uploads"),
+    "flex_lora": (_flex_lora, "FlexLoRA: average the products B_i A_i, re-factor by SVD"),
+    "fedstack_lora": (_fedstack_lora, "FedStackLoRA: merge stacked products into the base"),
 }
 
 

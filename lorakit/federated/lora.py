@@ -37,7 +37,7 @@ from .budgets import Budget, describe, resolve_budgets
 __all__ = ["AGGREGATIONS", "SELECTIONS", "SERVER_OPTIMIZERS", "FederatedLoRA"]
 
 SELECTIONS = ("random", "leading")
-AGGREGATIONS = ("mean", "count")
+AGGREGATIONS = ("mean", "count", "svd", "stack")
 SERVER_OPTIMIZERS = ("avg", "adam")
 
 
@@ -55,8 +55,13 @@ class FederatedLoRA:
     local_steps : H.
     cohort : clients per round (None: all of them).
     dropout : probability that a cohort client drops out mid-round.
-    aggregation : ``"mean"`` (eq. (5): divide by the clients that reported) or ``"count"`` (divide
-        each entry by the number of reporting clients whose I_i contains it).
+    aggregation : how the uploads become the next global adapter:
+        ``"mean"`` — average the factor deltas over the clients that reported (eq. (5));
+        ``"count"`` — divide each entry by the number of reporting clients whose I_i contains it;
+        ``"svd"`` — FlexLoRA: average the products B_i A_i and re-factor by truncated SVD
+        (B = U_rΣ_r, A = V_rᵀ; spec fslora.md §3.3);
+        ``"stack"`` — FedStackLoRA (FLoRA): merge (α/r)·mean B_i A_i into the base and restart
+        the adapter (spec §3.4); clients download the stacked factors.
     server_optimizer, server_lr : ``"avg"`` (X ← X + η_s·Δ) or ``"adam"`` (FedAdam, gradient −Δ).
     topk_ratio : keep this fraction of each upload's entries (top-k by magnitude; FSLoRA App. C.2).
     sigma, batch_size : local gradients with additive noise of variance σ², or minibatches of
@@ -98,6 +103,13 @@ class FederatedLoRA:
             set_(self, "cohort", check_int("cohort", self.cohort, low=1))
         set_(self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0))
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        if self.aggregation in ("svd", "stack") and (
+            self.selection != "leading" or self.server_optimizer != "avg"
+        ):
+            raise ValueError(
+                f"aggregation={self.aggregation!r} (FlexLoRA/FedStackLoRA) trains the leading k_i "
+                "components and replaces the adapter: use selection='leading', server_optimizer='avg'"
+            )
         check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
         set_(self, "server_lr", check_real("server_lr", self.server_lr, low=0.0, low_open=True))
         if self.topk_ratio is not None:
@@ -169,6 +181,7 @@ class _Run:
     def __init__(self, cfg: FederatedLoRA, problem: FederatedProblem, seed: int):
         self.cfg, self.problem, self.seed = cfg, problem, seed
         self.streams = Streams(seed)
+        self.W0 = problem.W0.clone()  # the base; FedStackLoRA merges into it every round
         m, n, r, kw = (
             problem.m,
             problem.n,
@@ -225,7 +238,7 @@ class _Run:
         """H local SGD steps of eq. (4); returns the deltas (C, m, r), (C, r, n)."""
         if self.cfg.impl == "slice":
             return self._local_train_slices(clients, svec)
-        s, lr, W0 = self.cfg.scale, self.cfg.lr, self.problem.W0
+        s, lr, W0 = self.cfg.scale, self.cfg.lr, self.W0
         with torch.no_grad():
             B0, A0 = self.B.detach(), self.A.detach()
             C = clients.numel()
@@ -241,7 +254,7 @@ class _Run:
 
     def _local_train_slices(self, clients: torch.Tensor, svec: torch.Tensor):
         """Client by client on the k_i active columns and rows only (what a device computes)."""
-        s, lr, W0 = self.cfg.scale, self.cfg.lr, self.problem.W0
+        s, lr, W0 = self.cfg.scale, self.cfg.lr, self.W0
         with torch.no_grad():
             B0, A0 = self.B.detach(), self.A.detach()
             dB, dA = [], []
@@ -277,9 +290,16 @@ class _Run:
 
     def download_bytes(self, k: torch.Tensor) -> torch.Tensor:
         m, n, r = self.problem.m, self.problem.n, self.cfg.rank
-        floats = torch.full_like(k, r * (m + n)) if self.cfg.download == "full" else k * (m + n)
-        # The server also names I_i: k_i indices (none for FedIT, where I_i is everything).
-        indices = torch.where(k < r, k, torch.zeros_like(k))
+        if self.cfg.aggregation == "stack":  # the stacked factors of every client of the last round
+            floats = torch.full_like(k, int(self.k.sum()) * (m + n))
+        elif self.cfg.download == "full":
+            floats = torch.full_like(k, r * (m + n))
+        else:
+            floats = k * (m + n)
+        # FSLoRA's server also names I_i: k_i indices (none when I_i is everything, as in FedIT,
+        # or always the leading k_i components).
+        named = (k < r) & (self.cfg.selection == "random")
+        indices = torch.where(named, k, torch.zeros_like(k))
         return floats * self.cfg.bytes_per_float + indices * self.cfg.bytes_per_index
 
     def aggregate(self, dB, dA, svec, reported):
@@ -287,6 +307,13 @@ class _Run:
         if not bool(reported.any()):
             return None
         w = reported.to(dB.dtype)
+        if self.cfg.aggregation in ("svd", "stack"):
+            # Product space: the clients' own adapters (their active components only).
+            keep = (svec != 0).to(dB.dtype)
+            B = (self.B.detach() + dB) * keep[:, None, :]
+            A = self.A.detach() + dA
+            mean_product = ((B @ A) * w[:, None, None]).sum(0) / w.sum()
+            return (mean_product,)
         sum_B = (dB * w[:, None, None]).sum(0)
         sum_A = (dA * w[:, None, None]).sum(0)
         if self.cfg.aggregation == "mean":
@@ -299,10 +326,26 @@ class _Run:
 
     def server_step(self, delta) -> None:
         """Apply the aggregate in one step, after every upload is in."""
+        cfg, r = self.cfg, self.cfg.rank
+        if cfg.aggregation == "svd":  # FlexLoRA: the best rank-r factorisation of the mean product
+            U, S, Vh = torch.linalg.svd(delta[0], full_matrices=False)
+            self.B, self.A = U[:, :r] * S[:r], Vh[:r, :]
+            return
+        if cfg.aggregation == "stack":  # FedStackLoRA: merge into the base, restart the adapter
+            self.W0 = self.W0 + cfg.scale * delta[0]
+            self.A = kaiming_uniform().sample(
+                (r, self.problem.n),
+                self.streams["init"],
+                side="right",
+                dtype=self.problem.dtype,
+                device=self.problem.device,
+            )
+            self.B = torch.zeros_like(self.B)
+            return
         dB, dA = delta
         if self.opt is None:
-            self.B = self.B + self.cfg.server_lr * dB
-            self.A = self.A + self.cfg.server_lr * dA
+            self.B = self.B + cfg.server_lr * dB
+            self.A = self.A + cfg.server_lr * dA
             return
         self.B.grad, self.A.grad = -dB, -dA  # FedAdam treats −Δ as the gradient
         self.opt.step()
@@ -367,7 +410,7 @@ class _Run:
         p, s = self.problem, self.cfg.scale
         with torch.no_grad():
             B, A = self.B.detach(), self.A.detach()
-            W = p.W0 + s * (B @ A)
+            W = self.W0 + s * (B @ A)
             loss = float(p.loss(W))
             G = p.grad(W)
             grad_sq = float((s * (G @ A.T)).square().sum() + (s * (B.T @ G)).square().sum())

@@ -178,10 +178,12 @@ class FederatedProblem(MatrixProblem):
         if self._stack is not None and idx is None:
             lam, C, _ = self._stack
             return lam[clients] * (W - C[clients])
-        return torch.stack([
-            self.clients[int(l)].grad(W[c], None if idx is None else idx[c])
-            for c, l in enumerate(clients)
-        ])
+        return torch.stack(
+            [
+                self.clients[int(l)].grad(W[c], None if idx is None else idx[c])
+                for c, l in enumerate(clients)
+            ]
+        )
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
         """f(W) = (1/M) Σ_l f_l(W)."""

@@ -37,6 +37,7 @@ from .budgets import Budget, describe, resolve_budgets
 __all__ = ["AGGREGATIONS", "SELECTIONS", "SERVER_OPTIMIZERS", "FederatedLoRA"]
 
 SELECTIONS = ("random", "leading")
+_CACHE_BYTES = 2**21  # per-chunk working set of client iterates (a typical L2 cache)
 AGGREGATIONS = ("mean", "count", "svd", "stack")
 SERVER_OPTIMIZERS = ("avg", "adam")
 
@@ -238,6 +239,16 @@ class _Run:
         """H local SGD steps of eq. (4); returns the deltas (C, m, r), (C, r, n)."""
         if self.cfg.impl == "slice":
             return self._local_train_slices(clients, svec)
+        # Chunks of clients small enough that a chunk's (m×n) iterates stay in cache.
+        p = self.problem
+        chunk = max(1, _CACHE_BYTES // (p.m * p.n * p.W0.element_size()))
+        parts = [
+            self._local_train_batch(clients[i : i + chunk], svec[i : i + chunk])
+            for i in range(0, clients.numel(), chunk)
+        ]
+        return torch.cat([d for d, _ in parts]), torch.cat([d for _, d in parts])
+
+    def _local_train_batch(self, clients: torch.Tensor, svec: torch.Tensor):
         s, lr, W0 = self.cfg.scale, self.cfg.lr, self.W0
         with torch.no_grad():
             B0, A0 = self.B.detach(), self.A.detach()
@@ -246,9 +257,10 @@ class _Run:
             A = A0.expand(C, *A0.shape).clone()
             for _ in range(self.cfg.local_steps):
                 BS = B * svec[:, None, :]
-                G = self.local_gradient(W0 + s * (BS @ A), clients)
-                gB = s * (G @ A.mT) * svec[:, None, :]  # ∇_B = s·G Aᵀ Sᵀ (Lemma 3.2)
-                gA = s * svec[:, :, None] * (B.mT @ G)  # ∇_A = s·Sᵀ Bᵀ G
+                W = torch.baddbmm(W0.expand(C, *W0.shape), BS, A, alpha=s)
+                G = self.local_gradient(W, clients)
+                gB = (G @ A.mT).mul_(svec[:, None, :] * s)  # ∇_B = s·G Aᵀ Sᵀ (Lemma 3.2)
+                gA = (B.mT @ G).mul_(svec[:, :, None] * s)  # ∇_A = s·Sᵀ Bᵀ G
                 B, A = B - lr * gB, A - lr * gA
             return B - B0, A - A0
 

@@ -177,7 +177,12 @@ class FederatedProblem(MatrixProblem):
         _check_W(W, self.m, self.n)
         if self._stack is not None and idx is None:
             lam, C, _ = self._stack
-            return lam[clients] * (W - C[clients])
+            first, count = int(clients[0]), clients.numel()
+            if bool((clients == torch.arange(first, first + count, device=clients.device)).all()):
+                lam, C = lam[first : first + count], C[first : first + count]  # views, no copy
+            else:
+                lam, C = lam[clients], C[clients]
+            return (W - C).mul_(lam)
         return torch.stack(
             [
                 self.clients[int(l)].grad(W[c], None if idx is None else idx[c])

@@ -289,6 +289,8 @@ def test_registry():
         "l1_distance",
         "smooth_nonconvex",
         "heterogeneous_quadratics",
+        "digits_softmax",
+        "federated_digits",
     }
     small = {
         "counterexample": {},

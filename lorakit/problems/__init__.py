@@ -12,11 +12,14 @@ logistic_regression :func:`logistic_regression`    RAC-LoRA App. A.1, Fig. 3
 frobenius_distance  :func:`frobenius_distance`     Bernoulli-LoRA Thm 10 (non-smooth)
 l1_distance         :func:`l1_distance`            Bernoulli-LoRA Thm 10 (non-smooth)
 smooth_nonconvex    :func:`smooth_nonconvex`       RAC-LoRA spec §5 item 6
+digits_softmax      :func:`digits_softmax`         softmax regression, sklearn digits
 =================== ============================== ===================================
 
 Federated: :func:`heterogeneous_quadratics` (registered as ``heterogeneous_quadratics``) builds a
 :class:`FederatedProblem` f = (1/M) Σ_l f_l (Bernoulli-LoRA eq. (4), Assumption 11; RAC-LoRA
-Assumption F.1).
+Assumption F.1). :func:`federated_digits` (registered as ``federated_digits``) splits
+scikit-learn's digits among clients (iid, Dirichlet label skew, quantity skew; FSLoRA spec §10
+item 7) as a federated softmax regression.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .nonconvex import SmoothNonconvex, smooth_nonconvex
 from .nonsmooth import DistanceProblem, frobenius_distance, l1_distance
 from .quadratics import DiagonalQuadratic, counterexample, quadratic
 from .regression import LinearRegression, LogisticRegression, linear_regression, logistic_regression
+from .softmax import SoftmaxRegression, digits_softmax, federated_digits
 
 __all__ = [
     "PROBLEMS",
@@ -38,7 +42,10 @@ __all__ = [
     "LogisticRegression",
     "MatrixProblem",
     "SmoothNonconvex",
+    "SoftmaxRegression",
     "counterexample",
+    "digits_softmax",
+    "federated_digits",
     "frobenius_distance",
     "heterogeneous_quadratics",
     "l1_distance",
@@ -59,6 +66,8 @@ PROBLEMS = {
     "l1_distance": l1_distance,
     "smooth_nonconvex": smooth_nonconvex,
     "heterogeneous_quadratics": heterogeneous_quadratics,
+    "digits_softmax": digits_softmax,
+    "federated_digits": federated_digits,
 }
 
 

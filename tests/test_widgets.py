@@ -11,6 +11,7 @@ import pytest
 
 from lorakit import viz, widgets
 from lorakit.problems import counterexample
+from lorakit.widgets import chains
 
 ALL = widgets.COUNTEREXAMPLE_METHODS
 
@@ -75,7 +76,7 @@ def test_divergence_is_recorded():
     assert frame.attrs["diverged"] == {"cola": int(cola["step"].max())}
     assert (cola["diverged_at"] == cola["step"].max()).all()
     assert frame[frame["method"] == "rac_lora"]["diverged_at"].isna().all()
-    summary = widgets._counterexample_status(frame)
+    summary = chains._counterexample_status(frame)
     assert "cola" in summary and "diverged at step" in summary
 
 
@@ -106,7 +107,7 @@ def test_theorem1_bound_holds_for_gd(p, step_factor):
     frame = widgets.explorer_frame(
         p=p, rank=2, estimator="gd", step_factor=step_factor, steps=120, seeds=3, m=4, n=8
     )
-    problem = widgets._linear_regression(4, 8)
+    problem = chains._linear_regression(4, 8)
     theory = widgets.explorer_theory(frame, problem)
     assert len(theory) == 121 and theory["step"].tolist() == list(range(1, 122))
     assert np.allclose(theory["lambda_p"], p * 2 / 4 + (1 - p) * 2 / 8)
@@ -117,7 +118,7 @@ def test_theorem1_bound_holds_for_gd(p, step_factor):
 
 def test_explorer_theory_matches_its_definition():
     frame = widgets.explorer_frame(steps=10, seeds=2)
-    problem = widgets._linear_regression(8, 8)
+    problem = chains._linear_regression(8, 8)
     theory = widgets.explorer_theory(frame, problem)
     seed0 = frame[frame["seed"] == 0]["grad_norm_sq"].to_numpy()
     seed1 = frame[frame["seed"] == 1]["grad_norm_sq"].to_numpy()
@@ -131,7 +132,7 @@ def test_explorer_theory_matches_its_definition():
 
 
 def test_explorer_theory_labels_runs_outside_the_theorem():
-    problem = widgets._linear_regression(8, 8)
+    problem = chains._linear_regression(8, 8)
     big = widgets.explorer_theory(widgets.explorer_frame(step_factor=1.5, steps=5), problem)
     assert "γ > 1/L" in big["label"].iloc[0]
     sgd = widgets.explorer_theory(widgets.explorer_frame(estimator="sgd", steps=5), problem)
@@ -250,7 +251,7 @@ def test_apps_reject_bad_input():
 def test_explorer_theory_rejects_thinned_logs():
     frame = widgets.explorer_frame(steps=6, seeds=1)
     with pytest.raises(ValueError, match="log_every"):
-        widgets.explorer_theory(frame[frame["step"] % 2 == 0], widgets._linear_regression(8, 8))
+        widgets.explorer_theory(frame[frame["step"] % 2 == 0], chains._linear_regression(8, 8))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ FSLoRA family is a configuration of :class:`~lorakit.federated.lora.FederatedLoR
                   re-factors them by truncated SVD (FlexLoRA)
 ``fedstack_lora`` a fresh adapter each round; the server merges the stacked products into
                   the base (FedStackLoRA / FLoRA)
+``fed_rac_lora``  Fed-RAC-LoRA (RAC-LoRA Alg. 2): one shared frozen sketch per round, each
+                  cohort client trains the other factor over a reshuffled epoch, the server
+                  merges β·mean into W (:class:`~lorakit.federated.fed_rac.FedRACLoRA`)
 ================  =====================================================================
 """
 
@@ -19,9 +22,10 @@ from __future__ import annotations
 
 from .._validation import check_choice
 from . import budgets
+from .fed_rac import FedRACLoRA
 from .lora import FederatedLoRA
 
-__all__ = ["FEDERATED_METHODS", "FederatedLoRA", "budgets", "make_federated"]
+__all__ = ["FEDERATED_METHODS", "FedRACLoRA", "FederatedLoRA", "budgets", "make_federated"]
 
 
 def _fslora(rank, lr, **kw):
@@ -52,6 +56,10 @@ def _fedstack_lora(rank, lr, **kw):
     )
 
 
+def _fed_rac_lora(rank, lr, **kw):
+    return FedRACLoRA(rank, lr, **kw)
+
+
 FEDERATED_METHODS = {
     "fslora": (_fslora, "FSLoRA: each client trains a random k_i-subset of the rank-r adapter"),
     "fedit": (_fedit, "FedIT: vanilla federated LoRA, every client trains the full rank r"),
@@ -59,6 +67,7 @@ FEDERATED_METHODS = {
     "fslora_topk": (_fslora_topk, "FSLoRA with top-k sparsified uploads"),
     "flex_lora": (_flex_lora, "FlexLoRA: average the products B_i A_i, re-factor by SVD"),
     "fedstack_lora": (_fedstack_lora, "FedStackLoRA: merge stacked products into the base"),
+    "fed_rac_lora": (_fed_rac_lora, "Fed-RAC-LoRA: a shared frozen sketch, RR local epochs"),
 }
 
 

@@ -13,15 +13,12 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .. import problems as pb
 from ..checks import Result, register
-from ..estimators import rr, sgd
-from ..methods import run
 from . import rac_lora  # noqa: F401  (registers the theorems)
 from .identities import IDENTITIES
 from .theorem import THEOREMS, Theorem
 
-__all__ = ["average_grad_norm", "gap_at", "min_grad_norm", "theorem_result"]
+__all__ = ["average_grad_norm", "gap_at", "min_grad_norm", "scenario_result", "theorem_result"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,156 +84,51 @@ def register_theorem_check(key: str):
     return register(key, theorem.paper, f"{theorem.number}: {theorem.setting}")
 
 
+def scenario_result(key: str, fast: bool) -> Result:
+    """The check of theorem ``key``: its scenario's run (:mod:`lorakit.theory.scenarios`, the one
+    definition of each check's problem, method, γ, T, seeds, constants and measurement)."""
+    from .scenarios import get_scenario  # late: scenarios imports this module's helpers
+
+    return get_scenario(key).result(fast)
+
+
 # --------------------------------------------------------------------------------------------
-# RAC-LoRA (spec rac_lora.md §4–5)
+# RAC-LoRA (spec rac_lora.md §4–5); the runs are defined in lorakit.theory.scenarios
 # --------------------------------------------------------------------------------------------
 @register_theorem_check("rac_lora.theorem_5.3")
 def _rac_5_3(fast: bool) -> Result:
     """Smooth non-convex Σφ(W − C), φ(x) = x²/(1+x²): L = 2, f* = 0 (spec §5 item 6)."""
-    problem, r, T = pb.smooth_nonconvex(6, 6, seed=0), 2, 40
-    gamma = 1 / problem.L
-    frame = run("rac_lora", problem, T, seeds=range(4 if fast else 20), rank=r, gamma=gamma)
-    constants = dict(
-        gamma=gamma,
-        L=problem.L,
-        T=T,
-        lam_min=r / problem.m,
-        Delta0=float(problem.loss(problem.W0)) - problem.f_star,
-    )
-    return theorem_result(
-        THEOREMS["rac_lora.theorem_5.3"],
-        average_grad_norm(frame, range(T)),
-        constants,
-        f"left sketch r={r}, m=n=6, γ=1/L, T={T}",
-    )
+    return scenario_result("rac_lora.theorem_5.3", fast)
 
 
 @register_theorem_check("rac_lora.theorem_5.5")
 def _rac_5_5(fast: bool) -> Result:
     """Tight case: ½‖W − W*‖² at γ = 1/L, E f(W^T) = (1 − r/m)^T Δ^0 exactly (spec §5 item 4)."""
-    problem, r, T = pb.quadratic(8, 8, seed=0), 2, 10
-    frame = run("rac_lora", problem, T, seeds=range(100 if fast else 1000), rank=r, gamma=1.0)
-    constants = dict(
-        gamma=1.0, L=1.0, mu=1.0, T=T, lam_min=r / problem.m, Delta0=float(problem.loss(problem.W0))
-    )
-    return theorem_result(
-        THEOREMS["rac_lora.theorem_5.5"],
-        gap_at(frame, T),
-        constants,
-        f"left sketch r={r}, m=n=8, γ=1/L, T={T}: the bound is attained",
-    )
-
-
-def _sgd_run(fast: bool, T: int, gamma: float, sigma: float):
-    problem, r = pb.quadratic(6, 8, seed=0), 2
-    frame = run(
-        "rac_lora",
-        problem,
-        T,
-        seeds=range(10 if fast else 40),
-        rank=r,
-        gamma=gamma,
-        side="right",
-        estimator=sgd(sigma=sigma),
-    )
-    lam = r / problem.n  # right sketch: E[H_A] = (r/n) I
-    constants = dict(
-        gamma=gamma,
-        L=1.0,
-        mu=1.0,
-        T=T,
-        lam_min=lam,
-        lam_max=lam,
-        A1=0.0,
-        B1=1.0,
-        C1=sigma**2,
-        Delta0=float(problem.loss(problem.W0)),
-    )
-    return frame, constants
+    return scenario_result("rac_lora.theorem_5.5", fast)
 
 
 @register_theorem_check("rac_lora.theorem_e.2")
 def _rac_e2(fast: bool) -> Result:
     """Additive noise of variance σ²: (A_1, B_1, C_1) = (0, 1, σ²) (spec §5 item 9)."""
-    T, gamma, sigma = 100, 0.5, 1.0
-    frame, constants = _sgd_run(fast, T, gamma, sigma)
-    return theorem_result(
-        THEOREMS["rac_lora.theorem_e.2"],
-        min_grad_norm(frame, range(T)),
-        constants,
-        f"right sketch, ½‖W − W*‖², σ={sigma}, γ={gamma}, T={T}",
-    )
+    return scenario_result("rac_lora.theorem_e.2", fast)
 
 
 @register_theorem_check("rac_lora.theorem_e.3")
 def _rac_e3(fast: bool) -> Result:
     """After many steps the noise floor γLσ²/(2μ) remains: the printed bound (no floor) fails."""
-    T, gamma, sigma = 200, 0.5, 1.0
-    frame, constants = _sgd_run(fast, T, gamma, sigma)
-    return theorem_result(
-        THEOREMS["rac_lora.theorem_e.3"],
-        gap_at(frame, T),
-        constants,
-        f"right sketch, ½‖W − W*‖², σ={sigma}, γ={gamma}, T={T}",
-    )
-
-
-def _rr_run(fast: bool, T: int, mu: float):
-    """RR on N heterogeneous quadratics (shared curvature: σ² is exact and constant)."""
-    N, r = 5, 3
-    problem = pb.heterogeneous_quadratics(N, 6, 6, L=mu, spread=1.0, seed=0)
-    gamma = 1 / (2 * problem.L * N)
-    frame = run(
-        "rac_lora",
-        problem,
-        T * N,
-        seeds=range(6 if fast else 30),
-        rank=r,
-        gamma=gamma,
-        estimator=rr(),
-        steps_per_link=N,
-        log_every=N,
-    )
-    lam = r / problem.m
-    constants = dict(
-        gamma=gamma,
-        L=problem.L,
-        mu=problem.mu,
-        N=N,
-        T=T,
-        lam_min=lam,
-        lam_max=lam,
-        sigma2=problem.sigma2,
-        Delta0=float(problem.loss(problem.W0)) - problem.f_star,
-    )
-    return frame, constants, N
+    return scenario_result("rac_lora.theorem_e.3", fast)
 
 
 @register_theorem_check("rac_lora.theorem_d.2")
 def _rac_d2(fast: bool) -> Result:
     """One reshuffled epoch per link (Corollary D.2.1 is σ² = 0)."""
-    T = 30
-    frame, constants, N = _rr_run(fast, T, mu=1.0)
-    measured = average_grad_norm(frame, [t * N for t in range(T)])
-    return theorem_result(
-        THEOREMS["rac_lora.theorem_d.2"],
-        measured,
-        constants,
-        f"left sketch r=3, m=n=6, N={N} components, γ=1/(2LN), T={T} links",
-    )
+    return scenario_result("rac_lora.theorem_d.2", fast)
 
 
 @register_theorem_check("rac_lora.theorem_d.3")
 def _rac_d3(fast: bool) -> Result:
     """μ = L = 1/4 makes the missing 1/μ a factor of 4 in the neighbourhood."""
-    T = 100
-    frame, constants, N = _rr_run(fast, T, mu=0.25)
-    return theorem_result(
-        THEOREMS["rac_lora.theorem_d.3"],
-        gap_at(frame, T * N),
-        constants,
-        f"left sketch r=3, m=n=6, N={N}, L=μ=1/4, γ=1/(2LN), T={T} links",
-    )
+    return scenario_result("rac_lora.theorem_d.3", fast)
 
 
 from . import checks_bernoulli  # noqa: E402, F401
@@ -254,3 +146,4 @@ def _register_identity(name: str, statement: str, source: str, prove) -> None:
 
 for _name, (_statement, _source, _prove) in IDENTITIES.items():
     _register_identity(_name, _statement, _source, _prove)
+from . import checks_federated  # noqa: E402, F401

@@ -204,7 +204,7 @@ thm_F2 = Theorem(
         "(= 1 − λ_min, which would improve as the rank shrinks) must be λ_min, and η̃ ≤ λ_min/(4L)"
     ),
     notes=("η̃ = β·γ·N for Algorithm 2 with server step β (spec §2.8).",),
-    check="needs the federated simulator (Fed-RAC-LoRA, Algorithm 2)",
+    check="lorakit.checks.verify(names=['rac_lora.theorem_f.2'])",
 )
 
 _F3_D = lam_min - 3 * L * eta_tilde
@@ -243,7 +243,7 @@ thm_F3 = Theorem(
         "the printed bound mixes indices (t+1 on the left, power T on the right) and keeps the "
         "non-constant f(W^t) − f* in its last term; lorakit absorbs that term into the contraction ρ"
     ),
-    check="needs the federated simulator (Fed-RAC-LoRA, Algorithm 2)",
+    check="lorakit.checks.verify(names=['rac_lora.theorem_f.3'])",
 )
 
 RAC_LORA_THEOREMS = tuple(

@@ -22,6 +22,12 @@ omega = sp.Symbol("omega", **_nonneg)
 R0, L0, alpha_H = sp.symbols(
     "R0 L0 alpha_H", **_pos
 )  # non-smooth: ‖W^0 − W*‖, Lipschitz, E[H] = α_H I
+# FSLoRA: local steps H, ρ_1 = mean r/k_i, ρ_2 = mean (r/k_i)², the rank r and a budget k, the
+# heterogeneity constants c_h, σ_h² (Assumption 4.3), the sketch and data variances σ_s², σ_g²
+# (Assumption 4.2), F_0 = f^S(X^0) − f*, and ‖X‖² (Lemma D.3).
+H, rho1, rho2, r, k = sp.symbols("H rho1 rho2 r k", **_pos)
+c_h, sigma_g2, sigma_s2, sigma_h2 = sp.symbols("c_h sigma_g2 sigma_s2 sigma_h2", **_nonneg)
+F0, X_norm2 = sp.symbols("F0 X_norm2", **_nonneg)
 
 #: keyword name (as passed to ``Theorem.bound(**values)``) → symbol; sympy prints the symbol's
 #: own name (λ_min as ``lambda_min``, η̃ as ``eta_tilde``, …).
@@ -51,5 +57,16 @@ SYMBOLS: dict[str, sp.Symbol] = {
     "R0": R0,
     "L0": L0,
     "alpha_H": alpha_H,
+    "H": H,
+    "rho1": rho1,
+    "rho2": rho2,
+    "r": r,
+    "k": k,
+    "c_h": c_h,
+    "sigma_g2": sigma_g2,
+    "sigma_s2": sigma_s2,
+    "sigma_h2": sigma_h2,
+    "F0": F0,
+    "X_norm2": X_norm2,
 }
 NAMES: dict[sp.Symbol, str] = {v: k for k, v in SYMBOLS.items()}

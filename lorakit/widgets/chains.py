@@ -1,70 +1,30 @@
-"""The notebooks' interactive apps, written as plain functions so they are testable and timed.
-
-DESIGN principle 6 (thin notebooks): a notebook cell calls :func:`why_lora_fails_app` or
-:func:`bernoulli_explorer_app`; the apps call the ``*_frame`` functions here (which call the chain
-engine) and draw with :mod:`lorakit.viz`. Every app computes and draws once when it is built, so
-executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider does.
-
-* :func:`counterexample_frame` / :func:`why_lora_fails_app` — LoRA, AsymmLoRA, COLA, RAC-LoRA and
-  Bernoulli-LoRA on the RAC-LoRA counterexample (Section 3, Eq. (2), Figure 1).
-* :func:`explorer_frame` / :func:`explorer_theory` / :func:`bernoulli_explorer_app` —
-  Bernoulli-LoRA on the linear regression of Bernoulli-LoRA Sec. 7.1 with the Theorem 1 bound
-  drawn over the measured gradient norms.
-
-Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
-"""
+"""Apps of notebooks 01 and 02: the RAC-LoRA counterexample and the Bernoulli-LoRA explorer."""
 
 from __future__ import annotations
 
 import functools
-import html
 import math
-import os
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import altair as alt
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from . import estimators as est
-from . import problems
-from ._validation import check_choice, check_int, check_real
-from .methods import METHODS, run
-from .sketches import SKETCHES
-from .viz import convergence_chart, theory_rate_frame
-
-__all__ = [
-    "COUNTEREXAMPLE_METHODS",
-    "EXPLORER_ESTIMATORS",
-    "EXPLORER_SKETCHES",
-    "App",
-    "bernoulli_explorer_app",
-    "counterexample_chart",
-    "counterexample_frame",
-    "explorer_charts",
-    "explorer_frame",
-    "explorer_theory",
-    "fast_mode",
-    "final_values",
-    "why_lora_fails_app",
-]
+from .. import estimators as est
+from .. import problems
+from .._validation import check_choice, check_int, check_real
+from ..methods import METHODS, run
+from ..sketches import SKETCHES
+from ..theory import lambda_p as lambda_p_of
+from ..viz import convergence_chart, theory_rate_frame
+from ._app import App, _default
 
 COUNTEREXAMPLE_METHODS = ("lora", "asymm_lora", "cola", "rac_lora", "bernoulli_lora")
 EXPLORER_SKETCHES = tuple(SKETCHES)
 EXPLORER_ESTIMATORS = ("gd", "sgd", "page", "mvr")
 GRAD_SERIES = "‖∇f(Wᵗ)‖²"
 AVG_SERIES = "running mean (1/T)·Σ_{t<T} ‖∇f(Wᵗ)‖² (x = T)"
-
-
-def fast_mode() -> bool:
-    """True when the environment variable ``LORAKIT_FAST`` is ``1`` (also true/yes/on): CI mode."""
-    return os.environ.get("LORAKIT_FAST", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _default(value, normal, fast):
-    return value if value is not None else (fast if fast_mode() else normal)
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,16 +36,6 @@ def _counterexample():
 def _linear_regression(m: int, n: int):
     # Building it pre-trains W0 with L-BFGS (up to ~1 s); every redraw reuses it.
     return problems.linear_regression(m, n)
-
-
-def _isotropic_lambda_p(p: float, r: int, m: int, n: int) -> float:
-    """λ^p = p·λ_min(E H_B) + (1 − p)·λ_min(E H_A) = p·r/m + (1 − p)·r/n.
-
-    Bernoulli-LoRA §4 (probability-weighted eigenvalues) with E[H_B] = (r/m)·I and
-    E[H_A] = (r/n)·I, which holds for the isotropic sketches of :data:`EXPLORER_SKETCHES`
-    (Gaussian, Haar, uniform coordinate, Kaiming-uniform; Bernoulli-LoRA Lemmas 3–9).
-    """
-    return p * r / m + (1 - p) * r / n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +148,7 @@ def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerC
     projected = {"rac_lora", "bernoulli_lora"} & set(frame["method"])
     if theory and projected and sf <= 1.0:
         gamma = sf / problem.L
-        lam = _isotropic_lambda_p(0.5, rank, problem.m, problem.n)  # r/3 for every p (m = n)
+        lam = float(lambda_p_of(0.5, rank, problem.m, problem.n).min)  # r/3 for every p (m = n)
         delta0 = float(problem.loss(problem.W0)) - problem.f_star
         rate_frame = theory_rate_frame(
             int(frame["step"].max()),
@@ -343,7 +293,7 @@ def explorer_frame(
     diverged = dict(frame.attrs.get("diverged", {}))
     frame["diverged_at"] = frame["seed"].map(diverged).astype(float)
     frame["step_factor"] = step_factor
-    frame["lambda_p"] = _isotropic_lambda_p(p, rank, m, n)
+    frame["lambda_p"] = float(lambda_p_of(p, rank, m, n).min)
     frame["config"] = f"p={p:g}, r={rank}, {sketch}, {estimator}"
     frame.attrs = {"diverged": diverged, "problem": problem.name, "m": m, "n": n}
     return frame
@@ -402,7 +352,7 @@ def explorer_theory(
         p = check_real("p", p, low=0.0, high=1.0)
         rank = int(frame["rank"].iloc[0]) if rank is None else rank
         rank = check_int("rank", rank, low=1, high=min(problem.m, problem.n))
-        lambda_p = _isotropic_lambda_p(p, rank, problem.m, problem.n)
+        lambda_p = float(lambda_p_of(p, rank, problem.m, problem.n).min)
     lambda_p = check_real("lambda_p", lambda_p, low=0.0, high=1.0, low_open=True)
     f_low = problem.f_lower if problem.f_lower is not None else problem.f_star
     if f_low is None:
@@ -525,58 +475,3 @@ def bernoulli_explorer_app(
         return frame, list(explorer_charts(frame, theory)), _explorer_status(frame, theory)
 
     return App(controls, compute, n_charts=2)
-
-
-# ---------------------------------------------------------------------------------------------
-# The app container
-# ---------------------------------------------------------------------------------------------
-def _mimebundle(chart) -> dict:
-    """The output record of a chart under the active altair renderer (no IPython shell needed)."""
-    bundle = chart._repr_mimebundle_()
-    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-    return {"output_type": "display_data", "data": data, "metadata": metadata or {}}
-
-
-class App(widgets.VBox):
-    """Controls, a status line and chart outputs; any control change recomputes and redraws.
-
-    ``compute(**values)`` gets the controls' values by name and returns (frame, charts, status
-    HTML). After each redraw ``frame``, ``charts``, ``status`` and ``redraw_seconds`` hold the
-    results; a ``ValueError`` from bad input is shown in the status line and leaves the charts.
-    """
-
-    def __init__(self, controls: dict, compute: Callable, n_charts: int = 1):
-        self.controls = controls
-        self._compute = compute
-        self.outputs = [widgets.Output() for _ in range(n_charts)]
-        self.status = widgets.HTML()
-        self.frame: pd.DataFrame | None = None
-        self.charts: list = []
-        self.redraw_seconds = math.nan
-        box = widgets.HBox(
-            [widgets.VBox(list(controls.values())[:3]), widgets.VBox(list(controls.values())[3:])]
-        )
-        super().__init__([box, self.status, *self.outputs])
-        for control in controls.values():
-            control.observe(self._on_change, names="value")
-        self.redraw()
-
-    @property
-    def values(self) -> dict:
-        return {name: control.value for name, control in self.controls.items()}
-
-    def _on_change(self, change) -> None:
-        self.redraw()
-
-    def redraw(self) -> None:
-        start = time.perf_counter()
-        try:
-            frame, charts, status = self._compute(**self.values)
-        except ValueError as error:
-            self.status.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
-            return
-        for out, chart in zip(self.outputs, charts, strict=True):
-            out.outputs = (_mimebundle(chart),)
-        self.frame, self.charts = frame, charts
-        self.redraw_seconds = time.perf_counter() - start
-        self.status.value = f"{status} <i>({self.redraw_seconds:.2f} s)</i>"

@@ -1,0 +1,66 @@
+"""The notebooks' interactive apps, written as plain functions so they are testable and timed.
+
+DESIGN principle 6 (thin notebooks): a notebook cell calls :func:`why_lora_fails_app` or
+:func:`bernoulli_explorer_app`; the apps call the ``*_frame`` functions here (which call the chain
+engine) and draw with :mod:`lorakit.viz`. Every app computes and draws once when it is built, so
+executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider does.
+
+* :func:`counterexample_frame` / :func:`why_lora_fails_app` — LoRA, AsymmLoRA, COLA, RAC-LoRA and
+  Bernoulli-LoRA on the RAC-LoRA counterexample (Section 3, Eq. (2), Figure 1).
+* :func:`explorer_frame` / :func:`explorer_theory` / :func:`bernoulli_explorer_app` —
+  Bernoulli-LoRA on the linear regression of Bernoulli-LoRA Sec. 7.1 with the Theorem 1 bound
+  drawn over the measured gradient norms.
+* :func:`projector_eigen_frame` / :func:`projector_eigen_chart` / :func:`theorem_curve_chart` /
+  :func:`theory_constants_app` — the spectrum of the Monte Carlo E[H_B], E[H_A] against r/m, r/n
+  and λ^p (RAC-LoRA Assumption 5.1, Bernoulli-LoRA Assumption 1), and a theorem's check run
+  (:mod:`lorakit.theory.scenarios`) against its printed and corrected bounds.
+
+Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
+"""
+
+from ._app import App, fast_mode
+from .chains import (
+    COUNTEREXAMPLE_METHODS,
+    EXPLORER_ESTIMATORS,
+    EXPLORER_SKETCHES,
+    bernoulli_explorer_app,
+    counterexample_chart,
+    counterexample_frame,
+    explorer_charts,
+    explorer_frame,
+    explorer_theory,
+    final_values,
+    why_lora_fails_app,
+)
+from .theory import (
+    THEORY_SAMPLES,
+    THEORY_SKETCHES,
+    nonuniform_marginals,
+    projector_eigen_chart,
+    projector_eigen_frame,
+    theorem_curve_chart,
+    theory_constants_app,
+)
+
+__all__ = [
+    "COUNTEREXAMPLE_METHODS",
+    "EXPLORER_ESTIMATORS",
+    "EXPLORER_SKETCHES",
+    "THEORY_SAMPLES",
+    "THEORY_SKETCHES",
+    "App",
+    "bernoulli_explorer_app",
+    "counterexample_chart",
+    "counterexample_frame",
+    "explorer_charts",
+    "explorer_frame",
+    "explorer_theory",
+    "fast_mode",
+    "final_values",
+    "nonuniform_marginals",
+    "projector_eigen_chart",
+    "projector_eigen_frame",
+    "theorem_curve_chart",
+    "theory_constants_app",
+    "why_lora_fails_app",
+]

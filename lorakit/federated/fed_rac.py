@@ -53,6 +53,7 @@ from ..chain import DivergenceError
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
+from .lora import simulate
 
 __all__ = ["DOWNLOADS", "FedRACLoRA"]
 
@@ -144,25 +145,7 @@ class FedRACLoRA:
         also a frame of every message: ``round``, ``client``, ``local_steps``, ``bytes_up``,
         ``bytes_down``.
         """
-        if not isinstance(problem, FederatedProblem):
-            raise ValueError(f"problem must be a FederatedProblem, got {type(problem).__name__}")
-        rounds = check_int("rounds", rounds, low=1)
-        log_every = check_int("log_every", log_every, low=1)
-        check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
-        if self.cohort is not None:
-            check_int("cohort", self.cohort, low=1, high=problem.M)
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-        history, msgs = [], []
-        for seed in seeds:
-            h, mm = _FedRACRun(self, problem, check_int("seed", seed, low=0)).run(rounds, log_every)
-            history.extend(h)
-            msgs.extend(mm)
-        frame = pd.DataFrame(history)
-        for key, value in reversed(self.describe().items()):
-            frame.insert(0, key, value)
-        if messages:
-            return frame, pd.DataFrame(msgs)
-        return frame
+        return simulate(self, problem, rounds, seeds, log_every, messages, _FedRACRun)
 
 
 class _FedRACRun:

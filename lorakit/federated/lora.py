@@ -34,7 +34,7 @@ from ..rng import Streams
 from ..sketches import kaiming_uniform
 from .budgets import Budget, describe, resolve_budgets
 
-__all__ = ["AGGREGATIONS", "SELECTIONS", "SERVER_OPTIMIZERS", "FederatedLoRA"]
+__all__ = ["AGGREGATIONS", "SELECTIONS", "SERVER_OPTIMIZERS", "FederatedLoRA", "simulate"]
 
 SELECTIONS = ("random", "leading")
 _CACHE_BYTES = 2**21  # per-chunk working set of client iterates (a typical L2 cache)
@@ -155,25 +155,31 @@ class FederatedLoRA:
         the budget summary ρ_1, ρ_2 (FSLoRA Theorem 4.4). With ``messages=True`` also a frame of
         every message: ``round``, ``client``, ``k``, ``bytes_up``, ``bytes_down``, ``dropped``.
         """
-        if not isinstance(problem, FederatedProblem):
-            raise ValueError(f"problem must be a FederatedProblem, got {type(problem).__name__}")
-        rounds = check_int("rounds", rounds, low=1)
-        log_every = check_int("log_every", log_every, low=1)
-        check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
-        if self.cohort is not None:
-            check_int("cohort", self.cohort, low=1, high=problem.M)
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-        history, msgs = [], []
-        for seed in seeds:
-            h, mm = _Run(self, problem, seed).run(rounds, log_every)
-            history.append(h)
-            msgs.append(mm)
-        frame = pd.DataFrame([row for h in history for row in h])
-        for key, value in reversed(self.describe().items()):
-            frame.insert(0, key, value)
-        if messages:
-            return frame, pd.DataFrame([row for mm in msgs for row in mm])
-        return frame
+        return simulate(self, problem, rounds, seeds, log_every, messages, _Run)
+
+
+def simulate(cfg, problem, rounds: int, seeds, log_every: int, messages: bool, runner):
+    """The seed loop shared by the federated methods: validate, run each seed, build the frames.
+
+    ``runner(cfg, problem, seed).run(rounds, log_every)`` returns (history rows, message rows).
+    """
+    if not isinstance(problem, FederatedProblem):
+        raise ValueError(f"problem must be a FederatedProblem, got {type(problem).__name__}")
+    rounds = check_int("rounds", rounds, low=1)
+    log_every = check_int("log_every", log_every, low=1)
+    check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
+    if cfg.cohort is not None:
+        check_int("cohort", cfg.cohort, low=1, high=problem.M)
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    history, msgs = [], []
+    for seed in seeds:
+        h, mm = runner(cfg, problem, check_int("seed", seed, low=0)).run(rounds, log_every)
+        history.extend(h)
+        msgs.extend(mm)
+    frame = pd.DataFrame(history)
+    for key, value in reversed(cfg.describe().items()):
+        frame.insert(0, key, value)
+    return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
 class _Run:

@@ -19,6 +19,16 @@ Updates
                A = 0 moves W by −γ(α/r)² B_S B_Sᵀ G, which is not a projection.
 
 LoRA and COLA train both factors, so only ``sgd``/``adamw`` apply to them.
+
+Messages
+--------
+With a federated estimator (``qgd``, ``marina``, ``ef21``: Bernoulli-LoRA Algs. 7–9) step t is one
+communication round: the M clients upload what forms G^t (counted by the estimator,
+:attr:`lorakit.estimators.Estimate.bytes_up`) and the server broadcasts W^{t+1} to every client.
+``broadcast="full"`` counts the dense W^{t+1}, m·n floats per client per step, as the algorithms
+write it. W^{t+1} − W^t is rank r, so a broadcast of the link's sketch and trained factor (or,
+for LoRA/COLA, both factors), r·(m + n) floats, would suffice; ``broadcast="factors"`` counts that.
+Only the accounting changes: the iterates are the same either way.
 """
 
 from __future__ import annotations
@@ -36,9 +46,10 @@ from .problems.base import MatrixProblem
 from .rng import Streams
 from .sketches import Sketch, apply_basis, gram_pinv, make_sketch, orthonormal_basis
 
-__all__ = ["UPDATES", "Chain", "DivergenceError"]
+__all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError"]
 
 UPDATES = ("projected", "factor", "sgd", "adamw")
+BROADCASTS = ("full", "factors")
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 
 
@@ -70,6 +81,9 @@ class Chain:
     alpha : LoRA scaling α (the factor product is scaled by α/r); default α = r.
     optimizer_kwargs : extra arguments of the torch optimizer (``sgd``/``adamw``).
     method : the name written to the results table.
+    broadcast : how the server's download of W^{t+1} is counted for federated estimators:
+        ``"full"`` (m·n floats per client per step, Algs. 7–9) or ``"factors"`` (r·(m + n)
+        floats: the low-rank update; module docstring "Messages"). Ignored otherwise.
     """
 
     rank: int
@@ -83,10 +97,12 @@ class Chain:
     alpha: float | None = None
     optimizer_kwargs: dict = field(default_factory=dict)
     method: str = "chain"
+    broadcast: str = "full"
 
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "rank", check_int("rank", self.rank, low=1))
+        check_choice("broadcast", self.broadcast, BROADCASTS)
         if self.gamma != "polyak":
             set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
         check_choice("update", self.update, UPDATES)
@@ -139,6 +155,16 @@ class Chain:
         ``loss``, ``gap`` (f − f*, NaN when f* is unknown), ``grad_norm_sq`` (‖∇f(W^t)‖²) and, for
         non-smooth problems, ``loss_avg`` = f(W̄^t) at the running average W̄^t (Theorem 10).
 
+        Federated estimators (``qgd``, ``marina``, ``ef21``) add the messages of step t (module
+        docstring "Messages"); the columns exist **only** for them (a frame of a single-node
+        estimator has none of them): ``clients`` (M), ``bytes_up`` (the upload that formed G^t,
+        summed over the clients), ``bytes_down`` (the broadcast of W^{t+1} to the M clients,
+        ``broadcast``), ``bytes_up_client``/``bytes_down_client`` (one client's share; every
+        client sends and receives the same amount in Algs. 7–9) and the cumulative ``mb_up``/
+        ``mb_down`` (MiB = 2²⁰ bytes, summed over every step up to and including t, logged or
+        not). Byte sizes are the estimator's ``bytes_per_float``/``bytes_per_index`` (4 and 4 by
+        default). The last row (W^T, no step taken) has zero bytes and the final totals.
+
         A run whose loss is NaN, infinite or above 10¹²·max(1, |f(W^0)|) stops: with
         ``on_divergence="raise"`` a :class:`DivergenceError` names the step and a hint; with
         ``"stop"`` the rows up to that step are returned and ``frame.attrs["diverged"]`` maps each
@@ -183,6 +209,10 @@ class _ChainRun:
         self.side, self.link = None, -1
         self.f0 = float(problem.loss(self.W))
         self.W_sum = torch.zeros_like(self.W) if not problem.smooth else None
+        # Message accounting (federated estimators only): this step's bytes and running totals.
+        self.federated = bool(getattr(self.estimator, "federated", False))
+        self.msg = (0, 0.0, 0.0)  # (clients, bytes_up, bytes_down) of the step being logged
+        self.mb_up = self.mb_down = 0.0
 
     # -- links ---------------------------------------------------------------------------------
     def start_link(self):
@@ -267,6 +297,8 @@ class _ChainRun:
             else:
                 estimate = self.estimator.update(self.problem, W, estimate.state, self.streams)
             gamma = self.gamma_t(W, estimate.G)
+            if self.federated:
+                self.count_messages(estimate)
             if t % log_every == 0:
                 failure = self.record(rows, t, W, estimate.G if estimate.exact else None, gamma)
                 if failure:
@@ -274,9 +306,21 @@ class _ChainRun:
             if self.W_sum is not None:
                 self.W_sum += W
             self.step(W, estimate.G, gamma)
+        self.msg = (self.msg[0], 0.0, 0.0)  # W^T: no round left
         failure = self.record(rows, steps, self.effective_W(), None, math.nan)
         self.merge()
         return rows, failure
+
+    def count_messages(self, estimate) -> None:
+        """This step's upload (from the estimator) and broadcast of W^{t+1}, and the totals."""
+        clients = estimate.clients or getattr(self.problem, "M", 0)
+        bpf = getattr(self.estimator, "bytes_per_float", 4)
+        m, n, r = self.problem.m, self.problem.n, self.c.rank
+        floats = m * n if self.c.broadcast == "full" else r * (m + n)
+        up, down = float(estimate.bytes_up), float(clients * floats * bpf)
+        self.msg = (clients, up, down)
+        self.mb_up += up / 2**20
+        self.mb_down += down / 2**20
 
     def record(self, rows: list[dict], t: int, W, G, gamma: float) -> tuple[int, str] | None:
         """Log W^t; return (step, message) if the run has diverged."""
@@ -304,6 +348,17 @@ class _ChainRun:
             if self.W_sum is not None:
                 W_bar = self.W_sum / t if t > 0 else W
                 row["loss_avg"] = float(p.loss(W_bar))
+        if self.federated:
+            clients, up, down = self.msg
+            row.update(
+                clients=clients,
+                bytes_up=up,
+                bytes_down=down,
+                bytes_up_client=up / clients if clients else 0.0,
+                bytes_down_client=down / clients if clients else 0.0,
+                mb_up=self.mb_up,
+                mb_down=self.mb_down,
+            )
         return row
 
     def diverged(self, row: dict) -> str | None:

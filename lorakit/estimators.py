@@ -22,6 +22,26 @@ name        G^t                                                                 
 The federated estimators (``qgd``, ``marina``, ``ef21``) need a
 :class:`~lorakit.problems.federated.FederatedProblem` and draw their compression randomness from
 the ``compression`` stream (:mod:`lorakit.compressors`).
+
+Messages. Every :class:`Estimate` carries ``bytes_up``, the bytes the clients uploaded to form
+this G^t, summed over the ``clients`` that sent (the estimators with ``federated = True``); the
+single-node estimators report ``bytes_up = 0`` and ``clients = 0``. In Algs. 7–9 every client
+sends a message of the same size in a step, so one client's upload is ``bytes_up / clients``. A
+message of d = m·n entries costs ``floats·bytes_per_float + indices·bytes_per_index`` with
+(floats, indices) the compressor's :meth:`~lorakit.compressors.Compressor.payload` (d) and
+4 bytes each unless the estimator is built otherwise:
+
+==========  ==============================================================  =====================
+estimator   a client's upload in step t ≥ 1                                 step 0 (``init``)
+==========  ==============================================================  =====================
+``qgd``     Q_l(∇f_l(W^t)): payload(d)                                      the same
+``marina``  s^t = 1: ∇f_l(W^t) in full, d floats; else Q_l(∇f_l(W^t) −       ∇f_l(W^0): d floats
+            ∇f_l(W^{t−1})): payload(d)
+``ef21``    C_l(∇f_l(W^t) − G_l^{t−1}): payload(d) (identity: d floats)       ``grad``: d floats;
+                                                                            ``zero``: nothing
+==========  ==============================================================  =====================
+
+The chain (:mod:`lorakit.chain`) logs these counts and the server's broadcast of W^{t+1}.
 """
 
 from __future__ import annotations
@@ -56,11 +76,17 @@ __all__ = [
 
 
 class Estimate(NamedTuple):
-    """G^t, the estimator's state, and whether G^t is the exact full gradient."""
+    """G^t, the estimator's state, whether G^t is the exact full gradient, and its messages.
+
+    ``bytes_up``: bytes uploaded to form this G^t, summed over the ``clients`` that sent a message
+    (module docstring, "Messages"); 0 and 0 for the single-node estimators.
+    """
 
     G: torch.Tensor
     state: Any
     exact: bool
+    bytes_up: float = 0.0
+    clients: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,6 +148,8 @@ class Estimator:
     """Interface: ``init(problem, W, streams)`` and ``update(problem, W, state, streams)``."""
 
     name: str = "estimator"
+    #: True for the estimators of Algs. 7–9, whose clients send messages (``Estimate.bytes_up``).
+    federated: bool = False
 
     def bind(self, problem: MatrixProblem) -> Estimator:
         """Resolve problem-dependent defaults (the oracle) once per run."""
@@ -322,8 +350,29 @@ class FedState(NamedTuple):
     W: torch.Tensor
 
 
+class _Messages:
+    """Byte accounting shared by the federated estimators (fields ``bytes_per_float/_index``)."""
+
+    federated = True
+
+    def message_bytes(self, problem: MatrixProblem, compressor: Compressor | None) -> int:
+        """One client's message of d = m·n entries: compressed by ``compressor``, or in full."""
+        d = problem.m * problem.n
+        floats, indices = (d, 0) if compressor is None else compressor.payload(d)
+        return floats * self.bytes_per_float + indices * self.bytes_per_index
+
+    def _estimate(self, problem, G, state, exact, compressor) -> Estimate:
+        """An Estimate whose M clients each sent one message (``compressor`` None: in full)."""
+        M = problem.M
+        return Estimate(G, state, exact, float(M * self.message_bytes(problem, compressor)), M)
+
+
+def _byte_size(name: str, value) -> int:
+    return check_int(name, value, low=1)
+
+
 @dataclass(frozen=True)
-class QGD(Estimator):
+class QGD(_Messages, Estimator):
     """Fed-Bernoulli-LoRA-QGD (Alg. 7, eq. (125)): G^t = (1/M) Σ_l Q_l^t(∇f_l(W^t)).
 
     Each client compresses its gradient independently (one ``batch_dims=1`` call on the stack).
@@ -331,6 +380,8 @@ class QGD(Estimator):
     """
 
     compressor: Compressor
+    bytes_per_float: int = 4
+    bytes_per_index: int = 4
     name = "qgd"
 
     def bind(self, problem):
@@ -340,14 +391,15 @@ class QGD(Estimator):
     def update(self, problem, W, state, streams):
         grads = _federated(problem, self.name).client_grads(W)
         sent = self.compressor(grads, streams["compression"], batch_dims=1)
-        return Estimate(sent.mean(dim=-3), None, self.compressor.is_identity)
+        exact = self.compressor.is_identity
+        return self._estimate(problem, sent.mean(dim=-3), None, exact, self.compressor)
 
     def __str__(self):
         return f"qgd({self.compressor})"
 
 
 @dataclass(frozen=True)
-class MARINA(Estimator):
+class MARINA(_Messages, Estimator):
     """Fed-Bernoulli-LoRA-MARINA (Alg. 8, eq. (128)) with one coin s^t ~ Be(q) shared by all
     clients (Lemma 16 needs it shared), drawn from the ``estimator`` stream:
     G_l^t = ∇f_l(W^t) if s^t = 1, else G_l^{t−1} + Q_l^t(∇f_l(W^t) − ∇f_l(W^{t−1})); G^t = mean G_l^t.
@@ -356,6 +408,8 @@ class MARINA(Estimator):
 
     q: float
     compressor: Compressor
+    bytes_per_float: int = 4
+    bytes_per_index: int = 4
     name = "marina"
 
     def bind(self, problem):
@@ -364,26 +418,27 @@ class MARINA(Estimator):
 
     def init(self, problem, W, streams):
         grads = _federated(problem, self.name).client_grads(W)
-        return Estimate(grads.mean(dim=-3), FedState(grads, grads, W), True)
+        return self._estimate(problem, grads.mean(dim=-3), FedState(grads, grads, W), True, None)
 
     def update(self, problem, W, state, streams):
         grads = _federated(problem, self.name).client_grads(W)
         if streams.uniform("estimator") < self.q:
-            G_clients, exact = grads, True
+            G_clients, exact, sent_with = grads, True, None  # s^t = 1: full gradients
         else:
             diff = grads - state.grads
             G_clients = state.G_clients + self.compressor(
                 diff, streams["compression"], batch_dims=1
             )
-            exact = False
-        return Estimate(G_clients.mean(dim=-3), FedState(G_clients, grads, W), exact)
+            exact, sent_with = False, self.compressor
+        G, new_state = G_clients.mean(dim=-3), FedState(G_clients, grads, W)
+        return self._estimate(problem, G, new_state, exact, sent_with)
 
     def __str__(self):
         return f"marina(q={self.q:g}, {self.compressor})"
 
 
 @dataclass(frozen=True)
-class EF21(Estimator):
+class EF21(_Messages, Estimator):
     """Fed-Bernoulli-LoRA-EF21 (Alg. 9, eq. (137)): G_l^t = G_l^{t−1} + C_l^t(∇f_l(W^t) − G_l^{t−1}),
     G^t = (1/M) Σ_l G_l^t, with a contractive C (Def. 3).
 
@@ -395,6 +450,8 @@ class EF21(Estimator):
 
     compressor: Compressor
     init_mode: str = "grad"
+    bytes_per_float: int = 4
+    bytes_per_index: int = 4
     name = "ef21"
 
     def bind(self, problem):
@@ -404,9 +461,11 @@ class EF21(Estimator):
     def init(self, problem, W, streams):
         grads = _federated(problem, self.name).client_grads(W)
         if self.init_mode == "grad":
-            return Estimate(grads.mean(dim=-3), FedState(grads, grads, W), True)
-        G_clients = torch.zeros_like(grads)
-        return Estimate(G_clients.mean(dim=-3), FedState(G_clients, grads, W), False)
+            state = FedState(grads, grads, W)
+            return self._estimate(problem, grads.mean(dim=-3), state, True, None)
+        G_clients = torch.zeros_like(grads)  # G_l^0 = 0: nothing is sent
+        G = G_clients.mean(dim=-3)
+        return Estimate(G, FedState(G_clients, grads, W), False, 0.0, problem.M)
 
     def update(self, problem, W, state, streams):
         grads = _federated(problem, self.name).client_grads(W)
@@ -415,31 +474,58 @@ class EF21(Estimator):
         else:
             sent = self.compressor(grads - state.G_clients, streams["compression"], batch_dims=1)
             G_clients = state.G_clients + sent
-        G = G_clients.mean(dim=-3)
-        return Estimate(G, FedState(G_clients, grads, W), self.compressor.is_identity)
+        G, exact = G_clients.mean(dim=-3), self.compressor.is_identity
+        return self._estimate(problem, G, FedState(G_clients, grads, W), exact, self.compressor)
 
     def __str__(self):
         init = "" if self.init_mode == "grad" else f", init={self.init_mode}"
         return f"ef21({self.compressor}{init})"
 
 
-def qgd(compressor: Compressor | str) -> Estimator:
-    """Fed-QGD (Alg. 7) with an unbiased compressor (Def. 2); identity gives GD."""
-    return QGD(_compressor(compressor, estimator="qgd", need="unbiased"))
+def qgd(
+    compressor: Compressor | str, *, bytes_per_float: int = 4, bytes_per_index: int = 4
+) -> Estimator:
+    """Fed-QGD (Alg. 7) with an unbiased compressor (Def. 2); identity gives GD.
+
+    ``bytes_per_float``/``bytes_per_index``: the message accounting (module docstring).
+    """
+    return QGD(
+        _compressor(compressor, estimator="qgd", need="unbiased"),
+        _byte_size("bytes_per_float", bytes_per_float),
+        _byte_size("bytes_per_index", bytes_per_index),
+    )
 
 
-def marina(q: float, compressor: Compressor | str) -> Estimator:
+def marina(
+    q: float, compressor: Compressor | str, *, bytes_per_float: int = 4, bytes_per_index: int = 4
+) -> Estimator:
     """Fed-MARINA (Alg. 8): full gradients w.p. q ∈ (0, 1] (shared coin), else compressed
     gradient differences with an unbiased compressor (Def. 2)."""
     q = check_real("q", q, low=0.0, high=1.0, low_open=True)
-    return MARINA(q, _compressor(compressor, estimator="marina", need="unbiased"))
+    return MARINA(
+        q,
+        _compressor(compressor, estimator="marina", need="unbiased"),
+        _byte_size("bytes_per_float", bytes_per_float),
+        _byte_size("bytes_per_index", bytes_per_index),
+    )
 
 
-def ef21(compressor: Compressor | str, *, init: str = "grad") -> Estimator:
+def ef21(
+    compressor: Compressor | str,
+    *,
+    init: str = "grad",
+    bytes_per_float: int = 4,
+    bytes_per_index: int = 4,
+) -> Estimator:
     """Fed-EF21 (Alg. 9) with a contractive compressor (Def. 3); ``init`` is ``"grad"``
     (G_l^0 = ∇f_l(W^0)) or ``"zero"`` (G_l^0 = 0)."""
     check_choice("init", init, ("grad", "zero"))
-    return EF21(_compressor(compressor, estimator="ef21", need="contractive"), init)
+    return EF21(
+        _compressor(compressor, estimator="ef21", need="contractive"),
+        init,
+        _byte_size("bytes_per_float", bytes_per_float),
+        _byte_size("bytes_per_index", bytes_per_index),
+    )
 
 
 ESTIMATORS.update({"qgd": qgd, "marina": marina, "ef21": ef21})

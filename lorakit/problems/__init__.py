@@ -19,7 +19,9 @@ Federated: :func:`heterogeneous_quadratics` (registered as ``heterogeneous_quadr
 :class:`FederatedProblem` f = (1/M) Σ_l f_l (Bernoulli-LoRA eq. (4), Assumption 11; RAC-LoRA
 Assumption F.1). :func:`federated_digits` (registered as ``federated_digits``) splits
 scikit-learn's digits among clients (iid, Dirichlet label skew, quantity skew; FSLoRA spec §10
-item 7) as a federated softmax regression.
+item 7) as a federated softmax regression. :func:`split` splits the rows of a finite-sum
+problem (linear, logistic or softmax regression) among clients the same ways, as a
+:class:`FederatedProblem` of clients of the same class.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .nonsmooth import DistanceProblem, frobenius_distance, l1_distance
 from .quadratics import DiagonalQuadratic, counterexample, quadratic
 from .regression import LinearRegression, LogisticRegression, linear_regression, logistic_regression
 from .softmax import SoftmaxRegression, digits_softmax, federated_digits
+from .split import split
 
 __all__ = [
     "PROBLEMS",
@@ -54,6 +57,7 @@ __all__ = [
     "make_problem",
     "quadratic",
     "smooth_nonconvex",
+    "split",
 ]
 
 #: Problem name → constructor.

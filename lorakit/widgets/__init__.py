@@ -14,6 +14,10 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
   :func:`theory_constants_app` — the spectrum of the Monte Carlo E[H_B], E[H_A] against r/m, r/n
   and λ^p (RAC-LoRA Assumption 5.1, Bernoulli-LoRA Assumption 1), and a theorem's check run
   (:mod:`lorakit.theory.scenarios`) against its printed and corrected bounds.
+* :func:`federated_frame` / :func:`federated_charts` / :func:`budget_chart` /
+  :func:`federated_app` — FSLoRA and its baselines (FedIT, HeteroLoRA, FlexLoRA, FedStackLoRA)
+  on the digits under a Dirichlet label skew: the gap against the round and against the uploaded
+  megabytes, and the clients' sketching ratios k_i/r (notebook 04).
 
 Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
 """
@@ -32,6 +36,17 @@ from .chains import (
     final_values,
     why_lora_fails_app,
 )
+from .federated import (
+    FEDERATED_APP_METHODS,
+    FEDERATED_PROBLEMS,
+    RATIO_MIXES,
+    budget_chart,
+    client_budgets,
+    federated_app,
+    federated_budget,
+    federated_charts,
+    federated_frame,
+)
 from .theory import (
     THEORY_SAMPLES,
     THEORY_SKETCHES,
@@ -46,16 +61,25 @@ __all__ = [
     "COUNTEREXAMPLE_METHODS",
     "EXPLORER_ESTIMATORS",
     "EXPLORER_SKETCHES",
+    "FEDERATED_APP_METHODS",
+    "FEDERATED_PROBLEMS",
+    "RATIO_MIXES",
     "THEORY_SAMPLES",
     "THEORY_SKETCHES",
     "App",
     "bernoulli_explorer_app",
+    "budget_chart",
+    "client_budgets",
     "counterexample_chart",
     "counterexample_frame",
     "explorer_charts",
     "explorer_frame",
     "explorer_theory",
     "fast_mode",
+    "federated_app",
+    "federated_budget",
+    "federated_charts",
+    "federated_frame",
     "final_values",
     "nonuniform_marginals",
     "projector_eigen_chart",

@@ -204,3 +204,24 @@ def test_fedstack_lora_merges_the_mean_product_into_the_base(problem):
 def test_product_aggregations_need_leading_components():
     with pytest.raises(ValueError, match="selection='leading'"):
         lk.federated.FederatedLoRA(4, 0.1, aggregation="svd")
+
+
+def test_on_divergence_stop_keeps_other_seeds_and_the_configuration(problem):
+    cfg = make_federated("fslora", 8, 0.2, budgets=3, local_steps=4)
+    with pytest.raises(lk.DivergenceError) as info:
+        cfg.run(problem, 30)
+    assert info.value.frame.method.iloc[0] == "fslora"  # the error's rows carry the config
+    frame, msgs = cfg.run(problem, 30, seeds=[0, 1], on_divergence="stop", messages=True)
+    assert set(frame.attrs["diverged"]) == {0, 1} and set(frame.seed) == {0, 1}
+    assert np.isfinite(frame.loss).all()
+    # The rounds up to the divergence keep their messages.
+    for seed, stopped in frame.attrs["diverged"].items():
+        rounds = set(msgs[msgs.seed == seed]["round"])
+        assert rounds and rounds <= set(range(1, stopped + 1))
+
+
+def test_client_budgets_are_what_the_run_uses(problem):
+    cfg = make_federated("fslora", 4, 0.05, budgets=budgets.uniform(1))
+    _, msgs = cfg.run(problem, 2, seeds=3, messages=True)
+    k = cfg.client_budgets(problem.M, 3)
+    assert msgs.groupby("client").k.first().tolist() == k.tolist()

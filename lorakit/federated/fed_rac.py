@@ -135,6 +135,7 @@ class FedRACLoRA:
         *,
         log_every: int = 1,
         messages: bool = False,
+        on_divergence: str = "raise",
     ):
         """Simulate ``rounds`` server rounds per seed.
 
@@ -145,7 +146,9 @@ class FedRACLoRA:
         also a frame of every message: ``round``, ``client``, ``local_steps``, ``bytes_up``,
         ``bytes_down``.
         """
-        return simulate(self, problem, rounds, seeds, log_every, messages, _FedRACRun)
+        return simulate(
+            self, problem, rounds, seeds, log_every, messages, _FedRACRun, on_divergence
+        )
 
 
 class _FedRACRun:
@@ -264,7 +267,8 @@ class _FedRACRun:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, rounds: int, log_every: int):
         cfg, s = self.cfg, self.cfg.scale
-        rows, msgs = [self.log(0, 0, 0.0, 0.0, 0.0)], []
+        rows = [self.log(0, 0, 0.0, 0.0, 0.0)]
+        msgs = self.messages = []  # kept on the run: a diverged seed's messages survive
         for t in range(1, rounds + 1):
             clients = self.cohort()
             X, P = self.draw_sketch()

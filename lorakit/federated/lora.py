@@ -124,6 +124,11 @@ class FederatedLoRA:
         check_choice("download", self.download, ("full", "slice"))
         check_choice("impl", self.impl, ("mask", "slice"))
 
+    def client_budgets(self, num_clients: int, seed: int) -> torch.Tensor:
+        """The k_i a run with ``seed`` gives its clients (drawn once, from the ``budget`` stream)."""
+        budgets = self.budgets if self.budgets is not None else self.rank
+        return resolve_budgets(budgets, num_clients, self.rank, Streams(seed)["budget"])
+
     @property
     def scale(self) -> float:
         return (self.alpha if self.alpha is not None else self.rank) / self.rank
@@ -146,6 +151,7 @@ class FederatedLoRA:
         *,
         log_every: int = 1,
         messages: bool = False,
+        on_divergence: str = "raise",
     ):
         """Simulate ``rounds`` server rounds per seed.
 
@@ -155,30 +161,57 @@ class FederatedLoRA:
         the budget summary ρ_1, ρ_2 (FSLoRA Theorem 4.4). With ``messages=True`` also a frame of
         every message: ``round``, ``client``, ``k``, ``bytes_up``, ``bytes_down``, ``dropped``.
         """
-        return simulate(self, problem, rounds, seeds, log_every, messages, _Run)
+        return simulate(self, problem, rounds, seeds, log_every, messages, _Run, on_divergence)
 
 
-def simulate(cfg, problem, rounds: int, seeds, log_every: int, messages: bool, runner):
+def simulate(
+    cfg,
+    problem,
+    rounds: int,
+    seeds,
+    log_every: int,
+    messages: bool,
+    runner,
+    on_divergence: str = "raise",
+):
     """The seed loop shared by the federated methods: validate, run each seed, build the frames.
 
     ``runner(cfg, problem, seed).run(rounds, log_every)`` returns (history rows, message rows).
+    A seed that diverges raises :class:`DivergenceError` (its ``frame`` carries the configuration
+    columns) or, with ``on_divergence="stop"``, keeps its rows up to the last good round and is
+    listed in ``frame.attrs["diverged"]`` (seed → round) while the other seeds run on.
     """
     if not isinstance(problem, FederatedProblem):
         raise ValueError(f"problem must be a FederatedProblem, got {type(problem).__name__}")
     rounds = check_int("rounds", rounds, low=1)
     log_every = check_int("log_every", log_every, low=1)
+    check_choice("on_divergence", on_divergence, ("raise", "stop"))
     check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
     if cfg.cohort is not None:
         check_int("cohort", cfg.cohort, low=1, high=problem.M)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    history, msgs = [], []
+
+    def with_config(rows) -> pd.DataFrame:
+        frame = pd.DataFrame(rows)
+        for key, value in reversed(cfg.describe().items()):
+            frame.insert(0, key, value)
+        return frame
+
+    history, msgs, diverged = [], [], {}
     for seed in seeds:
-        h, mm = runner(cfg, problem, check_int("seed", seed, low=0)).run(rounds, log_every)
+        run = runner(cfg, problem, check_int("seed", seed, low=0))
+        try:
+            h, mm = run.run(rounds, log_every)
+        except DivergenceError as error:
+            h, mm = error.frame.to_dict("records"), run.messages
+            error.frame = with_config(h)
+            if on_divergence == "raise":
+                raise
+            diverged[seed] = error.step
         history.extend(h)
         msgs.extend(mm)
-    frame = pd.DataFrame(history)
-    for key, value in reversed(cfg.describe().items()):
-        frame.insert(0, key, value)
+    frame = with_config(history)
+    frame.attrs["diverged"] = diverged
     return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
@@ -195,8 +228,7 @@ class _Run:
             cfg.rank,
             {"dtype": problem.dtype, "device": problem.device},
         )
-        budgets = cfg.budgets if cfg.budgets is not None else r
-        self.k = resolve_budgets(budgets, problem.M, r, self.streams["budget"])
+        self.k = cfg.client_budgets(problem.M, seed)
         # peft's initialisation: A Kaiming-uniform, B = 0, so the first adapter is W0 itself.
         self.A = kaiming_uniform().sample((r, n), self.streams["init"], side="right", **kw)
         self.B = torch.zeros(m, r, **kw)
@@ -392,7 +424,8 @@ class _Run:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, rounds: int, log_every: int):
-        rows, msgs = [self.log(0, 0, 0, 0.0, 0.0)], []
+        rows = [self.log(0, 0, 0, 0.0, 0.0)]
+        msgs = self.messages = []  # kept on the run: a diverged seed's messages survive
         for t in range(1, rounds + 1):
             clients = self.cohort()
             k = self.k[clients]

@@ -25,10 +25,8 @@ import torch
 
 from .. import problems
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
 from ..federated import budgets as bud
 from ..federated import make_federated
-from ..rng import Streams
 from ..viz import convergence_chart
 from ._app import App, _default
 
@@ -140,16 +138,16 @@ def _seed_list(seeds) -> list[int]:
 def client_budgets(ratio_mix="paper", num_clients: int = 10, rank: int = 8, seeds=1):
     """The k_i every sketching method of a run draws: columns seed, client, k, rank, ratio = k/r.
 
-    A run with seed s draws k = ``resolve_budgets(budget, N, r, Streams(s)["budget"])`` once
-    (:class:`~lorakit.federated.lora.FederatedLoRA`), so every method run with seed s sees the
-    same devices; FedIT ignores the budgets (k_i = r). ``seeds`` is a count or an iterable.
+    A run with seed s draws its k_i once (:meth:`FederatedLoRA.client_budgets`), so every method
+    run with seed s sees the same devices; FedIT ignores the budgets (k_i = r). ``seeds`` is a count or an iterable.
     """
     budget = federated_budget(ratio_mix)
     num_clients = check_int("num_clients", num_clients, low=1, high=MAX_CLIENTS)
     rank = check_int("rank", rank, low=1)
+    cfg = make_federated("fslora", rank, 1.0, budgets=budget)
     frames = []
     for seed in _seed_list(seeds):
-        k = bud.resolve_budgets(budget, num_clients, rank, Streams(seed)["budget"])
+        k = cfg.client_budgets(num_clients, seed)
         frames.append(pd.DataFrame({"seed": seed, "client": range(num_clients), "k": k.numpy()}))
     out = pd.concat(frames, ignore_index=True)
     out["rank"] = rank
@@ -194,9 +192,9 @@ def federated_frame(
     participation, plain server averaging, rank-``rank`` adapter with α = r.
     ``rounds`` defaults to 30 (10 with ``LORAKIT_FAST=1``); ``seeds`` is a count or an iterable.
 
-    A run that diverges (:class:`~lorakit.chain.DivergenceError`) keeps the rounds logged before
-    it stopped: ``diverged_at`` holds the round (NaN otherwise) and
-    ``history.attrs["diverged"]`` maps method → {seed: message}; its messages are lost with it.
+    A run that diverges keeps the rounds and messages logged before it stopped (the engine's
+    ``on_divergence="stop"``): ``diverged_at`` holds the round (NaN otherwise) and
+    ``history.attrs["diverged"]`` maps method → {seed: message}.
 
     history: one row per method, seed and round (0, …, rounds): the engine's columns (``round``,
     ``loss``, ``gap``, ``grad_norm_sq``, ``bytes_up``/``bytes_down`` of the round, cumulative
@@ -227,15 +225,13 @@ def federated_frame(
             config["budgets"] = budget
         cfg = make_federated(method, rank, lr, **config)
         for seed in seeds:
-            try:
-                hist, msgs = cfg.run(prob, rounds, seed, messages=True)
-                hist["diverged_at"] = math.nan
-            except DivergenceError as error:
-                hist, msgs = error.frame.copy(), pd.DataFrame()
-                for key, value in reversed(cfg.describe().items()):
-                    hist.insert(0, key, value)
-                hist["diverged_at"] = float(error.step)
-                diverged.setdefault(method, {})[seed] = str(error)
+            hist, msgs = cfg.run(prob, rounds, seed, messages=True, on_divergence="stop")
+            stopped = hist.attrs["diverged"].get(seed)
+            hist["diverged_at"] = math.nan if stopped is None else float(stopped)
+            if stopped is not None:
+                diverged.setdefault(method, {})[seed] = (
+                    f"{method} diverged in round {stopped} (seed {seed}): lower lr = {lr:g}"
+                )
             histories.append(hist)
             if not msgs.empty:
                 msgs.insert(0, "method", method)

@@ -147,3 +147,6 @@ def _register_identity(name: str, statement: str, source: str, prove) -> None:
 for _name, (_statement, _source, _prove) in IDENTITIES.items():
     _register_identity(_name, _statement, _source, _prove)
 from . import checks_federated  # noqa: E402, F401
+
+# isort: split
+from . import checks_decentralized  # noqa: E402, F401

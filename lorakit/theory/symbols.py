@@ -28,6 +28,13 @@ R0, L0, alpha_H = sp.symbols(
 H, rho1, rho2, r, k = sp.symbols("H rho1 rho2 r k", **_pos)
 c_h, sigma_g2, sigma_s2, sigma_h2 = sp.symbols("c_h sigma_g2 sigma_s2 sigma_h2", **_nonneg)
 F0, X_norm2 = sp.symbols("F0 X_norm2", **_nonneg)
+# RW-LoRA (random walk): a bounds ‖A^(t)‖ (‖B^(t)‖ ≤ b reuses the symbol b), c² the stochastic
+# gradients' second moment, σ² is sigma2, τ the lag (τ ≥ τ_mix(π_min ε)), ε the mixing accuracy,
+# F_τ = E f(W^(τ)) and f_inf a lower bound of f; the step η is the kit's step symbol gamma. The
+# mixing-time facts use t_rel = 1/(1 − λ*), π_min and the time t.
+a, c, tau, tau_mix = sp.symbols("a c tau tau_mix", **_pos)
+epsilon, t_rel, pi_min, t = sp.symbols("epsilon t_rel pi_min t", **_pos)
+F_tau, f_inf = sp.symbols("F_tau f_inf", real=True)
 
 #: keyword name (as passed to ``Theorem.bound(**values)``) → symbol; sympy prints the symbol's
 #: own name (λ_min as ``lambda_min``, η̃ as ``eta_tilde``, …).
@@ -68,5 +75,15 @@ SYMBOLS: dict[str, sp.Symbol] = {
     "sigma_h2": sigma_h2,
     "F0": F0,
     "X_norm2": X_norm2,
+    "a": a,
+    "c": c,
+    "tau": tau,
+    "tau_mix": tau_mix,
+    "epsilon": epsilon,
+    "t_rel": t_rel,
+    "pi_min": pi_min,
+    "t": t,
+    "F_tau": F_tau,
+    "f_inf": f_inf,
 }
 NAMES: dict[sp.Symbol, str] = {v: k for k, v in SYMBOLS.items()}

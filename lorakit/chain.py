@@ -46,11 +46,16 @@ from .problems.base import MatrixProblem
 from .rng import Streams
 from .sketches import Sketch, apply_basis, gram_pinv, make_sketch, orthonormal_basis
 
-__all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError"]
+__all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "exploded"]
 
 UPDATES = ("projected", "factor", "sgd", "adamw")
 BROADCASTS = ("full", "factors")
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+
+
+def exploded(loss: float, reference: float) -> bool:
+    """The divergence test every pattern uses: a NaN/infinite loss or one above 10¹²·max(1, |f_0|)."""
+    return not (math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(reference)))
 
 
 class DivergenceError(RuntimeError):
@@ -363,7 +368,7 @@ class _ChainRun:
 
     def diverged(self, row: dict) -> str | None:
         loss = row["loss"]
-        if math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(self.f0)):
+        if not exploded(loss, self.f0):
             return None
         c, L = self.c, self.problem.L
         hint = "lower gamma"

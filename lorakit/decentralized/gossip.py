@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
+from ..chain import DivergenceError, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from .markov import metropolis_weights
@@ -369,7 +369,7 @@ class GossipSimulation:
             if self.t % log_every == 0 or k == rounds - 1:
                 self.rows.append(self.log(record))
                 loss = self.rows[-1]["loss"]
-                if not (math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(first))):
+                if exploded(loss, first):
                     raise DivergenceError(
                         f"{self.cfg.method} diverged in round {self.t} (seed {self.seed}): the "
                         f"loss is {loss:g}. Lower lr = {self.cfg.lr:g}",

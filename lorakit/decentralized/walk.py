@@ -61,7 +61,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
+from ..chain import DivergenceError, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import gaussian, kaiming_uniform
@@ -666,7 +666,7 @@ class WalkSimulation:
             if self.t % log_every == 0 or _ == hops - 1:
                 self.rows.append(self.log(record))
                 loss = self.rows[-1]["loss"]
-                if not (math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(first))):
+                if exploded(loss, first):
                     raise DivergenceError(
                         f"{self.cfg.method} diverged at hop {self.t} (seed {self.seed}): the loss "
                         f"is {loss:g}. Lower lr = {self.cfg.lr:g}",

@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
+from ..chain import DivergenceError, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
@@ -291,7 +291,7 @@ class _FedRACRun:
             if t % log_every == 0 or t == rounds:
                 rows.append(self.log(t, C, float(N.double().mean()), C * up, C * down))
                 loss = rows[-1]["loss"]
-                if not (math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(self.f0))):
+                if exploded(loss, self.f0):
                     self.diverged(t, f"the loss is {loss:g}", rows)
         return rows, msgs
 

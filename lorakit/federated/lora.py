@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
+from ..chain import DivergenceError, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import kaiming_uniform
@@ -453,7 +453,7 @@ class _Run:
                 rows.append(self.log(t, int(reported.sum()), int(dropped.sum()),
                                      float(up.sum()), float(down.sum())))  # fmt: skip
                 loss = rows[-1]["loss"]
-                if not (math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(rows[0]["loss"]))):
+                if exploded(loss, rows[0]["loss"]):
                     self.diverged(t, f"the loss is {loss:g}", rows)
         return rows, msgs
 

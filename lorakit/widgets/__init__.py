@@ -18,6 +18,9 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
   :func:`federated_app` — FSLoRA and its baselines (FedIT, HeteroLoRA, FlexLoRA, FedStackLoRA)
   on the digits under a Dirichlet label skew: the gap against the round and against the uploaded
   megabytes, and the clients' sketching ratios k_i/r (notebook 04).
+* :func:`tv_frame` / :func:`walk_frames` / :func:`token_path_chart` / :func:`random_walks_app` —
+  mixing of the Metropolis–Hastings walk, RW-LoRA against gossip Dec-LoRA, the token's path
+  (notebook 05).
 
 Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
 """
@@ -35,6 +38,21 @@ from .chains import (
     explorer_theory,
     final_values,
     why_lora_fails_app,
+)
+from .decentralized import (
+    WALK_GRAPHS,
+    WALK_METHODS,
+    WALK_PIS,
+    RandomWalkRuns,
+    comm_chart,
+    mismatch_chart,
+    random_walks_app,
+    token_path_chart,
+    tv_chart,
+    tv_frame,
+    visits_chart,
+    walk_frames,
+    walk_pi,
 )
 from .federated import (
     FEDERATED_APP_METHODS,
@@ -66,10 +84,15 @@ __all__ = [
     "RATIO_MIXES",
     "THEORY_SAMPLES",
     "THEORY_SKETCHES",
+    "WALK_GRAPHS",
+    "WALK_METHODS",
+    "WALK_PIS",
     "App",
+    "RandomWalkRuns",
     "bernoulli_explorer_app",
     "budget_chart",
     "client_budgets",
+    "comm_chart",
     "counterexample_chart",
     "counterexample_frame",
     "explorer_charts",
@@ -81,10 +104,18 @@ __all__ = [
     "federated_charts",
     "federated_frame",
     "final_values",
+    "mismatch_chart",
     "nonuniform_marginals",
     "projector_eigen_chart",
     "projector_eigen_frame",
+    "random_walks_app",
     "theorem_curve_chart",
     "theory_constants_app",
+    "token_path_chart",
+    "tv_chart",
+    "tv_frame",
+    "visits_chart",
+    "walk_frames",
+    "walk_pi",
     "why_lora_fails_app",
 ]

@@ -1,0 +1,149 @@
+"""The event-driven asynchronous FL simulator (lorakit.asynchronous)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lorakit.asynchronous import AsyncFL
+from lorakit.chain import DivergenceError
+from lorakit.problems.federated import heterogeneous_quadratics
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return heterogeneous_quadratics(
+        4, 5, 3, mu=0.2, seed=1, W0=torch.ones(5, 3, dtype=torch.float64)
+    )
+
+
+def final_W(cfg, problem, updates, **kw):
+    from lorakit.asynchronous.clock import _Sim
+
+    sim = _Sim(cfg, problem, 0)
+    sim.run(updates, kw.get("time_budget"))
+    return sim
+
+
+def test_fedasync_alpha_one_sequential_is_sgd(problem):
+    cfg = AsyncFL("fedasync", 0.4, alpha=1.0, concurrency=1, local_steps=2, speed="exponential")
+    sim = final_W(cfg, problem, 9)
+    order = [e["client"] for e in sim.events]
+    assert len(order) == 9 and all(e["staleness"] == 0 for e in sim.events)
+    # sequential SGD across clients, written independently
+    lam = torch.stack([c.curvature for c in problem.clients])
+    C = torch.stack([c.W_star for c in problem.clients])
+    W = problem.W0.clone()
+    for l in order:
+        for _ in range(2):
+            W = W - 0.4 * lam[l] * (W - C[l])
+    torch.testing.assert_close(sim.W, W)
+    times = [e["finish"] for e in sim.events]
+    assert times == sorted(times)
+
+
+def test_fedbuff_synchronous_equals_fedavg(problem):
+    kw = dict(speed=(1.0,) * 4, local_steps=3)
+    buff = final_W(AsyncFL("fedbuff", 0.3, buffer=4, **kw), problem, 5)
+    avg = final_W(AsyncFL("fedavg", 0.3, **kw), problem, 5)
+    torch.testing.assert_close(buff.W, avg.W)
+    assert [r["time"] for r in buff.rows] == [r["time"] for r in avg.rows] == [0, 3, 6, 9, 12, 15]
+    # and FedAvg by hand: one round is the mean of the clients' local runs
+    lam = torch.stack([c.curvature for c in problem.clients])
+    C = torch.stack([c.W_star for c in problem.clients])
+    W = problem.W0.clone()
+    for _ in range(5):
+        Wl = W.expand(4, 5, 3)
+        for _ in range(3):
+            Wl = Wl - 0.3 * lam * (Wl - C)
+        W = Wl.mean(0)
+    torch.testing.assert_close(avg.W, W)
+
+
+def test_staleness_stamps_hand_checked(problem):
+    p2 = heterogeneous_quadratics(2, 2, 2, seed=0)
+    h, ev = AsyncFL("fedasync", 0.1, speed=(1.0, 3.0)).run(p2, 8, events=True)
+    assert h["time"].tolist() == [0, 1, 2, 3, 3, 4, 5, 6, 6]
+    assert h["staleness"].tolist() == [0, 0, 0, 2, 1, 0, 0, 2, 1]
+    assert ev["client"].tolist() == [0, 0, 1, 0, 0, 0, 1, 0]
+    assert h["update"].tolist() == list(range(9))
+
+
+def test_time_monotone_and_bytes(problem):
+    for rule in ("fedavg", "fedasync", "fedbuff"):
+        h = AsyncFL(rule, 0.2, delay=0.5, speed="heavy_tail", crash=0.2).run(
+            problem, 15, seeds=[0, 1]
+        )
+        for _, g in h.groupby("seed"):
+            assert g["time"].is_monotonic_increasing
+            assert g["bytes_up"].is_monotonic_increasing
+            assert g["crashed"].is_monotonic_increasing
+            assert g["update"].tolist() == list(range(16))
+    h = AsyncFL("fedasync", 0.2, adapter=2, local_steps=2).run(problem, 10)
+    assert h["bytes_up"].iloc[-1] == 10 * 2 * (5 + 3) * 4  # B (5×2) and A (2×3), float32 bytes
+    assert h["loss"].iloc[-1] < h["loss"].iloc[0]
+
+
+def test_heavy_tail_staler_than_uniform():
+    p = heterogeneous_quadratics(16, 3, 3, seed=0)
+
+    def max_stale(speed):
+        _, ev = AsyncFL("fedasync", 0.1, speed=speed).run(p, 400, seeds=[0, 1], events=True)
+        return ev["staleness"].quantile(0.99), ev["staleness"].max()
+
+    q_u, m_u = max_stale("uniform")
+    q_h, m_h = max_stale("heavy_tail")
+    assert q_h > q_u and m_h > m_u
+
+
+def test_crashes_never_touch_model(problem):
+    h, ev = AsyncFL("fedasync", 0.3, crash=1.0).run(problem, time_budget=20.0, events=True)
+    assert len(h) == 1 and h["crashed"].iloc[0] == 0  # no server update ever happened
+    assert len(ev) > 4 and ev["crashed"].all() and not ev["applied"].any()
+    sim = final_W(AsyncFL("fedbuff", 0.3, crash=1.0), problem, None, time_budget=20.0)
+    assert torch.equal(sim.W, problem.W0) and sim.crashed == len(sim.events) and sim.version == 0
+    h = AsyncFL("fedasync", 0.3, crash=0.5).run(problem, 20)
+    assert h["crashed"].iloc[-1] > 0
+
+
+def test_max_staleness_discards(problem):
+    h, ev = AsyncFL("fedasync", 0.2, max_staleness=1, speed="exponential").run(
+        problem, 30, events=True
+    )
+    assert (ev.loc[ev["applied"], "staleness"] <= 1).all()
+    assert (ev.loc[ev["discarded"], "staleness"] > 1).all()
+    assert h["discarded"].iloc[-1] == ev["discarded"].sum() > 0
+    assert h["staleness_max"].max() <= 1
+
+
+def test_divergence_before_model_changes(problem):
+    with pytest.raises(DivergenceError) as info:
+        AsyncFL("fedasync", 50.0, alpha=1.0, local_steps=5).run(problem, 50)
+    assert info.value.frame["loss"].map(lambda x: x < 1e12).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(concurrency=0), "concurrency"),
+        (dict(delay=-1.0), "delay"),
+        (dict(alpha=0.0), "alpha"),
+        (dict(alpha=1.5), "alpha"),
+        (dict(rule="fedsync"), "rule"),
+        (dict(staleness="linear"), "staleness"),
+        (dict(crash=1.2), "crash"),
+    ],
+)
+def test_bad_inputs(kwargs, name):
+    args = {"rule": "fedasync", "lr": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        AsyncFL(**args)
+
+
+def test_bad_run_inputs(problem):
+    with pytest.raises(ValueError, match="concurrency"):
+        AsyncFL("fedasync", 0.1, concurrency=9).run(problem, 3)
+    with pytest.raises(ValueError, match="time_budget"):
+        AsyncFL("fedasync", 0.1).run(problem)
+    with pytest.raises(ValueError, match="speed"):
+        AsyncFL("fedasync", 0.1, speed=(1.0, 2.0)).run(problem, 3)

@@ -4,7 +4,7 @@
 and corrected forms; :mod:`lorakit.theory.checks` runs each against a measured run.
 """
 
-from . import bernoulli_lora, fslora, rac_lora, rw_lora  # noqa: F401  (register the theorems)
+from . import async_fl, bernoulli_lora, fslora, rac_lora, rw_lora  # noqa: F401  (register the theorems)
 from .constants import (
     LambdaRange,
     LayerwiseLambda,

@@ -150,3 +150,6 @@ from . import checks_federated  # noqa: E402, F401
 
 # isort: split
 from . import checks_decentralized  # noqa: E402, F401
+
+# isort: split
+from . import checks_async  # noqa: E402, F401

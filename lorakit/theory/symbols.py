@@ -35,6 +35,11 @@ F0, X_norm2 = sp.symbols("F0 X_norm2", **_nonneg)
 a, c, tau, tau_mix = sp.symbols("a c tau tau_mix", **_pos)
 epsilon, t_rel, pi_min, t = sp.symbols("epsilon t_rel pi_min t", **_pos)
 F_tau, f_inf = sp.symbols("F_tau f_inf", real=True)
+# Async-FL (App. A, FedAvg with partial participation): m clients sampled per round, selection skew
+# ρ̄ ≤ ρ̃, G² bounds E‖g_k‖², Γ_gap = F* − Σ p_k F_k* (the paper's Γ), D = 2Γ(ρ̃ − ρ̄), and the
+# target E of the time formula (δ_g in the §3.4 stopping rule).
+m_sel, rho_bar, rho_tilde = sp.symbols("m_sel rho_bar rho_tilde", **_pos)
+G2, Gamma_gap, D_gap, E_target = sp.symbols("G2 Gamma_gap D_gap E_target", **_nonneg)
 
 #: keyword name (as passed to ``Theorem.bound(**values)``) → symbol; sympy prints the symbol's
 #: own name (λ_min as ``lambda_min``, η̃ as ``eta_tilde``, …).
@@ -85,5 +90,12 @@ SYMBOLS: dict[str, sp.Symbol] = {
     "t": t,
     "F_tau": F_tau,
     "f_inf": f_inf,
+    "m_sel": m_sel,
+    "rho_bar": rho_bar,
+    "rho_tilde": rho_tilde,
+    "G2": G2,
+    "Gamma_gap": Gamma_gap,
+    "D_gap": D_gap,
+    "E_target": E_target,
 }
 NAMES: dict[sp.Symbol, str] = {v: k for k, v in SYMBOLS.items()}

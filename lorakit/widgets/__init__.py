@@ -21,11 +21,24 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
 * :func:`tv_frame` / :func:`walk_frames` / :func:`token_path_chart` / :func:`random_walks_app` —
   mixing of the Metropolis–Hastings walk, RW-LoRA against gossip Dec-LoRA, the token's path
   (notebook 05).
+* :func:`async_frames` / :func:`approximation_frame` / :func:`async_app` — synchronous FedAvg
+  against lorakit's FedAsync and FedBuff on a virtual clock with stragglers, and PCA, QRCP, CUR
+  errors against rank (notebook 06).
 
 Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
 """
 
 from ._app import App, fast_mode
+from .asynchronous import (
+    APPROXIMATIONS,
+    ASYNC_RULES,
+    approximation_chart,
+    approximation_frame,
+    async_app,
+    async_charts,
+    async_frames,
+    staleness_chart,
+)
 from .chains import (
     COUNTEREXAMPLE_METHODS,
     EXPLORER_ESTIMATORS,
@@ -76,6 +89,8 @@ from .theory import (
 )
 
 __all__ = [
+    "APPROXIMATIONS",
+    "ASYNC_RULES",
     "COUNTEREXAMPLE_METHODS",
     "EXPLORER_ESTIMATORS",
     "EXPLORER_SKETCHES",
@@ -89,6 +104,11 @@ __all__ = [
     "WALK_PIS",
     "App",
     "RandomWalkRuns",
+    "approximation_chart",
+    "approximation_frame",
+    "async_app",
+    "async_charts",
+    "async_frames",
     "bernoulli_explorer_app",
     "budget_chart",
     "client_budgets",
@@ -109,6 +129,7 @@ __all__ = [
     "projector_eigen_chart",
     "projector_eigen_frame",
     "random_walks_app",
+    "staleness_chart",
     "theorem_curve_chart",
     "theory_constants_app",
     "token_path_chart",

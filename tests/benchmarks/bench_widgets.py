@@ -20,6 +20,7 @@ from lorakit import widgets
         pytest.param(widgets.bernoulli_explorer_app, id="02_bernoulli_explorer"),
         pytest.param(widgets.federated_app, id="04_federated_sketching"),
         pytest.param(widgets.random_walks_app, id="05_random_walks"),
+        pytest.param(widgets.async_app, id="06_async_federated"),
     ],
 )
 def test_widget_redraw_under_one_second(build, monkeypatch):

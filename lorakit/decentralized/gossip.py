@@ -47,9 +47,10 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, exploded
+from ..chain import DivergenceError
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
+from ._loop import run_logged
 from .markov import metropolis_weights
 from .mismatch import bilinear_mismatch
 from .walk import (
@@ -359,25 +360,9 @@ class GossipSimulation:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, rounds: int, log_every: int = 1) -> list[dict]:
-        if not self.rows:
-            links = int(self.adj.sum()) // 2
-            self.rows.append(self.log({"mismatch": 0.0, "mismatch_global": 0.0, "links": links,
-                                       "dropped_links": 0}))  # fmt: skip
-        first = self.rows[0]["loss"]
-        for k in range(rounds):
-            record = self.round()
-            if self.t % log_every == 0 or k == rounds - 1:
-                self.rows.append(self.log(record))
-                loss = self.rows[-1]["loss"]
-                if exploded(loss, first):
-                    raise DivergenceError(
-                        f"{self.cfg.method} diverged in round {self.t} (seed {self.seed}): the "
-                        f"loss is {loss:g}. Lower lr = {self.cfg.lr:g}",
-                        step=self.t,
-                        seed=self.seed,
-                        frame=pd.DataFrame(self.rows),
-                    )
-        return self.rows
+        links = int(self.adj.sum()) // 2
+        first = {"mismatch": 0.0, "mismatch_global": 0.0, "links": links, "dropped_links": 0}
+        return run_logged(self, self.round, rounds, log_every, first, "round")
 
     def log(self, record: dict) -> dict:
         p, s = self.problem, self.cfg.scale

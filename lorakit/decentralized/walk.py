@@ -61,10 +61,11 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, exploded
+from ..chain import DivergenceError
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import gaussian, kaiming_uniform
+from ._loop import run_logged
 from .graphs import as_graph, check_connected
 from .markov import (
     is_periodic,
@@ -657,24 +658,8 @@ class WalkSimulation:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, hops: int, log_every: int = 1) -> list[dict]:
-        if not self.rows:
-            self.rows.append(self.log({"node": self.node, "to": self.node, "lost": False,
-                                       "skipped": False}))  # fmt: skip
-        first = self.rows[0]["loss"]
-        for _ in range(hops):
-            record = self.hop()
-            if self.t % log_every == 0 or _ == hops - 1:
-                self.rows.append(self.log(record))
-                loss = self.rows[-1]["loss"]
-                if exploded(loss, first):
-                    raise DivergenceError(
-                        f"{self.cfg.method} diverged at hop {self.t} (seed {self.seed}): the loss "
-                        f"is {loss:g}. Lower lr = {self.cfg.lr:g}",
-                        step=self.t,
-                        seed=self.seed,
-                        frame=pd.DataFrame(self.rows),
-                    )
-        return self.rows
+        first = {"node": self.node, "to": self.node, "lost": False, "skipped": False}
+        return run_logged(self, self.hop, hops, log_every, first, "hop")
 
     def objective(self, W: torch.Tensor) -> tuple[float, torch.Tensor]:
         """(f(W), ∇f(W)) of f = Σ_v π_v f_v."""

@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 setup: $(BIN)/.installed
 
 lab: $(BIN)/.installed  ## start JupyterLab on the notebooks
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: $(BIN)/.installed  ## lint, unit tests and notebooks (notebooks in fast mode)
 	$(BIN)/ruff check .

@@ -165,6 +165,22 @@ def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerC
     )
 
 
+def _step_factor_slider(value: float, upper: float, style) -> widgets.FloatLogSlider:
+    """γ·L on a log scale from 10⁻² to 10^upper (widened to include ``value``)."""
+    log_sf = math.log10(value)
+    return widgets.FloatLogSlider(
+        value=value,
+        base=10,
+        min=min(-2, log_sf),
+        max=max(upper, log_sf),
+        step=0.05,
+        description="γ·L",
+        readout_format=".3g",
+        continuous_update=False,
+        style=style,
+    )
+
+
 def why_lora_fails_app(
     methods: Iterable[str] = COUNTEREXAMPLE_METHODS,
     rank: int = 1,
@@ -181,7 +197,6 @@ def why_lora_fails_app(
     steps = check_int("steps", _default(steps, 300, 100), low=1)
     # Validate the initial values once, with the functions' own messages (one cheap step).
     counterexample_frame(methods, rank, step_factor, seed, 1)
-    log_sf = math.log10(step_factor)
     style = {"description_width": "initial"}
     controls = {
         "methods": widgets.SelectMultiple(
@@ -190,17 +205,7 @@ def why_lora_fails_app(
         "rank": widgets.IntSlider(
             value=rank, min=1, max=3, description="rank r", continuous_update=False
         ),
-        "step_factor": widgets.FloatLogSlider(
-            value=step_factor,
-            base=10,
-            min=min(-2, log_sf),
-            max=max(0.6, log_sf),
-            step=0.05,
-            description="γ·L",
-            readout_format=".3g",
-            continuous_update=False,
-            style=style,
-        ),
+        "step_factor": _step_factor_slider(step_factor, 0.6, style),
         "cola_steps_per_link": widgets.IntSlider(
             value=1, min=1, max=50, description="COLA K", continuous_update=False
         ),
@@ -443,7 +448,6 @@ def bernoulli_explorer_app(
     seeds = _default(seeds, 3, 2)
     # Validate the initial values with the functions' own messages (one cheap step).
     explorer_frame(p, rank, sketch, estimator, step_factor, 1, seeds, m, n)
-    log_sf = math.log10(step_factor)
     style = {"description_width": "initial"}
     controls = {
         "p": widgets.FloatSlider(
@@ -456,17 +460,7 @@ def bernoulli_explorer_app(
         "estimator": widgets.Dropdown(
             options=EXPLORER_ESTIMATORS, value=estimator, description="estimator"
         ),
-        "step_factor": widgets.FloatLogSlider(
-            value=step_factor,
-            base=10,
-            min=min(-2, log_sf),
-            max=max(0.4, log_sf),
-            step=0.05,
-            description="γ·L",
-            readout_format=".3g",
-            continuous_update=False,
-            style=style,
-        ),
+        "step_factor": _step_factor_slider(step_factor, 0.4, style),
     }
 
     def compute(p, rank, sketch, estimator, step_factor):

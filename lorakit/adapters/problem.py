@@ -1,0 +1,173 @@
+"""A peft model and a data set: the model-scale counterpart of a matrix problem.
+
+:class:`ModelProblem` holds a model with LoRA layers (``peft.get_peft_model``), its data as a dict
+of equally long tensors (``{"input_ids": …, "labels": …}`` or ``{"x": …, "labels": …}``) and the
+loss ``loss_fn(model, batch)`` (default: ``model(**batch).loss``, the Hugging Face convention).
+With ``clients`` (one index tensor per client, e.g. from :meth:`ModelProblem.split`) it is a
+federated problem: f = mean of the losses over every sample, client l owning the rows
+``clients[l]``.
+
+The methods of lorakit run on it with the same names and configurations as at matrix scale
+(``lk.run("bernoulli_lora", problem, …)``, ``make_federated("fslora", …).run(problem, …)``, …).
+Every run starts from the state the model had when the problem was built (:meth:`reset`), so
+seeds are comparable and the same seed gives the same numbers; afterwards the model holds the
+last seed's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from .._validation import check_int
+from .sites import Site, sites
+
+__all__ = ["ModelProblem", "default_loss"]
+
+
+def default_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """``model(**batch).loss``: the mean loss of a Hugging Face (or lorakit zoo) model."""
+    return model(**batch).loss
+
+
+@dataclass(eq=False)
+class ModelProblem:
+    """f(θ) = mean loss of ``model`` on ``data``; optional client split (module docstring).
+
+    Parameters
+    ----------
+    model : a model with LoRA layers for ``adapter`` (found by :func:`~lorakit.adapters.sites`).
+    data : dict of tensors sharing their first dimension N (the samples).
+    loss_fn : ``loss_fn(model, batch) -> scalar tensor`` (mean over the batch).
+    clients : per-client index tensors into ``data`` (a partition), or None (one node).
+    eval_batch_size : chunk size when the full loss is evaluated.
+    name : shown in tables.
+    """
+
+    model: nn.Module
+    data: dict
+    loss_fn: Callable[[nn.Module, dict], torch.Tensor] = default_loss
+    clients: Sequence[torch.Tensor] | None = None
+    adapter: str = "default"
+    eval_batch_size: int = 256
+    name: str = "model"
+    _initial: dict = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.data, dict) or not self.data:
+            raise ValueError("data must be a non-empty dict of tensors with one row per sample")
+        sizes = {k: len(v) for k, v in self.data.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"data tensors must share their first dimension, got {sizes}")
+        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, low=1)
+        self.sites: list[Site] = sites(self.model, self.adapter)
+        if self.clients is not None:
+            self.clients = [torch.as_tensor(c, dtype=torch.long) for c in self.clients]
+            if not self.clients or any(c.numel() == 0 for c in self.clients):
+                raise ValueError("clients must be a non-empty list of non-empty index tensors")
+            for l, c in enumerate(self.clients):
+                if int(c.min()) < 0 or int(c.max()) >= self.n_samples:
+                    raise ValueError(f"clients[{l}] holds indices outside [0, {self.n_samples})")
+        if self._initial is None:
+            self._initial = self._snapshot()
+
+    # -- shape ---------------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return len(next(iter(self.data.values())))
+
+    @property
+    def M(self) -> int:
+        """Number of clients (1 without a split)."""
+        return 1 if self.clients is None else len(self.clients)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sites[0].base.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.sites[0].base.dtype
+
+    #: No closed-form optimum at model scale: the ``gap`` column is NaN.
+    f_star = None
+
+    def trainable_params(self, side: str) -> int:
+        """Entries of the trained factor(s) over every site (``left`` trains A, ``right`` B)."""
+        total = 0
+        for s in self.sites:
+            (m, n), r = s.shape, s.rank
+            total += {"left": r * n, "right": m * r, "both": r * (m + n)}[side]
+        return total
+
+    # -- state ---------------------------------------------------------------------------------
+    def _snapshot(self) -> dict:
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {"state": state, "scalings": [s.scaling for s in self.sites]}
+
+    def reset(self) -> None:
+        """Put the model back in the state it had when the problem was built."""
+        self.model.load_state_dict(self._initial["state"])
+        for site, s in zip(self.sites, self._initial["scalings"], strict=True):
+            site.scaling = s
+
+    def to(self, device) -> ModelProblem:
+        """Move the model and the data (and the snapshot) to ``device``; returns self."""
+        self.model.to(device)
+        self.data = {k: v.to(device) for k, v in self.data.items()}
+        self._initial["state"] = {k: v.to(device) for k, v in self._initial["state"].items()}
+        return self
+
+    # -- data ----------------------------------------------------------------------------------
+    def batch(self, idx: torch.Tensor) -> dict:
+        """The rows ``idx`` of every data tensor."""
+        idx = idx.to(next(iter(self.data.values())).device)
+        return {k: v[idx] for k, v in self.data.items()}
+
+    def indices(self, client: int | None = None) -> torch.Tensor:
+        """Rows of ``client`` (all rows when None)."""
+        if client is None:
+            return torch.arange(self.n_samples)
+        return self.clients[check_int("client", client, low=0, high=self.M - 1)]
+
+    def sample(self, generator: torch.Generator, batch_size: int | None, client=None) -> dict:
+        """A minibatch of ``client``'s rows drawn without replacement (all of them when None)."""
+        rows = self.indices(client)
+        if batch_size is not None and batch_size < rows.numel():
+            rows = rows[torch.randperm(rows.numel(), generator=generator)[:batch_size]]
+        return self.batch(rows)
+
+    def objective(self, batch: dict) -> torch.Tensor:
+        """The loss on ``batch`` (with autograd)."""
+        return self.loss_fn(self.model, batch)
+
+    @torch.no_grad()
+    def loss(self, client: int | None = None) -> float:
+        """The mean loss over every row (or ``client``'s rows), evaluated in chunks."""
+        rows = self.indices(client)
+        total = 0.0
+        for start in range(0, rows.numel(), self.eval_batch_size):
+            chunk = rows[start : start + self.eval_batch_size]
+            total += float(self.objective(self.batch(chunk))) * chunk.numel()
+        return total / rows.numel()
+
+    def split(
+        self, num_clients: int, scheme: str = "iid", *, labels: str | None = None, **kwargs
+    ) -> ModelProblem:
+        """The same model and data split among clients by :func:`lorakit.federated.partition`.
+
+        ``labels`` names the data tensor whose values drive label-skew schemes (``"dirichlet"``);
+        ``kwargs`` go to ``partition`` (``alpha``, ``generator``, ``min_size``, …).
+        """
+        from ..federated.partition import partition
+
+        if labels is not None and labels not in self.data:
+            raise ValueError(f"labels must name a data tensor {sorted(self.data)}, got {labels!r}")
+        y = self.data[labels].cpu() if labels is not None else torch.zeros(self.n_samples)
+        if y.dim() > 1:
+            raise ValueError(f"labels tensor {labels!r} must be 1-D class labels")
+        parts = partition(y.long(), num_clients, scheme, **kwargs)
+        return replace(self, clients=parts, _initial=self._initial)

@@ -68,7 +68,7 @@ class DivergenceError(RuntimeError):
 
 @dataclass(frozen=True)
 class Chain:
-    """A chain-of-LoRA configuration; :meth:`run` executes it on a matrix problem.
+    """A chain-of-LoRA configuration; :meth:`run` executes it on a matrix or model problem.
 
     Parameters
     ----------
@@ -146,14 +146,24 @@ class Chain:
 
     def run(
         self,
-        problem: MatrixProblem,
+        problem,
         steps: int,
         seeds=0,
         *,
         log_every: int = 1,
         on_divergence: str = "raise",
+        progress: bool = False,
     ) -> pd.DataFrame:
         """Run ``steps`` inner steps for each seed; a tidy frame, one row per logged step and seed.
+
+        ``problem`` is a :class:`~lorakit.problems.base.MatrixProblem` or a
+        :class:`~lorakit.adapters.ModelProblem` (a peft model and its data): the latter runs
+        every site of the model with the same table (:mod:`lorakit.adapters.chain`, whose
+        docstring lists the model-scale conventions and limits: each site's own peft scaling,
+        estimators ``gd``/``sgd(batch_size=…)`` only, no ``"polyak"``; every seed starts from
+        ``problem.reset()`` and the model ends holding the last seed's merged W^T).
+        ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or over the
+        steps of each seed (model).
 
         Columns: the :meth:`describe` fields, ``seed``, ``step`` (0 is W^0), ``link``, ``side``,
         ``trained_params`` (entries of the trained factor(s) in that link), ``gamma`` (γ_t),
@@ -178,13 +188,22 @@ class Chain:
         steps = check_int("steps", steps, low=1)
         log_every = check_int("log_every", log_every, low=1)
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
-        check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
-        if self.gamma == "polyak" and problem.f_star is None:
-            raise ValueError(f"gamma='polyak' needs f*, which problem {problem.name!r} lacks")
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        if _is_model_problem(problem):  # the model-scale runner is imported only when used
+            from .adapters.chain import ModelChainRun, check_model_chain
+
+            check_model_chain(self, problem)
+            runs = (ModelChainRun(self, problem, s, progress=progress) for s in seeds)
+        else:
+            check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
+            if self.gamma == "polyak" and problem.f_star is None:
+                raise ValueError(f"gamma='polyak' needs f*, which problem {problem.name!r} lacks")
+            bar = _progress(seeds, enabled=progress, desc=self.method)
+            runs = (_ChainRun(self, problem, s) for s in bar)
         frames, diverged = [], {}
-        for seed in seeds:
-            rows, failure = _ChainRun(self, problem, seed).run(steps, log_every)
+        for run in runs:
+            seed = run.seed
+            rows, failure = run.run(steps, log_every)
             frames.append(self._frame(rows))
             if failure is not None:
                 if on_divergence == "raise":
@@ -199,6 +218,19 @@ class Chain:
         for key, value in reversed(self.describe().items()):
             frame.insert(0, key, value)
         return frame
+
+
+def _is_model_problem(problem) -> bool:
+    from .adapters.problem import ModelProblem  # lazy: keeps ``import lorakit`` light
+
+    return isinstance(problem, ModelProblem)
+
+
+def _progress(iterable=None, *, enabled: bool, total: int | None = None, desc: str | None = None):
+    """A ``tqdm.auto`` bar over ``iterable`` (or of ``total`` manual updates); silent unless enabled."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled)
 
 
 class _ChainRun:

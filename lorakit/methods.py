@@ -85,6 +85,7 @@ def make(method: str, rank: int, gamma: float | str, **kwargs) -> Chain:
 
 def run(method: str, problem, steps: int, seeds=0, *, rank: int, gamma, **kwargs):
     """``make(method, rank, gamma, **config).run(problem, steps, seeds)``; run options
-    ``log_every`` and ``on_divergence`` are passed through."""
-    run_kw = {k: kwargs.pop(k) for k in ("log_every", "on_divergence") if k in kwargs}
+    ``log_every``, ``on_divergence`` and ``progress`` are passed through. ``problem`` is a matrix
+    problem or a :class:`~lorakit.adapters.ModelProblem`."""
+    run_kw = {k: kwargs.pop(k) for k in ("log_every", "on_divergence", "progress") if k in kwargs}
     return make(method, rank, gamma, **kwargs).run(problem, steps, seeds, **run_kw)

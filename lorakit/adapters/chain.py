@@ -1,0 +1,363 @@
+"""The chain engine at model scale: every :class:`~lorakit.chain.Chain` on a peft model.
+
+:meth:`Chain.run <lorakit.chain.Chain.run>` hands a :class:`~lorakit.adapters.ModelProblem` to
+:class:`ModelChainRun`, which runs the matrix engine's algebra on every LoRA site l at once, with
+G_l = ∇_{W_l} f (RAC-LoRA Algorithm 1; Bernoulli-LoRA Algorithm 1). Each link:
+
+1. one coin flip, shared by every site (``chain.coin.flip(link, streams)``, as at matrix scale);
+2. per site, in site order, a frozen factor from the ``sketch`` stream: B_S (m_l × r) for
+   ``left``, A_S (r × n_l) for ``right`` (and the initial A of LoRA/COLA, with B = 0); the trained
+   factor starts at zero, so the link starts from ΔW = 0. :meth:`Site.merge_and_restart
+   <lorakit.adapters.Site.merge_and_restart>` merges the previous link's s·B·A into W0_l and writes
+   the new factors into the peft layer;
+3. ``steps_per_link`` inner steps, each applied to every site:
+
+   ``projected``  W0_l ← W0_l − γ H_B G_l (or − γ G_l H_A); the adapter holds the sketch and a zero
+                  trained factor, so the model computes W0_l (RAC-LoRA eqs. (3)–(4));
+   ``factor``     Lemma 10 on the peft factor: A ← A − (γ/s_l)(B_SᵀB_S)^† B_Sᵀ G_l (or
+                  B ← B − (γ/s_l) G_l A_Sᵀ(A_S A_Sᵀ)^†); the same iterates up to rounding;
+   ``sgd/adamw``  a torch optimizer over the trained peft factors of every site, their gradients
+                  from autograd (so LoRA dropout is handled); :func:`~lorakit.adapters.freeze` is
+                  re-applied before every step and the optimizer holds only trained tensors.
+
+Model-scale conventions
+-----------------------
+* Scaling: site l uses its own peft scaling s_l (α/r, or α/√r with rsLoRA). ``chain.alpha`` (the
+  matrix convention s = α/r) may be left unset; if given it must give every site's s_l.
+* Rank: ``chain.rank`` must equal every site's peft rank r and be ≤ min(m_l, n_l).
+* Estimators: ``gd`` (every row of ``problem.data``, in chunks of ``eval_batch_size`` weighted by
+  their size) and ``sgd(batch_size=b)`` (b rows drawn without replacement from the ``data`` stream
+  each step; b = 1 by default). The others (``rr``, ``page``, ``mvr``, ``sgd(sigma=…)`` and the
+  federated ``qgd``/``marina``/``ef21``) are matrix-scale only: ValueError.
+* ``gamma="polyak"`` needs f*, which a model does not have: ValueError. The ``gap`` column is NaN.
+* LoRA dropout (active, i.e. p > 0 in training mode) feeds dropout(x) to the adapter only, so
+  ∂f/∂W0 is not the adapter's gradient: ``projected``/``factor`` raise ValueError (``eval()`` the
+  model or use ``lora_dropout=0``); ``sgd``/``adamw`` train through it.
+* Randomness: the run's named streams (:class:`~lorakit.rng.Streams`) as at matrix scale; the
+  model's own randomness (dropout) uses the global torch generator, seeded from the ``model``
+  stream inside a forked RNG state, so the same seed gives the same numbers and the caller's global
+  RNG is left as it was.
+* Every seed starts from :meth:`ModelProblem.reset`. Afterwards the model holds the **last** seed's
+  result W^T merged into its base weights, a zero adapter product (B = 0) and both factors marked
+  trainable (peft's default).
+* Divergence: an update with a NaN/inf entry is never written (all sites are checked before any is
+  written); the run stops there with the model at the last finite iterate, and the diverged step
+  gets a row with NaN loss. A finite update whose loss explodes stops the run as at matrix scale.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .._validation import check_int
+from ..chain import _OPTIMIZERS, Chain, _progress, exploded
+from ..estimators import GD, SGD
+from ..rng import Streams
+from ..sketches import apply_basis, gram_pinv, orthonormal_basis
+from .problem import ModelProblem
+from .sites import Site, freeze
+
+__all__ = ["ModelChainRun", "check_model_chain"]
+
+#: The estimators available at model scale.
+MODEL_ESTIMATORS = ("gd", "sgd(batch_size=b)")
+
+
+# -- validation ----------------------------------------------------------------------------------
+def check_model_chain(chain: Chain, problem: ModelProblem) -> int | None:
+    """Check ``chain`` against the model's sites; return the minibatch size (None for ``gd``)."""
+    if chain.gamma == "polyak":
+        raise ValueError(
+            "gamma='polyak' needs f*, which a model problem does not have: give a number"
+        )
+    for site in problem.sites:
+        _check_site(chain, site)
+    return _batch_size(chain, problem)
+
+
+def _check_site(chain: Chain, site: Site) -> None:
+    (m, n), r = site.shape, chain.rank
+    if r > min(m, n):
+        raise ValueError(
+            f"rank = {r} exceeds min(m, n) = {min(m, n)} of site {site.name} ({m}×{n})"
+        )
+    if site.rank != r:
+        raise ValueError(
+            f"the chain's rank = {r} differs from the peft adapter rank r = {site.rank} of site "
+            f"{site.name}: use rank={site.rank} or build the adapter with LoraConfig(r={r})"
+        )
+    if chain.alpha is not None and not math.isclose(chain.alpha / r, site.scaling, rel_tol=1e-9):
+        raise ValueError(
+            f"alpha = {chain.alpha:g} gives the scaling alpha/r = {chain.alpha / r:g}, but site "
+            f"{site.name} has the peft scaling s = {site.scaling:g}: leave alpha unset (each "
+            "site's own scaling is used) or set lora_alpha in the LoraConfig"
+        )
+    if chain.update in ("projected", "factor") and _dropout_active(site):
+        raise ValueError(
+            f"update={chain.update!r} needs ∂f/∂W0 = ∂f/∂W, but site {site.name} applies LoRA "
+            "dropout to the adapter path only: call model.eval(), use lora_dropout=0, or use "
+            "update='sgd'/'adamw'"
+        )
+
+
+def _dropout_active(site: Site) -> bool:
+    dropout = site.layer.lora_dropout[site.adapter]
+    return not isinstance(dropout, nn.Identity) and dropout.training
+
+
+def _batch_size(chain: Chain, problem: ModelProblem) -> int | None:
+    est = chain.estimator
+    if type(est) is GD:
+        return None
+    if type(est) is SGD and est.oracle.sigma is None:
+        b = est.oracle.batch_size or 1
+        return check_int("batch_size", b, low=1, high=problem.n_samples)
+    raise ValueError(
+        f"estimator {str(est)!r} is not available at model scale; available: "
+        f"{', '.join(MODEL_ESTIMATORS)}"
+    )
+
+
+# -- gradients -----------------------------------------------------------------------------------
+def _full_batches(problem: ModelProblem):
+    """Every row in chunks of ``eval_batch_size``, each with its weight (size / N)."""
+    rows = problem.indices()
+    for start in range(0, rows.numel(), problem.eval_batch_size):
+        chunk = rows[start : start + problem.eval_batch_size]
+        yield problem.batch(chunk), chunk.numel() / rows.numel()
+
+
+def _chunks(batch: dict, size: int):
+    """A minibatch in chunks of at most ``size`` rows, each with its weight."""
+    N = len(next(iter(batch.values())))
+    for start in range(0, N, size):
+        yield {k: v[start : start + size] for k, v in batch.items()}, min(size, N - start) / N
+
+
+def _backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | None:
+    """Σ_c w_c ∇f_c by autograd: the trained factors' ``.grad`` for ``side`` and, with ``want_G``,
+    [∇_W f for each site] (the chunked, side-aware form of :func:`~lorakit.adapters.site_gradients`).
+    """
+    sites = problem.sites
+    for p in freeze(sites, side):  # the freeze guard: only the trained factors get gradients
+        p.grad = None
+    for site in sites:
+        site.track_W(want_G)
+    try:
+        for batch, weight in batches:
+            (problem.objective(batch) * weight).backward()
+        return [site.grad_W().clone() for site in sites] if want_G else None
+    finally:
+        for site in sites:
+            site.track_W(False)
+
+
+def _finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+@contextmanager
+def _model_rng(streams: Streams, device: torch.device):
+    """The global torch generator (the model's dropout) seeded from the ``model`` stream, forked."""
+    seed = int(torch.randint(0, 2**62, (), generator=streams["model"]))
+    cuda = device.type == "cuda"
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(devices[0]):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+# -- one seeded run ------------------------------------------------------------------------------
+class ModelChainRun:
+    """One seed of a chain on a model: the matrix engine's :class:`~lorakit.chain._ChainRun`
+    interface (``run(steps, log_every) -> (rows, failure)``) over every site of the model."""
+
+    def __init__(self, chain: Chain, problem: ModelProblem, seed: int, *, progress: bool = False):
+        self.c, self.problem, self.seed, self.progress = chain, problem, seed, progress
+        self.sites = problem.sites
+        self.batch_size = check_model_chain(chain, problem)
+        self.streams = Streams(seed)
+        self.side, self.link = None, -1
+        self.bases = self.precond = self.opt = None
+
+    @property
+    def plain(self) -> bool:
+        """True for the torch-optimizer updates (``sgd``/``adamw``)."""
+        return self.c.update in _OPTIMIZERS
+
+    # -- links -----------------------------------------------------------------------------------
+    def start_link(self) -> None:
+        """Flip the shared coin, draw each site's frozen factor, merge and restart every site."""
+        c, gen = self.c, self.streams["sketch"]
+        self.link += 1
+        self.side = c.coin.flip(self.link, self.streams)
+        frozen = []
+        for site in self.sites:
+            (m, n), r = site.shape, c.rank
+            kw = {"dtype": site.B.dtype, "device": site.B.device}
+            if self.side == "left":
+                X = c.sketch.sample((m, r), gen, side="left", **kw)
+                site.merge_and_restart(X, torch.zeros(r, n, **kw))
+            else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
+                X = c.sketch_right.sample((r, n), gen, side="right", **kw)
+                site.merge_and_restart(torch.zeros(m, r, **kw), X)
+            frozen.append(X)
+        if c.update == "projected":
+            self.bases = [orthonormal_basis(X, self.side) for X in frozen]
+        elif c.update == "factor":
+            self.precond = [gram_pinv(X, self.side) for X in frozen]
+        else:
+            trained = freeze(self.sites, self.side)
+            self.opt = _OPTIMIZERS[c.update](trained, lr=c.gamma, **c.optimizer_kwargs)
+
+    def finish(self) -> None:
+        """Merge the last link (W0 ← W0 + s·B·A, B = 0) and mark both factors trainable.
+
+        After a divergence whose merge would overflow, the factors are left unmerged.
+        """
+        if _finite(site.W() for site in self.sites):
+            for site in self.sites:
+                site.merge()
+        freeze(self.sites, "both")
+
+    # -- one inner step --------------------------------------------------------------------------
+    def estimate(self, want_G: bool) -> tuple[list | None, bool]:
+        """G^t for every site (None if not needed) and whether it is the exact full gradient.
+
+        For ``sgd``/``adamw`` the same backward pass fills the trained factors' gradients.
+        """
+        p = self.problem
+        if self.batch_size is None:
+            batches = _full_batches(p)
+        else:
+            batches = _chunks(p.sample(self.streams["data"], self.batch_size), p.eval_batch_size)
+        exact = self.batch_size is None
+        # The W-space updates always need G; the optimizers only to log an exact one.
+        need_G = not self.plain or (want_G and exact)
+        return _backward(p, batches, self.side if self.plain else "none", need_G), exact
+
+    def step(self, G: list | None) -> bool:
+        """One step on every site; False (nothing written) if any site's update is not finite."""
+        if self.plain:
+            return self._optimizer_step()
+        if self.c.update == "projected":  # RAC-LoRA eqs. (3)–(4): W0 ← W0 − γ H G
+            new = [
+                self._projected_step(*args) for args in zip(self.sites, self.bases, G, strict=True)
+            ]
+        else:  # Lemma 10: the preconditioned step on the trained factor
+            new = [
+                self._factor_step(*args) for args in zip(self.sites, self.precond, G, strict=True)
+            ]
+        if not _finite(new):  # check every site before writing any
+            return False
+        trained = "W0" if self.c.update == "projected" else "A" if self.side == "left" else "B"
+        for site, X in zip(self.sites, new, strict=True):
+            if trained == "W0":
+                site.W0 = X
+            else:
+                site.set_factors(**{trained: X})
+        return True
+
+    def _projected_step(self, site: Site, Q: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        """W0 − γ H_B G (left) or W0 − γ G H_A (right), H = QQᵀ."""
+        return site.W0 - self.c.gamma * apply_basis(Q, G, self.side)
+
+    def _factor_step(self, site: Site, P: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        """Â = A − (γ/s)(BᵀB)^† Bᵀ G (left) or B̂ = B − (γ/s) G Aᵀ(AAᵀ)^† (right)."""
+        B, A, s, gamma = site.B.detach(), site.A.detach(), site.scaling, self.c.gamma
+        if self.side == "left":
+            return A - (gamma / s) * (P @ (B.mT @ G))
+        return B - (gamma / s) * ((G @ A.mT) @ P)
+
+    def _optimizer_step(self) -> bool:
+        """``sgd``/``adamw`` on the trained factors (gradients set by :meth:`estimate`)."""
+        trained = freeze(self.sites, self.side)  # guard: peft's set_adapter re-enables factors
+        before = [t.detach().clone() for t in trained]
+        self.opt.step()
+        if _finite(trained):
+            return True
+        with torch.no_grad():  # undo: a non-finite update is never left in the model
+            for t, old in zip(trained, before, strict=True):
+                t.copy_(old)
+        return False
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, steps: int, log_every: int):
+        """Reset the model, run ``steps`` inner steps, merge; (rows, failure or None)."""
+        self.problem.reset()
+        bar = _progress(
+            enabled=self.progress, total=steps, desc=f"{self.c.method} seed {self.seed}"
+        )
+        with _model_rng(self.streams, self.problem.device), bar:
+            try:
+                self.f0 = self.problem.loss()
+                return self._loop(steps, log_every, bar)
+            finally:
+                self.finish()
+
+    def _loop(self, steps: int, log_every: int, bar):
+        K, gamma = self.c.steps_per_link, self.c.gamma
+        rows: list[dict] = []
+        for t in range(steps):
+            if self.link < 0 or (K is not None and t % K == 0):
+                self.start_link()
+            logged = t % log_every == 0
+            G, exact = self.estimate(want_G=logged)
+            if logged:
+                failure = self.record(rows, t, G if exact else None, gamma)
+                if failure:
+                    return rows, failure
+                bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
+            if not self.step(G):
+                rows.append(self.row(t + 1, gamma, math.nan, math.nan))
+                return rows, (t + 1, self.message(t + 1, None))
+            bar.update()
+        failure = self.record(rows, steps, None, math.nan)
+        return rows, failure
+
+    # -- the table -------------------------------------------------------------------------------
+    def row(self, t: int, gamma: float, loss: float, grad_norm_sq: float) -> dict:
+        return {
+            "seed": self.seed,
+            "step": t,
+            "link": self.link,
+            "side": self.side,
+            "trained_params": self.problem.trainable_params(self.side),
+            "gamma": gamma,
+            "loss": loss,
+            "gap": math.nan,  # f* is unknown for a model
+            "grad_norm_sq": grad_norm_sq,
+        }
+
+    def record(self, rows: list[dict], t: int, G: list | None, gamma: float):
+        """Log W^t (full-data loss and Σ_l ‖G_l‖²); (step, message) if the loss exploded."""
+        loss = self.problem.loss()
+        if G is None:
+            G = _backward(self.problem, _full_batches(self.problem), "none", True)
+        rows.append(self.row(t, gamma, loss, sum(float((g * g).sum()) for g in G)))
+        return (t, self.message(t, loss)) if exploded(loss, self.f0) else None
+
+    def message(self, t: int, loss: float | None) -> str:
+        c = self.c
+        if c.update in _OPTIMIZERS:
+            hint = f"lower the learning rate gamma = {c.gamma:g} of the {c.update} factor updates"
+        else:
+            hint = (
+                f"lower gamma = {c.gamma:g} (the theory needs gamma <= 1/L; L is unknown for a "
+                "model)"
+            )
+        what = (
+            f"loss = {loss:g}"
+            if loss is not None
+            else f"the update of step {t - 1} is not finite and was not written"
+        )
+        return f"{c.method} diverged at step {t} (seed {self.seed}, {what}): {hint}"

@@ -36,10 +36,14 @@ bytes come from its ``payload``.
 
 Randomness: one generator per source (``speed``, ``crash``, ``cohort``, ``init``, ``compression``,
 ``noise``).
+
+Model scale: :meth:`AsyncFL.run` on a :class:`lorakit.adapters.ModelProblem` with clients runs the
+same clock and rules on every LoRA site's W = W0 + s·B·A (:mod:`lorakit.adapters.asynchronous`).
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections import deque
@@ -182,8 +186,15 @@ class AsyncFL:
         time_budget: float | None = None,
         events: bool = False,
         on_divergence: str = "raise",
+        progress: bool = False,
     ):
         """Simulate until ``updates`` server updates or virtual time ``time_budget`` (first reached).
+
+        ``problem`` is a :class:`~lorakit.problems.federated.FederatedProblem` or a
+        :class:`~lorakit.adapters.ModelProblem` with clients (a peft model; the global model is
+        every LoRA site's W = W0 + s·B·A: :mod:`lorakit.adapters.asynchronous` lists the
+        conventions). ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or
+        over the server updates of each seed (model scale).
 
         Returns the history, one row per server update and seed (row 0: the start): ``time``,
         ``update``, ``loss``, ``gap``, ``grad_norm_sq`` (‖∇f(W)‖²), ``staleness`` (mean over the
@@ -192,8 +203,17 @@ class AsyncFL:
         job: ``client``, ``start``, ``finish``, ``version_started``, ``staleness``, ``applied``,
         ``discarded``, ``crashed``, ``bytes_up``.
         """
-        if not isinstance(problem, FederatedProblem):
-            raise ValueError(f"problem must be a FederatedProblem, got {type(problem).__name__}")
+        from tqdm.auto import tqdm
+
+        from ..decentralized.walk import _check_flag, _is_model_problem
+
+        model = _is_model_problem(problem)
+        if not model and not isinstance(problem, FederatedProblem):
+            raise ValueError(
+                "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
+                f"{type(problem).__name__}"
+            )
+        _check_flag("progress", progress)
         if updates is None and time_budget is None:
             raise ValueError("give updates (server updates) or time_budget (virtual time)")
         if updates is not None:
@@ -211,8 +231,15 @@ class AsyncFL:
             raise ValueError(
                 f"speed must give one time per client ({problem.M}), got {len(self.speed)}"
             )
-        if self.adapter is not None:
-            check_int("adapter", self.adapter, low=1, high=min(problem.m, problem.n))
+        if model:  # the model-scale simulator (imported only on this path)
+            from ..adapters.asynchronous import ModelAsync, check_model_async
+
+            check_model_async(self, problem)
+            make = functools.partial(ModelAsync, self, problem, progress=progress)
+        else:
+            if self.adapter is not None:
+                check_int("adapter", self.adapter, low=1, high=min(problem.m, problem.n))
+            make = functools.partial(_Sim, self, problem)
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
 
         def with_config(rows) -> pd.DataFrame:
@@ -222,8 +249,8 @@ class AsyncFL:
             return frame
 
         history, evs, diverged = [], [], {}
-        for seed in seeds:
-            sim = _Sim(self, problem, check_int("seed", seed, low=0))
+        for seed in tqdm(seeds, desc=self.method, unit="seed", disable=model or not progress):
+            sim = make(check_int("seed", seed, low=0))
             try:
                 sim.run(updates, time_budget)
             except DivergenceError as error:
@@ -244,7 +271,7 @@ class _Sim:
     def __init__(self, cfg: AsyncFL, problem: FederatedProblem, seed: int):
         self.cfg, self.p, self.seed = cfg, problem, seed
         self.streams = Streams(seed)
-        self.W = problem.W0.clone()
+        self.W = self.start()
         self.version = 0
         self.time = 0.0
         self.heap: list = []
@@ -253,7 +280,22 @@ class _Sim:
         self.bytes_up = 0.0
         self.rows: list[dict] = []
         self.events: list[dict] = []
-        self.loss0 = float(problem.loss(self.W))
+        self.loss0 = self.evaluate(self.W)
+
+    # -- the global model (overridden at model scale: lorakit.adapters.asynchronous) -----------
+    def start(self) -> torch.Tensor:
+        """The initial global model W0."""
+        return self.p.W0.clone()
+
+    def evaluate(self, W) -> float:
+        """f(W), NaN when W has a non-finite entry."""
+        with torch.no_grad():
+            return float(self.p.loss(W)) if bool(torch.isfinite(W).all()) else math.nan
+
+    def measure(self) -> tuple[float, float]:
+        """(f(W), ‖∇f(W)‖²) of the global model."""
+        with torch.no_grad():
+            return float(self.p.loss(self.W)), float(self.p.grad(self.W).square().sum())
 
     # -- clients -------------------------------------------------------------------------------
     def compute_time(self, client: int) -> float:
@@ -321,8 +363,7 @@ class _Sim:
     # -- the server ----------------------------------------------------------------------------
     def apply(self, W_new: torch.Tensor, stale: list[int]) -> None:
         """Replace the global model by a complete, finite candidate (else DivergenceError)."""
-        with torch.no_grad():
-            loss = float(self.p.loss(W_new)) if bool(torch.isfinite(W_new).all()) else math.nan
+        loss = self.evaluate(W_new)
         step = self.version + 1
         if exploded(loss, self.loss0):
             raise DivergenceError(
@@ -339,9 +380,7 @@ class _Sim:
 
     def log(self, stale: list[int]) -> None:
         p = self.p
-        with torch.no_grad():
-            loss = float(p.loss(self.W))
-            grad_sq = float(p.grad(self.W).square().sum())
+        loss, grad_sq = self.measure()
         self.rows.append({
             "seed": self.seed, "time": self.time, "update": self.version, "loss": loss,
             "gap": loss - p.f_star if p.f_star is not None else math.nan,

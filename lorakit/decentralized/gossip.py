@@ -35,6 +35,9 @@ sent.
 
 Randomness (:class:`lorakit.rng.Streams`): ``init`` (the shared A), ``links`` (dropped links: one
 uniform per edge and round, edges in sorted order), ``data`` and ``noise`` as in RW-LoRA.
+
+Model scale: :meth:`GossipLoRA.run` on a :class:`lorakit.adapters.ModelProblem` with clients keeps
+each node's per-site factors outside the model (:mod:`lorakit.adapters.decentralized`).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from .mismatch import bilinear_mismatch
 from .walk import (
     _as_matrix,
     _check_common,
-    _check_problem,
+    _check_flag,
     _factor_step,
     _finite_and_bounded,
     _init_A,
@@ -64,6 +67,7 @@ from .walk import (
     _prepare_graph,
     _scale,
     _seed_loop,
+    _simulation_class,
     _zero_state,
 )
 
@@ -209,11 +213,12 @@ class GossipLoRA:
         return check_mixing(np.asarray(metropolis_weights(G), dtype=np.float64), adj)
 
     def simulator(self, problem: FederatedProblem, graph, seed: int = 0) -> GossipSimulation:
-        """A step-by-step simulation (``.round()``; the node stacks ``.A`` (N, r, n), ``.B``)."""
-        _check_problem(self, problem)
+        """A step-by-step simulation (``.round()``; the node stacks ``.A`` (N, r, n), ``.B``); for
+        a ModelProblem a :class:`lorakit.adapters.decentralized.ModelGossip` (per-site stacks)."""
+        cls = _simulation_class(self, problem, GossipSimulation, "ModelGossip")
         M = self.mixing_matrix(problem, graph)
         _, adj = _prepare_graph(graph, problem)
-        return GossipSimulation(self, problem, check_int("seed", seed, low=0), M, adj)
+        return cls(self, problem, check_int("seed", seed, low=0), M, adj)
 
     def run(
         self,
@@ -225,8 +230,15 @@ class GossipLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        progress: bool = False,
     ):
         """Simulate ``rounds`` gossip rounds per seed.
+
+        ``problem`` is a :class:`~lorakit.problems.federated.FederatedProblem` or a
+        :class:`~lorakit.adapters.ModelProblem` with clients (a peft model: each node's adapter
+        lives outside the model; :mod:`lorakit.adapters.decentralized` lists the conventions).
+        ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or over the
+        rounds of each seed (model scale).
 
         Returns the history, one row per logged round and seed (round 0: the common start):
 
@@ -245,14 +257,17 @@ class GossipLoRA:
         With ``messages=True`` also a frame of every directed message: ``seed``, ``round``,
         ``src``, ``dst``, ``params``, ``bytes``, ``dropped``.
         """
-        _check_problem(self, problem)
+        cls = _simulation_class(self, problem, GossipSimulation, "ModelGossip")
         rounds = check_int("rounds", rounds, low=1)
         log_every = check_int("log_every", log_every, low=1)
+        model = cls is not GossipSimulation
+        kw = {"progress": _check_flag("progress", progress)} if model else {}
         M = self.mixing_matrix(problem, graph)
         _, adj = _prepare_graph(graph, problem)
         frame, msgs, _ = _seed_loop(
             self, problem, seeds, rounds, log_every, messages, on_divergence,
-            lambda seed: GossipSimulation(self, problem, seed, M, adj, record=messages),
+            lambda seed: cls(self, problem, seed, M, adj, record=messages, **kw),
+            progress=progress and not model,
         )  # fmt: skip
         frame.attrs["M"] = M.tolist()
         return (frame, msgs) if messages else frame
@@ -269,18 +284,43 @@ class GossipSimulation:
         self.edges = np.argwhere(np.triu(self.adj))  # sorted (i < j)
         kw = {"dtype": problem.dtype, "device": problem.device}
         self.M_torch = torch.as_tensor(np.array(M), **kw)
-        A = _init_A(cfg, problem, self.streams["init"])
-        self.A = A.expand(self.N, *A.shape).clone()
-        self.B = torch.zeros(self.N, problem.m, cfg.rank, **kw)
-        self.state = _zero_state(self.A, self.B) if cfg.optimizer == "adamw" else None
+        self.A, self.B = self.init_nodes()
+        self.state = self.zero_state(self.A, self.B) if cfg.optimizer == "adamw" else None
         self.nodes = torch.arange(self.N)
-        self.floats = cfg.rank * (problem.m + problem.n)
+        self.floats = self.transfer_floats()
         self.f_star = problem.f_star if problem.f_star is not None else math.nan
         self.t = 0
         self.communicated = self.local_updates = 0
         self.record = record
         self.messages: list[dict] = []
         self.rows: list[dict] = []
+
+    # -- the nodes' factors (overridden at model scale: lorakit.adapters.decentralized) ---------
+    def init_nodes(self) -> tuple:
+        """The stacks (A, B): one A^(0) from the ``init`` stream shared by every node, B = 0."""
+        p, r = self.problem, self.cfg.rank
+        A = _init_A(self.cfg, p, self.streams["init"])
+        B = torch.zeros(self.N, p.m, r, dtype=p.dtype, device=p.device)
+        return A.expand(self.N, *A.shape).clone(), B
+
+    def zero_state(self, A, B) -> dict:
+        """Every node's fresh AdamW state (stacked)."""
+        return _zero_state(A, B)
+
+    def transfer_floats(self) -> int:
+        """Floats of one adapter sent over one link: r(m + n)."""
+        return self.cfg.rank * (self.problem.m + self.problem.n)
+
+    def mix(self, A, B, M: torch.Tensor) -> tuple:
+        """Gossip the factors with M; (the mixing's largest node mismatch, the global mismatch,
+        mixed A, mixed B), the mismatches measured on the factors before mixing."""
+        with torch.no_grad():
+            local = float(torch.linalg.matrix_norm(bilinear_mismatch(B, A, M)).max())
+            glob = float(torch.linalg.matrix_norm(bilinear_mismatch(B, A)))
+            return (
+                local, glob,
+                torch.einsum("ij,jrn->irn", M, A), torch.einsum("ij,jmr->imr", M, B),
+            )  # fmt: skip
 
     # -- one round -----------------------------------------------------------------------------
     def local_steps(self):
@@ -330,13 +370,9 @@ class GossipSimulation:
         M = (
             self.M_torch
             if M_np is self.M
-            else torch.as_tensor(M_np, dtype=A.dtype, device=A.device)
+            else torch.as_tensor(M_np, dtype=self.M_torch.dtype, device=self.M_torch.device)
         )
-        with torch.no_grad():
-            local = float(torch.linalg.matrix_norm(bilinear_mismatch(B, A, M)).max())
-            glob = float(torch.linalg.matrix_norm(bilinear_mismatch(B, A)))
-            self.A = torch.einsum("ij,jrn->irn", M, A)
-            self.B = torch.einsum("ij,jmr->imr", M, B)
+        local, glob, self.A, self.B = self.mix(A, B, M)
         self.state = state
         up = self.adj & ~dropped
         degrees = up.sum(axis=1)
@@ -364,7 +400,9 @@ class GossipSimulation:
         first = {"mismatch": 0.0, "mismatch_global": 0.0, "links": links, "dropped_links": 0}
         return run_logged(self, self.round, rounds, log_every, first, "round")
 
-    def log(self, record: dict) -> dict:
+    def measure(self) -> tuple[float, float, float, float, float]:
+        """(f at the average model, mean over nodes of f(W_i), mean of f_i(W_i), ‖∇_A f‖² +
+        ‖∇_B f‖² at the average model, consensus distance)."""
         p, s = self.problem, self.cfg.scale
         with torch.no_grad():
             A_bar, B_bar = self.A.mean(0), self.B.mean(0)
@@ -377,10 +415,19 @@ class GossipSimulation:
             consensus = float(
                 ((self.A - A_bar).square().sum() + (self.B - B_bar).square().sum()) / self.N
             )
+        return (
+            loss,
+            float(losses.mean()),
+            float(torch.diagonal(losses).mean()),
+            grad_sq,
+            consensus,
+        )
+
+    def log(self, record: dict) -> dict:
+        loss, node_loss_mean, local_loss_mean, grad_sq, consensus = self.measure()
         return {
             "seed": self.seed, "round": self.t, "loss": loss,
-            "node_loss_mean": float(losses.mean()),
-            "local_loss_mean": float(torch.diagonal(losses).mean()),
+            "node_loss_mean": node_loss_mean, "local_loss_mean": local_loss_mean,
             "gap": loss - self.f_star, "grad_norm_sq": grad_sq, "consensus": consensus,
             **record,
             "communicated_params": self.communicated,

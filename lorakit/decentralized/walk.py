@@ -47,6 +47,9 @@ E‖ξ‖²_F = σ², the variance of Assumption 4 for exact local gradients).
 
 A diverging update raises :class:`~lorakit.chain.DivergenceError` before it is kept: the token's
 last good state is untouched and ``error.frame`` holds the rows logged so far.
+
+Model scale: :meth:`RWLoRA.run` on a :class:`lorakit.adapters.ModelProblem` with clients runs the
+same walk with every LoRA site's factors as the token (:mod:`lorakit.adapters.decentralized`).
 """
 
 from __future__ import annotations
@@ -155,17 +158,54 @@ def _prepare_graph(graph, problem) -> tuple[nx.Graph, np.ndarray]:
     return G, adjacency
 
 
+def _is_model_problem(problem) -> bool:
+    """True for a :class:`lorakit.adapters.ModelProblem` (imported lazily: ``import lorakit`` and
+    matrix runs never load the model-scale code)."""
+    if isinstance(problem, FederatedProblem):
+        return False
+    from ..adapters.problem import ModelProblem
+
+    return isinstance(problem, ModelProblem)
+
+
+def _client_sizes(problem) -> list:
+    """Samples per client (None for a client that is not a finite sum), either problem kind."""
+    if isinstance(problem, FederatedProblem):
+        return [c.n_samples for c in problem.clients]
+    return [int(c.numel()) for c in problem.clients]
+
+
 def _check_problem(cfg, problem, what: str = "problem") -> None:
     if not isinstance(problem, FederatedProblem):
-        raise ValueError(f"{what} must be a FederatedProblem, got {type(problem).__name__}")
+        raise ValueError(
+            f"{what} must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
+            f"{type(problem).__name__}"
+        )
     check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
+
+
+def _simulation_class(cfg, problem, matrix_class, model_class: str):
+    """The simulation class for ``problem``: ``matrix_class``, or for a ModelProblem the class
+    ``model_class`` of :mod:`lorakit.adapters.decentralized` (configuration checked against the
+    model's sites; its constructor also takes ``progress``)."""
+    if not _is_model_problem(problem):
+        _check_problem(cfg, problem)
+        return matrix_class
+    from ..adapters import decentralized  # model scale: imported only on this path
+
+    decentralized.check_model_config(cfg, problem)
+    return getattr(decentralized, model_class)
 
 
 def _init_A(cfg, problem, gen: torch.Generator) -> torch.Tensor:
     """A^(0): N(0, σ_init²) entries (Algorithm 1 line 1; σ_init = 1/r as peft's ``"gaussian"`` when
     ``init_std`` is None) or peft's default Kaiming-uniform. B^(0) = 0 always, so W^(0) = W0."""
-    kw = {"dtype": problem.dtype, "device": problem.device}
-    shape = (cfg.rank, problem.n)
+    return _draw_A(cfg, (cfg.rank, problem.n), gen, problem.dtype, problem.device)
+
+
+def _draw_A(cfg, shape: tuple, gen: torch.Generator, dtype, device) -> torch.Tensor:
+    """One A^(0) of ``shape`` (r, n) as :func:`_init_A` describes (one site's at model scale)."""
+    kw = {"dtype": dtype, "device": device}
     if cfg.init == "gaussian":
         std = cfg.init_std if cfg.init_std is not None else 1.0 / cfg.rank
         return gaussian(std).sample(shape, gen, side="right", **kw)
@@ -235,7 +275,9 @@ def _factor_step(cfg, A, B, gA, gB, state):
 
 
 def _largest(factors: tuple) -> float:
-    return float(torch.stack([x.abs().max() for x in factors]).max())
+    """The largest |entry| of the tensors in ``factors`` (entries may be per-site tuples)."""
+    flat = [x for f in factors for x in (f if isinstance(f, (tuple, list)) else (f,))]
+    return float(torch.stack([x.abs().max() for x in flat]).max())
 
 
 def _finite_and_bounded(new: tuple | float, old: tuple | float) -> str | None:
@@ -250,15 +292,25 @@ def _finite_and_bounded(new: tuple | float, old: tuple | float) -> str | None:
     return None
 
 
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _seed_loop(
-    cfg, problem, seeds, steps: int, log_every: int, messages: bool, on_divergence, make
-):
+    cfg, problem, seeds, steps: int, log_every: int, messages: bool, on_divergence, make,
+    progress: bool = False,
+):  # fmt: skip
     """Run each seed (``make(seed)`` → a simulation with ``run(steps, log_every)``), collect the
     rows, attach the configuration columns; a diverging seed raises or, with
-    ``on_divergence="stop"``, keeps its rows and is listed in ``attrs["diverged"]``."""
+    ``on_divergence="stop"``, keeps its rows and is listed in ``attrs["diverged"]``.
+    ``progress`` shows a tqdm bar over the seeds."""
+    from tqdm.auto import tqdm
+
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
-    if not isinstance(messages, bool):
-        raise ValueError(f"messages must be True or False, got {messages!r}")
+    _check_flag("messages", messages)
+    _check_flag("progress", progress)
     seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else list(seeds)
     if not seeds:
         raise ValueError("seeds must be an int or a non-empty sequence of ints")
@@ -270,7 +322,7 @@ def _seed_loop(
         return frame
 
     history, msgs, diverged, sims = [], [], {}, []
-    for seed in seeds:
+    for seed in tqdm(seeds, desc=cfg.method, unit="seed", disable=not progress):
         sim = make(check_int("seed", seed, low=0))
         sims.append(sim)
         try:
@@ -437,7 +489,7 @@ class RWLoRA:
                 raise ValueError(f"pi has {self.pi.size} entries; the graph has N = {N} nodes")
             return np.asarray(self.pi)
         if self.pi == "sizes":
-            sizes = [c.n_samples for c in problem.clients]
+            sizes = _client_sizes(problem)
             if any(s is None for s in sizes):
                 raise ValueError("pi='sizes' needs finite-sum nodes (every client's n_samples)")
             return np.asarray(pi_from_sizes(sizes), dtype=np.float64)
@@ -474,10 +526,11 @@ class RWLoRA:
         return P, pi
 
     def simulator(self, problem: FederatedProblem, graph, seed: int = 0) -> WalkSimulation:
-        """A step-by-step simulation (``.hop()``; the token's ``.A``, ``.B``, ``.node``)."""
-        _check_problem(self, problem)
+        """A step-by-step simulation (``.hop()``; the token's ``.A``, ``.B``, ``.node``); for a
+        ModelProblem a :class:`lorakit.adapters.decentralized.ModelWalk` (per-site tuples)."""
+        cls = _simulation_class(self, problem, WalkSimulation, "ModelWalk")
         P, pi = self.transition_matrix(problem, graph)
-        return WalkSimulation(self, problem, check_int("seed", seed, low=0), P, pi)
+        return cls(self, problem, check_int("seed", seed, low=0), P, pi)
 
     def run(
         self,
@@ -489,8 +542,15 @@ class RWLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        progress: bool = False,
     ):
         """Simulate ``hops`` hops of the token per seed.
+
+        ``problem`` is a :class:`~lorakit.problems.federated.FederatedProblem` or a
+        :class:`~lorakit.adapters.ModelProblem` with clients (a peft model: every LoRA site's
+        factors form the token; :mod:`lorakit.adapters.decentralized` lists the conventions).
+        ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or over the hops
+        of each seed (model scale).
 
         Returns the history, one row per logged hop and seed (hop 0 is the initial token):
 
@@ -511,9 +571,11 @@ class RWLoRA:
         ``params``, ``bytes``, ``lost``, ``skipped`` (the down node first drawn, or −1) and ``down``
         (the nodes down at that hop).
         """
-        _check_problem(self, problem)
+        cls = _simulation_class(self, problem, WalkSimulation, "ModelWalk")
         hops = check_int("hops", hops, low=1)
         log_every = check_int("log_every", log_every, low=1)
+        model = cls is not WalkSimulation
+        kw = {"progress": _check_flag("progress", progress)} if model else {}
         P, pi = self.transition_matrix(problem, graph)
         if is_periodic(P):
             warnings.warn(
@@ -523,7 +585,8 @@ class RWLoRA:
             )
         frame, msgs, sims = _seed_loop(
             self, problem, seeds, hops, log_every, messages, on_divergence,
-            lambda seed: WalkSimulation(self, problem, seed, P, pi, record=messages),
+            lambda seed: cls(self, problem, seed, P, pi, record=messages, **kw),
+            progress=progress and not model,
         )  # fmt: skip
         frame.attrs["path"] = {sim.seed: list(sim.path) for sim in sims}
         frame.attrs["pi"] = [float(p) for p in pi]
@@ -540,11 +603,10 @@ class WalkSimulation:
         self.streams = Streams(seed)
         self.cum = np.cumsum(P, axis=1)
         self.node_index = [torch.tensor([v]) for v in range(self.N)]
-        self.A = _init_A(cfg, problem, self.streams["init"])
-        self.B = torch.zeros(problem.m, cfg.rank, dtype=problem.dtype, device=problem.device)
+        self.A, self.B = self.init_token()
         adamw = cfg.optimizer == "adamw"
         self.state = (
-            _zero_state(self.A, self.B) if adamw and cfg.optimizer_state == "token" else None
+            self.zero_state(self.A, self.B) if adamw and cfg.optimizer_state == "token" else None
         )
         self.node_states: dict[int, dict] = {}
         start = cfg.start
@@ -560,11 +622,8 @@ class WalkSimulation:
         self.weights = torch.as_tensor(
             np.array(self.pi), dtype=problem.dtype, device=problem.device
         )
-        if self.uniform_pi:
-            self.f_star = problem.f_star if problem.f_star is not None else math.nan
-        else:
-            self.f_star = _closed_form_optimum(problem, self.pi)
-        self.floats = cfg.floats_per_transfer(problem.m, problem.n)
+        self.f_star = self.optimum()
+        self.floats = self.transfer_floats()
         self.t = 0
         self.size = None  # the token's largest entry (the divergence check's scale), cached
         self.path = [self.node]
@@ -573,16 +632,35 @@ class WalkSimulation:
         self.messages: list[dict] = []
         self.rows: list[dict] = []
 
+    # -- the token (overridden at model scale: lorakit.adapters.decentralized) -------------------
+    def init_token(self) -> tuple:
+        """(A^(0), B^(0) = 0): Algorithm 1 line 1, A from the ``init`` stream."""
+        p = self.problem
+        A = _init_A(self.cfg, p, self.streams["init"])
+        return A, torch.zeros(p.m, self.cfg.rank, dtype=p.dtype, device=p.device)
+
+    def zero_state(self, A, B) -> dict:
+        """A fresh AdamW state for the token (A, B)."""
+        return _zero_state(A, B)
+
+    def transfer_floats(self) -> int:
+        """Floats one token transfer carries (:meth:`RWLoRA.floats_per_transfer`)."""
+        return self.cfg.floats_per_transfer(self.problem.m, self.problem.n)
+
+    def optimum(self) -> float:
+        """f*_π: the problem's f* for uniform π, else the diagonal-quadratic closed form (or NaN)."""
+        p = self.problem
+        if self.uniform_pi:
+            return p.f_star if p.f_star is not None else math.nan
+        return _closed_form_optimum(p, self.pi)
+
     # -- one hop -------------------------------------------------------------------------------
     def local_update(self, v: int):
         """``local_steps`` simultaneous steps (7)–(8) of node v on the token; the new
         (A, B, state), leaving the token as it is."""
         cfg, p, s = self.cfg, self.problem, self.cfg.scale
         A, B = self.A, self.B
-        state = self.state
-        if cfg.optimizer == "adamw" and cfg.optimizer_state != "token":
-            state = self.node_states.get(v) if cfg.optimizer_state == "node" else None
-            state = _zero_state(A, B) if state is None else state
+        state = self.visit_state(v)
         node = self.node_index[v]
         with torch.no_grad():
             for _ in range(cfg.local_steps):
@@ -591,6 +669,14 @@ class WalkSimulation:
                 gA, gB = s * (B.T @ G), s * (G @ A.T)  # eq. (12), both at the same W
                 A, B, state = _factor_step(cfg, A, B, gA, gB, state)
         return A, B, state
+
+    def visit_state(self, v: int):
+        """The optimizer state node v's update starts from: the token's, node v's own, or fresh."""
+        cfg, state = self.cfg, self.state
+        if cfg.optimizer == "adamw" and cfg.optimizer_state != "token":
+            state = self.node_states.get(v) if cfg.optimizer_state == "node" else None
+            state = self.zero_state(self.A, self.B) if state is None else state
+        return state
 
     def next_node(self, u: int) -> tuple[int, int, list[int]]:
         """(v_{t+1}, the down node first drawn or −1, the nodes down this hop)."""
@@ -671,18 +757,23 @@ class WalkSimulation:
         grad = (p.client_grads(W) * w[:, None, None]).sum(0)
         return loss, grad
 
-    def log(self, record: dict) -> dict:
+    def measure(self) -> tuple[float, float, float, float]:
+        """(f(W), ‖∇_A f‖² + ‖∇_B f‖², ‖A‖_F, ‖B‖_F) of the token."""
         s = self.cfg.scale
         with torch.no_grad():
             W = self.problem.W0 + s * (self.B @ self.A)
             loss, G = self.objective(W)
             gA, gB = s * (self.B.T @ G), s * (G @ self.A.T)
             grad_sq = float(gA.square().sum() + gB.square().sum())
+        A_norm = float(torch.linalg.matrix_norm(self.A))
+        return loss, grad_sq, A_norm, float(torch.linalg.matrix_norm(self.B))
+
+    def log(self, record: dict) -> dict:
+        loss, grad_sq, A_norm, B_norm = self.measure()
         return {
             "seed": self.seed, "hop": self.t, **record,
             "loss": loss, "gap": loss - self.f_star, "grad_norm_sq": grad_sq,
-            "A_norm": float(torch.linalg.matrix_norm(self.A)),
-            "B_norm": float(torch.linalg.matrix_norm(self.B)),
+            "A_norm": A_norm, "B_norm": B_norm,
             "communicated_params": self.communicated,
             "bytes": self.communicated * self.cfg.bytes_per_float,
             "transfers": self.transfers, "local_updates": self.local_updates,

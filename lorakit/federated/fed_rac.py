@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, exploded
+from ..chain import DivergenceError, _is_model_problem, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
@@ -62,7 +62,8 @@ DOWNLOADS = ("adapter", "full")
 
 @dataclass(frozen=True)
 class FedRACLoRA:
-    """A Fed-RAC-LoRA configuration; :meth:`run` simulates it on a :class:`FederatedProblem`.
+    """A Fed-RAC-LoRA configuration; :meth:`run` simulates it on a :class:`FederatedProblem`
+    or on a peft model with client data (:class:`~lorakit.adapters.ModelProblem`).
 
     Parameters
     ----------
@@ -129,15 +130,21 @@ class FedRACLoRA:
 
     def run(
         self,
-        problem: FederatedProblem,
+        problem,
         rounds: int,
         seeds=0,
         *,
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        progress: bool = False,
     ):
         """Simulate ``rounds`` server rounds per seed.
+
+        ``problem`` is a :class:`FederatedProblem` or a :class:`~lorakit.adapters.ModelProblem`
+        with clients: the latter draws one frozen sketch per LoRA module and round and merges into
+        every module's base weight (:mod:`lorakit.adapters.federated`). ``progress=True`` shows a
+        ``tqdm.auto`` bar over the seeds (matrix scale) or over the rounds of each seed (model).
 
         Returns the history, one row per logged round and seed: ``round``, ``loss`` and ``gap`` of
         f(W^t), ``grad_norm_sq`` = ‖∇f(W^t)‖² (the full gradient of the federated average),
@@ -146,8 +153,15 @@ class FedRACLoRA:
         also a frame of every message: ``round``, ``client``, ``local_steps``, ``bytes_up``,
         ``bytes_down``.
         """
+        if _is_model_problem(problem):  # peft is imported only on this path
+            from ..adapters.federated import run_fed_rac
+
+            return run_fed_rac(
+                self, problem, rounds, seeds, log_every=log_every, messages=messages,
+                on_divergence=on_divergence, progress=progress,
+            )  # fmt: skip
         return simulate(
-            self, problem, rounds, seeds, log_every, messages, _FedRACRun, on_divergence
+            self, problem, rounds, seeds, log_every, messages, _FedRACRun, on_divergence, progress
         )
 
 

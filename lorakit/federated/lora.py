@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, exploded
+from ..chain import DivergenceError, _is_model_problem, _progress, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import kaiming_uniform
@@ -44,7 +44,8 @@ SERVER_OPTIMIZERS = ("avg", "adam")
 
 @dataclass(frozen=True)
 class FederatedLoRA:
-    """A federated LoRA configuration; :meth:`run` simulates it on a :class:`FederatedProblem`.
+    """A federated LoRA configuration; :meth:`run` simulates it on a :class:`FederatedProblem`
+    or on a peft model with client data (:class:`~lorakit.adapters.ModelProblem`).
 
     Parameters
     ----------
@@ -145,15 +146,23 @@ class FederatedLoRA:
     # ------------------------------------------------------------------------------------------
     def run(
         self,
-        problem: FederatedProblem,
+        problem,
         rounds: int,
         seeds=0,
         *,
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        progress: bool = False,
     ):
         """Simulate ``rounds`` server rounds per seed.
+
+        ``problem`` is a :class:`FederatedProblem` or a :class:`~lorakit.adapters.ModelProblem`
+        with clients (a peft model and its data, ``problem.split(M)``): the latter runs the same
+        rounds on every LoRA module of the model, each client training only its k_i slice
+        (:mod:`lorakit.adapters.federated`, whose docstring lists the model-scale conventions).
+        ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or over the
+        rounds of each seed (model scale).
 
         Returns the history, one row per logged round and seed: ``round``, ``loss`` and ``gap`` of
         f(W0 + (α/r)BA), ``grad_norm_sq`` = ‖∇_B f‖² + ‖∇_A f‖², ``reported`` and ``dropped``
@@ -161,7 +170,16 @@ class FederatedLoRA:
         the budget summary ρ_1, ρ_2 (FSLoRA Theorem 4.4). With ``messages=True`` also a frame of
         every message: ``round``, ``client``, ``k``, ``bytes_up``, ``bytes_down``, ``dropped``.
         """
-        return simulate(self, problem, rounds, seeds, log_every, messages, _Run, on_divergence)
+        if _is_model_problem(problem):  # peft is imported only on this path
+            from ..adapters.federated import run_federated
+
+            return run_federated(
+                self, problem, rounds, seeds, log_every=log_every, messages=messages,
+                on_divergence=on_divergence, progress=progress,
+            )  # fmt: skip
+        return simulate(
+            self, problem, rounds, seeds, log_every, messages, _Run, on_divergence, progress
+        )
 
 
 def simulate(
@@ -173,6 +191,7 @@ def simulate(
     messages: bool,
     runner,
     on_divergence: str = "raise",
+    progress: bool = False,
 ):
     """The seed loop shared by the federated methods: validate, run each seed, build the frames.
 
@@ -180,13 +199,26 @@ def simulate(
     A seed that diverges raises :class:`DivergenceError` (its ``frame`` carries the configuration
     columns) or, with ``on_divergence="stop"``, keeps its rows up to the last good round and is
     listed in ``frame.attrs["diverged"]`` (seed → round) while the other seeds run on.
+
+    ``problem`` is a :class:`FederatedProblem` or a :class:`~lorakit.adapters.ModelProblem` with
+    clients; a model-scale ``runner`` checks the configuration against the model's LoRA sites and
+    shows its own bar over rounds, so ``progress`` here is the bar over seeds at matrix scale.
     """
-    if not isinstance(problem, FederatedProblem):
-        raise ValueError(f"problem must be a FederatedProblem, got {type(problem).__name__}")
+    model_scale = _is_model_problem(problem)
+    if not (model_scale or isinstance(problem, FederatedProblem)):
+        raise ValueError(
+            "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
+            f"got {type(problem).__name__}"
+        )
+    if model_scale and problem.clients is None:
+        raise ValueError(
+            "a federated run needs clients: split the ModelProblem with problem.split(num_clients)"
+        )
     rounds = check_int("rounds", rounds, low=1)
     log_every = check_int("log_every", log_every, low=1)
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
-    check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
+    if not model_scale:
+        check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
     if cfg.cohort is not None:
         check_int("cohort", cfg.cohort, low=1, high=problem.M)
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
@@ -198,7 +230,7 @@ def simulate(
         return frame
 
     history, msgs, diverged = [], [], {}
-    for seed in seeds:
+    for seed in _progress(seeds, enabled=progress and not model_scale, desc=cfg.method):
         run = runner(cfg, problem, check_int("seed", seed, low=0))
         try:
             h, mm = run.run(rounds, log_every)

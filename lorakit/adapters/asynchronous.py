@@ -57,8 +57,8 @@ from ..asynchronous.clock import AsyncFL, _Sim
 from ..chain import _progress
 from ..lowrank import LowRank
 from ..sketches import kaiming_uniform
-from .chain import _model_rng
 from .decentralized import _batches, _objective_batches, weighted_grads
+from .grads import model_rng
 from .problem import ModelProblem
 from .sites import swapped
 
@@ -148,7 +148,7 @@ class ModelAsync(_Sim):
     @contextmanager
     def at(self, W: PerSite):
         """The model computing W_l at every site (base ← W_l, zero adapter); restored after."""
-        with swapped(self.sites, self.zeros), _model_rng(self.streams, self.p.device):
+        with swapped(self.sites, self.zeros), model_rng(self.streams, self.p.device):
             try:
                 for site, Wl in zip(self.sites, W, strict=True):
                     site.W0 = Wl

@@ -48,16 +48,15 @@ Model-scale conventions
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
-from torch import nn
 
 from .._validation import check_int
 from ..chain import _OPTIMIZERS, Chain, _progress, exploded
 from ..estimators import GD, SGD
 from ..rng import Streams
 from ..sketches import apply_basis, gram_pinv, orthonormal_basis
+from .grads import backward, chunks, dropout_active, finite, full_batches, model_rng
 from .problem import ModelProblem
 from .sites import Site, freeze
 
@@ -96,17 +95,12 @@ def _check_site(chain: Chain, site: Site) -> None:
             f"{site.name} has the peft scaling s = {site.scaling:g}: leave alpha unset (each "
             "site's own scaling is used) or set lora_alpha in the LoraConfig"
         )
-    if chain.update in ("projected", "factor") and _dropout_active(site):
+    if chain.update in ("projected", "factor") and dropout_active(site):
         raise ValueError(
             f"update={chain.update!r} needs ∂f/∂W0 = ∂f/∂W, but site {site.name} applies LoRA "
             "dropout to the adapter path only: call model.eval(), use lora_dropout=0, or use "
             "update='sgd'/'adamw'"
         )
-
-
-def _dropout_active(site: Site) -> bool:
-    dropout = site.layer.lora_dropout[site.adapter]
-    return not isinstance(dropout, nn.Identity) and dropout.training
 
 
 def _batch_size(chain: Chain, problem: ModelProblem) -> int | None:
@@ -120,60 +114,6 @@ def _batch_size(chain: Chain, problem: ModelProblem) -> int | None:
         f"estimator {str(est)!r} is not available at model scale; available: "
         f"{', '.join(MODEL_ESTIMATORS)}"
     )
-
-
-# -- gradients -----------------------------------------------------------------------------------
-def _full_batches(problem: ModelProblem):
-    """Every row in chunks of ``eval_batch_size``, each with its weight (size / N)."""
-    rows = problem.indices()
-    for start in range(0, rows.numel(), problem.eval_batch_size):
-        chunk = rows[start : start + problem.eval_batch_size]
-        yield problem.batch(chunk), chunk.numel() / rows.numel()
-
-
-def _chunks(batch: dict, size: int):
-    """A minibatch in chunks of at most ``size`` rows, each with its weight."""
-    N = len(next(iter(batch.values())))
-    for start in range(0, N, size):
-        yield {k: v[start : start + size] for k, v in batch.items()}, min(size, N - start) / N
-
-
-def _backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | None:
-    """Σ_c w_c ∇f_c by autograd: the trained factors' ``.grad`` for ``side`` and, with ``want_G``,
-    [∇_W f for each site] (the chunked, side-aware form of :func:`~lorakit.adapters.site_gradients`).
-    """
-    sites = problem.sites
-    for p in freeze(sites, side):  # the freeze guard: only the trained factors get gradients
-        p.grad = None
-    for site in sites:
-        site.track_W(want_G)
-    try:
-        for batch, weight in batches:
-            (problem.objective(batch) * weight).backward()
-        return [site.grad_W().clone() for site in sites] if want_G else None
-    finally:
-        for site in sites:
-            site.track_W(False)
-
-
-def _finite(tensors) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-@contextmanager
-def _model_rng(streams: Streams, device: torch.device):
-    """The global torch generator (the model's dropout) seeded from the ``model`` stream, forked."""
-    seed = int(torch.randint(0, 2**62, (), generator=streams["model"]))
-    cuda = device.type == "cuda"
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
-    )
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(devices[0]):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 # -- one seeded run ------------------------------------------------------------------------------
@@ -224,7 +164,7 @@ class ModelChainRun:
 
         After a divergence whose merge would overflow, the factors are left unmerged.
         """
-        if _finite(site.W() for site in self.sites):
+        if finite(site.W() for site in self.sites):
             for site in self.sites:
                 site.merge()
         freeze(self.sites, "both")
@@ -237,13 +177,13 @@ class ModelChainRun:
         """
         p = self.problem
         if self.batch_size is None:
-            batches = _full_batches(p)
+            batches = full_batches(p)
         else:
-            batches = _chunks(p.sample(self.streams["data"], self.batch_size), p.eval_batch_size)
+            batches = chunks(p.sample(self.streams["data"], self.batch_size), p.eval_batch_size)
         exact = self.batch_size is None
         # The W-space updates always need G; the optimizers only to log an exact one.
         need_G = not self.plain or (want_G and exact)
-        return _backward(p, batches, self.side if self.plain else "none", need_G), exact
+        return backward(p, batches, self.side if self.plain else "none", need_G), exact
 
     def step(self, G: list | None) -> bool:
         """One step on every site; False (nothing written) if any site's update is not finite."""
@@ -257,7 +197,7 @@ class ModelChainRun:
             new = [
                 self._factor_step(*args) for args in zip(self.sites, self.precond, G, strict=True)
             ]
-        if not _finite(new):  # check every site before writing any
+        if not finite(new):  # check every site before writing any
             return False
         trained = "W0" if self.c.update == "projected" else "A" if self.side == "left" else "B"
         for site, X in zip(self.sites, new, strict=True):
@@ -283,7 +223,7 @@ class ModelChainRun:
         trained = freeze(self.sites, self.side)  # guard: peft's set_adapter re-enables factors
         before = [t.detach().clone() for t in trained]
         self.opt.step()
-        if _finite(trained):
+        if finite(trained):
             return True
         with torch.no_grad():  # undo: a non-finite update is never left in the model
             for t, old in zip(trained, before, strict=True):
@@ -297,7 +237,7 @@ class ModelChainRun:
         bar = _progress(
             enabled=self.progress, total=steps, desc=f"{self.c.method} seed {self.seed}"
         )
-        with _model_rng(self.streams, self.problem.device), bar:
+        with model_rng(self.streams, self.problem.device), bar:
             try:
                 self.f0 = self.problem.loss()
                 return self._loop(steps, log_every, bar)
@@ -342,7 +282,7 @@ class ModelChainRun:
         """Log W^t (full-data loss and Σ_l ‖G_l‖²); (step, message) if the loss exploded."""
         loss = self.problem.loss()
         if G is None:
-            G = _backward(self.problem, _full_batches(self.problem), "none", True)
+            G = backward(self.problem, full_batches(self.problem), "none", True)
         rows.append(self.row(t, gamma, loss, sum(float((g * g).sum()) for g in G)))
         return (t, self.message(t, loss)) if exploded(loss, self.f0) else None
 

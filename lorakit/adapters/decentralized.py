@@ -51,7 +51,7 @@ from ..chain import _progress
 from ..decentralized.gossip import GossipSimulation
 from ..decentralized.mismatch import bilinear_mismatch
 from ..decentralized.walk import WalkSimulation, _draw_A, _factor_step, _zero_state
-from .chain import _model_rng
+from .grads import model_rng
 from .problem import ModelProblem
 from .sites import swapped
 
@@ -148,7 +148,7 @@ class _ModelScale:
 
     def rng(self):
         """The model's own randomness (dropout) from the ``model`` stream, in a forked RNG."""
-        return _model_rng(self.streams, self.problem.device)
+        return model_rng(self.streams, self.problem.device)
 
     def run(self, count: int, log_every: int = 1) -> list[dict]:
         bar = _progress(

@@ -98,7 +98,7 @@ from ..federated.fed_rac import FedRACLoRA, _FedRACRun
 from ..federated.lora import FederatedLoRA, _Run, simulate
 from ..rng import Streams
 from ..sketches import gram_pinv, kaiming_uniform
-from .chain import _backward, _dropout_active, _full_batches, _model_rng
+from .grads import backward, dropout_active, full_batches, model_rng
 from .problem import ModelProblem
 from .sites import Site, freeze, swapped
 
@@ -195,7 +195,7 @@ def check_model_federated(cfg, problem: ModelProblem) -> None:
                 f"{site.name} has the peft scaling s = {site.scaling:g}: leave alpha unset (each "
                 "site's own scaling is used) or set lora_alpha in the LoraConfig"
             )
-        if not fslora and _dropout_active(site):
+        if not fslora and dropout_active(site):
             raise ValueError(
                 f"fed_rac_lora needs ∂f/∂W0 = ∂f/∂W, but site {site.name} applies LoRA dropout "
                 "to the adapter path only: call model.eval() or use lora_dropout=0"
@@ -433,7 +433,7 @@ class FederatedModelRun(_Run):
         self.messages = []  # kept on the run: a diverged seed's messages survive
         desc = f"{self.cfg.method} seed {self.seed}"
         bar = _progress(enabled=self.progress, total=rounds, desc=desc)
-        with _model_rng(self.streams, self.problem.device), bar:
+        with model_rng(self.streams, self.problem.device), bar:
             try:
                 return self._loop(rounds, log_every, bar), self.messages
             finally:
@@ -455,7 +455,7 @@ class FederatedModelRun(_Run):
     def log(self, t: int, reported: int, dropped: int, up: float, down: float) -> dict:
         p = self.problem
         loss = p.loss()
-        G = _backward(p, _full_batches(p), "none", True)
+        G = backward(p, full_batches(p), "none", True)
         with torch.no_grad():
             grad_sq = 0.0
             for site, g in zip(self.sites, G, strict=True):
@@ -635,7 +635,7 @@ class FedRACModelRun(_FedRACRun):
         self.messages = []
         desc = f"{self.cfg.method} seed {self.seed}"
         bar = _progress(enabled=self.progress, total=rounds, desc=desc)
-        with _model_rng(self.streams, self.problem.device), bar:
+        with model_rng(self.streams, self.problem.device), bar:
             try:
                 return self._loop(rounds, log_every, bar), self.messages
             finally:
@@ -657,7 +657,7 @@ class FedRACModelRun(_FedRACRun):
     def log(self, t: int, reported: int, steps: float, up: float, down: float) -> dict:
         p = self.problem
         loss = p.loss()
-        G = _backward(p, _full_batches(p), "none", True)
+        G = backward(p, full_batches(p), "none", True)
         return {
             "seed": self.seed, "round": t, "loss": loss, "gap": math.nan,
             "grad_norm_sq": sum(float((g * g).sum()) for g in G), "reported": reported,

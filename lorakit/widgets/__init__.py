@@ -24,6 +24,9 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
 * :func:`async_frames` / :func:`approximation_frame` / :func:`async_app` — synchronous FedAvg
   against lorakit's FedAsync and FedBuff on a virtual clock with stragglers, and PCA, QRCP, CUR
   errors against rank (notebook 06).
+* :func:`transformers_frame` / :func:`transformers_charts` / :func:`transformers_app` — the chain
+  and federated methods on the zoo's peft models (digits MLP, tiny GPT-2, MiniLM): loss, trained
+  entries per chain link or client, bytes communicated (notebook 07).
 
 Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
 """
@@ -87,6 +90,15 @@ from .theory import (
     theorem_curve_chart,
     theory_constants_app,
 )
+from .transformers import (
+    TRANSFORMER_CHAIN_METHODS,
+    TRANSFORMER_FEDERATED_METHODS,
+    TRANSFORMER_MODELS,
+    transformers_app,
+    transformers_charts,
+    transformers_frame,
+    transformers_problem,
+)
 
 __all__ = [
     "APPROXIMATIONS",
@@ -99,6 +111,9 @@ __all__ = [
     "RATIO_MIXES",
     "THEORY_SAMPLES",
     "THEORY_SKETCHES",
+    "TRANSFORMER_CHAIN_METHODS",
+    "TRANSFORMER_FEDERATED_METHODS",
+    "TRANSFORMER_MODELS",
     "WALK_GRAPHS",
     "WALK_METHODS",
     "WALK_PIS",
@@ -133,6 +148,10 @@ __all__ = [
     "theorem_curve_chart",
     "theory_constants_app",
     "token_path_chart",
+    "transformers_app",
+    "transformers_charts",
+    "transformers_frame",
+    "transformers_problem",
     "tv_chart",
     "tv_frame",
     "visits_chart",

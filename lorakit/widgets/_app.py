@@ -36,20 +36,25 @@ class App(widgets.VBox):
     ``compute(**values)`` gets the controls' values by name and returns (frame, charts, status
     HTML). After each redraw ``frame``, ``charts``, ``status`` and ``redraw_seconds`` hold the
     results; a ``ValueError`` from bad input is shown in the status line and leaves the charts.
+    With ``progress=True`` whatever ``compute`` prints (its tqdm bars) appears above the charts.
     """
 
-    def __init__(self, controls: dict, compute: Callable, n_charts: int = 1):
+    def __init__(
+        self, controls: dict, compute: Callable, n_charts: int = 1, *, progress: bool = False
+    ):
         self.controls = controls
         self._compute = compute
         self.outputs = [widgets.Output() for _ in range(n_charts)]
         self.status = widgets.HTML()
+        self.progress = widgets.Output() if progress else None
         self.frame: pd.DataFrame | None = None
         self.charts: list = []
         self.redraw_seconds = math.nan
         box = widgets.HBox(
             [widgets.VBox(list(controls.values())[:3]), widgets.VBox(list(controls.values())[3:])]
         )
-        super().__init__([box, self.status, *self.outputs])
+        log = [self.progress] if progress else []
+        super().__init__([box, self.status, *log, *self.outputs])
         for control in controls.values():
             control.observe(self._on_change, names="value")
         self.redraw()
@@ -64,7 +69,12 @@ class App(widgets.VBox):
     def redraw(self) -> None:
         start = time.perf_counter()
         try:
-            frame, charts, status = self._compute(**self.values)
+            if self.progress is None:
+                frame, charts, status = self._compute(**self.values)
+            else:
+                self.progress.clear_output()
+                with self.progress:
+                    frame, charts, status = self._compute(**self.values)
         except ValueError as error:
             self.status.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
             return

@@ -34,7 +34,6 @@ Run with ``HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests/benchmarks/bench_pe
 
 import copy
 import time
-import warnings
 
 import torch
 
@@ -42,33 +41,23 @@ from lorakit.adapters import ModelProblem
 from lorakit.adapters.federated import FederatedModelRun, run_federated
 from lorakit.federated import budgets, make_federated
 
-CLIENTS, PER_CLIENT, TOKENS, STEPS, RANK, LR, REPEATS = 10, 4, 32, 5, 8, 0.05, 5
+CLIENTS, PER_CLIENT, TOKENS, STEPS, RANK, LR, REPEATS = 10, 4, 64, 5, 8, 0.05, 5
 
 
 def gpt2_problem(dtype: torch.dtype) -> ModelProblem:
-    """Tiny GPT-2 (2 layers, d = 64, byte vocabulary) with LoRA r = 8 on c_attn and c_proj, random
-    byte data split into 10 clients of 4 sequences. B starts small and random (not peft's 0) so
-    both factors move from the first step and the B·S of the emulation matters."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """The zoo's tiny GPT-2 (2 layers, d = 64, byte vocabulary, pre-trained on the Language
+    Reference) with LoRA r = 8, α = 16 on c_attn and c_proj, and 40 blocks of 64 bytes of the
+    Library Reference split into 10 clients of 4 blocks. B starts small and random (not peft's 0)
+    so both factors move from the first step and the B·S of the emulation matters."""
+    from lorakit import zoo
 
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_layer=2, n_head=2, n_embd=64, vocab_size=256, n_positions=64, bos_token_id=0,
-        eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # peft: Conv1D → fan_in_fan_out=True
-        lora = LoraConfig(r=RANK, lora_alpha=16, target_modules=["c_attn", "c_proj"])
-        model = get_peft_model(GPT2LMHeadModel(config).to(dtype), lora).eval()
+    base = zoo.gpt2_problem(rank=RANK, lora_alpha=16, blocks=CLIENTS * PER_CLIENT)
+    model = base.model.to(dtype).eval()  # eval: no GPT-2 dropout, so both runs see one function
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.02 * torch.randn(p.shape, generator=g, dtype=torch.float64))
-    ids = torch.randint(0, 256, (CLIENTS * PER_CLIENT, TOKENS), generator=g)
+    for site in base.sites:
+        site.set_factors(B=0.02 * torch.randn(site.B.shape, generator=g, dtype=torch.float64))
     clients = [torch.arange(c * PER_CLIENT, (c + 1) * PER_CLIENT) for c in range(CLIENTS)]
-    return ModelProblem(model, {"input_ids": ids, "labels": ids}, clients=clients, name="gpt2")
+    return ModelProblem(model, base.data, clients=clients, name="gpt2-pydoc")
 
 
 def config():

@@ -99,6 +99,28 @@ def test_merge_and_restart_keeps_the_outputs(nonzero):
     for site, W in zip(found, W_before, strict=True):
         torch.testing.assert_close(site.W0, W, rtol=0, atol=1e-6)
         assert float(site.A.detach().abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_restart_draws_the_frozen_factor_from_the_sketch(side):
+    """Site.restart: merge, the frozen factor a draw of the sketch (same generator → same draw),
+    the trained factor zero; logits within 1e-5."""
+    from lorakit.sketches import haar
+
+    model = _gpt2(nonzero=True)
+    before, found = _logits(model), sites(model)
+    g, g_ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for site in found:
+        (m, n), r = site.shape, site.rank
+        drawn = site.restart("haar", side=side, generator=g)
+        shape = (m, r) if side == "left" else (r, n)
+        expected = haar().sample(shape, g_ref, side=side, dtype=torch.float32)
+        frozen, trained = (site.B, site.A) if side == "left" else (site.A, site.B)
+        assert torch.equal(drawn, expected) and torch.equal(frozen.detach(), expected)
+        assert float(trained.detach().abs().max()) == 0.0
+    assert (_logits(model) - before).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="side"):
+        found[0].restart(side="both")
         assert not site.layer.merged_adapters  # a restart, not peft's merge flag
 
 

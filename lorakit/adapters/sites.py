@@ -16,7 +16,8 @@ What a site does (peft internals: prior_art.md §B.1, §B.4)
 * freeze one factor (:func:`freeze`): peft's ``set_adapter`` re-enables gradients on every factor,
   so the runners re-apply the freeze before each step and give their optimizers only the trained
   factor's tensors;
-* merge and restart (:meth:`Site.merge_and_restart`): W0 ← W0 + s·B·A, then new factors;
+* merge and restart (:meth:`Site.merge_and_restart`, :meth:`Site.restart`): W0 ← W0 + s·B·A,
+  then new factors (given, or the frozen one drawn from a sketch and the trained one at zero);
 * swap in other factors (:meth:`Site.swap`): a client's k_i-column slice B[:, I], A[I, :] with the
   scaling s·r/k_i, or a node's own adapter, without copying the model.
 
@@ -150,6 +151,27 @@ class Site:
         with torch.no_grad():
             self.W0 = self.W0 + self.delta()
             self.set_factors(B, A)
+
+    def restart(self, sketch="gaussian", side: str = "left", generator=None) -> torch.Tensor:
+        """Merge, then draw the next link's frozen factor from ``sketch`` with the trained one at 0.
+
+        ``side="left"`` draws B_S (m×r) and sets A = 0; ``"right"`` draws A_S (r×n) and sets B = 0
+        (RAC-LoRA Algorithm 1; :mod:`lorakit.sketches` names the distributions). The model's
+        outputs are unchanged up to the rounding of the merge. Returns the drawn factor.
+        """
+        from ..sketches import make_sketch
+
+        check_choice("side", side, ("left", "right"))
+        (m, n), r = self.shape, self.rank
+        shape = (m, r) if side == "left" else (r, n)
+        drawn = make_sketch(sketch).sample(
+            shape, generator, side=side, dtype=self.B.dtype, device=self.B.device
+        )
+        if side == "left":
+            self.merge_and_restart(drawn, torch.zeros_like(self.A))
+        else:
+            self.merge_and_restart(torch.zeros_like(self.B), drawn)
+        return drawn
 
     def swap(self, B: torch.Tensor, A: torch.Tensor, scaling: float | None = None):
         """Put new factor tensors (any rank k) in place; returns the old (B, A, scaling).

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .._validation import check_int, check_real
 from ._cache import cached_dir, read_meta
@@ -142,7 +143,8 @@ def _pretrain(path: Path, cfg: dict) -> dict:
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg["lr"], total_steps=steps, pct_start=0.1, anneal_strategy="cos"
         )
-        for _ in range(steps):
+        # The first call pre-trains (seconds); later calls read the cache.
+        for _ in tqdm(range(steps), desc="pre-training the tiny GPT-2", leave=False):
             x = train_blocks[torch.randint(len(train_blocks), (cfg["batch_size"],), generator=gen)]
             loss = model(input_ids=x, labels=x).loss
             opt.zero_grad(set_to_none=True)

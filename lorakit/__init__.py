@@ -8,7 +8,7 @@ The single-node methods of RAC-LoRA and Bernoulli-LoRA are configurations of one
     frame = lk.run("bernoulli_lora", problem, steps=200, seeds=range(3), rank=1, gamma=1 / problem.L, p=0.5)
 """
 
-from . import coins, compressors, decentralized, estimators, federated, problems, sketches
+from . import adapters, coins, compressors, decentralized, estimators, federated, problems, sketches
 from .chain import Chain, DivergenceError
 from .coins import alternating, always, bernoulli, both
 from .estimators import ef21, gd, marina, mvr, page, qgd, rr, sgd
@@ -22,6 +22,7 @@ __all__ = [
     "Chain",
     "DivergenceError",
     "Streams",
+    "adapters",
     "alternating",
     "always",
     "bernoulli",

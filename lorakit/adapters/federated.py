@@ -240,7 +240,39 @@ def _max_abs(tensors) -> float:
 
 
 # -- the FSLoRA family -----------------------------------------------------------------------------
-class FederatedModelRun(_Run):
+class _ModelRounds:
+    """The round loop of the model-scale runs: reset, rounds under the model RNG, a row per
+    logged round, the factors left trainable (peft's default) whatever happens."""
+
+    def start(self) -> None:
+        self.problem.reset()
+
+    def run(self, rounds: int, log_every: int):
+        self.start()
+        self.messages = []  # kept on the run: a diverged seed's messages survive
+        desc = f"{self.cfg.method} seed {self.seed}"
+        bar = _progress(enabled=self.progress, total=rounds, desc=desc)
+        with model_rng(self.streams, self.problem.device), bar:
+            try:
+                return self._loop(rounds, log_every, bar), self.messages
+            finally:
+                freeze(self.sites, "both")
+
+    def _loop(self, rounds: int, log_every: int, bar) -> list[dict]:
+        rows = [self.log(0, 0, 0, 0.0, 0.0)]
+        for t in range(1, rounds + 1):
+            counts = self.round(t, rows)
+            if t % log_every == 0 or t == rounds:
+                rows.append(self.log(t, *counts))
+                loss = rows[-1]["loss"]
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                if exploded(loss, rows[0]["loss"]):
+                    self.diverged(t, f"the loss is {loss:g}", rows)
+            bar.update()
+        return rows
+
+
+class FederatedModelRun(_ModelRounds, _Run):
     """One seed of a :class:`FederatedLoRA` on a peft model: the global adapter, the server
     optimizer and the round loop (module docstring). It reuses the matrix run's ``cohort``,
     ``sketch`` (the index draws) and ``diverged``; everything that touches the weights is here."""
@@ -427,31 +459,6 @@ class FederatedModelRun(_Run):
         site.W0 = site.W0 + site.scaling * P
         site.set_factors(torch.zeros_like(site.B), A)
 
-    # -- the loop --------------------------------------------------------------------------------
-    def run(self, rounds: int, log_every: int):
-        self.problem.reset()
-        self.messages = []  # kept on the run: a diverged seed's messages survive
-        desc = f"{self.cfg.method} seed {self.seed}"
-        bar = _progress(enabled=self.progress, total=rounds, desc=desc)
-        with model_rng(self.streams, self.problem.device), bar:
-            try:
-                return self._loop(rounds, log_every, bar), self.messages
-            finally:
-                freeze(self.sites, "both")
-
-    def _loop(self, rounds: int, log_every: int, bar) -> list[dict]:
-        rows = [self.log(0, 0, 0, 0.0, 0.0)]
-        for t in range(1, rounds + 1):
-            reported, dropped, up, down = self.round(t, rows)
-            if t % log_every == 0 or t == rounds:
-                rows.append(self.log(t, reported, dropped, up, down))
-                loss = rows[-1]["loss"]
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                if exploded(loss, rows[0]["loss"]):
-                    self.diverged(t, f"the loss is {loss:g}", rows)
-            bar.update()
-        return rows
-
     def log(self, t: int, reported: int, dropped: int, up: float, down: float) -> dict:
         p = self.problem
         loss = p.loss()
@@ -514,7 +521,7 @@ def _svd(site: Site, P: torch.Tensor, r: int) -> None:
 
 
 # -- Fed-RAC-LoRA ----------------------------------------------------------------------------------
-class FedRACModelRun(_FedRACRun):
+class FedRACModelRun(_ModelRounds, _FedRACRun):
     """One seed of :class:`FedRACLoRA` on a peft model (module docstring). It reuses the matrix
     run's ``cohort`` and ``diverged``; the sketches, local epochs and merges are per site."""
 
@@ -627,32 +634,10 @@ class FedRACModelRun(_FedRACRun):
             what = "not finite" if not math.isfinite(size) else f"of size {size:.3g}"
             self.diverged(t, f"the merged update is {what}; W keeps round {t - 1}", rows)
 
-    # -- the loop --------------------------------------------------------------------------------
-    def run(self, rounds: int, log_every: int):
-        self.problem.reset()
+    def start(self) -> None:
+        super().start()
         for site in self.sites:
             site.merge()  # W^0 = the model's weight, held in the base; the adapter product is 0
-        self.messages = []
-        desc = f"{self.cfg.method} seed {self.seed}"
-        bar = _progress(enabled=self.progress, total=rounds, desc=desc)
-        with model_rng(self.streams, self.problem.device), bar:
-            try:
-                return self._loop(rounds, log_every, bar), self.messages
-            finally:
-                freeze(self.sites, "both")
-
-    def _loop(self, rounds: int, log_every: int, bar) -> list[dict]:
-        rows = [self.log(0, 0, 0.0, 0.0, 0.0)]
-        for t in range(1, rounds + 1):
-            C, steps, up, down = self.round(t, rows)
-            if t % log_every == 0 or t == rounds:
-                rows.append(self.log(t, C, steps, up, down))
-                loss = rows[-1]["loss"]
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                if exploded(loss, rows[0]["loss"]):
-                    self.diverged(t, f"the loss is {loss:g}", rows)
-            bar.update()
-        return rows
 
     def log(self, t: int, reported: int, steps: float, up: float, down: float) -> dict:
         p = self.problem

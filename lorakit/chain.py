@@ -160,7 +160,8 @@ class Chain:
         :class:`~lorakit.adapters.ModelProblem` (a peft model and its data): the latter runs
         every site of the model with the same table (:mod:`lorakit.adapters.chain`, whose
         docstring lists the model-scale conventions and limits: each site's own peft scaling,
-        estimators ``gd``/``sgd(batch_size=…)`` only, no ``"polyak"``; every seed starts from
+        estimators ``gd``, ``sgd``, ``page``, ``mvr``, ``rr`` on data (no noise of known variance,
+        no federated estimators), no ``"polyak"``; every seed starts from
         ``problem.reset()`` and the model ends holding the last seed's merged W^T).
         ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or over the
         steps of each seed (model).

@@ -46,11 +46,9 @@ Conventions:
 from __future__ import annotations
 
 import math
-import operator
 from contextlib import contextmanager
 
 import torch
-from torch import nn
 
 from .._validation import check_int
 from ..asynchronous.clock import AsyncFL, _Sim
@@ -58,63 +56,10 @@ from ..chain import _progress
 from ..lowrank import LowRank
 from ..sketches import kaiming_uniform
 from .decentralized import _batches, _objective_batches, weighted_grads
-from .grads import model_rng
+from .grads import PerSite, at_weights, model_rng
 from .problem import ModelProblem
-from .sites import swapped
 
 __all__ = ["ModelAsync", "PerSite", "check_model_async"]
-
-
-class PerSite:
-    """One matrix per LoRA site with entrywise arithmetic (+, −, scalar ×, ÷; ``0 + x`` for
-    ``sum``), so the matrix engine's server rules apply to a model's per-site weights as written."""
-
-    __slots__ = ("mats",)
-
-    def __init__(self, mats):
-        self.mats = tuple(mats)
-
-    def __iter__(self):
-        return iter(self.mats)
-
-    def __len__(self) -> int:
-        return len(self.mats)
-
-    def __getitem__(self, j: int) -> torch.Tensor:
-        return self.mats[j]
-
-    def __repr__(self) -> str:
-        return f"PerSite({[tuple(x.shape) for x in self.mats]})"
-
-    def _pair(self, other, op):
-        if not isinstance(other, PerSite):
-            return NotImplemented
-        return PerSite(op(a, b) for a, b in zip(self.mats, other.mats, strict=True))
-
-    def _scalar(self, c, op):
-        if not isinstance(c, (int, float)):
-            return NotImplemented
-        return PerSite(op(a, c) for a in self.mats)
-
-    def __add__(self, other):
-        return self._pair(other, operator.add)
-
-    def __radd__(self, other):
-        return self if isinstance(other, int) and other == 0 else NotImplemented
-
-    def __sub__(self, other):
-        return self._pair(other, operator.sub)
-
-    def __mul__(self, c):
-        return self._scalar(c, operator.mul)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, c):
-        return self._scalar(c, operator.truediv)
-
-    def finite(self) -> bool:
-        return all(bool(torch.isfinite(x).all()) for x in self.mats)
 
 
 def check_model_async(cfg: AsyncFL, problem: ModelProblem) -> None:
@@ -135,11 +80,6 @@ class ModelAsync(_Sim):
     def __init__(self, cfg: AsyncFL, problem: ModelProblem, seed: int, *, progress=False):
         problem.reset()
         self.sites = problem.sites
-        self.W0s = [site.W0.clone() for site in self.sites]
-        self.zeros = [
-            (_frozen(torch.zeros(m, 1).to(W0)), _frozen(torch.zeros(1, n).to(W0)))
-            for (m, n), W0 in zip((s.shape for s in self.sites), self.W0s, strict=True)
-        ]
         self.D = sum(m * n for m, n in (site.shape for site in self.sites))
         self.progress, self.bar, self.cache = progress, None, None
         super().__init__(cfg, problem, seed)
@@ -148,14 +88,8 @@ class ModelAsync(_Sim):
     @contextmanager
     def at(self, W: PerSite):
         """The model computing W_l at every site (base ← W_l, zero adapter); restored after."""
-        with swapped(self.sites, self.zeros), model_rng(self.streams, self.p.device):
-            try:
-                for site, Wl in zip(self.sites, W, strict=True):
-                    site.W0 = Wl
-                yield
-            finally:
-                for site, W0 in zip(self.sites, self.W0s, strict=True):
-                    site.W0 = W0
+        with at_weights(self.sites, W), model_rng(self.streams, self.p.device):
+            yield
 
     def w_grads(self, W: PerSite, batches) -> tuple[float, PerSite]:
         """(Σ_c w_c f(batch_c), ∇_{W_l} of it per site) at W, by autograd on the base weights."""
@@ -268,7 +202,3 @@ class ModelAsync(_Sim):
             for site, W in zip(self.sites, self.W, strict=True):
                 site.W0 = W
                 site.B.zero_()
-
-
-def _frozen(x: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(x, requires_grad=False)

@@ -27,12 +27,18 @@ Model-scale conventions
 * Rank: ``chain.rank`` must equal every site's peft rank r and be ≤ min(m_l, n_l).
 * Estimators: ``gd`` (every row of ``problem.data``, in chunks of ``eval_batch_size`` weighted by
   their size) and ``sgd(batch_size=b)`` (b rows drawn without replacement from the ``data`` stream
-  each step; b = 1 by default). The others (``rr``, ``page``, ``mvr``, ``sgd(sigma=…)`` and the
-  federated ``qgd``/``marina``/``ef21``) are matrix-scale only: ValueError.
+  each step; b = 1 by default) take one backward pass at the current weights. ``page``, ``mvr``
+  (with ``batch_size``) and ``rr`` are the matrix estimators themselves, run on
+  :class:`~lorakit.adapters.grads.SiteObjective` (the model as a function of its per-site weights,
+  evaluated at the previous iterate where PAGE and MVR need it), so they draw the same samples as
+  at matrix scale; the optimizers then get the factor gradients from G by the chain rule.
+  ``sgd(sigma=…)`` (noise of a known variance) and the federated ``qgd``/``marina``/``ef21`` are
+  matrix-scale only: ValueError.
 * ``gamma="polyak"`` needs f*, which a model does not have: ValueError. The ``gap`` column is NaN.
 * LoRA dropout (active, i.e. p > 0 in training mode) feeds dropout(x) to the adapter only, so
-  ∂f/∂W0 is not the adapter's gradient: ``projected``/``factor`` raise ValueError (``eval()`` the
-  model or use ``lora_dropout=0``); ``sgd``/``adamw`` train through it.
+  ∂f/∂W0 is not the adapter's gradient: ``projected``/``factor`` and the estimators ``page``,
+  ``mvr``, ``rr`` raise ValueError (``eval()`` the model or use ``lora_dropout=0``); ``sgd``/
+  ``adamw`` with ``gd``/``sgd`` train through it.
 * Randomness: the run's named streams (:class:`~lorakit.rng.Streams`) as at matrix scale; the
   model's own randomness (dropout) uses the global torch generator, seeded from the ``model``
   stream inside a forked RNG state, so the same seed gives the same numbers and the caller's global
@@ -53,17 +59,34 @@ import torch
 
 from .._validation import check_int
 from ..chain import _OPTIMIZERS, Chain, _progress, exploded
-from ..estimators import GD, SGD
+from ..estimators import GD, MVR, PAGE, RR, SGD
 from ..rng import Streams
 from ..sketches import apply_basis, gram_pinv, orthonormal_basis
-from .grads import backward, chunks, dropout_active, finite, full_batches, model_rng
+from .grads import (
+    PerSite,
+    SiteObjective,
+    backward,
+    chunks,
+    dropout_active,
+    finite,
+    full_batches,
+    model_rng,
+)
 from .problem import ModelProblem
 from .sites import Site, freeze
 
 __all__ = ["ModelChainRun", "check_model_chain"]
 
 #: The estimators available at model scale.
-MODEL_ESTIMATORS = ("gd", "sgd(batch_size=b)")
+MODEL_ESTIMATORS = (
+    "gd",
+    "sgd(batch_size=b)",
+    "page(q, batch_size=b)",
+    "mvr(b, batch_size=b)",
+    "rr",
+)
+#: The matrix estimators run on the model's per-site weights (module docstring).
+_GENERAL = (PAGE, MVR, RR)
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -95,17 +118,24 @@ def _check_site(chain: Chain, site: Site) -> None:
             f"{site.name} has the peft scaling s = {site.scaling:g}: leave alpha unset (each "
             "site's own scaling is used) or set lora_alpha in the LoraConfig"
         )
-    if chain.update in ("projected", "factor") and dropout_active(site):
+    if (chain.update in ("projected", "factor") or _general(chain)) and dropout_active(site):
+        what = f"estimator {chain.estimator}" if _general(chain) else f"update={chain.update!r}"
         raise ValueError(
-            f"update={chain.update!r} needs ∂f/∂W0 = ∂f/∂W, but site {site.name} applies LoRA "
+            f"{what} needs ∂f/∂W0 = ∂f/∂W, but site {site.name} applies LoRA "
             "dropout to the adapter path only: call model.eval(), use lora_dropout=0, or use "
             "update='sgd'/'adamw'"
         )
 
 
+def _general(chain: Chain) -> bool:
+    """True for the estimators run on :class:`SiteObjective` (PAGE, MVR, RR)."""
+    est = chain.estimator
+    return type(est) in _GENERAL and getattr(getattr(est, "oracle", None), "sigma", None) is None
+
+
 def _batch_size(chain: Chain, problem: ModelProblem) -> int | None:
     est = chain.estimator
-    if type(est) is GD:
+    if type(est) is GD or _general(chain):
         return None
     if type(est) is SGD and est.oracle.sigma is None:
         b = est.oracle.batch_size or 1
@@ -128,6 +158,10 @@ class ModelChainRun:
         self.streams = Streams(seed)
         self.side, self.link = None, -1
         self.bases = self.precond = self.opt = None
+        self.objective = self.estimator = self.estimate_state = None
+        if _general(chain):  # PAGE, MVR, RR: the matrix estimators on the per-site weights
+            self.objective = SiteObjective(problem)
+            self.estimator = chain.estimator.bind(self.objective)
 
     @property
     def plain(self) -> bool:
@@ -175,6 +209,8 @@ class ModelChainRun:
 
         For ``sgd``/``adamw`` the same backward pass fills the trained factors' gradients.
         """
+        if self.estimator is not None:
+            return self._general_estimate()
         p = self.problem
         if self.batch_size is None:
             batches = full_batches(p)
@@ -184,6 +220,25 @@ class ModelChainRun:
         # The W-space updates always need G; the optimizers only to log an exact one.
         need_G = not self.plain or (want_G and exact)
         return backward(p, batches, self.side if self.plain else "none", need_G), exact
+
+    def _general_estimate(self) -> tuple[list, bool]:
+        """G^t from the matrix estimator at W^t (and W^{t-1} where it needs it); for the
+        optimizers, the trained factors' gradients by the chain rule ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ."""
+        W = PerSite(site.W() for site in self.sites)
+        est, obj, streams = self.estimator, self.objective, self.streams
+        if self.estimate_state is None:
+            estimate = est.init(obj, W, streams)
+        else:
+            estimate = est.update(obj, W, self.estimate_state, streams)
+        self.estimate_state, G = estimate.state, list(estimate.G)
+        if self.plain:
+            freeze(self.sites, self.side)
+            with torch.no_grad():
+                for site, g in zip(self.sites, G, strict=True):
+                    B, A, s = site.B, site.A, site.scaling
+                    A.grad = s * (B.detach().mT @ g) if A.requires_grad else None
+                    B.grad = s * (g @ A.detach().mT) if B.requires_grad else None
+        return G, estimate.exact
 
     def step(self, G: list | None) -> bool:
         """One step on every site; False (nothing written) if any site's update is not finite."""

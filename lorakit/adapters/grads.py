@@ -10,6 +10,7 @@ adapter a different input than the base weight.
 
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
 
 import torch
@@ -17,9 +18,12 @@ from torch import nn
 
 from ..rng import Streams
 from .problem import ModelProblem
-from .sites import Site, freeze
+from .sites import Site, freeze, swapped
 
 __all__ = [
+    "PerSite",
+    "SiteObjective",
+    "at_weights",
     "backward",
     "chunks",
     "dropout_active",
@@ -70,8 +74,9 @@ def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | 
         site.base.grad = None
         site.track_W(want_G)
     try:
-        for batch, weight in batches:
-            (problem.objective(batch) * weight).backward()
+        with torch.enable_grad():  # also when called under no_grad (the matrix engine's log)
+            for batch, weight in batches:
+                (problem.objective(batch) * weight).backward()
         return [site.grad_W().clone() for site in sites] if want_G else None
     finally:
         for site in sites:
@@ -97,3 +102,99 @@ def model_rng(streams: Streams, device: torch.device):
             with torch.cuda.device(devices[0]):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+# -- the model as a function of its per-site weights ------------------------------------------------
+class PerSite:
+    """One matrix per LoRA site with entrywise arithmetic (+, −, scalar ×, ÷; ``0 + x`` for
+    ``sum``), so the matrix engine's server rules apply to a model's per-site weights as written."""
+
+    __slots__ = ("mats",)
+
+    def __init__(self, mats):
+        self.mats = tuple(mats)
+
+    def __iter__(self):
+        return iter(self.mats)
+
+    def __len__(self) -> int:
+        return len(self.mats)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        return self.mats[j]
+
+    def __repr__(self) -> str:
+        return f"PerSite({[tuple(x.shape) for x in self.mats]})"
+
+    def _pair(self, other, op):
+        if not isinstance(other, PerSite):
+            return NotImplemented
+        return PerSite(op(a, b) for a, b in zip(self.mats, other.mats, strict=True))
+
+    def _scalar(self, c, op):
+        if not isinstance(c, (int, float)):
+            return NotImplemented
+        return PerSite(op(a, c) for a in self.mats)
+
+    def __add__(self, other):
+        return self._pair(other, operator.add)
+
+    def __radd__(self, other):
+        return self if isinstance(other, int) and other == 0 else NotImplemented
+
+    def __sub__(self, other):
+        return self._pair(other, operator.sub)
+
+    def __mul__(self, c):
+        return self._scalar(c, operator.mul)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, c):
+        return self._scalar(c, operator.truediv)
+
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(x).all()) for x in self.mats)
+
+
+@contextmanager
+def at_weights(site_list: list[Site], W):
+    """The model computing W_l at every site (base ← W_l, a zero rank-1 adapter); restored after.
+
+    This is how a gradient is taken at weights other than the current ones (PAGE and MVR need
+    ∇f_ξ at the previous iterate; the asynchronous clients at a stale one).
+    """
+    saved = [site.W0.clone() for site in site_list]
+    zeros = [(_frozen(site.B.new_zeros(site.shape[0], 1)),
+              _frozen(site.A.new_zeros(1, site.shape[1]))) for site in site_list]  # fmt: skip
+    with swapped(site_list, zeros):
+        try:
+            for site, Wl in zip(site_list, W, strict=True):
+                site.W0 = Wl
+            yield
+        finally:
+            for site, W0 in zip(site_list, saved, strict=True):
+                site.W0 = W0
+
+
+def _frozen(x: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(x, requires_grad=False)
+
+
+class SiteObjective:
+    """f as a function of the per-site weights, shaped for the matrix estimators.
+
+    ``grad(W, idx)`` is ∇_W f on the rows ``idx`` (every row when None) at the :class:`PerSite`
+    weights W, so :mod:`lorakit.estimators`' PAGE, MVR and random reshuffling run unchanged on a
+    model (their W and G are :class:`PerSite` tuples).
+    """
+
+    def __init__(self, problem: ModelProblem):
+        self.problem, self.name = problem, problem.name
+        self.n_samples, self.device = problem.n_samples, problem.device
+
+    def grad(self, W, idx: torch.Tensor | None = None):
+        p = self.problem
+        batches = full_batches(p) if idx is None else chunks(p.batch(idx), p.eval_batch_size)
+        with at_weights(p.sites, W):
+            return PerSite(backward(p, batches, "none", want_G=True))

@@ -154,7 +154,12 @@ def test_swap_of_a_column_slice_is_the_diagonal_sketch():
     idx, r = torch.tensor([0, 2]), 4
     S = torch.zeros(r)
     S[idx] = r / len(idx)
-    slices = [(s.B.detach()[:, idx].clone(), s.A.detach()[idx].clone()) for s in found]
+    slices = [s.slice(idx) for s in found]
+    for site, (B, A) in zip(found, slices, strict=True):  # slice then pad: zeros outside I
+        full_B, full_A = site.pad(B, A, idx)
+        assert torch.equal(full_B[:, idx], site.B.detach()[:, idx])
+        assert torch.equal(full_A[idx], site.A.detach()[idx])
+        assert not full_B[:, [1, 3]].any() and not full_A[[1, 3]].any()
     scalings = [s.scaling * r / len(idx) for s in found]
     with swapped(found, slices, scalings):
         assert all(s.rank == 2 for s in found)

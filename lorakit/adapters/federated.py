@@ -227,11 +227,8 @@ class Upload:
         """Per site, the deltas zero-padded to (m, r) and (r, n), as the server aggregates them."""
         out = []
         for site in problem.sites:
-            I, (key_B, key_A) = self.index[site.name], peft_keys(site)
-            dB = site.B.new_zeros(site.B.shape)
-            dA = site.A.new_zeros(site.A.shape)
-            dB[:, I], dA[I, :] = self.state[key_B], self.state[key_A]
-            out.append((dB, dA))
+            key_B, key_A = peft_keys(site)
+            out.append(site.pad(self.state[key_B], self.state[key_A], self.index[site.name]))
         return out
 
 
@@ -324,10 +321,7 @@ class FederatedModelRun(_ModelRounds, _Run):
         s·factor), so autograd gives Lemma 3.2's gradients restricted to I.
         """
         p, lr = self.problem, self.cfg.lr
-        start = [
-            (s.B.detach()[:, I].clone(), s.A.detach()[I, :].clone())
-            for s, I in zip(self.sites, index, strict=True)
-        ]
+        start = [s.slice(I) for s, I in zip(self.sites, index, strict=True)]
         scalings = [s.scaling * factor for s in self.sites]
         with swapped(self.sites, [(B.clone(), A.clone()) for B, A in start], scalings):
             trained = freeze(self.sites, "both")  # the slices: the only tensors stepped

@@ -18,6 +18,8 @@ What a site does (peft internals: prior_art.md §B.1, §B.4)
   factor's tensors;
 * merge and restart (:meth:`Site.merge_and_restart`, :meth:`Site.restart`): W0 ← W0 + s·B·A,
   then new factors (given, or the frozen one drawn from a sketch and the trained one at zero);
+* slice and pad (:meth:`Site.slice`, :meth:`Site.pad`): the k components I of an adapter, and
+  back to rank r with zeros (sketches, heterogeneous ranks);
 * swap in other factors (:meth:`Site.swap`): a client's k_i-column slice B[:, I], A[I, :] with the
   scaling s·r/k_i, or a node's own adapter, without copying the model.
 
@@ -172,6 +174,24 @@ class Site:
         else:
             self.merge_and_restart(torch.zeros_like(self.B), drawn)
         return drawn
+
+    def slice(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of the k components ``index``: (B[:, I] (m×k), A[I, :] (k×n)).
+
+        With the scaling s·r/k this is FSLoRA's sketched adapter B·S·A, S = (r/k)·diag(1_I)
+        (FSLoRA Definition 3.1); with s, the leading-k adapter of HeteroLoRA (index = 0..k−1).
+        """
+        with torch.no_grad():
+            return self.B[:, index].clone(), self.A[index, :].clone()
+
+    def pad(self, B: torch.Tensor, A: torch.Tensor, index: torch.Tensor):
+        """(m×k, k×n) factors of the components ``index`` zero-padded to (m, r) and (r, n)."""
+        full_B, full_A = (
+            self.B.detach().new_zeros(self.B.shape),
+            self.A.detach().new_zeros(self.A.shape),
+        )
+        full_B[:, index], full_A[index, :] = B, A
+        return full_B, full_A
 
     def swap(self, B: torch.Tensor, A: torch.Tensor, scaling: float | None = None):
         """Put new factor tensors (any rank k) in place; returns the old (B, A, scaling).

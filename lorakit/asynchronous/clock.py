@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, exploded
+from ..chain import DivergenceError, _is_model_problem, _progress, exploded
 from ..compressors import Compressor, identity
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
@@ -203,9 +203,7 @@ class AsyncFL:
         job: ``client``, ``start``, ``finish``, ``version_started``, ``staleness``, ``applied``,
         ``discarded``, ``crashed``, ``bytes_up``.
         """
-        from tqdm.auto import tqdm
-
-        from ..decentralized.walk import _check_flag, _is_model_problem
+        from ..decentralized.walk import _check_flag
 
         model = _is_model_problem(problem)
         if not model and not isinstance(problem, FederatedProblem):
@@ -249,7 +247,7 @@ class AsyncFL:
             return frame
 
         history, evs, diverged = [], [], {}
-        for seed in tqdm(seeds, desc=self.method, unit="seed", disable=model or not progress):
+        for seed in _progress(seeds, enabled=progress and not model, desc=self.method):
             sim = make(check_int("seed", seed, low=0))
             try:
                 sim.run(updates, time_budget)

@@ -64,7 +64,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
+from ..chain import DivergenceError, _is_model_problem, _progress
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import gaussian, kaiming_uniform
@@ -156,16 +156,6 @@ def _prepare_graph(graph, problem) -> tuple[nx.Graph, np.ndarray]:
     adjacency = nx.to_numpy_array(G, nodelist=range(N), weight=None, dtype=float) > 0
     np.fill_diagonal(adjacency, False)
     return G, adjacency
-
-
-def _is_model_problem(problem) -> bool:
-    """True for a :class:`lorakit.adapters.ModelProblem` (imported lazily: ``import lorakit`` and
-    matrix runs never load the model-scale code)."""
-    if isinstance(problem, FederatedProblem):
-        return False
-    from ..adapters.problem import ModelProblem
-
-    return isinstance(problem, ModelProblem)
 
 
 def _client_sizes(problem) -> list:
@@ -306,8 +296,6 @@ def _seed_loop(
     rows, attach the configuration columns; a diverging seed raises or, with
     ``on_divergence="stop"``, keeps its rows and is listed in ``attrs["diverged"]``.
     ``progress`` shows a tqdm bar over the seeds."""
-    from tqdm.auto import tqdm
-
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
     _check_flag("messages", messages)
     _check_flag("progress", progress)
@@ -322,7 +310,7 @@ def _seed_loop(
         return frame
 
     history, msgs, diverged, sims = [], [], {}, []
-    for seed in tqdm(seeds, desc=cfg.method, unit="seed", disable=not progress):
+    for seed in _progress(seeds, enabled=progress, desc=cfg.method):
         sim = make(check_int("seed", seed, low=0))
         sims.append(sim)
         try:

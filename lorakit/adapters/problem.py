@@ -11,7 +11,9 @@ The methods of lorakit run on it with the same names and configurations as at ma
 (``lk.run("bernoulli_lora", problem, …)``, ``make_federated("fslora", …).run(problem, …)``, …).
 Every run starts from the state the model had when the problem was built (:meth:`reset`), so
 seeds are comparable and the same seed gives the same numbers; afterwards the model holds the
-last seed's result.
+last seed's result. Save it with :func:`lorakit.adapters.save_trained` (the adapter, or the merged
+model when the run wrote the base weights); a plain ``model.save_pretrained`` warns when the
+adapter file would lose training.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from .._validation import check_int
+from .saving import track_base
 from .sites import Site, sites
 
 __all__ = ["ModelProblem", "default_loss"]
@@ -73,6 +76,7 @@ class ModelProblem:
                     raise ValueError(f"clients[{l}] holds indices outside [0, {self.n_samples})")
         if self._initial is None:
             self._initial = self._snapshot()
+            track_base(self.model)  # the reference of save_trained and of save_pretrained's warning
 
     # -- shape ---------------------------------------------------------------------------------
     @property

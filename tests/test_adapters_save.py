@@ -165,6 +165,8 @@ def test_a_split_keeps_the_reference_of_the_first_problem():
 def test_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="problem_or_model"):
         save_trained(ToyMLP(), tmp_path)
+    with pytest.raises(TypeError, match=r"^model must be a ModelProblem or a peft\.PeftModel"):
+        load_trained(tmp_path, ToyMLP())
     with pytest.raises(ValueError, match="neither an adapter"):
         load_trained(tmp_path, _fresh())
     problem = toy_problem(rank=RANK)

@@ -113,7 +113,11 @@ class ModelProblem:
         return {"state": state, "scalings": [s.scaling for s in self.sites]}
 
     def reset(self) -> None:
-        """Put the model back in the state it had when the problem was built."""
+        """Put the model back in the state it had when the problem was built.
+
+        Its base weights are then the reference of :func:`~lorakit.adapters.save_trained` again
+        (for the first problem built on the model), so ``save_pretrained`` no longer warns.
+        """
         self.model.load_state_dict(self._initial["state"])
         for site, s in zip(self.sites, self._initial["scalings"], strict=True):
             site.scaling = s

@@ -101,9 +101,9 @@ class _BaseGuard:
             warnings.warn(
                 f"model.save_pretrained writes the LoRA adapter only, but {len(changed)} base "
                 f"weight(s) or scaling(s) of this model differ from those it had when its "
-                f"ModelProblem was built (e.g. {changed[0]!r}): a run merged training into the "
-                "base (chain methods, fedstack_lora, fed_rac_lora, AsyncFL), so the saved adapter "
-                "reloads without it. Save with lorakit.adapters.save_trained(model, path).",
+                f"ModelProblem was built (e.g. {changed[0]!r}); the saved adapter reloads without "
+                "them (the chain methods, fedstack_lora, fed_rac_lora and AsyncFL train the base "
+                "weights). Save with lorakit.adapters.save_trained(model, path).",
                 UserWarning,
                 stacklevel=2,
             )
@@ -161,7 +161,7 @@ def base_changes(model: nn.Module) -> list[str] | None:
 
 
 # -- save ----------------------------------------------------------------------------------------
-def _model_of(problem_or_model) -> nn.Module:
+def _model_of(problem_or_model, name: str = "problem_or_model") -> nn.Module:
     from peft import PeftModel
 
     model = problem_or_model if isinstance(problem_or_model, nn.Module) else None
@@ -169,7 +169,7 @@ def _model_of(problem_or_model) -> nn.Module:
         model = getattr(problem_or_model, "model", None)
     if not isinstance(model, PeftModel):
         raise TypeError(
-            "problem_or_model must be a ModelProblem or a peft.PeftModel (peft.get_peft_model), "
+            f"{name} must be a ModelProblem or a peft.PeftModel (peft.get_peft_model), "
             f"got {type(problem_or_model).__name__}"
         )
     return model
@@ -279,7 +279,7 @@ def load_trained(path, model: nn.Module, *, adapter: str = "default") -> nn.Modu
     weights. Returns ``model``. Raises ``ValueError`` when ``path`` holds neither, or when its
     shapes, names, rank or scaling do not fit the model.
     """
-    model = _model_of(model)
+    model = _model_of(model, "model")
     path = Path(path)
     if (path / "adapter_config.json").exists():
         from peft.utils import load_peft_weights

@@ -10,6 +10,7 @@ computes exactly (``torch.equal``, float64) the trained model's outputs. The pla
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import pickle
 import warnings
@@ -142,6 +143,8 @@ def test_reset_puts_back_the_unguarded_state(tmp_path):
 
 def test_guard_survives_deepcopy_and_pickle_bound_to_the_copy(tmp_path):
     problem = toy_problem(rank=RANK)
+    # the guard shows peft's signature (help, inspect)
+    assert "save_directory" in str(inspect.signature(problem.model.save_pretrained))
     lk.run("rac_lora", problem, 3, rank=RANK, gamma=0.05)
     copies = [copy.deepcopy(problem.model), pickle.loads(pickle.dumps(problem.model))]
     problem.reset()  # the original is back to its reference; the copies still hold training

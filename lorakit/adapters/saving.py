@@ -94,8 +94,16 @@ class _BaseGuard:
         self._model = weakref.ref(model)
         self.reference = reference
 
+    @property
+    def __wrapped__(self):
+        """peft's method (``inspect.signature`` and ``help`` show its signature)."""
+        model = self._model()
+        return type(model).save_pretrained.__get__(model)
+
     def __call__(self, *args, **kwargs):
         model = self._model()
+        if model is None:
+            raise ReferenceError("the model this save_pretrained belonged to no longer exists")
         changed = base_changes(model)
         if changed:
             warnings.warn(

@@ -9,7 +9,7 @@ a maximum staleness (:mod:`lorakit.asynchronous.clock`).
 
 from __future__ import annotations
 
-from .clock import RULES, SPEEDS, STALENESS, AsyncFL, staleness_weight
+from .clock import MAX_EVENTS, RULES, SPEEDS, STALENESS, AsyncFL, Interrupted, staleness_weight
 
 #: The asynchronous methods a user can run (``lorakit methods`` lists them): the rules of
 #: :class:`AsyncFL`, name → description; run one with ``AsyncFL(name, lr, ...)``.
@@ -19,4 +19,13 @@ ASYNC_METHODS = {
     "fedbuff": "FedBuff: arriving deltas are buffered, K at a time, weighted by their staleness",
 }
 
-__all__ = ["ASYNC_METHODS", "RULES", "SPEEDS", "STALENESS", "AsyncFL", "staleness_weight"]
+__all__ = [
+    "ASYNC_METHODS",
+    "MAX_EVENTS",
+    "RULES",
+    "SPEEDS",
+    "STALENESS",
+    "AsyncFL",
+    "Interrupted",
+    "staleness_weight",
+]

@@ -37,7 +37,7 @@ def _reject_constant(token):
     raise ValueError(f"invalid JSON constant {token}")
 
 
-# -- lorakit methods -------------------------------------------------------------------------------
+# -- lorakit methods ------------------------------------------------------------------------------
 def test_methods_lists_every_method_with_its_pattern(capsys):
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -65,7 +65,7 @@ def test_async_registry_names_the_rules():
     assert tuple(ASYNC_METHODS) == RULES
 
 
-# -- lorakit verify: names, exit codes ---------------------------------------------------------------
+# -- lorakit verify: names, exit codes ------------------------------------------------------------
 @pytest.mark.parametrize(
     "name, paper",
     [
@@ -148,7 +148,7 @@ def test_verify_exit_codes_hold_and_violated(monkeypatch, capsys):
     assert cli.USAGE == 2
 
 
-# -- lorakit verify --json: strict JSON --------------------------------------------------------------
+# -- lorakit verify --json: strict JSON -----------------------------------------------------------
 def test_verify_json_writes_non_finite_numbers_as_null(monkeypatch, capsys):
     statuses = ["holds", "holds", "holds"]
     monkeypatch.setattr(checks, "verify", lambda paper=None, fast=False: _frame(statuses))

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ._validation import check_choice, check_int, check_real
+from ._validation import check_byte_size, check_choice, check_int, check_real
 from .compressors import Compressor, make_compressor
 from .problems.base import MatrixProblem
 from .problems.federated import FederatedProblem
@@ -368,7 +368,7 @@ class _Messages:
 
 
 def _byte_size(name: str, value) -> int:
-    return check_int(name, value, low=1)
+    return check_byte_size(name, value)
 
 
 @dataclass(frozen=True)

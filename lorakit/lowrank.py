@@ -39,7 +39,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ._validation import check_choice, check_int, check_real
+from ._validation import ArgumentTypeError, check_choice, check_device_match, check_int, check_real
 from .compressors import Compressor, Payload
 
 __all__ = [
@@ -82,6 +82,13 @@ def _as_matrix(X) -> np.ndarray:
         raise ValueError(f"X must be non-empty, got shape {tuple(X.shape)}")
     if X.is_complex():
         raise ValueError("X must be real")
+    if not X.dtype.is_floating_point:
+        # The result comes back in X's dtype: an integer X would get a silently rounded X̂.
+        raise ArgumentTypeError(
+            f"X must be a floating-point tensor (X̂ is returned in X's dtype), got {X.dtype}: "
+            "convert it first, e.g. X.double()"
+        )
+    check_device_match(X.device, X=X)  # a meta X has no values to approximate
     A = X.detach().to("cpu", torch.float64).numpy()
     if not np.all(np.isfinite(A)):
         raise ValueError("X must have finite entries")

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_byte_size, check_choice, check_int, check_real, check_seeds
 from ..chain import DivergenceError, _is_model_problem, _progress, exploded
 from ..compressors import Compressor, identity
 from ..problems.federated import FederatedProblem
@@ -161,6 +161,8 @@ class AsyncFL:
             set_(self, "adapter", check_int("adapter", self.adapter, low=1))
         if self.sigma is not None:
             set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
+        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
+        set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
         if self.method is None:
             set_(self, "method", self.rule)
 
@@ -238,7 +240,7 @@ class AsyncFL:
             if self.adapter is not None:
                 check_int("adapter", self.adapter, low=1, high=min(problem.m, problem.n))
             make = functools.partial(_Sim, self, problem)
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        seeds = check_seeds(seeds)
 
         def with_config(rows) -> pd.DataFrame:
             frame = pd.DataFrame(rows)

@@ -45,6 +45,7 @@ __all__ = [
     "TASKS",
     "ZooProblem",
     "accuracy",
+    "check_rank_fits",
     "fit_head",
     "from_pretrained",
     "head_features",
@@ -172,6 +173,54 @@ def _quiet_transformers(quiet: bool):
             hf_logging.enable_progress_bar()
 
 
+def check_rank_fits(model: nn.Module, rank: int, target_modules) -> None:
+    """Refuse a LoRA ``rank`` above min(m, n) of a site that ``target_modules`` selects.
+
+    Every lorakit method needs r ≤ min(m, n) at every site (:func:`lorakit.adapters.chain.
+    check_model_chain` and its twins), so a larger rank would only be refused after the build. The
+    zoo calls this on a *meta-device* skeleton of the architecture (no weights, no memory) before
+    it pre-trains or loads anything. Sites are matched as peft matches them; ``None`` uses peft's
+    default targets for the architecture (unknown architectures are left to peft).
+    """
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    if target_modules is None:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        target_modules = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+        if target_modules is None:
+            return
+    config = LoraConfig(r=1, target_modules=list(target_modules))
+    shapes = {
+        name: tuple(module.weight.shape)
+        for name, module in model.named_modules()
+        if name
+        and check_target_module_exists(config, name)
+        and getattr(getattr(module, "weight", None), "dim", lambda: 0)() == 2
+    }
+    if not shapes:
+        raise ValueError(f"target_modules {list(target_modules)} match no layer of the model")
+    name, (m, n) = min(shapes.items(), key=lambda item: min(item[1]))
+    if rank > min(m, n):
+        raise ValueError(
+            f"rank must be in [1, {min(m, n)}]: every lorakit method needs rank ≤ min(m, n) at "
+            f"every site, and site {name} is {m}×{n}; got rank={rank}"
+        )
+
+
+def _skeleton(path: str, task: str, num_labels: int | None) -> nn.Module:
+    """The architecture of ``path`` on the meta device: shapes only, nothing loaded."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kw = {"num_labels": num_labels} if task == "sequence-classification" else {}
+    config = AutoConfig.from_pretrained(path, **kw)
+    auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        return auto.from_config(config)
+
+
 def from_pretrained(
     model_id_or_path,
     *,
@@ -197,7 +246,8 @@ def from_pretrained(
         ``"sequence-classification"`` (``AutoModelForSequenceClassification`` with ``num_labels``
         (≥ 2); the head stays frozen: module docstring).
     rank, lora_alpha, target_modules, lora_dropout, init_lora_weights : ``peft.LoraConfig``'s
-        ``r``, ``lora_alpha`` (None: = rank), ``target_modules`` (None: peft's default for the
+        ``r`` (at most min(m, n) of every targeted layer: checked on the architecture before
+        anything is loaded, :func:`check_rank_fits`), ``lora_alpha`` (None: = rank), ``target_modules`` (None: peft's default for the
         architecture, e.g. ``c_attn`` for GPT-2, ``query``/``value`` for BERT), ``lora_dropout``,
         ``init_lora_weights`` (True: Kaiming-uniform A and B = 0, peft's default; ``"gaussian"``).
     seed : seeds the random parts of the build (module docstring).
@@ -238,6 +288,7 @@ def from_pretrained(
         num_labels = check_int("num_labels", num_labels, low=2)
     path = str(model_id_or_path)
     with _quiet_transformers(quiet):
+        check_rank_fits(_skeleton(path, task, num_labels), rank, target_modules)
         tokenizer = AutoTokenizer.from_pretrained(path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -115,7 +115,9 @@ def resolve_budgets(budgets, N: int, r: int, generator: torch.Generator) -> torc
         )
     # Each k_i is an integer: a fractional budget is refused, never truncated.
     values = budgets.tolist() if hasattr(budgets, "tolist") else list(budgets)
-    k = torch.tensor([check_int(f"budgets[{i}]", v, low=1) for i, v in enumerate(values)])
+    k = torch.tensor(
+        [check_int(f"budgets[{i}]", v) for i, v in enumerate(values)], dtype=torch.long
+    )
     if k.numel() != N:
         raise ValueError(f"budgets must give one k_i per client ({N}), got {k.numel()}")
     if int(k.min()) < 1 or int(k.max()) > r:

@@ -105,13 +105,11 @@ def check_seeds(seeds, name: str = "seeds") -> list[int]:
     return out
 
 
-def check_problem(problem, kinds: tuple, name: str = "problem", hint: str = ""):
-    """Check ``isinstance(problem, kinds)``; the message lists the accepted kinds."""
+def check_problem(problem, kinds, expected: str, name: str = "problem"):
+    """Check ``isinstance(problem, kinds)``; ``expected`` says what is accepted, e.g. "a
+    FederatedProblem or a lorakit.adapters.ModelProblem with clients"."""
     if not isinstance(problem, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        raise ArgumentTypeError(
-            f"{name} must be a {names}, got {type(problem).__name__}{': ' + hint if hint else ''}"
-        )
+        raise ArgumentTypeError(f"{name} must be {expected}, got {type(problem).__name__}")
     return problem
 
 

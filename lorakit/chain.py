@@ -58,7 +58,6 @@ __all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "exploded"]
 UPDATES = ("projected", "factor", "sgd", "adamw")
 BROADCASTS = ("full", "factors")
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
-_PROBLEM_HINT = "a matrix problem (lorakit.problems) or a lorakit.adapters.ModelProblem"
 
 
 def exploded(loss: float, reference: float) -> bool:
@@ -204,7 +203,11 @@ class Chain:
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
         seeds = check_seeds(seeds)
         if not _is_model_problem(problem):
-            check_problem(problem, (MatrixProblem,), hint=_PROBLEM_HINT)
+            check_problem(
+                problem,
+                MatrixProblem,
+                "a MatrixProblem (lorakit.problems) or a lorakit.adapters.ModelProblem",
+            )
         if _is_model_problem(problem):  # the model-scale runner is imported only when used
             from .adapters.chain import ModelChainRun, check_model_chain
 

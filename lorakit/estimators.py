@@ -355,6 +355,10 @@ class _Messages:
 
     federated = True
 
+    def __post_init__(self):  # also for direct construction, e.g. QGD(c, bytes_per_float=-4)
+        check_byte_size("bytes_per_float", self.bytes_per_float)
+        check_byte_size("bytes_per_index", self.bytes_per_index)
+
     def message_bytes(self, problem: MatrixProblem, compressor: Compressor | None) -> int:
         """One client's message of d = m·n entries: compressed by ``compressor``, or in full."""
         d = problem.m * problem.n

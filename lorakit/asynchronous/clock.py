@@ -52,7 +52,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .._validation import check_byte_size, check_choice, check_int, check_real, check_seeds
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from ..chain import DivergenceError, _is_model_problem, _progress, exploded
 from ..compressors import Compressor, identity
 from ..problems.federated import FederatedProblem
@@ -208,10 +215,9 @@ class AsyncFL:
         from ..decentralized.walk import _check_flag
 
         model = _is_model_problem(problem)
-        if not model and not isinstance(problem, FederatedProblem):
-            raise ValueError(
-                "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
-                f"{type(problem).__name__}"
+        if not model:
+            check_problem(
+                problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem"
             )
         _check_flag("progress", progress)
         if updates is None and time_budget is None:

@@ -63,7 +63,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import check_byte_size, check_choice, check_int, check_real, check_seeds
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from ..chain import DivergenceError, _is_model_problem, _progress
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
@@ -166,11 +173,9 @@ def _client_sizes(problem) -> list:
 
 
 def _check_problem(cfg, problem, what: str = "problem") -> None:
-    if not isinstance(problem, FederatedProblem):
-        raise ValueError(
-            f"{what} must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
-            f"{type(problem).__name__}"
-        )
+    check_problem(
+        problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem", what
+    )
     check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
 
 

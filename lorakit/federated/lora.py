@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .._validation import check_byte_size, check_choice, check_int, check_real, check_seeds
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from ..chain import DivergenceError, _is_model_problem, _progress, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
@@ -210,10 +217,11 @@ def simulate(
     shows its own bar over rounds, so ``progress`` here is the bar over seeds at matrix scale.
     """
     model_scale = _is_model_problem(problem)
-    if not (model_scale or isinstance(problem, FederatedProblem)):
-        raise ValueError(
-            "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
-            f"got {type(problem).__name__}"
+    if not model_scale:
+        check_problem(
+            problem,
+            FederatedProblem,
+            "a FederatedProblem or a lorakit.adapters.ModelProblem with clients",
         )
     if model_scale and problem.clients is None:
         raise ValueError(

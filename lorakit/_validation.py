@@ -20,6 +20,7 @@ __all__ = [
     "check_device_match",
     "check_disjoint",
     "check_dtype",
+    "check_generator",
     "check_int",
     "check_problem",
     "check_real",
@@ -129,6 +130,18 @@ def check_dtype(name: str, dtype, allowed: tuple[str, ...] = DTYPES):
     return dtype
 
 
+def check_generator(name: str, generator):
+    """``None`` or a CPU ``torch.Generator`` (the draws of lorakit are made on the CPU)."""
+    import torch
+
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ArgumentTypeError(
+            f"{name} must be a torch.Generator or None, got {type(generator).__name__} "
+            "(seed one with torch.Generator().manual_seed(seed))"
+        )
+    return generator
+
+
 def check_device(name: str, device):
     """A ``torch.device`` for ``device`` (a string or a device); the meta device is refused."""
     import torch
@@ -164,17 +177,21 @@ def check_disjoint(name: str, index_sets) -> None:
     """No index appears in two of ``index_sets`` (client data must not overlap)."""
     import torch
 
-    seen: dict[int, int] = {}
-    for l, idx in enumerate(index_sets):
-        values = torch.as_tensor(idx).flatten().tolist()
-        if len(set(values)) != len(values):
-            raise ValueError(f"{name}[{l}] holds an index twice")
-        for i in values:
-            if i in seen:
-                raise ValueError(
-                    f"{name} must be disjoint: index {i} is held by {name}[{seen[i]}] and {name}[{l}]"
-                )
-            seen[i] = l
+    sets = [torch.as_tensor(idx).flatten().long() for idx in index_sets]
+    every = torch.cat(sets) if sets else torch.zeros(0, dtype=torch.long)
+    if every.numel() == 0:
+        return
+    low = int(every.min())
+    repeated = (torch.bincount(every - low) > 1).nonzero()
+    if repeated.numel():
+        i = int(repeated[0]) + low
+        holders = [l for l, s in enumerate(sets) if bool((s == i).any())]
+        where = (
+            f"{name}[{holders[0]}] holds it twice"
+            if len(holders) == 1
+            else f"it is held by {name}[{holders[0]}] and {name}[{holders[1]}]"
+        )
+        raise ValueError(f"{name} must be disjoint: index {i} appears twice ({where})")
 
 
 def _iterable(value) -> bool:

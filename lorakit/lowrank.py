@@ -39,7 +39,14 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ._validation import ArgumentTypeError, check_choice, check_device_match, check_int, check_real
+from ._validation import (
+    ArgumentTypeError,
+    check_choice,
+    check_device_match,
+    check_generator,
+    check_int,
+    check_real,
+)
 from .compressors import Compressor, Payload
 
 __all__ = [
@@ -223,6 +230,7 @@ def cur(
     m, n = A.shape
     k = _check_rank(rank, m, n)
     check_choice("select", select, ("leverage", "qrcp"))
+    check_generator("generator", generator)
     c = k if n_cols is None else check_int("n_cols", n_cols, low=1, high=n)
     r = k if n_rows is None else check_int("n_rows", n_rows, low=1, high=m)
     if select == "leverage":
@@ -248,7 +256,7 @@ def paper_row_id(X: torch.Tensor, rank: int, *, generator: torch.Generator | Non
     A = _as_matrix(X)
     m, n = A.shape
     k = _check_rank(rank, m, n)
-    I = np.sort(torch.randperm(m, generator=generator)[:k].numpy())
+    I = np.sort(torch.randperm(m, generator=check_generator("generator", generator))[:k].numpy())
     R = A[I, :]
     Z = np.linalg.lstsq(R.T, A.T, rcond=None)[0].T  # Zᵀ = (Rᵀ)⁺ Xᵀ
     Ahat = Z @ R

@@ -342,7 +342,7 @@ DATA_ROWS = [
         "data must be a non-empty dict"),
     Row("ModelProblem", "overlapping clients", lambda: ModelProblem(toy_model(2), toy_data(),
         clients=[torch.arange(0, 10), torch.arange(5, 16)]), ValueError,
-        "clients must be disjoint: index 5"),
+        "clients must be disjoint: index 5 appears twice"),
     Row("ModelProblem", "fractional client indices", lambda: ModelProblem(toy_model(2),
         toy_data(), clients=[torch.tensor([0.5, 1.0])]), TypeError, "integer sample indices"),
     Row("ModelProblem", "data on meta", lambda: ModelProblem(toy_model(2), {"x": torch.zeros(
@@ -372,6 +372,16 @@ DATA_ROWS = [
         "key must be one of"),
     Row("expected_projector", "r>d", lambda: theory.expected_projector("gaussian", 3, 5),
         ValueError, "r"),
+    Row("expected_projector", "dtype=float16", lambda: theory.expected_projector(
+        "gaussian", 4, 2, samples=10, dtype=torch.float16), ValueError, "dtype must be one of"),
+    Row("expected_projector", "device='meta'", lambda: theory.expected_projector(
+        "gaussian", 4, 2, samples=10, device="meta"), ValueError, "device must hold"),
+    Row("expected_projector", "seed=1.5", lambda: theory.expected_projector(
+        "gaussian", 4, 2, samples=10, seed=1.5), TypeError, "seed must be an integer"),
+    Row("cur", "generator=3", lambda: lowrank.cur(torch.eye(4, dtype=torch.float64), 2,
+        generator=3), TypeError, "generator must be a torch.Generator"),
+    Row("paper_row_id", "generator='a'", lambda: lowrank.paper_row_id(torch.eye(
+        4, dtype=torch.float64), 2, generator="a"), TypeError, "generator must be a torch"),
     Row("lambda_p", "p=1.5", lambda: theory.lambda_p(1.5, 2, 5, 3), ValueError, "p"),
     # The zoo checks the rank on a meta-device skeleton before pre-training or loading anything.
     Row("digits_problem", "rank=10**6", lambda: zoo.digits_problem(rank=10**6), ValueError,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_choice, check_dtype, check_int, check_real
 from ..adapters.problem import ModelProblem
 from .text import lm_blocks, split_blocks
 
@@ -251,7 +251,7 @@ def from_pretrained(
         architecture, e.g. ``c_attn`` for GPT-2, ``query``/``value`` for BERT), ``lora_dropout``,
         ``init_lora_weights`` (True: Kaiming-uniform A and B = 0, peft's default; ``"gaussian"``).
     seed : seeds the random parts of the build (module docstring).
-    dtype : the model's floating dtype.
+    dtype : the model's floating dtype, ``torch.float32`` or ``torch.float64``.
     quiet : silence transformers' load report (e.g. the "newly initialized classifier" table).
     model_kwargs : passed to the ``from_pretrained`` of the Auto class.
 
@@ -270,8 +270,7 @@ def from_pretrained(
     )
     lora_dropout = check_real("lora_dropout", lora_dropout, low=0.0, high=1.0, high_open=True)
     seed = check_int("seed", seed, low=0, high=2**63 - 1)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    check_dtype("dtype", dtype)
     if isinstance(target_modules, str):
         target_modules = [target_modules]
     elif target_modules is not None:

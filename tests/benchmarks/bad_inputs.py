@@ -604,6 +604,40 @@ case(
     lambda: __import__("lorakit.theory").theory.get_theorem("nonsense"),
 )
 
+case(
+    "expected_projector dtype=float16",
+    "dtype",
+    lambda: __import__("lorakit.theory").theory.expected_projector(
+        "gaussian", 4, 2, samples=10, dtype=torch.float16
+    ),
+)
+case(
+    "expected_projector device=meta",
+    "device",
+    lambda: __import__("lorakit.theory").theory.expected_projector(
+        "gaussian", 4, 2, samples=10, device="meta"
+    ),
+)
+case(
+    "expected_projector seed=1.5",
+    "seed",
+    lambda: __import__("lorakit.theory").theory.expected_projector(
+        "gaussian", 4, 2, samples=10, seed=1.5
+    ),
+)
+case(
+    "expected_projector r>d",
+    "r ",
+    lambda: __import__("lorakit.theory").theory.expected_projector("gaussian", 3, 5),
+)
+case("lambda_p p=1.5", "p ", lambda: __import__("lorakit.theory").theory.lambda_p(1.5, 2, 5, 3))
+case("cur generator=3", "generator must", lambda: lowrank.cur(X, 2, generator=3))
+case(
+    "paper_row_id generator=str",
+    "generator must",
+    lambda: lowrank.paper_row_id(X, 2, generator="a"),
+)
+
 # -- zoo -----------------------------------------------------------------------------------------
 case("digits_problem rank=10**6", "rank", lambda: zoo.digits_problem(rank=10**6))
 case("digits_problem rank=65", "rank", lambda: zoo.digits_problem(rank=65))
@@ -678,6 +712,8 @@ def classify(name, thunk):
 
 
 def main(verbose: bool = False) -> Counter:
+    import peft  # noqa: F401  (imported once up front: its first import is not a case's hang)
+
     counts = Counter()
     for label, name, thunk in CASES:
         outcome, msg = classify(name, thunk)

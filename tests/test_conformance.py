@@ -368,6 +368,19 @@ DATA_ROWS = [
         "method must be one of"),
     Row("estimators", "qgd bytes_per_float=-4", lambda: lk.estimators.qgd(
         "identity", bytes_per_float=-4), ValueError, r"bytes_per_float must be in \[1"),
+    Row("Streams", "seed=1.5", lambda: lk.Streams(1.5), TypeError, "seed must be an integer"),
+    Row("Streams", "seed=-1", lambda: lk.Streams(-1), ValueError, r"seed must be in \[0"),
+    Row("coins", "bernoulli(1.5)", lambda: lk.bernoulli(1.5), ValueError, r"p must be in \[0, 1\]"),
+    Row("coins", "always('up')", lambda: lk.always("up"), ValueError, "side must be one of"),
+    Row("estimators", "sgd(batch_size=0)", lambda: lk.sgd(batch_size=0), ValueError,
+        "batch_size must be in"),
+    Row("estimators", "page(q=2)", lambda: lk.page(2.0), ValueError, r"q must be in \(0, 1\]"),
+    Row("compressors", "top_k(0)", lambda: lk.compressors.top_k(0), ValueError,
+        r"k must be in \[1"),
+    Row("compressors", "name=nonsense", lambda: lk.compressors.make_compressor("nonsense"),
+        ValueError, "compressor must be one of"),
+    Row("sketches", "name=3", lambda: lk.sketches.make_sketch(3), ValueError,
+        "sketch must be one of"),
     Row("get_theorem", "key=nonsense", lambda: theory.get_theorem("nonsense"), ValueError,
         "key must be one of"),
     Row("expected_projector", "r>d", lambda: theory.expected_projector("gaussian", 3, 5),
@@ -401,6 +414,8 @@ DATA_ROWS = [
     Row("from_pretrained", "rank=10**6", lambda: zoo.from_pretrained(
         zoo.minilm_path(), task="sequence-classification", num_labels=2, rank=10**6),
         ValueError, r"rank must be in \[1, 384\]"),
+    Row("text_problem", "model=None", lambda: zoo.text_problem(None, None, ["some text"]),
+        TypeError, "model must be a torch.nn.Module"),
     Row("from_pretrained", "task=nonsense", lambda: zoo.from_pretrained("x", task="nonsense"),
         ValueError, "task must be one of"),
 ]  # fmt: skip
@@ -449,12 +464,13 @@ def test_every_method_and_entry_point_has_a_row():
     public = (
         {"run", "make", "Chain", "make_federated", "AsyncFL", "ModelProblem", "ModelProblem.split"}
         | set(lowrank.LOWRANK_METHODS)
-        | {"lowrank", "partition", "split", "budgets", "estimators", "make_problem"}
+        | {"lowrank", "partition", "split", "budgets", "estimators", "make_problem", "Streams"}
+        | {"coins", "compressors", "sketches"}
         | set(lk.problems.PROBLEMS)
         | {"lazy", "mixing_time", "levin_peres_bounds", "tv_distance_curve", "spectral"}
         | {"stationary_distribution", "metropolis_hastings", "pi_from_sizes", "validate_chain"}
         | {"sparse_spectral_bounds", "make_graph", "get_theorem", "expected_projector", "lambda_p"}
-        | {"digits_problem", "gpt2_problem", "minilm_problem", "from_pretrained"}
+        | {"digits_problem", "gpt2_problem", "minilm_problem", "from_pretrained", "text_problem"}
     )
     assert not (methods | public) - entries, f"no row for {sorted((methods | public) - entries)}"
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_dtype, check_int, check_real
+from .._validation import ArgumentTypeError, check_choice, check_dtype, check_int, check_real
 from ..adapters.problem import ModelProblem
 from .text import lm_blocks, split_blocks
 
@@ -419,6 +419,15 @@ def text_problem(
     ``max_samples`` keeps that many training rows spread evenly over the text (so every part of
     the corpus is represented), after the held-out blocks are removed.
     """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(
+            f"model must be a torch.nn.Module with LoRA layers (from_pretrained's), got "
+            f"{type(model).__name__}"
+        )
+    if not callable(tokenizer):
+        raise ArgumentTypeError(
+            f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}"
+        )
     task = "causal-lm" if labels is None else "sequence-classification"
     if task == "causal-lm":
         if block_size is None:

@@ -489,3 +489,24 @@ def test_seeds_accept_numpy_integers_and_ranges():
     assert check_seeds(np.arange(2)) == [0, 1]
     frame = lk.run("rac_lora", quad(), 2, np.int64(1), rank=2, gamma=0.1)
     assert frame.seed.unique().tolist() == [1]
+
+
+def test_zoo_rank_is_refused_before_anything_is_built(monkeypatch):
+    """The rank rows above fail fast: the check runs on the architecture's shapes (a meta-device
+    skeleton) before pre-training, building or loading weights, which here would raise."""
+    import transformers
+
+    from lorakit.zoo import digits, gpt2
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built before the rank was checked")
+
+    monkeypatch.setattr(digits, "digits_mlp", built)
+    monkeypatch.setattr(gpt2, "tiny_gpt2_path", built)
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", built)
+    with pytest.raises(ValueError, match=r"rank must be in \[1, 5\]"):
+        zoo.digits_problem(rank=6)
+    with pytest.raises(ValueError, match=r"rank must be in \[1, 64\]"):
+        zoo.gpt2_problem(rank=65)
+    with pytest.raises(ValueError, match=r"rank must be in \[1, 384\]"):
+        zoo.minilm_problem(rank=385)

@@ -4,7 +4,8 @@ Every function takes an m×n torch tensor X and returns an :class:`Approximation
 reconstruction X̂ (same dtype and device as X), the factors a sender would actually put on the
 wire, the rank, a ``method`` label and the relative error ‖X − X̂‖_F/‖X‖_F. Work is done in
 float64 (numpy/scipy on the CPU); the approximation is cast back to X's dtype and device, and
-``rel_error`` is the float64 value.
+``rel_error`` is the float64 value. X must be a floating-point tensor with data (an integer or
+boolean X is refused, since X̂ cast back to it would be silently rounded; so is a meta tensor).
 
 =====================  =====================================================  =====================
 function               X̂                                                      factors sent

@@ -39,7 +39,14 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 import torch
 
-from ._validation import check_choice, check_int, check_real
+from ._validation import (
+    ArgumentTypeError,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from .coins import Coin, bernoulli
 from .estimators import Estimator, make_estimator
 from .problems.base import MatrixProblem
@@ -118,6 +125,11 @@ class Chain:
         set_(self, "sketch", make_sketch(self.sketch))
         set_(self, "sketch_right", make_sketch(self.sketch_right or self.sketch))
         set_(self, "estimator", make_estimator(self.estimator))
+        if not isinstance(self.coin, Coin):
+            raise ArgumentTypeError(
+                f"coin must be a lorakit.coins.Coin (e.g. lk.bernoulli(0.5), lk.always('left')), "
+                f"got {self.coin!r}"
+            )
         if self.coin.kind == "both" and self.update in ("projected", "factor"):
             raise ValueError(
                 f"update={self.update!r} needs one frozen factor, but the coin trains both "
@@ -189,7 +201,13 @@ class Chain:
         steps = check_int("steps", steps, low=1)
         log_every = check_int("log_every", log_every, low=1)
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        seeds = check_seeds(seeds)
+        if not _is_model_problem(problem):
+            check_problem(
+                problem,
+                MatrixProblem,
+                "a MatrixProblem (lorakit.problems) or a lorakit.adapters.ModelProblem",
+            )
         if _is_model_problem(problem):  # the model-scale runner is imported only when used
             from .adapters.chain import ModelChainRun, check_model_chain
 

@@ -272,7 +272,11 @@ def test_fedstack_merges_the_mean_product_and_preserves_outputs(toy):
 def test_everyone_dropping_out_leaves_the_model_unchanged(toy):
     toy.reset()
     start = _state(toy.model)
-    frame, msgs = make_federated("fslora", 2, 0.5, budgets=1, dropout=1.0).run(
+    # dropout = 1 is refused (nothing would ever train); just below it, seed 0 drops everyone
+    # in all 3 rounds (the assertion on `reported` below checks that it did).
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        make_federated("fslora", 2, 0.5, budgets=1, dropout=1.0)
+    frame, msgs = make_federated("fslora", 2, 0.5, budgets=1, dropout=1 - 1e-9).run(
         toy, 3, messages=True
     )
     after = _state(toy.model)

@@ -66,7 +66,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from ..chain import DivergenceError, _is_model_problem, _progress, exploded
 from ..compressors import Compressor, identity
 from ..problems.federated import FederatedProblem
@@ -196,6 +203,8 @@ class AsyncFL:
             set_(self, "adapter", check_int("adapter", self.adapter, low=1))
         if self.sigma is not None:
             set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
+        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
+        set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
         if self.method is None:
             set_(self, "method", self.rule)
 
@@ -279,10 +288,9 @@ class AsyncFL:
         from ..decentralized.walk import _check_flag
 
         model = _is_model_problem(problem)
-        if not model and not isinstance(problem, FederatedProblem):
-            raise ValueError(
-                "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
-                f"{type(problem).__name__}"
+        if not model:
+            check_problem(
+                problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem"
             )
         _check_flag("progress", progress)
         if updates is None and time_budget is None:
@@ -312,7 +320,7 @@ class AsyncFL:
             if self.adapter is not None:
                 check_int("adapter", self.adapter, low=1, high=min(problem.m, problem.n))
             make = functools.partial(_Sim, self, problem)
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        seeds = check_seeds(seeds)
         estimate = self.estimated_events(problem.M, updates, time_budget)
         if estimate > max_events:
             limits = " and ".join(

@@ -43,6 +43,7 @@ each node's per-site factors outside the model (:mod:`lorakit.adapters.decentral
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,6 +165,7 @@ class GossipLoRA:
     mixing : ``"metropolis"``, ``"uniform"`` (equal link weights 1/(1 + d_max)) or an N×N
         symmetric doubly stochastic matrix supported on the graph's links and the diagonal.
     link_failure : probability in [0, 1] that a link is down for a round (module docstring).
+        ``link_failure=1`` and an identity ``mixing`` mix nothing: a ``UserWarning`` says so.
     """
 
     rank: int
@@ -189,6 +191,22 @@ class GossipLoRA:
         else:
             set_(self, "mixing", check_mixing(self.mixing))
         set_(self, "link_failure", check_real("link_failure", self.link_failure, low=0.0, high=1.0))
+        # Legitimate (each node trains alone: the no-communication baseline) but nothing mixes.
+        if self.link_failure == 1.0:
+            warnings.warn(
+                "link_failure=1 takes every link down in every round: nothing mixes and each node "
+                "trains alone",
+                UserWarning,
+                stacklevel=3,
+            )
+        if isinstance(self.mixing, np.ndarray) and np.allclose(
+            self.mixing, np.eye(self.mixing.shape[0]), rtol=0.0, atol=1e-12
+        ):
+            warnings.warn(
+                "mixing is the identity: nothing mixes and each node trains alone",
+                UserWarning,
+                stacklevel=3,
+            )
 
     @property
     def scale(self) -> float:

@@ -63,7 +63,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from ..chain import DivergenceError, _is_model_problem, _progress
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
@@ -119,7 +126,7 @@ def _check_common(cfg) -> None:
         check_real("sigma", cfg.sigma, low=0.0)
     if cfg.batch_size is not None:
         check_int("batch_size", cfg.batch_size, low=1)
-    set_(cfg, "bytes_per_float", check_int("bytes_per_float", cfg.bytes_per_float, low=1))
+    set_(cfg, "bytes_per_float", check_byte_size("bytes_per_float", cfg.bytes_per_float))
     kwargs = dict(cfg.optimizer_kwargs)
     if cfg.optimizer == "sgd" and kwargs:
         raise ValueError(f"optimizer_kwargs apply to optimizer='adamw' only, got {kwargs}")
@@ -166,11 +173,9 @@ def _client_sizes(problem) -> list:
 
 
 def _check_problem(cfg, problem, what: str = "problem") -> None:
-    if not isinstance(problem, FederatedProblem):
-        raise ValueError(
-            f"{what} must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
-            f"{type(problem).__name__}"
-        )
+    check_problem(
+        problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem", what
+    )
     check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
 
 
@@ -299,9 +304,7 @@ def _seed_loop(
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
     _check_flag("messages", messages)
     _check_flag("progress", progress)
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else list(seeds)
-    if not seeds:
-        raise ValueError("seeds must be an int or a non-empty sequence of ints")
+    seeds = check_seeds(seeds)
 
     def with_config(rows) -> pd.DataFrame:
         frame = pd.DataFrame(rows)
@@ -386,7 +389,8 @@ class RWLoRA:
     batch_size : minibatch of finite-sum nodes (sampled without replacement per step).
     start : v_0: None (node 0), a node, ``"uniform"`` or ``"stationary"`` (drawn from π) from the
         ``walk`` stream.
-    node_failure, token_loss : failure probabilities in [0, 1] (module docstring).
+    node_failure, token_loss : failure probabilities in [0, 1) (module docstring; 1 would keep the
+        token at its start / discard every update, so it is refused).
     bytes_per_float : bytes per communicated float.
     """
 
@@ -419,6 +423,11 @@ class RWLoRA:
             P = _as_matrix("transition", self.transition)
             if not np.allclose(P.sum(axis=1), 1.0, rtol=0.0, atol=1e-9):
                 raise ValueError("transition must be row-stochastic: every row must sum to 1")
+            if np.allclose(P, np.eye(P.shape[0]), rtol=0.0, atol=1e-12) and P.shape[0] > 1:
+                raise ValueError(
+                    "transition is the identity: the token never leaves its start (a reducible "
+                    "chain); give a matrix that moves it, or 'mh'/'lazy'"
+                )
             set_(self, "transition", P)
         if isinstance(self.pi, str):
             check_choice("pi", self.pi, PIS)
@@ -446,8 +455,12 @@ class RWLoRA:
                 check_choice("start", self.start, STARTS)
             else:
                 set_(self, "start", check_int("start", self.start, low=0))
-        set_(self, "node_failure", check_real("node_failure", self.node_failure, low=0.0, high=1.0))
-        set_(self, "token_loss", check_real("token_loss", self.token_loss, low=0.0, high=1.0))
+        # Probability 1 is refused: every other node down keeps the token at its start forever,
+        # and a token lost on every transfer discards every update (the run would be a no-op).
+        for name in ("node_failure", "token_loss"):
+            set_(
+                self, name, check_real(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
+            )
 
     @property
     def scale(self) -> float:

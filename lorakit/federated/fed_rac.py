@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_byte_size, check_choice, check_int, check_real
 from ..chain import DivergenceError, _is_model_problem, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
@@ -107,8 +107,8 @@ class FedRACLoRA:
         check_choice("download", self.download, DOWNLOADS)
         if not isinstance(self.sketch_as_seed, bool):
             raise ValueError(f"sketch_as_seed must be True or False, got {self.sketch_as_seed!r}")
-        set_(self, "bytes_per_float", check_int("bytes_per_float", self.bytes_per_float, low=1))
-        set_(self, "bytes_per_seed", check_int("bytes_per_seed", self.bytes_per_seed, low=1))
+        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
+        set_(self, "bytes_per_seed", check_byte_size("bytes_per_seed", self.bytes_per_seed))
 
     @property
     def scale(self) -> float:

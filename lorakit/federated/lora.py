@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from ..chain import DivergenceError, _is_model_problem, _progress, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
@@ -103,7 +110,10 @@ class FederatedLoRA:
         set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
         if self.cohort is not None:
             set_(self, "cohort", check_int("cohort", self.cohort, low=1))
-        set_(self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0))
+        # dropout = 1 drops every client in every round: nothing would ever train.
+        set_(
+            self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        )
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         if self.aggregation in ("svd", "stack") and (
             self.selection != "leading" or self.server_optimizer != "avg"
@@ -124,6 +134,8 @@ class FederatedLoRA:
             check_real("alpha", self.alpha, low=0.0, low_open=True)
         check_choice("download", self.download, ("full", "slice"))
         check_choice("impl", self.impl, ("mask", "slice"))
+        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
+        set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
 
     def client_budgets(self, num_clients: int, seed: int) -> torch.Tensor:
         """The k_i a run with ``seed`` gives its clients (drawn once, from the ``budget`` stream)."""
@@ -205,10 +217,11 @@ def simulate(
     shows its own bar over rounds, so ``progress`` here is the bar over seeds at matrix scale.
     """
     model_scale = _is_model_problem(problem)
-    if not (model_scale or isinstance(problem, FederatedProblem)):
-        raise ValueError(
-            "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
-            f"got {type(problem).__name__}"
+    if not model_scale:
+        check_problem(
+            problem,
+            FederatedProblem,
+            "a FederatedProblem or a lorakit.adapters.ModelProblem with clients",
         )
     if model_scale and problem.clients is None:
         raise ValueError(
@@ -221,7 +234,7 @@ def simulate(
         check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
     if cfg.cohort is not None:
         check_int("cohort", cfg.cohort, low=1, high=problem.M)
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    seeds = check_seeds(seeds)
 
     def with_config(rows) -> pd.DataFrame:
         frame = pd.DataFrame(rows)

@@ -53,8 +53,9 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, _is_model_problem, _progress, exploded
+from ..chain import _is_model_problem, _progress
 from ..compressors import Compressor, identity
+from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import kaiming_uniform
@@ -186,6 +187,7 @@ class AsyncFL:
         time_budget: float | None = None,
         events: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ):
         """Simulate until ``updates`` server updates or virtual time ``time_budget`` (first reached).
@@ -202,6 +204,12 @@ class AsyncFL:
         ``discarded``, ``crashed`` and ``bytes_up``. With ``events=True`` also the frame of every
         job: ``client``, ``start``, ``finish``, ``version_started``, ``staleness``, ``applied``,
         ``discarded``, ``crashed``, ``bytes_up``.
+
+        Divergence: a candidate global model that is not finite or whose loss is above
+        ``blowup``·max(1, |f(W^0)|) (default 10³; a finite number > 1) is refused and stops the
+        seed: a :class:`~lorakit.DivergenceError` whose frame keeps every finished seed's rows
+        (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
+        model keeps the global model of the update before.
         """
         from ..decentralized.walk import _check_flag
 
@@ -221,6 +229,7 @@ class AsyncFL:
         if self.crash == 1.0 and time_budget is None:
             raise ValueError("crash=1 never completes an update: give time_budget")
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
+        blowup = check_blowup(blowup)
         if self.concurrency is not None:
             check_int("concurrency", self.concurrency, low=1, high=problem.M)
         if self.cohort is not None:
@@ -246,25 +255,26 @@ class AsyncFL:
                 frame.insert(0, key, value)
             return frame
 
-        history, evs, diverged = [], [], {}
-        for seed in _progress(seeds, enabled=progress and not model, desc=self.method):
-            sim = make(check_int("seed", seed, low=0))
-            try:
-                sim.run(updates, time_budget)
-            except DivergenceError as error:
-                error.frame = with_config(sim.rows)
-                if on_divergence == "raise":
-                    raise
-                diverged[seed] = error.step
-            history.extend(sim.rows)
-            evs.extend(sim.events)
-        frame = with_config(history)
-        frame.attrs["diverged"] = diverged
+        def run(sim) -> list[dict]:
+            sim.run(updates, time_budget)
+            return sim.rows
+
+        frame, sims = run_seeds(
+            _progress(seeds, enabled=progress and not model, desc=self.method),
+            lambda seed: make(check_int("seed", seed, low=0)),
+            run,
+            with_config,
+            on_divergence=on_divergence,
+            blowup=blowup,
+        )
+        evs = [e for sim in sims for e in sim.events]
         return (frame, pd.DataFrame(evs)) if events else frame
 
 
 class _Sim:
     """One seeded simulation: the global model, the version counter, the heap and the queues."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: AsyncFL, problem: FederatedProblem, seed: int):
         self.cfg, self.p, self.seed = cfg, problem, seed
@@ -363,7 +373,7 @@ class _Sim:
         """Replace the global model by a complete, finite candidate (else DivergenceError)."""
         loss = self.evaluate(W_new)
         step = self.version + 1
-        if exploded(loss, self.loss0):
+        if exploded(loss, self.loss0, self.blowup):
             raise DivergenceError(
                 f"{self.cfg.method} diverged at server update {step} (seed {self.seed}): the "
                 f"candidate model's loss is {loss:g}; the global model keeps update {step - 1}. "

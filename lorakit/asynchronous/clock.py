@@ -74,8 +74,9 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import DivergenceError, _is_model_problem, _progress, exploded
+from ..chain import _is_model_problem, _progress
 from ..compressors import Compressor, identity
+from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import kaiming_uniform
@@ -260,6 +261,7 @@ class AsyncFL:
         time_budget: float | None = None,
         events: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
         max_events: int = MAX_EVENTS,
     ):
@@ -284,6 +286,12 @@ class AsyncFL:
 
         With ``events=True`` also the frame of every job: ``client``, ``start``, ``finish``,
         ``version_started``, ``staleness``, ``applied``, ``discarded``, ``crashed``, ``bytes_up``.
+
+        Divergence: a candidate global model that is not finite or whose loss is above
+        ``blowup``·max(1, |f(W^0)|) (default 10³; a finite number > 1) is refused and stops the
+        seed: a :class:`~lorakit.DivergenceError` whose frame keeps every finished seed's rows
+        (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
+        model keeps the global model of the update before.
         """
         from ..decentralized.walk import _check_flag
 
@@ -303,6 +311,7 @@ class AsyncFL:
             raise ValueError("crash=1 never completes an update: give time_budget")
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
         max_events = check_int("max_events", max_events, low=1)
+        blowup = check_blowup(blowup)
         if self.concurrency is not None:
             check_int("concurrency", self.concurrency, low=1, high=problem.M)
         if self.cohort is not None:
@@ -340,33 +349,41 @@ class AsyncFL:
                 frame.insert(0, key, value)
             return frame
 
-        history, evs, diverged = [], [], {}
-        for seed in _progress(seeds, enabled=progress and not model, desc=self.method):
-            sim = make(check_int("seed", seed, low=0))
+        sims: list = []  # every seed's simulation so far (for an interruption's frame)
+
+        def make_seed(seed):
+            sims.append(make(check_int("seed", seed, low=0)))
+            return sims[-1]
+
+        def run(sim) -> list[dict]:
             try:
                 sim.run(updates, time_budget)
             except KeyboardInterrupt:
                 sim.log_end()
                 raise Interrupted(
-                    f"{self.method} interrupted at virtual time {sim.time:g} (seed {seed}, update "
-                    f"{sim.version}): .frame holds the rows so far",
-                    with_config(history + sim.rows),
-                    pd.DataFrame(evs + sim.events) if events else None,
+                    f"{self.method} interrupted at virtual time {sim.time:g} (seed {sim.seed}, "
+                    f"update {sim.version}): .frame holds the rows so far",
+                    with_config([r for s in sims for r in s.rows]),
+                    pd.DataFrame([e for s in sims for e in s.events]) if events else None,
                 ) from None
-            except DivergenceError as error:
-                error.frame = with_config(sim.rows)
-                if on_divergence == "raise":
-                    raise
-                diverged[seed] = error.step
-            history.extend(sim.rows)
-            evs.extend(sim.events)
-        frame = with_config(history)
-        frame.attrs["diverged"] = diverged
+            return sim.rows
+
+        frame, _ = run_seeds(
+            _progress(seeds, enabled=progress and not model, desc=self.method),
+            make_seed,
+            run,
+            with_config,
+            on_divergence=on_divergence,
+            blowup=blowup,
+        )
+        evs = [e for sim in sims for e in sim.events]
         return (frame, pd.DataFrame(evs)) if events else frame
 
 
 class _Sim:
     """One seeded simulation: the global model, the version counter, the heap and the queues."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: AsyncFL, problem: FederatedProblem, seed: int):
         self.cfg, self.p, self.seed = cfg, problem, seed
@@ -465,7 +482,7 @@ class _Sim:
         """Replace the global model by a complete, finite candidate (else DivergenceError)."""
         loss = self.evaluate(W_new)
         step = self.version + 1
-        if exploded(loss, self.loss0):
+        if exploded(loss, self.loss0, self.blowup):
             raise DivergenceError(
                 f"{self.cfg.method} diverged at server update {step} (seed {self.seed}): the "
                 f"candidate model's loss is {loss:g}; the global model keeps update {step - 1}. "

@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
+from ..divergence import BLOWUP, DivergenceError
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ._loop import run_logged
@@ -248,6 +248,7 @@ class GossipLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ):
         """Simulate ``rounds`` gossip rounds per seed.
@@ -274,6 +275,10 @@ class GossipLoRA:
 
         With ``messages=True`` also a frame of every directed message: ``seed``, ``round``,
         ``src``, ``dst``, ``params``, ``bytes``, ``dropped``.
+
+        Divergence: as :meth:`RWLoRA.run <lorakit.decentralized.walk.RWLoRA.run>` (threshold
+        ``blowup``, default 10³); a model gets the average adapter of the last logged round that
+        passed.
         """
         cls = _simulation_class(self, problem, GossipSimulation, "ModelGossip")
         rounds = check_int("rounds", rounds, low=1)
@@ -285,7 +290,7 @@ class GossipLoRA:
         frame, msgs, _ = _seed_loop(
             self, problem, seeds, rounds, log_every, messages, on_divergence,
             lambda seed: cls(self, problem, seed, M, adj, record=messages, **kw),
-            progress=progress and not model,
+            progress=progress and not model, blowup=blowup,
         )  # fmt: skip
         frame.attrs["M"] = M.tolist()
         return (frame, msgs) if messages else frame
@@ -293,6 +298,8 @@ class GossipLoRA:
 
 class GossipSimulation:
     """One seeded gossip run: the node stacks ``A`` (N, r, n), ``B`` (N, m, r) and their state."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: GossipLoRA, problem, seed: int, M: np.ndarray, adjacency, record=True):
         self.cfg, self.problem, self.seed = cfg, problem, seed

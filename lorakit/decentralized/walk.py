@@ -71,7 +71,8 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import DivergenceError, _is_model_problem, _progress
+from ..chain import _is_model_problem, _progress
+from ..divergence import BLOWUP, DivergenceError, check_blowup, run_seeds
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import gaussian, kaiming_uniform
@@ -295,13 +296,15 @@ def _check_flag(name: str, value) -> bool:
 
 def _seed_loop(
     cfg, problem, seeds, steps: int, log_every: int, messages: bool, on_divergence, make,
-    progress: bool = False,
+    progress: bool = False, blowup: float = BLOWUP,
 ):  # fmt: skip
     """Run each seed (``make(seed)`` → a simulation with ``run(steps, log_every)``), collect the
-    rows, attach the configuration columns; a diverging seed raises or, with
-    ``on_divergence="stop"``, keeps its rows and is listed in ``attrs["diverged"]``.
+    rows, attach the configuration columns; a diverging seed (loss above ``blowup``·max(1, |f_0|))
+    raises with every finished seed's rows or, with ``on_divergence="stop"``, keeps its rows and
+    is listed in ``attrs["diverged"]`` (:func:`lorakit.divergence.run_seeds`).
     ``progress`` shows a tqdm bar over the seeds."""
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
+    blowup = check_blowup(blowup)
     _check_flag("messages", messages)
     _check_flag("progress", progress)
     seeds = check_seeds(seeds)
@@ -312,23 +315,15 @@ def _seed_loop(
             frame.insert(0, key, value)
         return frame
 
-    history, msgs, diverged, sims = [], [], {}, []
-    for seed in _progress(seeds, enabled=progress, desc=cfg.method):
-        sim = make(check_int("seed", seed, low=0))
-        sims.append(sim)
-        try:
-            rows = sim.run(steps, log_every)
-        except DivergenceError as error:
-            rows = error.frame.to_dict("records")
-            error.frame = with_config(rows)
-            if on_divergence == "raise":
-                raise
-            diverged[seed] = error.step
-        history.extend(rows)
-        msgs.extend(sim.messages)
-    frame = with_config(history)
-    frame.attrs["diverged"] = diverged
-    return frame, pd.DataFrame(msgs), sims
+    frame, sims = run_seeds(
+        _progress(seeds, enabled=progress, desc=cfg.method),
+        lambda seed: make(check_int("seed", seed, low=0)),
+        lambda sim: sim.run(steps, log_every),
+        with_config,
+        on_divergence=on_divergence,
+        blowup=blowup,
+    )
+    return frame, pd.DataFrame([m for sim in sims for m in sim.messages]), sims
 
 
 def _closed_form_optimum(problem: FederatedProblem, pi: np.ndarray) -> float:
@@ -543,6 +538,7 @@ class RWLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ):
         """Simulate ``hops`` hops of the token per seed.
@@ -571,6 +567,12 @@ class RWLoRA:
         ``messages=True`` also a frame of every hop's transfer: ``seed``, ``hop``, ``src``, ``dst``,
         ``params``, ``bytes``, ``lost``, ``skipped`` (the down node first drawn, or −1) and ``down``
         (the nodes down at that hop).
+
+        Divergence: factors that are not finite or grow 10⁶-fold in one hop, or a logged loss above
+        ``blowup``·max(1, |f_0|) (default 10³; a finite number > 1), stop the seed: a
+        :class:`~lorakit.DivergenceError` whose frame keeps every finished seed's rows
+        (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
+        model gets the token of the last logged hop that passed.
         """
         cls = _simulation_class(self, problem, WalkSimulation, "ModelWalk")
         hops = check_int("hops", hops, low=1)
@@ -587,7 +589,7 @@ class RWLoRA:
         frame, msgs, sims = _seed_loop(
             self, problem, seeds, hops, log_every, messages, on_divergence,
             lambda seed: cls(self, problem, seed, P, pi, record=messages, **kw),
-            progress=progress and not model,
+            progress=progress and not model, blowup=blowup,
         )  # fmt: skip
         frame.attrs["path"] = {sim.seed: list(sim.path) for sim in sims}
         frame.attrs["pi"] = [float(p) for p in pi]
@@ -596,6 +598,8 @@ class RWLoRA:
 
 class WalkSimulation:
     """One seeded RW-LoRA run: the token (``A``, ``B``, optimizer ``state``) and where it is."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: RWLoRA, problem, seed: int, P: np.ndarray, pi, record: bool = True):
         self.cfg, self.problem, self.seed, self.record = cfg, problem, seed, record

@@ -110,7 +110,11 @@ class App(widgets.VBox):
         self.save_bar = widgets.HBox([self.save_button, self.save_format, self.saved])
         log = [self.progress] if progress else []
         super().__init__([box, self.save_bar, self.status, *log, *self.outputs])
-        for control in controls.values():
+        # CSS classes name the parts for the browser test (tests/browser) and for custom styles.
+        self.add_class("lorakit-app")
+        self.save_button.add_class("lorakit-save")
+        for name, control in controls.items():
+            control.add_class(f"lorakit-control-{name}")
             control.observe(self._on_change, names="value")
         self.redraw()
 

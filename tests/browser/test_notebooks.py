@@ -20,9 +20,9 @@ import pytest
 VEGALITE = "application/vnd.vegalite.v5+json"
 CHART = ".jp-OutputArea-output.jp-RenderedVegaLite"  # JupyterLab's vega extension, offline
 KERNEL_START_S = 120
-RUN_ALL_S = 300  # one notebook in fast mode on a loaded 2-core machine (nbmake: ~5-40 s)
+RUN_ALL_S = 600  # one notebook in fast mode; 07 (model scale) takes ~3 CPU-minutes
 DRAW_S = 60
-REDRAW_S = 120
+REDRAW_S = 240  # 07 retrains a peft model
 
 #: The app control each test moves, by its name in the app's ``controls`` (the CSS class
 #: ``lorakit-control-<name>``); a notebook not listed has no app.

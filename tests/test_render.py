@@ -118,9 +118,15 @@ def test_save_rejects_non_charts(tmp_path):
 # the apps' "save figure" control
 # ---------------------------------------------------------------------------------------------
 def test_figure_stem_is_descriptive_and_reproducible():
-    values = {"methods": ("lora", "rac_lora"), "rank": 1, "step_factor": 0.5, "graph": "a b/c"}
+    values = {
+        "methods": ("lora", "rac_lora"),
+        "rank": 1,
+        "step_factor": 0.1 + 0.05,
+        "graph": "a b/c",
+    }
     stem = figure_stem("why_lora_fails", values)
-    assert stem == "why_lora_fails-methods=lora+rac_lora-rank=1-step_factor=0.5-graph=a_b_c"
+    assert stem == "why_lora_fails-methods=lora+rac_lora-rank=1-step_factor=0.15-graph=a_b_c"
+    assert figure_stem("x", {"p": 0.1234567}) != figure_stem("x", {"p": 0.1234568})
     assert figure_stem("why_lora_fails", dict(values)) == stem
     long = figure_stem("app", {f"control_{i}": "x" * 20 for i in range(20)})
     assert len(long) == 150
@@ -173,3 +179,14 @@ def widgets_float(value):
     import ipywidgets
 
     return ipywidgets.FloatSlider(value=value, min=-2, max=2)
+
+
+def test_save_button_before_any_chart_says_so(tmp_path):
+    def compute(slope):
+        raise ValueError("slope must be in [0, 1]")
+
+    app = App({"slope": widgets_float(-1.0)}, compute, name="toy")
+    app.figure_dir = tmp_path
+    app.save_button.click()
+    assert "nothing: no chart drawn yet" in app.saved.value
+    assert list(tmp_path.iterdir()) == []

@@ -49,8 +49,8 @@ def figure_stem(app: str, values: dict) -> str:
 def _token(value) -> str:
     if isinstance(value, (tuple, list)):
         return "+".join(_token(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
+    if isinstance(value, float):  # 12 digits: slider noise (0.15000000000000002) dropped
+        return f"{value:.12g}"
     return str(value)
 
 
@@ -162,5 +162,5 @@ class App(widgets.VBox):
         except (ValueError, OSError) as error:
             self.saved.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
             return
-        names = ", ".join(html.escape(str(p)) for p in paths)
+        names = ", ".join(html.escape(str(p)) for p in paths) or "nothing: no chart drawn yet"
         self.saved.value = f"<small>saved {names}</small>"

@@ -190,3 +190,16 @@ def test_save_button_before_any_chart_says_so(tmp_path):
     app.save_button.click()
     assert "nothing: no chart drawn yet" in app.saved.value
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_static_html_export_shows_the_png():
+    """Outside a kernel (nbconvert, as for GitHub/nbviewer/static sites) the chart is the PNG."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    cell = nbformat.v4.new_code_cell("chart", outputs=[nbformat.from_dict(viz.output(_chart()))])
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    nbformat.validate(notebook)
+    body, _ = HTMLExporter().from_notebook_node(notebook)
+    png = viz.output(_chart())["data"]["image/png"]
+    assert f"data:image/png;base64,{png}" in body

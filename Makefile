@@ -9,7 +9,7 @@ PIP_FLAGS := -q -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: lab test verify bench lint setup clean
+.PHONY: lab test test-browser verify bench lint setup clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,14 @@ setup: $(BIN)/.installed
 lab: $(BIN)/.installed  ## start JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-test: $(BIN)/.installed  ## lint, unit tests and notebooks (notebooks in fast mode)
+test: $(BIN)/.installed  ## lint, unit tests, notebooks (fast mode), then the notebooks in a browser
 	$(BIN)/ruff check .
-	LORAKIT_FAST=1 $(BIN)/python -m pytest -n auto tests --nbmake notebooks
+	LORAKIT_FAST=1 $(BIN)/python -m pytest -n auto tests --ignore=tests/browser --nbmake notebooks
+	$(MAKE) test-browser
+
+# One JupyterLab server and one headless Chromium for all notebooks, so one process, no -n.
+test-browser: $(BIN)/.installed  ## every notebook run in JupyterLab in headless Chromium, offline
+	LORAKIT_FAST=1 $(BIN)/python -m pytest tests/browser
 
 verify: $(BIN)/.installed  ## the theory-check table
 	$(BIN)/lorakit verify

@@ -7,6 +7,11 @@ chart of a few thousand rows builds in milliseconds and stays far below altair's
     frame = lk.run("rac_lora", problem, steps=300, seeds=range(5), rank=1, gamma=1 / problem.L)
     theory = theory_rate_frame(300, start=frame.gap[0], rate=1 - mu * lam / L, label="Thm 5.5")
     convergence_chart(frame, y="gap", theory=theory)
+    save(chart, "figures/rac_lora.png")  # or .svg / .pdf, for slides
+
+Importing this module enables lorakit's altair renderer (:mod:`lorakit._render`): charts draw
+offline in JupyterLab 4 (the Vega-Lite mimetype, no CDN) and carry a static PNG for GitHub,
+nbviewer, PDF export and static sites.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-__all__ = ["FLOOR", "convergence_chart", "theory_rate_frame"]
+from . import _render
+from ._render import FORMATS, output, save
+
+__all__ = ["FLOOR", "FORMATS", "convergence_chart", "output", "save", "theory_rate_frame"]
+
+_render.activate()
 
 #: Smallest value drawn on a log axis: smaller positive values are clipped to it.
 FLOOR = 1e-16

@@ -31,7 +31,7 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
 Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
 """
 
-from ._app import App, fast_mode
+from ._app import App, fast_mode, figure_stem
 from .asynchronous import (
     APPROXIMATIONS,
     ASYNC_RULES,
@@ -138,6 +138,7 @@ __all__ = [
     "federated_budget",
     "federated_charts",
     "federated_frame",
+    "figure_stem",
     "final_values",
     "mismatch_chart",
     "nonuniform_marginals",

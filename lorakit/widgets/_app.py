@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 import os
+import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import ipywidgets as widgets
 import pandas as pd
 
-__all__ = ["App", "fast_mode"]
+from .._validation import check_choice
+from ..viz import FORMATS, output, save
+
+__all__ = ["App", "fast_mode", "figure_stem"]
+
+#: Longest file stem :meth:`App.save_figures` writes before it shortens the name with a hash.
+MAX_STEM = 150
 
 
 def fast_mode() -> bool:
@@ -23,11 +32,33 @@ def _default(value, normal, fast):
     return value if value is not None else (fast if fast_mode() else normal)
 
 
-def _mimebundle(chart) -> dict:
-    """The output record of a chart under the active altair renderer (no IPython shell needed)."""
-    bundle = chart._repr_mimebundle_()
-    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
-    return {"output_type": "display_data", "data": data, "metadata": metadata or {}}
+def figure_stem(app: str, values: dict) -> str:
+    """A file stem naming an app and its control values, e.g.
+    ``why_lora_fails-methods=lora+rac_lora-rank=1-step_factor=1``: the same controls give the same
+    name (no timestamp), so saved figures are reproducible. Characters other than letters, digits
+    and ``._+=-`` become ``_``; a stem longer than :data:`MAX_STEM` keeps its first characters
+    and a short hash of the whole."""
+    parts = [app] + [f"{key}={_token(value)}" for key, value in values.items()]
+    stem = re.sub(r"[^A-Za-z0-9._+=-]", "_", "-".join(parts))
+    if len(stem) > MAX_STEM:
+        digest = hashlib.sha1(stem.encode()).hexdigest()[:10]
+        stem = f"{stem[: MAX_STEM - 11]}-{digest}"
+    return stem
+
+
+def _token(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "+".join(_token(v) for v in value)
+    if isinstance(value, float):  # 12 digits: slider noise (0.15000000000000002) dropped
+        return f"{value:.12g}"
+    return str(value)
+
+
+def _app_name(compute: Callable) -> str:
+    """``why_lora_fails`` for a ``compute`` defined inside ``why_lora_fails_app``."""
+    scopes = getattr(compute, "__qualname__", "app").split(".<locals>.")
+    outer = scopes[-2] if len(scopes) > 1 else scopes[-1].split(".")[-1]
+    return outer.removesuffix("_app") or "app"
 
 
 class App(widgets.VBox):
@@ -37,25 +68,53 @@ class App(widgets.VBox):
     HTML). After each redraw ``frame``, ``charts``, ``status`` and ``redraw_seconds`` hold the
     results; a ``ValueError`` from bad input is shown in the status line and leaves the charts.
     With ``progress=True`` whatever ``compute`` prints (its tqdm bars) appears above the charts.
+
+    The "save figure" button writes the current charts in the format next to it (PNG, SVG, PDF)
+    to :attr:`figure_dir` (default ``figures/``), named by :func:`figure_stem` from ``name``
+    (default: the function that built the app, less ``_app``) and the controls' values; see
+    :meth:`save_figures`.
     """
 
     def __init__(
-        self, controls: dict, compute: Callable, n_charts: int = 1, *, progress: bool = False
+        self,
+        controls: dict,
+        compute: Callable,
+        n_charts: int = 1,
+        *,
+        progress: bool = False,
+        name: str | None = None,
     ):
         self.controls = controls
         self._compute = compute
+        self.name = name if name is not None else _app_name(compute)
+        self.figure_dir = Path("figures")
         self.outputs = [widgets.Output() for _ in range(n_charts)]
         self.status = widgets.HTML()
         self.progress = widgets.Output() if progress else None
         self.frame: pd.DataFrame | None = None
         self.charts: list = []
         self.redraw_seconds = math.nan
+        self.save_button = widgets.Button(
+            description="save figure",
+            icon="download",
+            tooltip="write the charts shown, named by the app and its controls, to figures/",
+        )
+        self.save_format = widgets.Dropdown(
+            options=FORMATS, value="png", layout=widgets.Layout(width="5em")
+        )
+        self.saved = widgets.HTML()
+        self.save_button.on_click(lambda _: self._on_save())
         box = widgets.HBox(
             [widgets.VBox(list(controls.values())[:3]), widgets.VBox(list(controls.values())[3:])]
         )
+        self.save_bar = widgets.HBox([self.save_button, self.save_format, self.saved])
         log = [self.progress] if progress else []
-        super().__init__([box, self.status, *log, *self.outputs])
-        for control in controls.values():
+        super().__init__([box, self.save_bar, self.status, *log, *self.outputs])
+        # CSS classes name the parts for the browser test (tests/browser) and for custom styles.
+        self.add_class("lorakit-app")
+        self.save_button.add_class("lorakit-save")
+        for name, control in controls.items():
+            control.add_class(f"lorakit-control-{name}")
             control.observe(self._on_change, names="value")
         self.redraw()
 
@@ -79,7 +138,29 @@ class App(widgets.VBox):
             self.status.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
             return
         for out, chart in zip(self.outputs, charts, strict=True):
-            out.outputs = (_mimebundle(chart),)
+            out.outputs = (output(chart, static=False),)
         self.frame, self.charts = frame, charts
         self.redraw_seconds = time.perf_counter() - start
         self.status.value = f"{status} <i>({self.redraw_seconds:.2f} s)</i>"
+
+    def save_figures(self, folder=None, fmt: str | None = None) -> list[Path]:
+        """Write the charts shown to ``folder`` (default :attr:`figure_dir`) as ``fmt`` (default
+        the dropdown's, one of png, svg, pdf), one file per chart named
+        ``<figure_stem>[-fig<i>].<fmt>``; returns the paths."""
+        fmt = check_choice("fmt", fmt if fmt is not None else self.save_format.value, FORMATS)
+        folder = Path(folder) if folder is not None else self.figure_dir
+        stem = figure_stem(self.name, self.values)
+        several = len(self.charts) > 1
+        return [
+            save(chart, folder / f"{stem}{f'-fig{i + 1}' if several else ''}.{fmt}")
+            for i, chart in enumerate(self.charts)
+        ]
+
+    def _on_save(self) -> None:
+        try:
+            paths = self.save_figures()
+        except (ValueError, OSError) as error:
+            self.saved.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
+            return
+        names = ", ".join(html.escape(str(p)) for p in paths) or "nothing: no chart drawn yet"
+        self.saved.value = f"<small>saved {names}</small>"

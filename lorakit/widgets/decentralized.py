@@ -40,8 +40,8 @@ from ..decentralized import (
     pi_from_sizes,
     visit_frequencies,
 )
-from ..viz import FLOOR, convergence_chart
-from ._app import App, _default, _mimebundle
+from ..viz import FLOOR, convergence_chart, output
+from ._app import App, _default
 
 __all__ = [
     "WALK_GRAPHS",
@@ -551,7 +551,7 @@ def random_walks_app(
         start = time.perf_counter()
         value = min(step.value, len(state["path"]) - 1)
         chart = token_path_chart(state["graph"], state["path"], value, pos=state["pos"])
-        path_out.outputs = (_mimebundle(chart),)
+        path_out.outputs = (output(chart, static=False),)
         state["chart"], state["seconds"] = chart, time.perf_counter() - start
 
     def compute(kind, N, laziness, pi, methods):
@@ -580,7 +580,7 @@ def random_walks_app(
     grid = widgets.GridBox(
         app.outputs, layout=widgets.Layout(grid_template_columns="repeat(2, auto)")
     )
-    app.children = (app.children[0], app.status, grid, step, path_out)
+    app.children = (app.children[0], app.save_bar, app.status, grid, step, path_out)
     step.observe(draw_path, names="value")
     app.step_slider, app.path_output, app.path = step, path_out, state
     return app

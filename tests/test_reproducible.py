@@ -69,22 +69,29 @@ def test_same_seed_gives_bit_identical_frames(case, scale):
 
 _MODEL_RUN = """
 import base64, pickle
+import networkx as nx
 import lorakit as lk
+from lorakit.decentralized import RWLoRA
 from peft_toys import toy_problem
-frame = lk.run("bernoulli_lora", toy_problem(rank=2), 12, seeds=[0, 1], rank=2, gamma=0.5, p=0.5,
+chain = lk.run("bernoulli_lora", toy_problem(rank=2), 12, seeds=[0, 1], rank=2, gamma=0.5, p=0.5,
                estimator=lk.sgd(batch_size=8), steps_per_link=2)
+nodes = toy_problem(rank=2).split(4)  # the README's route: the default split seed
+walk = RWLoRA(2, 0.3, batch_size=4, transition="lazy").run(nodes, 12, seeds=0, graph=nx.cycle_graph(4))
 """
 
 
-def test_model_run_in_a_fresh_process_gives_the_same_frame():
-    """Bernoulli-LoRA-SGD on the peft toy (coin, sketch and minibatch draws): the frame computed
-    in a new interpreter (pickled, so every bit comes back) equals the one computed here."""
-    shipped = _fresh_process(_MODEL_RUN + "print(base64.b64encode(pickle.dumps(frame)).decode())")
-    there = pickle.loads(base64.b64decode(shipped))
+def test_model_runs_in_a_fresh_process_give_the_same_frames():
+    """Bernoulli-LoRA-SGD on the peft toy (coin, sketch and minibatch draws) and RW-LoRA on the
+    toy split as the README shows (``problem.split(4)``: the partition, walk and minibatches):
+    the frames computed in a new interpreter (pickled, so every bit comes back) equal the ones
+    computed here."""
+    dump = "print(base64.b64encode(pickle.dumps((chain, walk))).decode())"
+    there = pickle.loads(base64.b64decode(_fresh_process(_MODEL_RUN + dump)))
     here = {}
     exec(_MODEL_RUN, here)
-    pd.testing.assert_frame_equal(there, here["frame"], check_exact=True)
-    assert set(there.side) == {"left", "right"}
+    for a, b in zip(there, (here["chain"], here["walk"]), strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert set(there[0].side) == {"left", "right"}
 
 
 # -- ModelProblem.split --------------------------------------------------------------------------

@@ -39,8 +39,16 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 import torch
 
-from ._validation import check_choice, check_int, check_real
+from ._validation import (
+    ArgumentTypeError,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
 from .coins import Coin, bernoulli
+from .divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from .estimators import Estimator, make_estimator
 from .problems.base import MatrixProblem
 from .rng import Streams
@@ -51,19 +59,6 @@ __all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "exploded"]
 UPDATES = ("projected", "factor", "sgd", "adamw")
 BROADCASTS = ("full", "factors")
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
-
-
-def exploded(loss: float, reference: float) -> bool:
-    """The divergence test every pattern uses: a NaN/infinite loss or one above 10¹²·max(1, |f_0|)."""
-    return not (math.isfinite(loss) and abs(loss) <= 1e12 * max(1.0, abs(reference)))
-
-
-class DivergenceError(RuntimeError):
-    """A run whose loss became NaN, infinite or exploded; ``frame`` holds the rows logged so far."""
-
-    def __init__(self, message: str, *, step: int, seed: int, frame: pd.DataFrame):
-        super().__init__(message)
-        self.step, self.seed, self.frame = step, seed, frame
 
 
 @dataclass(frozen=True)
@@ -118,6 +113,11 @@ class Chain:
         set_(self, "sketch", make_sketch(self.sketch))
         set_(self, "sketch_right", make_sketch(self.sketch_right or self.sketch))
         set_(self, "estimator", make_estimator(self.estimator))
+        if not isinstance(self.coin, Coin):
+            raise ArgumentTypeError(
+                f"coin must be a lorakit.coins.Coin (e.g. lk.bernoulli(0.5), lk.always('left')), "
+                f"got {self.coin!r}"
+            )
         if self.coin.kind == "both" and self.update in ("projected", "factor"):
             raise ValueError(
                 f"update={self.update!r} needs one frozen factor, but the coin trains both "
@@ -152,6 +152,7 @@ class Chain:
         *,
         log_every: int = 1,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ) -> pd.DataFrame:
         """Run ``steps`` inner steps for each seed; a tidy frame, one row per logged step and seed.
@@ -181,37 +182,48 @@ class Chain:
         not). Byte sizes are the estimator's ``bytes_per_float``/``bytes_per_index`` (4 and 4 by
         default). The last row (W^T, no step taken) has zero bytes and the final totals.
 
-        A run whose loss is NaN, infinite or above 10¹²·max(1, |f(W^0)|) stops: with
-        ``on_divergence="raise"`` a :class:`DivergenceError` names the step and a hint; with
-        ``"stop"`` the rows up to that step are returned and ``frame.attrs["diverged"]`` maps each
-        diverged seed to its step.
+        A run whose loss is NaN, infinite or above ``blowup``·max(1, |f(W^0)|) (default 10³: a
+        thousandfold rise; a finite number > 1, :mod:`lorakit.divergence`) stops: with
+        ``on_divergence="raise"`` a :class:`DivergenceError` names the step and a hint, and its
+        ``frame`` holds every finished seed's rows and the diverged seed's rows; with ``"stop"`` the
+        rows up to that step are returned, ``frame.attrs["diverged"]`` maps each diverged seed to
+        its step, and the next seeds run. At model scale a diverged seed leaves the model in its
+        last good state: the state of the last logged step, the one before the diverged step when
+        ``log_every=1`` (then merged, as every run ends).
         """
         steps = check_int("steps", steps, low=1)
         log_every = check_int("log_every", log_every, low=1)
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        blowup = check_blowup(blowup)
+        seeds = check_seeds(seeds)
+        if not _is_model_problem(problem):
+            check_problem(
+                problem,
+                MatrixProblem,
+                "a MatrixProblem (lorakit.problems) or a lorakit.adapters.ModelProblem",
+            )
         if _is_model_problem(problem):  # the model-scale runner is imported only when used
             from .adapters.chain import ModelChainRun, check_model_chain
 
             check_model_chain(self, problem)
-            runs = (ModelChainRun(self, problem, s, progress=progress) for s in seeds)
+            make = lambda s: ModelChainRun(self, problem, s, progress=progress)  # noqa: E731
         else:
             check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
             if self.gamma == "polyak" and problem.f_star is None:
                 raise ValueError(f"gamma='polyak' needs f*, which problem {problem.name!r} lacks")
-            bar = _progress(seeds, enabled=progress, desc=self.method)
-            runs = (_ChainRun(self, problem, s) for s in bar)
-        frames, diverged = [], {}
-        for run in runs:
-            seed = run.seed
-            rows, failure = run.run(steps, log_every)
-            frames.append(self._frame(rows))
+            seeds = _progress(seeds, enabled=progress, desc=self.method)
+            make = lambda s: _ChainRun(self, problem, s)  # noqa: E731
+
+        def run(one) -> list[dict]:
+            rows, failure = one.run(steps, log_every)
             if failure is not None:
-                if on_divergence == "raise":
-                    raise DivergenceError(failure[1], step=failure[0], seed=seed, frame=frames[-1])
-                diverged[seed] = failure[0]
-        frame = pd.concat(frames, ignore_index=True)
-        frame.attrs["diverged"] = diverged
+                step, message = failure
+                raise DivergenceError(message, step=step, seed=one.seed, frame=pd.DataFrame(rows))
+            return rows
+
+        frame, _ = run_seeds(
+            seeds, make, run, self._frame, on_divergence=on_divergence, blowup=blowup
+        )
         return frame
 
     def _frame(self, rows: list[dict]) -> pd.DataFrame:
@@ -236,6 +248,8 @@ def _progress(iterable=None, *, enabled: bool, total: int | None = None, desc: s
 
 class _ChainRun:
     """The state of one seeded run: W (or W_base and the factors), the estimator, the link."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, chain: Chain, problem: MatrixProblem, seed: int):
         self.c, self.problem, self.seed = chain, problem, seed
@@ -405,7 +419,7 @@ class _ChainRun:
 
     def diverged(self, row: dict) -> str | None:
         loss = row["loss"]
-        if not exploded(loss, self.f0):
+        if not exploded(loss, self.f0, self.blowup):
             return None
         c, L = self.c, self.problem.L
         hint = "lower gamma"

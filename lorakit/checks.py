@@ -8,6 +8,7 @@ tests; :func:`verify` runs a selection and returns a pandas frame (one row per c
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from . import problems as pb
 from .estimators import gd, mvr, page, sgd
 from .methods import run
 
-__all__ = ["CHECKS", "Check", "Result", "verify"]
+__all__ = ["CHECKS", "Check", "Result", "papers", "resolve_paper", "verify"]
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,47 @@ def register(name: str, paper: str, claim: str):
     return wrap
 
 
+def papers() -> list[str]:
+    """The papers with registered checks, e.g. ``["Async-FL", "Bernoulli-LoRA", ...]``."""
+    return sorted({c.paper for c in CHECKS.values()})
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def resolve_paper(name: str) -> str:
+    """The registered paper a user means by ``name``.
+
+    Case, ``-``, ``_``, spaces and dots are ignored, so ``RAC-LoRA``, ``rac_lora`` (the theorem
+    keys' prefix), ``raclora`` and ``Rac Lora`` all name RAC-LoRA; a prefix (``bern``) names the
+    one paper it starts. Anything else raises ``ValueError`` listing the valid names.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"paper must be a string naming one of {papers()}, got {name!r}")
+    key = _squash(name)
+    exact = [p for p in papers() if _squash(p) == key]
+    found = exact or ([p for p in papers() if _squash(p).startswith(key)] if key else [])
+    if len(found) != 1:
+        why = f"is ambiguous ({', '.join(found)})" if found else "names no registered paper"
+        valid = ", ".join(f"{p} ({re.sub(r'[^a-z0-9]+', '_', p.lower())})" for p in papers())
+        raise ValueError(f"paper {name!r} {why}: use one of {valid}; case, '-' and '_' are ignored")
+    return found[0]
+
+
 def verify(paper: str | None = None, fast: bool = False, names=None) -> pd.DataFrame:
-    """Run the registered checks (optionally one paper's, or the named ones) into a table."""
+    """Run the registered checks (optionally one paper's, or the named ones) into a table.
+
+    ``paper`` is read by :func:`resolve_paper` (``"rac_lora"``, ``"RAC-LoRA"``, ...).
+    """
+    paper = None if paper is None else resolve_paper(paper)
     selected = [
         c
         for c in CHECKS.values()
-        if (paper is None or c.paper.lower().startswith(paper.lower()))
-        and (names is None or c.name in names)
+        if (paper is None or c.paper == paper) and (names is None or c.name in names)
     ]
     if not selected:
-        raise ValueError(f"paper must name a registered paper, got {paper!r}")
+        raise ValueError(f"names must name registered checks of paper {paper!r}, got {names!r}")
     rows = []
     for c in selected:
         start = time.perf_counter()

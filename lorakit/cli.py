@@ -1,48 +1,96 @@
-"""Command line: ``lorakit methods`` and ``lorakit verify``."""
+"""Command line: ``lorakit methods`` and ``lorakit verify``.
+
+Exit codes: 0 success (every corrected statement holds), 1 a corrected statement is violated,
+2 a usage error (an unknown command, option or paper name; argparse's convention).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
 
-__all__ = ["main"]
+__all__ = ["catalogue", "main", "summary", "table"]
+
+#: ``lorakit verify``'s exit codes.
+OK, VIOLATED, USAGE = 0, 1, 2
+
+
+def catalogue() -> list[tuple[str, str, str]]:
+    """Every method a user can run as (name, pattern, description), from the registries:
+    :data:`lorakit.methods.METHODS` (chain), :data:`lorakit.federated.FEDERATED_METHODS`,
+    :data:`lorakit.decentralized.DECENTRALIZED_METHODS` and
+    :data:`lorakit.asynchronous.ASYNC_METHODS`."""
+    from .asynchronous import ASYNC_METHODS
+    from .decentralized import DECENTRALIZED_METHODS
+    from .federated import FEDERATED_METHODS
+    from .methods import METHODS
+
+    rows = [(m.name, "chain", f"{m.description}  [{m.paper}]") for m in METHODS.values()]
+    rows += [(name, "federated", text) for name, (_, text) in FEDERATED_METHODS.items()]
+    rows += [(name, "decentralized", text) for name, (_, text) in DECENTRALIZED_METHODS.items()]
+    rows += [(name, "asynchronous", text) for name, text in ASYNC_METHODS.items()]
+    return rows
 
 
 def _methods(args) -> int:
-    from .methods import METHODS
+    rows = catalogue()
+    name_w = max(len(name) for name, _, _ in rows)
+    pattern_w = max(len(pattern) for _, pattern, _ in rows)
+    for name, pattern, text in rows:
+        print(f"{name:<{name_w}}  {pattern:<{pattern_w}}  {text}")
+    return OK
 
-    width = max(map(len, METHODS))
-    for m in METHODS.values():
-        print(f"{m.name:<{width}}  {m.description}  [{m.paper}]")
-    return 0
+
+def _json_value(value):
+    """Strict JSON has no NaN or ±Infinity: a non-finite number is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _verify(args) -> int:
     from .checks import verify
 
+    start = time.perf_counter()
     frame = verify(paper=args.paper, fast=args.fast)
     if args.json:
-        print(
-            json.dumps(frame.to_dict(orient="records"), indent=2, default=float, ensure_ascii=False)
-        )
+        records = [
+            {key: _json_value(value) for key, value in record.items()}
+            for record in frame.to_dict(orient="records")
+        ]
+        print(json.dumps(records, indent=2, default=float, ensure_ascii=False, allow_nan=False))
     else:
-        columns = ["paper", "claim", "measured", "relation", "bound", "printed_bound", "status"]
-        shown = frame[columns].rename(columns={"printed_bound": "printed"})
-        shown["claim"] = shown.claim.map(lambda c: c if len(c) <= 58 else c[:57] + "…")
-        left = {c: _left(shown[c]) for c in ("paper", "claim", "status")}
-        table = shown.to_string(
-            index=False,
-            float_format=lambda v: f"{v:.4g}",
-            na_rep="",
-            formatters=left,
-            justify="left",
-        )
-        print("\n".join(line.rstrip() for line in table.splitlines()))
-        held = int((frame.status != "violated").sum())
-        print(f"\n{held} of {len(frame)} corrected statements hold ({frame.seconds.sum():.1f} s)")
-    return 0 if (frame.status != "violated").all() else 1
+        print(table(frame))
+        print(f"\n{summary(frame)}")
+        # The time goes to stderr, so that stdout depends on the code alone.
+        print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    return OK if (frame.status != "violated").all() else VIOLATED
+
+
+def table(frame) -> str:
+    """The table ``lorakit verify`` prints: one line per check (claims cut at 58 characters)."""
+    columns = ["paper", "claim", "measured", "relation", "bound", "printed_bound", "status"]
+    shown = frame[columns].rename(columns={"printed_bound": "printed"})
+    shown["claim"] = shown.claim.map(lambda c: c if len(c) <= 58 else c[:57] + "…")
+    left = {c: _left(shown[c]) for c in ("paper", "claim", "status")}
+    text = shown.to_string(
+        index=False,
+        float_format=lambda v: f"{v:.4g}",
+        na_rep="",
+        formatters=left,
+        justify="left",
+    )
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def summary(frame) -> str:
+    """The last line of ``lorakit verify``: how many corrected statements hold."""
+    held = int((frame.status != "violated").sum())
+    return f"{held} of {len(frame)} corrected statements hold"
 
 
 def _left(column):
@@ -50,14 +98,43 @@ def _left(column):
     return lambda value: f"{value:<{width}}"
 
 
+def _paper(name: str) -> str:
+    """argparse type of ``--paper``: a usage error (exit 2) listing the valid names."""
+    from .checks import resolve_paper
+
+    try:
+        return resolve_paper(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = argparse.ArgumentParser(prog="lorakit", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lorakit",
+        description="lorakit: randomized and distributed LoRA.",
+        epilog="exit codes: 0 success, 1 a corrected statement is violated, 2 usage error",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("methods", help="list the registered methods").set_defaults(fn=_methods)
-    v = sub.add_parser("verify", help="run the theory checks and print measured against bound")
-    v.add_argument("--paper", help="only this paper's checks (e.g. rac-lora, bernoulli-lora)")
-    v.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    sub.add_parser(
+        "methods", help="list every method you can run: name, pattern, description"
+    ).set_defaults(fn=_methods)
+    v = sub.add_parser(
+        "verify",
+        help="run the theory checks and print measured against bound",
+        epilog="exit codes: 0 every corrected statement holds, 1 one is violated, 2 usage error",
+    )
+    v.add_argument(
+        "--paper",
+        type=_paper,
+        help="only this paper's checks, e.g. RAC-LoRA or rac_lora (case, '-' and '_' ignored; a "
+        "unique prefix will do; an unknown name lists the valid ones)",
+    )
+    v.add_argument(
+        "--json",
+        action="store_true",
+        help="print strict JSON records instead of a table (a non-finite number is null)",
+    )
     v.add_argument("--fast", action="store_true", help="fewer seeds and steps")
     v.set_defaults(fn=_verify)
     args = parser.parse_args(argv)

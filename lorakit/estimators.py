@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ._validation import check_choice, check_int, check_real
+from ._validation import check_byte_size, check_choice, check_int, check_real
 from .compressors import Compressor, make_compressor
 from .problems.base import MatrixProblem
 from .problems.federated import FederatedProblem
@@ -355,6 +355,10 @@ class _Messages:
 
     federated = True
 
+    def __post_init__(self):  # also for direct construction, e.g. QGD(c, bytes_per_float=-4)
+        check_byte_size("bytes_per_float", self.bytes_per_float)
+        check_byte_size("bytes_per_index", self.bytes_per_index)
+
     def message_bytes(self, problem: MatrixProblem, compressor: Compressor | None) -> int:
         """One client's message of d = m·n entries: compressed by ``compressor``, or in full."""
         d = problem.m * problem.n
@@ -368,7 +372,7 @@ class _Messages:
 
 
 def _byte_size(name: str, value) -> int:
-    return check_int(name, value, low=1)
+    return check_byte_size(name, value)
 
 
 @dataclass(frozen=True)

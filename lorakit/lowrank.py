@@ -4,7 +4,8 @@ Every function takes an m×n torch tensor X and returns an :class:`Approximation
 reconstruction X̂ (same dtype and device as X), the factors a sender would actually put on the
 wire, the rank, a ``method`` label and the relative error ‖X − X̂‖_F/‖X‖_F. Work is done in
 float64 (numpy/scipy on the CPU); the approximation is cast back to X's dtype and device, and
-``rel_error`` is the float64 value.
+``rel_error`` is the float64 value. X must be a floating-point tensor with data (an integer or
+boolean X is refused, since X̂ cast back to it would be silently rounded; so is a meta tensor).
 
 =====================  =====================================================  =====================
 function               X̂                                                      factors sent
@@ -39,7 +40,14 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from ._validation import check_choice, check_int, check_real
+from ._validation import (
+    ArgumentTypeError,
+    check_choice,
+    check_device_match,
+    check_generator,
+    check_int,
+    check_real,
+)
 from .compressors import Compressor, Payload
 
 __all__ = [
@@ -82,6 +90,13 @@ def _as_matrix(X) -> np.ndarray:
         raise ValueError(f"X must be non-empty, got shape {tuple(X.shape)}")
     if X.is_complex():
         raise ValueError("X must be real")
+    if not X.dtype.is_floating_point:
+        # The result comes back in X's dtype: an integer X would get a silently rounded X̂.
+        raise ArgumentTypeError(
+            f"X must be a floating-point tensor (X̂ is returned in X's dtype), got {X.dtype}: "
+            "convert it first, e.g. X.double()"
+        )
+    check_device_match(X.device, X=X)  # a meta X has no values to approximate
     A = X.detach().to("cpu", torch.float64).numpy()
     if not np.all(np.isfinite(A)):
         raise ValueError("X must have finite entries")
@@ -216,6 +231,7 @@ def cur(
     m, n = A.shape
     k = _check_rank(rank, m, n)
     check_choice("select", select, ("leverage", "qrcp"))
+    check_generator("generator", generator)
     c = k if n_cols is None else check_int("n_cols", n_cols, low=1, high=n)
     r = k if n_rows is None else check_int("n_rows", n_rows, low=1, high=m)
     if select == "leverage":
@@ -241,7 +257,7 @@ def paper_row_id(X: torch.Tensor, rank: int, *, generator: torch.Generator | Non
     A = _as_matrix(X)
     m, n = A.shape
     k = _check_rank(rank, m, n)
-    I = np.sort(torch.randperm(m, generator=generator)[:k].numpy())
+    I = np.sort(torch.randperm(m, generator=check_generator("generator", generator))[:k].numpy())
     R = A[I, :]
     Z = np.linalg.lstsq(R.T, A.T, rcond=None)[0].T  # Zᵀ = (Rᵀ)⁺ Xᵀ
     Ahat = Z @ R

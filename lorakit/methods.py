@@ -85,7 +85,11 @@ def make(method: str, rank: int, gamma: float | str, **kwargs) -> Chain:
 
 def run(method: str, problem, steps: int, seeds=0, *, rank: int, gamma, **kwargs):
     """``make(method, rank, gamma, **config).run(problem, steps, seeds)``; run options
-    ``log_every``, ``on_divergence`` and ``progress`` are passed through. ``problem`` is a matrix
+    ``log_every``, ``on_divergence``, ``blowup`` and ``progress`` are passed through. ``problem`` is a matrix
     problem or a :class:`~lorakit.adapters.ModelProblem`."""
-    run_kw = {k: kwargs.pop(k) for k in ("log_every", "on_divergence", "progress") if k in kwargs}
+    run_kw = {
+        k: kwargs.pop(k)
+        for k in ("log_every", "on_divergence", "blowup", "progress")
+        if k in kwargs
+    }
     return make(method, rank, gamma, **kwargs).run(problem, steps, seeds, **run_kw)

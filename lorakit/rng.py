@@ -16,7 +16,9 @@ A run draws its coin flips, sketches, data order, gradient noise and estimator c
   seeded from ``(seed, "sketch", k)``. Link k's sketch therefore depends only on the seed, k, the
   side it trains, the sketch family and the shapes, not on what earlier links drew: two
   Bernoulli-LoRA runs with different p whose coins send link k to the same side draw the same
-  sketch there (at model scale, the same sketch for every site of link k).
+  sketch there (at model scale, the same sketch for every site of link k). Fed-RAC-LoRA draws
+  round t's sketch from link t − 1's stream, so its full-cohort identity with the chain holds
+  draw by draw.
 
 What does *not* hold: within one sequential stream, a change that alters that source's own number
 of draws shifts its later draws (a different batch size reshuffles the later minibatches; a

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._validation import check_choice, check_real, check_shape
+from ._validation import check_choice, check_device_match, check_real, check_shape
 
 __all__ = [
     "SKETCHES",
@@ -268,6 +268,7 @@ def fixed(matrix: torch.Tensor) -> Sketch:
     E[H] = H has eigenvalue 0 whenever r < d, so Assumption 5.1 fails: this is AsymmLoRA's sketch.
     """
     M = torch.as_tensor(matrix)
+    check_device_match(M.device, matrix=M)  # a meta matrix has no values to sketch with
 
     def draw(d, r, batch, gen, dtype, fan_in, side):
         check_shape("fixed sketch matrix", M, (d, r) if side == "left" else (r, d))

@@ -9,7 +9,8 @@ table names every method ``lorakit methods`` lists, so a new method must be adde
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import networkx as nx
 from peft_toys import toy_problem
@@ -36,6 +37,10 @@ class Case:
     model: Callable = field(default=lambda: toy_problem(rank=RANK, clients=M))  # () -> ModelProblem
     #: keyword arguments that make the run diverge at both scales (a step size far too large)
     diverge: dict = field(default_factory=dict)
+    #: keyword arguments that make the model-scale run take good steps, then diverge within 8
+    diverge_model: dict = field(default_factory=dict)
+    #: per scale, a :class:`Split`: in 6 steps one seed diverges while the other finishes
+    one_seed_diverges: dict = field(default_factory=dict)
 
     def __str__(self):
         return self.method
@@ -57,8 +62,9 @@ def _chain(method, gamma=0.05, **kw):
 
 
 def _federated(method, **kw):
-    def run(problem, rounds, seeds=0, *, lr=0.3, **run_kw):
-        return make_federated(method, RANK, lr, **kw).run(problem, rounds, seeds=seeds, **run_kw)
+    def run(problem, rounds, seeds=0, *, lr=0.3, cohort=None, **run_kw):
+        cfg = make_federated(method, RANK, lr, cohort=cohort, **kw)
+        return cfg.run(problem, rounds, seeds=seeds, **run_kw)
 
     return Case(method, "federated", run, matrix=_quadratics, diverge={"lr": 1e6})
 
@@ -78,8 +84,8 @@ def _gossip(problem, rounds, seeds=0, *, lr=0.3, **run_kw):
 
 
 def _async(rule, adapter):
-    def run(problem, updates, seeds=0, *, lr=0.3, **run_kw):
-        return AsyncFL(rule, lr, adapter=adapter, local_steps=2).run(
+    def run(problem, updates, seeds=0, *, lr=0.3, cohort=None, **run_kw):
+        return AsyncFL(rule, lr, adapter=adapter, local_steps=2, cohort=cohort).run(
             problem, updates, seeds=seeds, **run_kw
         )
 
@@ -104,4 +110,46 @@ CASES: list[Case] = [
     Case("fedavg", "asynchronous", _async("fedavg", None), _quadratics, diverge={"lr": 1e9}),
     Case("fedasync", "asynchronous", _async("fedasync", None), _quadratics, diverge={"lr": 1e9}),
     Case("fedbuff", "asynchronous", _async("fedbuff", RANK), _quadratics, diverge={"lr": 1e9}),
+]
+
+
+# -- divergence (tests/test_divergence.py) -----------------------------------------------------------
+class Split(NamedTuple):
+    """Run 6 steps with ``kwargs``: seed ``finishes`` (0 or 1) finishes, the other seed diverges,
+    by its loss passing ``blowup`` (``by_threshold``) or by a non-finite/exploding update."""
+
+    finishes: int
+    kwargs: dict
+    by_threshold: bool = True
+
+
+def _split(finishes, by_threshold=True, **kwargs) -> Split:
+    return Split(finishes, kwargs, by_threshold)
+
+
+# Measured on these problems (the loss of each seed over 6 steps, ``blowup`` between the two
+# seeds' largest loss ratios |f|/max(1, |f₀|)); ``cohort=2`` where the seeds would otherwise draw
+# nothing different (FedIT, HeteroLoRA, FlexLoRA at model scale; synchronous FedAvg).
+_DIVERGENCE = {
+    "lora": ({"gamma": 10.0}, _split(0, gamma=1.2, blowup=1e100), _split(1, gamma=1e2 / 3, blowup=3.5e17)),
+    "asymm_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=512.0), _split(1, gamma=1e3, blowup=1600.0)),
+    "cola": ({"gamma": 10.0}, _split(0, gamma=1.5, blowup=3.8e6), _split(1, gamma=1e2 / 3, blowup=2.3e5)),
+    "rac_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=12.2), _split(0, gamma=1e3 / 3, blowup=320.0)),
+    "bernoulli_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=44.0), _split(0, gamma=1e3 / 3, blowup=320.0)),
+    "fslora": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=21.0), _split(1, lr=1e3 / 3, blowup=1.4e26)),
+    "fedit": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=3.0), _split(0, lr=10.0, cohort=2, blowup=1.6e4)),
+    "hetero_lora": ({"lr": 1e4}, _split(0, False, lr=2.0, blowup=1.84e17), _split(0, lr=10.0, cohort=2, blowup=11.0)),
+    "fslora_topk": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=8.5e5), _split(0, lr=1e3 / 3, blowup=6.6e24)),
+    "flex_lora": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=7.05e16), _split(0, False, lr=10.0, cohort=2, blowup=1.4e11)),
+    "fedstack_lora": ({"lr": 1e4}, _split(1, lr=30.0, blowup=1.3e5), _split(1, lr=1e3 / 3, blowup=33.0)),
+    "fed_rac_lora": ({"lr": 600.0}, _split(0, lr=10.0, blowup=9000.0), _split(1, lr=20.0, blowup=33.3)),
+    "rw_lora": ({"lr": 1e3}, _split(0, lr=0.8, blowup=2.25e10), _split(0, lr=1e2 / 3, blowup=5.2e15)),
+    "gossip_lora": ({"lr": 1e3}, _split(1, False, lr=1.5, blowup=9.8e27), _split(1, lr=1e2 / 3, blowup=2.4e16)),
+    "fedavg": ({"lr": 30.0, "blowup": 12.0}, _split(0, lr=7.0, cohort=2, blowup=2.1738e9), _split(0, lr=10.0, cohort=2, blowup=4.95)),
+    "fedasync": ({"lr": 1200.0}, _split(1, lr=30.0, blowup=5.05e8), _split(0, lr=120.0, blowup=82.5)),
+    "fedbuff": ({"lr": 30.0}, _split(1, lr=1.5, blowup=2.6e4), _split(0, lr=10.0, blowup=106.0)),
+}  # fmt: skip
+CASES = [
+    replace(c, diverge_model=d[0], one_seed_diverges={"matrix": d[1], "model": d[2]})
+    for c, d in ((c, _DIVERGENCE[c.method]) for c in CASES)
 ]

@@ -98,7 +98,9 @@ def test_heavy_tail_staler_than_uniform():
 
 def test_crashes_never_touch_model(problem):
     h, ev = AsyncFL("fedasync", 0.3, crash=1.0).run(problem, time_budget=20.0, events=True)
-    assert len(h) == 1 and h["crashed"].iloc[0] == 0  # no server update ever happened
+    # no server update ever happened: the start and the state at the budget's end, every crash
+    assert h["time"].tolist() == [0.0, 20.0] and h["update"].tolist() == [0, 0]
+    assert h["crashed"].tolist() == [0, len(ev)] and h["loss"].nunique() == 1
     assert len(ev) > 4 and ev["crashed"].all() and not ev["applied"].any()
     sim = final_W(AsyncFL("fedbuff", 0.3, crash=1.0), problem, None, time_budget=20.0)
     assert torch.equal(sim.W, problem.W0) and sim.crashed == len(sim.events) and sim.version == 0
@@ -147,3 +149,106 @@ def test_bad_run_inputs(problem):
         AsyncFL("fedasync", 0.1).run(problem)
     with pytest.raises(ValueError, match="speed"):
         AsyncFL("fedasync", 0.1, speed=(1.0, 2.0)).run(problem, 3)
+
+
+# -- counters at every row, the state at the budget's end, run size, Ctrl-C (issue 11 §3) ------
+def _counted_by_hand(h, ev):
+    """Each row's counters from the event log: every event finished by the row's time (the
+    speeds are continuous, so no event ties with an update)."""
+    for _, row in h.iterrows():
+        done = ev[(ev["seed"] == row["seed"]) & (ev["finish"] <= row["time"])]
+        assert row["crashed"] == done["crashed"].sum(), row.to_dict()
+        assert row["discarded"] == done["discarded"].sum(), row.to_dict()
+        assert row["bytes_up"] == pytest.approx(done["bytes_up"].sum(), abs=0), row.to_dict()
+
+
+@pytest.mark.parametrize("rule", ["fedavg", "fedasync", "fedbuff"])
+def test_counters_are_exact_at_every_row(problem, rule):
+    cfg = AsyncFL(rule, 0.1, crash=0.3, max_staleness=1, speed="heavy_tail", delay=0.2)
+    h, ev = cfg.run(problem, seeds=[0, 1], time_budget=15.0, events=True)
+    _counted_by_hand(h, ev)
+    for seed, g in h.groupby("seed"):
+        last = g.iloc[-1]  # the state at the budget's end, with every event up to it
+        assert last["time"] == 15.0 and last["applied"] == 0
+        assert last["update"] == g["update"].iloc[-2]
+        assert last["crashed"] == ev.loc[ev["seed"] == seed, "crashed"].sum() > 0
+        assert g["update"].iloc[:-1].tolist() == list(range(len(g) - 1))
+    assert h.loc[h["rule"] == rule, "discarded"].max() > 0 or rule == "fedavg"
+
+
+def test_a_run_that_ends_on_updates_has_no_extra_row(problem):
+    h = AsyncFL("fedasync", 0.1, crash=0.3).run(problem, 12, time_budget=1e4)
+    assert h["update"].tolist() == list(range(13))
+
+
+def test_crash_one_at_model_scale_reports_every_crash():
+    from peft_toys import toy_problem
+
+    toy = toy_problem(clients=4)
+    h, ev = AsyncFL("fedasync", 0.3, crash=1.0).run(toy, time_budget=3.0, events=True)
+    assert h["time"].tolist() == [0.0, 3.0] and h["update"].tolist() == [0, 0]
+    assert h["crashed"].iloc[-1] == len(ev) > 4
+    with pytest.raises(ValueError, match="time_budget = 1e"):
+        AsyncFL("fedasync", 0.3, crash=1.0).run(toy, time_budget=1e9)
+
+
+def test_a_huge_run_is_refused_up_front_with_its_estimate(problem):
+    # 4 clients, jobs of mean 1 (uniform speed) that crash at a uniform point: mean 0.5, so a
+    # budget of 1e9 is about 1e9 · 4 / 0.5 = 8e9 jobs.
+    cfg = AsyncFL("fedasync", 0.3, crash=1.0)
+    assert cfg.estimated_events(4, time_budget=1e9) == pytest.approx(8e9)
+    with pytest.raises(ValueError, match=r"time_budget = 1e\+09 .*about 8e\+09 client jobs"):
+        cfg.run(problem, time_budget=1e9)
+    # FedBuff, K = 4, half the jobs crash: 2e7 updates need about 2e7 · 4 / 0.5 = 1.6e8 jobs
+    buff = AsyncFL("fedbuff", 0.1, crash=0.5)
+    with pytest.raises(ValueError, match=r"updates = 2e\+07 .*1\.6e\+08.*max_events"):
+        buff.run(problem, 2 * 10**7)
+    with pytest.raises(ValueError, match="max_events"):
+        buff.run(problem, 5, max_events=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(rule="fedasync"),
+        dict(rule="fedasync", speed="exponential", delay=0.5, concurrency=2),
+        dict(rule="fedbuff", speed="heavy_tail", crash=0.4, local_steps=2),
+        dict(rule="fedasync", speed=(1.0, 2.0, 3.0, 2.0), scale=0.5),
+    ],
+)
+def test_the_estimate_matches_the_simulated_number_of_jobs(problem, kwargs):
+    cfg = AsyncFL(lr=0.01, **kwargs)
+    estimate = cfg.estimated_events(problem.M, time_budget=300.0)
+    _, ev = cfg.run(problem, seeds=[0, 1], time_budget=300.0, events=True)
+    per_seed = len(ev) / 2
+    assert per_seed == pytest.approx(estimate, rel=0.1)  # measured: within 0.5%, heavy tail 3%
+    # the limit is the estimate's: just below it the run is refused, at it the run goes
+    with pytest.raises(ValueError, match="max_events"):
+        cfg.run(problem, time_budget=300.0, max_events=int(estimate) - 1)
+
+
+def test_ctrl_c_raises_with_the_rows_so_far(problem, monkeypatch):
+    from lorakit.asynchronous import Interrupted
+    from lorakit.asynchronous.clock import _Sim
+
+    arrive, calls = _Sim.arrive, []
+
+    def arrive_then_stop(self, job, buffer):
+        calls.append(self.seed)
+        if self.seed == 1 and calls.count(1) == 7:
+            raise KeyboardInterrupt
+        arrive(self, job, buffer)
+
+    monkeypatch.setattr(_Sim, "arrive", arrive_then_stop)
+    cfg = AsyncFL("fedasync", 0.1, crash=0.3)
+    with pytest.raises(KeyboardInterrupt) as info:
+        cfg.run(problem, 10, seeds=[0, 1], events=True)
+    stop = info.value
+    assert isinstance(stop, Interrupted) and "seed 1" in str(stop)
+    h, ev = stop.frame, stop.events
+    assert h.loc[h["seed"] == 0, "update"].tolist() == list(range(11))  # seed 0 finished
+    one = h[h["seed"] == 1]
+    assert len(ev[ev["seed"] == 1]) == 6  # six jobs handled before the seventh was interrupted
+    last = one.iloc[-1]
+    assert last["applied"] == 0 and last["crashed"] == ev.loc[ev["seed"] == 1, "crashed"].sum()
+    assert last["update"] == ev.loc[ev["seed"] == 1, "applied"].sum()

@@ -49,5 +49,5 @@ def test_status_separates_printed_and_corrected_forms():
 
 
 def test_unknown_paper_is_rejected():
-    with pytest.raises(ValueError, match="paper must name a registered paper"):
+    with pytest.raises(ValueError, match="names no registered paper: use one of"):
         checks.verify(paper="no such paper")

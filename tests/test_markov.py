@@ -248,8 +248,15 @@ def test_lazy():
     assert sp.issparse(S)
     np.testing.assert_allclose(S.toarray(), lazy(P))
     np.testing.assert_allclose(lazy(torch.tensor(P)), lazy(P))
-    with pytest.raises(ValueError, match=r"laziness must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"laziness must be in \[0, 1\)"):
         lazy(P, 1.5)
+    # laziness = 1 is the identity: a reducible chain that never moves (issue 11 §4).
+    with pytest.raises(ValueError, match=r"laziness must be in \[0, 1\), got 1"):
+        lazy(P, 1.0)
+    with pytest.raises(ValueError, match="row-stochastic"):
+        lazy(np.ones((3, 3)), 0.5)
+    with pytest.raises(ValueError, match="row-stochastic"):
+        lazy(sp.csr_array(np.ones((3, 3))), 0.5)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -69,10 +69,8 @@ def test_ef21_second_pl_cap():  # spec §5.8 Theorem 22: β = 0.1 needs γμλ �
     values = dict(mu=1.0, lam_min=1.0)
     assert cap("theorem_22", "corrected", 1, beta=0.1, **values) == pytest.approx(0.0257, abs=5e-5)
     assert cap("theorem_22", "printed", 1, beta=0.1, **values) == pytest.approx(0.974, abs=5e-4)
-    assert thm.bound("printed", gamma=0.01, mu=1, lam_min=0.5, lam_max=0.5, T=7, beta=0.1,
-                     Delta0=1.0, G0=2.0) == thm.bound(
-        "corrected", gamma=0.01, mu=1, lam_min=0.5, lam_max=0.5, T=7, beta=0.1, Delta0=1.0, G0=2.0
-    )  # fmt: skip
+    v = dict(gamma=0.01, L=1.0, mu=1, lam_min=0.5, lam_max=0.5, T=7, beta=0.1, Delta0=1.0, G0=2.0)
+    assert thm.bound("printed", **v) == thm.bound("corrected", **v)
 
 
 def test_mvr_caps():  # spec §5.9 table (MVR, b = 0.1) and §5.4 (b = 0.01)
@@ -107,10 +105,15 @@ def test_theorem_10_optimal_step():  # spec §5.2 [checked]: both terms of (70) 
     assert opt.admissible("corrected", **values) and not opt.admissible("printed", **values)
     # Printed: γ* = √((R_0²)²/(TαL_0²)) = R_0²/(L_0√(αT)) and the bound R_0²L_0/√(αT).
     assert opt.step_cap("printed", R0=R0, L0=L0, alpha_H=a, T=T) == pytest.approx(R0 * g)
-    assert opt.bound("printed", **values) == pytest.approx(R0 * opt.bound("corrected", **values))
+    with pytest.raises(ValueError, match=r"printed form.*claims nothing"):
+        opt.bound("printed", **values)  # γ* (corrected) is not the printed γ*
+    printed = opt.bound("printed", outside="evaluate", **values)
+    assert printed == pytest.approx(R0 * opt.bound("corrected", **values))
     polyak = THEOREMS["bernoulli_lora.theorem_10_polyak_step"]
-    assert polyak.bound("corrected", **values) == pytest.approx(R0 * L0 / math.sqrt(a * T))
-    assert polyak.bound("printed", **values) == pytest.approx(R0**2 * L0 / math.sqrt(a * T))
+    no_step = polyak.select(values)  # the Polyak step has no γ
+    assert set(values) - set(no_step) == {"gamma"}
+    assert polyak.bound("corrected", **no_step) == pytest.approx(R0 * L0 / math.sqrt(a * T))
+    assert polyak.bound("printed", **no_step) == pytest.approx(R0**2 * L0 / math.sqrt(a * T))
 
 
 def test_theorem_10_symbolic():
@@ -128,18 +131,20 @@ def test_errata_change_the_numbers_as_the_spec_says():
              Delta_star=70.0, Delta0=0.0)  # fmt: skip
     qgd_nc, qgd_pl = THEOREMS["bernoulli_lora.theorem_5"], THEOREMS["bernoulli_lora.theorem_18"]
     # Spec §10 item 8: one L missing; item 9: Δ* missing (Δ^0 = 0 leaves only the floor).
-    assert qgd_nc.bound("corrected", **v) == pytest.approx(v["L"] * qgd_nc.bound("printed", **v))
-    assert qgd_nc.bound("corrected", **v) == pytest.approx(2 * 0.02 * 100 * 70 / 10)
+    nc = qgd_nc.select(v)  # the non-convex theorem takes no μ
+    assert "mu" in v and "mu" not in nc
+    assert qgd_nc.bound("corrected", **nc) == pytest.approx(v["L"] * qgd_nc.bound("printed", **nc))
+    assert qgd_nc.bound("corrected", **nc) == pytest.approx(2 * 0.02 * 100 * 70 / 10)
     assert qgd_pl.bound("corrected", **v) == pytest.approx(70 * qgd_pl.bound("printed", **v))
     # Spec §10 item 10: the MVR PL floor doubles (Φ_0 → 0 as T → ∞).
     mvr_pl = THEOREMS["bernoulli_lora.theorem_14"]
-    w = dict(gamma=0.01, mu=0.5, T=10**6, lam_min=0.5, lam_max=0.5, b=0.1, sigma2=1.0, G0=1.0,
-             Delta0=1.0)  # fmt: skip
+    w = dict(gamma=0.01, L=1.0, mu=0.5, T=10**6, lam_min=0.5, lam_max=0.5, b=0.1, sigma2=1.0,
+             G0=1.0, Delta0=1.0)  # fmt: skip
     assert mvr_pl.bound("corrected", **w) == pytest.approx(2 * mvr_pl.bound("printed", **w))
     assert mvr_pl.bound("corrected", **w) == pytest.approx(2 * 0.1 / (1.9 * 0.5))
     # Spec §10 item 7: q·𝒢^0/T printed, 𝒢^0/(qT) corrected (Δ^0 = 0).
     page_nc = THEOREMS["bernoulli_lora.theorem_15"]
-    u = dict(gamma=0.1, T=20, lam_min=0.5, lam_max=0.5, q=0.2, G0=3.0, Delta0=0.0)
+    u = dict(gamma=0.1, L=1.0, T=20, lam_min=0.5, lam_max=0.5, q=0.2, G0=3.0, Delta0=0.0)
     assert page_nc.bound("printed", **u) == pytest.approx(0.2 * 3 / 20)
     assert page_nc.bound("corrected", **u) == pytest.approx(3 / (0.2 * 20))
 

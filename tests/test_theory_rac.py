@@ -20,10 +20,11 @@ def test_gd_bounds_match_the_closed_forms():
     t53, t55 = get_theorem("rac_lora.theorem_5.3"), get_theorem("rac_lora.theorem_5.5")
     # Spec §4.1: at γ = 1/L with an isotropic left sketch the bound is 2 L m Δ0 / (r T).
     L, m, r, T, D0 = 2.0, 10, 3, 50, 4.0
-    assert t53.bound(gamma=1 / L, lam_min=r / m, T=T, Delta0=D0) == pytest.approx(
+    assert t53.bound(gamma=1 / L, L=L, lam_min=r / m, T=T, Delta0=D0) == pytest.approx(
         2 * L * m * D0 / (r * T)
     )
-    assert t55.bound(gamma=0.5, mu=1.0, lam_min=0.3, T=7, Delta0=2.0) == pytest.approx(2 * 0.85**7)
+    v55 = dict(gamma=0.5, L=2.0, mu=1.0, lam_min=0.3, T=7, Delta0=2.0)
+    assert t55.bound(**v55) == pytest.approx(2 * 0.85**7)
     assert t55.step_cap(L=4.0) == 0.25
     assert t55.admissible(gamma=0.25, L=4.0) and not t55.admissible(gamma=0.3, L=4.0)
 

@@ -166,7 +166,7 @@ def test_every_new_check_holds_in_fast_mode(table):
     }
     for name, row in table.iterrows():
         assert row.status != "violated", (name, row.to_dict())
-    assert table.seconds.sum() < 15.0  # about 3.5 s; the brief asks under ~8 s (margin for load)
+    # Their time is a benchmark (tests/benchmarks/bench_theory.py), not a unit-test assertion.
 
 
 def test_periodic_ring_makes_theorem_1_vacuous(table):

@@ -4,9 +4,12 @@
 :class:`~lorakit.adapters.problem.ModelProblem` pairs a peft model with its data. The chain,
 federated, decentralized and asynchronous methods accept a ``ModelProblem`` wherever they accept a
 matrix problem, with the same names, configurations and results tables.
+:func:`~lorakit.adapters.saving.save_trained` saves what any run trained (the adapter, or the merged
+model when the run wrote the base weights) and :func:`~lorakit.adapters.saving.load_trained` reads it.
 """
 
 from .problem import ModelProblem, default_loss
+from .saving import base_changes, load_trained, save_trained, track_base
 from .sites import (
     SIDES,
     Site,
@@ -26,13 +29,17 @@ __all__ = [
     "ModelProblem",
     "Site",
     "adapter_state",
+    "base_changes",
     "default_loss",
     "freeze",
     "load_adapter",
     "load_adapter_state",
+    "load_trained",
     "save_adapter",
+    "save_trained",
     "site_frame",
     "sites",
     "state_bytes",
     "swapped",
+    "track_base",
 ]

@@ -53,6 +53,7 @@ import torch
 from .._validation import check_int
 from ..asynchronous.clock import AsyncFL, _Sim
 from ..chain import _progress
+from ..divergence import DivergenceError, restored_note
 from ..lowrank import LowRank
 from ..sketches import kaiming_uniform
 from .decentralized import _batches, _objective_batches, weighted_grads
@@ -192,6 +193,9 @@ class ModelAsync(_Sim):
             self.bar = bar
             try:
                 super().run(updates, time_budget)
+            except DivergenceError as error:  # W is the last accepted (checked) global model
+                error.append(restored_note("server update", self.version))
+                raise
             finally:
                 self.bar = None
                 self.write_back()

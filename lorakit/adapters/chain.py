@@ -48,8 +48,12 @@ Model-scale conventions
   result W^T merged into its base weights, a zero adapter product (B = 0) and both factors marked
   trainable (peft's default).
 * Divergence: an update with a NaN/inf entry is never written (all sites are checked before any is
-  written); the run stops there with the model at the last finite iterate, and the diverged step
-  gets a row with NaN loss. A finite update whose loss explodes stops the run as at matrix scale.
+  written) and the diverged step gets a row with NaN loss; a finite update whose loss explodes
+  (:func:`~lorakit.divergence.exploded`, threshold ``blowup``) stops the run as at matrix scale.
+  Either way the model is put back to its last good state (:class:`~lorakit.adapters.checkpoint.
+  LastGood`): the state of the last logged step, taken before that step's link restart (with
+  ``log_every=1`` the state before the diverged step), then merged as every run ends, so it equals
+  the model a run of that many steps leaves.
 """
 
 from __future__ import annotations
@@ -59,10 +63,12 @@ import math
 import torch
 
 from .._validation import check_int
-from ..chain import _OPTIMIZERS, Chain, _progress, exploded
+from ..chain import _OPTIMIZERS, Chain, _progress
+from ..divergence import BLOWUP, exploded
 from ..estimators import GD, MVR, PAGE, RR, SGD
 from ..rng import Streams
 from ..sketches import apply_basis, gram_pinv, orthonormal_basis
+from .checkpoint import LastGood, site_state
 from .grads import (
     PerSite,
     SiteObjective,
@@ -151,6 +157,8 @@ def _batch_size(chain: Chain, problem: ModelProblem) -> int | None:
 class ModelChainRun:
     """One seed of a chain on a model: the matrix engine's :class:`~lorakit.chain._ChainRun`
     interface (``run(steps, log_every) -> (rows, failure)``) over every site of the model."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, chain: Chain, problem: ModelProblem, seed: int, *, progress: bool = False):
         self.c, self.problem, self.seed, self.progress = chain, problem, seed, progress
@@ -306,21 +314,27 @@ class ModelChainRun:
     def _loop(self, steps: int, log_every: int, bar):
         K, gamma = self.c.steps_per_link, self.c.gamma
         rows: list[dict] = []
+        good = LastGood(self.sites)  # W^0; then each logged W^t, taken before its link restart
         for t in range(steps):
+            logged = t % log_every == 0
+            state = site_state(self.sites) if logged and t > 0 else None
             if self.link < 0 or (K is not None and t % K == 0):
                 self.start_link()
-            logged = t % log_every == 0
             G, exact = self.estimate(want_G=logged)
             if logged:
                 failure = self.record(rows, t, G if exact else None, gamma)
                 if failure:
-                    return rows, failure
+                    return rows, (failure[0], failure[1] + good.restore())
+                if state is not None:
+                    good.keep(t, state)
                 bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
             if not self.step(G):
                 rows.append(self.row(t + 1, gamma, math.nan, math.nan))
-                return rows, (t + 1, self.message(t + 1, None))
+                return rows, (t + 1, self.message(t + 1, None) + good.restore())
             bar.update()
         failure = self.record(rows, steps, None, math.nan)
+        if failure:
+            failure = (failure[0], failure[1] + good.restore())
         return rows, failure
 
     # -- the table -------------------------------------------------------------------------------
@@ -343,7 +357,7 @@ class ModelChainRun:
         if G is None:
             G = backward(self.problem, full_batches(self.problem), "none", True)
         rows.append(self.row(t, gamma, loss, sum(float((g * g).sum()) for g in G)))
-        return (t, self.message(t, loss)) if exploded(loss, self.f0) else None
+        return (t, self.message(t, loss)) if exploded(loss, self.f0, self.blowup) else None
 
     def message(self, t: int, loss: float | None) -> str:
         c = self.c

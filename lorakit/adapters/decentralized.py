@@ -34,7 +34,9 @@ Model-scale conventions (those of :mod:`lorakit.adapters.chain`)
   the ``model`` stream in a forked RNG state, so the same seed gives the same numbers.
 * Every seed starts from :meth:`ModelProblem.reset`; the model is not modified during a run.
   Afterwards it holds the last seed's result in its adapter: the token (walk) or the average
-  adapter (Ā_l, B̄_l) of the nodes (gossip), also after a divergence (the last good state).
+  adapter (Ā_l, B̄_l) of the nodes (gossip). After a divergence it holds those of the last logged
+  hop/round whose loss passed the check (with ``log_every=1`` the one before the diverged one):
+  the model a run of that many hops/rounds leaves.
 * A transfer carries Σ_l r(m_l + n_l) floats (peft's adapter state dict, :func:`state_bytes`),
   3× that + 1 with AdamW's travelling state, as :meth:`RWLoRA.floats_per_transfer`.
 """
@@ -51,6 +53,7 @@ from ..chain import _progress
 from ..decentralized.gossip import GossipSimulation
 from ..decentralized.mismatch import bilinear_mismatch
 from ..decentralized.walk import WalkSimulation, _draw_A, _factor_step, _zero_state
+from ..divergence import DivergenceError, restored_note
 from .grads import model_rng
 from .problem import ModelProblem
 from .sites import swapped
@@ -158,6 +161,10 @@ class _ModelScale:
             self.bar = bar
             try:
                 return super().run(count, log_every)
+            except DivergenceError as error:  # write back the last good state, not this one
+                t, self.A, self.B = self.checked
+                error.append(restored_note(self.unit, t))
+                raise
             finally:
                 self.bar = None
                 self.write_back()
@@ -218,6 +225,8 @@ def _norm(tensors) -> float:
 class ModelWalk(_ModelScale, WalkSimulation):
     """One seeded RW-LoRA run on a model: ``A``, ``B`` are per-site tuples (module order)."""
 
+    unit = "hop"
+
     def __init__(self, cfg, problem: ModelProblem, seed, P, pi, record=True, progress=False):
         self._setup(problem, progress)
         super().__init__(cfg, problem, seed, P, pi, record)
@@ -264,6 +273,8 @@ class ModelWalk(_ModelScale, WalkSimulation):
 # -- gossip --------------------------------------------------------------------------------------
 class ModelGossip(_ModelScale, GossipSimulation):
     """One seeded gossip run on a model: ``A``, ``B`` are per-site stacks (N, r, n_l), (N, m_l, r)."""
+
+    unit = "round"
 
     def __init__(self, cfg, problem: ModelProblem, seed, M, adjacency, record=True, progress=False):
         self._setup(problem, progress)

@@ -37,9 +37,10 @@ The server's global adapter is the peft model's own: for every site (a peft ``Lo
    the ``init`` stream, B = 0 — so the model's outputs are unchanged at the restart); then the
    server optimizer (``avg``: X ← X + η_s Δ; ``adam``: FedAdam with gradient −Δ). The global adapter
    changes only after every upload is in, and a non-finite or exploding aggregate raises
-   :class:`~lorakit.DivergenceError` before any module is written (the model keeps the previous
-   round); a finite update whose logged loss explodes is written and then stops the run, as at
-   matrix scale.
+   :class:`~lorakit.DivergenceError` before any module is written; a finite update whose logged
+   loss explodes (threshold ``blowup``) stops the run, as at matrix scale. Either way the model is
+   put back to its last good state (:class:`~lorakit.adapters.checkpoint.LastGood`): the last
+   logged round whose loss passed, with ``log_every=1`` the round before the diverged one.
 
 Minibatches: with ``batch_size`` b each local step draws b of the client's rows without replacement
 from the ``data`` stream, in the matrix engine's order (step by step, client by client); None
@@ -93,12 +94,14 @@ from functools import partial
 import torch
 
 from .._validation import check_int
-from ..chain import _progress, exploded
+from ..chain import _progress
+from ..divergence import BLOWUP, DivergenceError, exploded
 from ..federated.budgets import describe
 from ..federated.fed_rac import FedRACLoRA, _FedRACRun
 from ..federated.lora import FederatedLoRA, _Run, simulate
 from ..rng import Streams
 from ..sketches import gram_pinv, kaiming_uniform
+from .checkpoint import LastGood
 from .grads import backward, dropout_active, full_batches, model_rng
 from .problem import ModelProblem
 from .sites import Site, freeze, swapped
@@ -124,6 +127,7 @@ def run_federated(
     log_every: int = 1,
     messages: bool = False,
     on_divergence: str = "raise",
+    blowup: float = BLOWUP,
     progress: bool = False,
     shared_index: bool = False,
     trace: Callable | None = None,
@@ -139,7 +143,9 @@ def run_federated(
     if trace is not None and not callable(trace):
         raise ValueError(f"trace must be a callable or None, got {type(trace).__name__}")
     runner = partial(FederatedModelRun, shared_index=shared_index, trace=trace, progress=progress)
-    return simulate(cfg, problem, rounds, seeds, log_every, messages, runner, on_divergence)
+    return simulate(
+        cfg, problem, rounds, seeds, log_every, messages, runner, on_divergence, blowup=blowup
+    )
 
 
 def run_fed_rac(
@@ -151,6 +157,7 @@ def run_fed_rac(
     log_every: int = 1,
     messages: bool = False,
     on_divergence: str = "raise",
+    blowup: float = BLOWUP,
     progress: bool = False,
     batch_size: int | None = 1,
 ):
@@ -163,7 +170,9 @@ def run_fed_rac(
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, low=1)
     runner = partial(FedRACModelRun, batch_size=batch_size, progress=progress)
-    return simulate(cfg, problem, rounds, seeds, log_every, messages, runner, on_divergence)
+    return simulate(
+        cfg, problem, rounds, seeds, log_every, messages, runner, on_divergence, blowup=blowup
+    )
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -258,15 +267,21 @@ class _ModelRounds:
 
     def _loop(self, rounds: int, log_every: int, bar) -> list[dict]:
         rows = [self.log(0, 0, 0, 0.0, 0.0)]
-        for t in range(1, rounds + 1):
-            counts = self.round(t, rows)
-            if t % log_every == 0 or t == rounds:
-                rows.append(self.log(t, *counts))
-                loss = rows[-1]["loss"]
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                if exploded(loss, rows[0]["loss"]):
-                    self.diverged(t, f"the loss is {loss:g}", rows)
-            bar.update()
+        good = LastGood(self.sites, "round")  # round 0, then every logged round that passed
+        try:
+            for t in range(1, rounds + 1):
+                counts = self.round(t, rows)
+                if t % log_every == 0 or t == rounds:
+                    rows.append(self.log(t, *counts))
+                    loss = rows[-1]["loss"]
+                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                    if exploded(loss, rows[0]["loss"], self.blowup):
+                        self.diverged(t, f"the loss is {loss:g}", rows)
+                    good.keep(t)
+                bar.update()
+        except DivergenceError as error:
+            good.rollback(error)
+            raise
         return rows
 
 

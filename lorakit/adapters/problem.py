@@ -11,7 +11,9 @@ The methods of lorakit run on it with the same names and configurations as at ma
 (``lk.run("bernoulli_lora", problem, …)``, ``make_federated("fslora", …).run(problem, …)``, …).
 Every run starts from the state the model had when the problem was built (:meth:`reset`), so
 seeds are comparable and the same seed gives the same numbers; afterwards the model holds the
-last seed's result.
+last seed's result. Save it with :func:`lorakit.adapters.save_trained` (the adapter, or the merged
+model when the run wrote the base weights); a plain ``model.save_pretrained`` warns when the
+adapter file would lose training.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._validation import (
+    ArgumentTypeError,
+    check_device_match,
+    check_disjoint,
+    check_dtype,
+    check_int,
+)
+from .saving import track_base
 from .sites import Site, sites
 
 __all__ = ["ModelProblem", "default_loss"]
@@ -39,10 +48,13 @@ class ModelProblem:
 
     Parameters
     ----------
-    model : a model with LoRA layers for ``adapter`` (found by :func:`~lorakit.adapters.sites`).
-    data : dict of tensors sharing their first dimension N (the samples).
+    model : a model with LoRA layers for ``adapter`` (found by :func:`~lorakit.adapters.sites`),
+        in float32 or float64 (float16/bfloat16 are refused: convert with ``model.float()``).
+    data : dict of tensors sharing their first dimension N (the samples), on the model's device;
+        floating tensors in the model's dtype.
     loss_fn : ``loss_fn(model, batch) -> scalar tensor`` (mean over the batch).
-    clients : per-client index tensors into ``data`` (a partition), or None (one node).
+    clients : per-client integer index tensors into ``data``, disjoint (no sample held by two
+        clients), or None (one node).
     eval_batch_size : chunk size when the full loss is evaluated.
     name : shown in tables.
     """
@@ -57,22 +69,46 @@ class ModelProblem:
     _initial: dict = field(default=None, repr=False)
 
     def __post_init__(self):
+        if not isinstance(self.model, nn.Module):
+            raise ArgumentTypeError(
+                f"model must be a torch.nn.Module with LoRA layers, got {type(self.model).__name__}"
+            )
         if not isinstance(self.data, dict) or not self.data:
             raise ValueError("data must be a non-empty dict of tensors with one row per sample")
+        if not all(isinstance(v, torch.Tensor) for v in self.data.values()):
+            raise ArgumentTypeError("data must be a dict of torch tensors, one row per sample")
         sizes = {k: len(v) for k, v in self.data.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"data tensors must share their first dimension, got {sizes}")
         self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, low=1)
         self.sites: list[Site] = sites(self.model, self.adapter)
+        # Half precision: the runners' per-site linear algebra (sketch bases, SVDs) has no CPU
+        # float16/bfloat16 kernels and mixes float32 buffers in; convert with model.float().
+        check_dtype("the model's dtype (convert with model.float())", self.dtype)
+        check_device_match(self.device, **{f"data[{k!r}]": v for k, v in self.data.items()})
+        for key, value in self.data.items():  # floating inputs must match the model's dtype
+            if value.dtype.is_floating_point and value.dtype != self.dtype:
+                raise ValueError(
+                    f"data[{key!r}] is {value.dtype} but the model is {self.dtype}: convert one "
+                    f"(e.g. data[{key!r}].to({self.dtype}))"
+                )
         if self.clients is not None:
-            self.clients = [torch.as_tensor(c, dtype=torch.long) for c in self.clients]
+            clients = [torch.as_tensor(c) for c in self.clients]
+            for l, c in enumerate(clients):
+                if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
+                    raise ArgumentTypeError(
+                        f"clients[{l}] must hold integer sample indices, got {c.dtype}"
+                    )
+            self.clients = [c.long().flatten() for c in clients]
             if not self.clients or any(c.numel() == 0 for c in self.clients):
                 raise ValueError("clients must be a non-empty list of non-empty index tensors")
             for l, c in enumerate(self.clients):
                 if int(c.min()) < 0 or int(c.max()) >= self.n_samples:
                     raise ValueError(f"clients[{l}] holds indices outside [0, {self.n_samples})")
+            check_disjoint("clients", self.clients)
         if self._initial is None:
             self._initial = self._snapshot()
+            track_base(self.model)  # the reference of save_trained and of save_pretrained's warning
 
     # -- shape ---------------------------------------------------------------------------------
     @property
@@ -109,7 +145,11 @@ class ModelProblem:
         return {"state": state, "scalings": [s.scaling for s in self.sites]}
 
     def reset(self) -> None:
-        """Put the model back in the state it had when the problem was built."""
+        """Put the model back in the state it had when the problem was built.
+
+        Its base weights are then the reference of :func:`~lorakit.adapters.save_trained` again
+        (for the first problem built on the model), so ``save_pretrained`` no longer warns.
+        """
         self.model.load_state_dict(self._initial["state"])
         for site, s in zip(self.sites, self._initial["scalings"], strict=True):
             site.scaling = s
@@ -165,11 +205,12 @@ class ModelProblem:
     ) -> ModelProblem:
         """The same model and data split among clients by :func:`lorakit.federated.partition`.
 
-        ``labels`` names the data tensor whose values drive label-skew schemes (``"dirichlet"``);
-        ``kwargs`` go to ``partition`` (``alpha``, ``min_size``, ``draw``, …). ``seed`` (an int
-        ≥ 0, or a CPU ``torch.Generator`` to continue a stream) fixes the draw: the same
-        arguments give the same partition in every call and every process (``partition``'s
-        ``generator``; torch's global generator is never read).
+        ``labels`` names the data tensor whose values drive label-skew schemes (``"dirichlet"``
+        needs it: without labels there is nothing to skew, so it is refused); ``kwargs`` go to
+        ``partition`` (``alpha``, ``min_size``, ``draw``, …). ``seed`` (an int ≥ 0, or a CPU
+        ``torch.Generator`` to continue a stream) fixes the draw: the same arguments give the same
+        partition in every call and every process (``partition``'s ``generator``; torch's global
+        generator is never read).
         """
         from ..federated.partition import partition
 
@@ -179,6 +220,11 @@ class ModelProblem:
             seed = check_int("seed", seed, low=0)
         if labels is not None and labels not in self.data:
             raise ValueError(f"labels must name a data tensor {sorted(self.data)}, got {labels!r}")
+        if labels is None and scheme == "dirichlet":
+            raise ValueError(
+                "a 'dirichlet' (label skew) split needs labels: name the data tensor of class "
+                f"labels, e.g. labels={next(iter(sorted(self.data)))!r} (one of {sorted(self.data)})"
+            )
         y = self.data[labels].cpu() if labels is not None else torch.zeros(self.n_samples)
         if y.dim() > 1:
             raise ValueError(f"labels tensor {labels!r} must be 1-D class labels")

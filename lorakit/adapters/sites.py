@@ -313,7 +313,12 @@ def state_bytes(state: dict[str, torch.Tensor], bytes_per_float: int = 4) -> int
 
 
 def save_adapter(model: nn.Module, path) -> None:
-    """``model.save_pretrained(path)``: adapter_config.json and the adapter weights."""
+    """``model.save_pretrained(path)``: adapter_config.json and the adapter weights only.
+
+    After a run that writes the base weights (chain methods, fedstack_lora, fed_rac_lora, AsyncFL)
+    the adapter alone is not the trained model (a ``UserWarning`` says so): save with
+    :func:`lorakit.adapters.save_trained`, which writes the merged model in that case.
+    """
     model.save_pretrained(str(path))
 
 

@@ -9,6 +9,23 @@ a maximum staleness (:mod:`lorakit.asynchronous.clock`).
 
 from __future__ import annotations
 
-from .clock import RULES, SPEEDS, STALENESS, AsyncFL, staleness_weight
+from .clock import MAX_EVENTS, RULES, SPEEDS, STALENESS, AsyncFL, Interrupted, staleness_weight
 
-__all__ = ["RULES", "SPEEDS", "STALENESS", "AsyncFL", "staleness_weight"]
+#: The asynchronous methods a user can run (``lorakit methods`` lists them): the rules of
+#: :class:`AsyncFL`, name → description; run one with ``AsyncFL(name, lr, ...)``.
+ASYNC_METHODS = {
+    "fedavg": "FedAvg: synchronous rounds, the server waits for the slowest client of the cohort",
+    "fedasync": "FedAsync: each arriving model is mixed in at once, weighted by its staleness",
+    "fedbuff": "FedBuff: arriving deltas are buffered, K at a time, weighted by their staleness",
+}
+
+__all__ = [
+    "ASYNC_METHODS",
+    "MAX_EVENTS",
+    "RULES",
+    "SPEEDS",
+    "STALENESS",
+    "AsyncFL",
+    "Interrupted",
+    "staleness_weight",
+]

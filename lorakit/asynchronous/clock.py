@@ -34,6 +34,20 @@ trains (B, A) from the LoRA init (B = 0, A Kaiming-uniform) on W_start + B A by 
 uploads B and A; the server forms ΔW = B A. Each uploaded tensor passes through ``compressor``;
 bytes come from its ``payload``.
 
+History rows and counters. The history has one row per server update (row 0: the start); a run
+stopped by ``time_budget`` ends with one more row at time = ``time_budget`` (no update: it repeats
+the last update's number with ``applied = 0``), so its last row holds the state at the budget's end
+even when no update ever happened (``crash=1``). The counters ``discarded``, ``crashed`` and
+``bytes_up`` of a row count every event processed up to that row: events in time order, ties in
+dispatch order (an event at the same time as an update but processed after it is in a later row).
+
+Run size. The number of client jobs is estimated before a run (:meth:`AsyncFL.estimated_events`,
+from the mean job time local_steps·scale·E[X] (+ delay), the concurrency, crashes, the rule's jobs
+per update and ``updates``/``time_budget``); above ``max_events`` (default
+:data:`MAX_EVENTS`) :meth:`AsyncFL.run` refuses with the estimate. A run stopped by Ctrl-C raises
+:class:`Interrupted` (a ``KeyboardInterrupt``) whose ``frame`` holds every row so far, the
+interrupted seed's last row being its state at the interruption.
+
 Randomness: one generator per source (``speed``, ``crash``, ``cohort``, ``init``, ``compression``,
 ``noise``).
 
@@ -52,19 +66,48 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, _is_model_problem, _progress, exploded
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
+from ..chain import _is_model_problem, _progress
 from ..compressors import Compressor, identity
+from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import kaiming_uniform
 
-__all__ = ["RULES", "SPEEDS", "STALENESS", "AsyncFL", "staleness_weight"]
+__all__ = [
+    "MAX_EVENTS",
+    "RULES",
+    "SPEEDS",
+    "STALENESS",
+    "AsyncFL",
+    "Interrupted",
+    "staleness_weight",
+]
 
 RULES = ("fedavg", "fedasync", "fedbuff")
 STALENESS = ("constant", "polynomial", "hinge")
 SPEEDS = ("uniform", "exponential", "heavy_tail")
 _PARETO_SHAPE = 1.5
+#: :meth:`AsyncFL.run` refuses a run whose estimated number of client jobs per seed is above this:
+#: measured about 650 jobs a second on a 5×3 problem with 4 clients (loaded 2-core CPU), so about
+#: 5 minutes; far longer at model scale.
+MAX_EVENTS = 200_000
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`AsyncFL.run`: ``frame`` holds the history so far (finished seeds and
+    the interrupted seed up to a last row at the interruption), ``events`` the jobs (if asked)."""
+
+    def __init__(self, message: str, frame: pd.DataFrame, events: pd.DataFrame | None = None):
+        super().__init__(message)
+        self.frame, self.events = frame, events
 
 
 def staleness_weight(kind: str, tau: int, a: float = 0.5, b: float = 4.0) -> float:
@@ -161,6 +204,8 @@ class AsyncFL:
             set_(self, "adapter", check_int("adapter", self.adapter, low=1))
         if self.sigma is not None:
             set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
+        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
+        set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
         if self.method is None:
             set_(self, "method", self.rule)
 
@@ -176,6 +221,36 @@ class AsyncFL:
         """s(τ) of this configuration."""
         return staleness_weight(self.staleness, tau, self.a, self.b)
 
+    def estimated_events(
+        self, clients: int, updates: int | None = None, time_budget: float | None = None
+    ) -> float:
+        """The expected number of client jobs (events) of one seed's run, from the configuration.
+
+        A job lasts d = (1 − crash)·(c + delay) + crash·c/2 on average, with c = local_steps ·
+        scale · E[X] (E[X] = 1 for the named speeds); ``concurrency`` (or all ``clients``) jobs
+        run at once, so a ``time_budget`` allows about budget · concurrency / d jobs (with fixed
+        per-client times x_i, budget · concurrency · mean_i 1/d(x_i)). An update takes 1
+        (FedAsync), ``buffer`` (FedBuff) or ``cohort`` (FedAvg) completed jobs, each completing
+        with probability 1 − crash. With both limits, the smaller estimate. An estimate:
+        discarded updates and FedAvg's wait for the slowest client are not counted.
+        """
+        clients = check_int("clients", clients, low=1)
+        xs = [1.0] if isinstance(self.speed, str) else list(self.speed)
+
+        def job(x):  # the mean duration of a job whose compute time per step is x
+            compute = self.local_steps * self.scale * x
+            return (1 - self.crash) * (compute + self.delay) + self.crash * compute / 2
+
+        rate = sum(1 / job(x) for x in xs) / len(xs)  # jobs per unit of time per running slot
+        running = min(self.concurrency or clients, clients)
+        estimates = []
+        if time_budget is not None:
+            estimates.append(time_budget * running * rate)
+        if updates is not None and self.crash < 1:
+            per_update = {"fedasync": 1, "fedbuff": self.buffer, "fedavg": self.cohort or clients}
+            estimates.append(updates * per_update[self.rule] / (1 - self.crash))
+        return min(estimates) if estimates else math.inf
+
     # ------------------------------------------------------------------------------------------
     def run(
         self,
@@ -186,7 +261,9 @@ class AsyncFL:
         time_budget: float | None = None,
         events: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
+        max_events: int = MAX_EVENTS,
     ):
         """Simulate until ``updates`` server updates or virtual time ``time_budget`` (first reached).
 
@@ -196,20 +273,32 @@ class AsyncFL:
         conventions). ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or
         over the server updates of each seed (model scale).
 
-        Returns the history, one row per server update and seed (row 0: the start): ``time``,
+        Returns the history, one row per server update and seed (row 0: the start; a run stopped
+        by ``time_budget`` ends with a row at that time, see the module docstring): ``time``,
         ``update``, ``loss``, ``gap``, ``grad_norm_sq`` (‖∇f(W)‖²), ``staleness`` (mean over the
         update's contributions) and ``staleness_max``, ``applied`` (contributions), cumulative
-        ``discarded``, ``crashed`` and ``bytes_up``. With ``events=True`` also the frame of every
-        job: ``client``, ``start``, ``finish``, ``version_started``, ``staleness``, ``applied``,
-        ``discarded``, ``crashed``, ``bytes_up``.
+        ``discarded``, ``crashed`` and ``bytes_up`` (every event processed up to the row).
+
+        ``max_events``: a run whose estimated number of client jobs per seed
+        (:meth:`estimated_events`) is above it is refused with a ``ValueError`` giving the
+        estimate; raise it knowingly for a longer run. Ctrl-C raises :class:`Interrupted`, whose
+        ``frame`` (and ``events``) hold what was simulated.
+
+        With ``events=True`` also the frame of every job: ``client``, ``start``, ``finish``,
+        ``version_started``, ``staleness``, ``applied``, ``discarded``, ``crashed``, ``bytes_up``.
+
+        Divergence: a candidate global model that is not finite or whose loss is above
+        ``blowup``·max(1, |f(W^0)|) (default 10³; a finite number > 1) is refused and stops the
+        seed: a :class:`~lorakit.DivergenceError` whose frame keeps every finished seed's rows
+        (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
+        model keeps the global model of the update before.
         """
         from ..decentralized.walk import _check_flag
 
         model = _is_model_problem(problem)
-        if not model and not isinstance(problem, FederatedProblem):
-            raise ValueError(
-                "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
-                f"{type(problem).__name__}"
+        if not model:
+            check_problem(
+                problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem"
             )
         _check_flag("progress", progress)
         if updates is None and time_budget is None:
@@ -221,6 +310,8 @@ class AsyncFL:
         if self.crash == 1.0 and time_budget is None:
             raise ValueError("crash=1 never completes an update: give time_budget")
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
+        max_events = check_int("max_events", max_events, low=1)
+        blowup = check_blowup(blowup)
         if self.concurrency is not None:
             check_int("concurrency", self.concurrency, low=1, high=problem.M)
         if self.cohort is not None:
@@ -238,7 +329,19 @@ class AsyncFL:
             if self.adapter is not None:
                 check_int("adapter", self.adapter, low=1, high=min(problem.m, problem.n))
             make = functools.partial(_Sim, self, problem)
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        seeds = check_seeds(seeds)
+        estimate = self.estimated_events(problem.M, updates, time_budget)
+        if estimate > max_events:
+            limits = " and ".join(
+                f"{k} = {v:g}"
+                for k, v in (("updates", updates), ("time_budget", time_budget))
+                if v is not None
+            )
+            raise ValueError(
+                f"{self.method} with {limits} would simulate about {estimate:.3g} client jobs per "
+                f"seed, above max_events = {max_events:g}: lower time_budget or updates (or raise "
+                "max_events knowingly)"
+            )
 
         def with_config(rows) -> pd.DataFrame:
             frame = pd.DataFrame(rows)
@@ -246,25 +349,41 @@ class AsyncFL:
                 frame.insert(0, key, value)
             return frame
 
-        history, evs, diverged = [], [], {}
-        for seed in _progress(seeds, enabled=progress and not model, desc=self.method):
-            sim = make(check_int("seed", seed, low=0))
+        sims: list = []  # every seed's simulation so far (for an interruption's frame)
+
+        def make_seed(seed):
+            sims.append(make(check_int("seed", seed, low=0)))
+            return sims[-1]
+
+        def run(sim) -> list[dict]:
             try:
                 sim.run(updates, time_budget)
-            except DivergenceError as error:
-                error.frame = with_config(sim.rows)
-                if on_divergence == "raise":
-                    raise
-                diverged[seed] = error.step
-            history.extend(sim.rows)
-            evs.extend(sim.events)
-        frame = with_config(history)
-        frame.attrs["diverged"] = diverged
+            except KeyboardInterrupt:
+                sim.log_end()
+                raise Interrupted(
+                    f"{self.method} interrupted at virtual time {sim.time:g} (seed {sim.seed}, "
+                    f"update {sim.version}): .frame holds the rows so far",
+                    with_config([r for s in sims for r in s.rows]),
+                    pd.DataFrame([e for s in sims for e in s.events]) if events else None,
+                ) from None
+            return sim.rows
+
+        frame, _ = run_seeds(
+            _progress(seeds, enabled=progress and not model, desc=self.method),
+            make_seed,
+            run,
+            with_config,
+            on_divergence=on_divergence,
+            blowup=blowup,
+        )
+        evs = [e for sim in sims for e in sim.events]
         return (frame, pd.DataFrame(evs)) if events else frame
 
 
 class _Sim:
     """One seeded simulation: the global model, the version counter, the heap and the queues."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: AsyncFL, problem: FederatedProblem, seed: int):
         self.cfg, self.p, self.seed = cfg, problem, seed
@@ -363,7 +482,7 @@ class _Sim:
         """Replace the global model by a complete, finite candidate (else DivergenceError)."""
         loss = self.evaluate(W_new)
         step = self.version + 1
-        if exploded(loss, self.loss0):
+        if exploded(loss, self.loss0, self.blowup):
             raise DivergenceError(
                 f"{self.cfg.method} diverged at server update {step} (seed {self.seed}): the "
                 f"candidate model's loss is {loss:g}; the global model keeps update {step - 1}. "
@@ -377,9 +496,19 @@ class _Sim:
         self.log(stale)
 
     def log(self, stale: list[int]) -> None:
+        self.rows.append(self.row(stale))
+
+    def log_end(self, time: float | None = None) -> None:
+        """The last row of a run stopped by the budget (time = budget) or interrupted: no update,
+        the counters of every event processed so far."""
+        if time is not None:
+            self.time = time
+        self.rows.append(self.row([]))
+
+    def row(self, stale: list[int]) -> dict:
         p = self.p
         loss, grad_sq = self.measure()
-        self.rows.append({
+        return {
             "seed": self.seed, "time": self.time, "update": self.version, "loss": loss,
             "gap": loss - p.f_star if p.f_star is not None else math.nan,
             "grad_norm_sq": grad_sq,
@@ -387,7 +516,7 @@ class _Sim:
             "staleness_max": max(stale) if stale else 0,
             "applied": len(stale), "discarded": self.discarded, "crashed": self.crashed,
             "bytes_up": self.bytes_up,
-        })  # fmt: skip
+        }  # fmt: skip
 
     def record(self, job, staleness, *, applied=False, discarded=False, crashed=False, sent=0.0):
         finish, _, client, v0, start, _ = job
@@ -446,6 +575,11 @@ class _Sim:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, updates, time_budget) -> None:
         self.log([])
+        self.loop(updates, time_budget)
+        if not self.done(updates, time_budget):  # stopped by the budget: its end's state
+            self.log_end(time_budget)
+
+    def loop(self, updates, time_budget) -> None:
         cfg, M = self.cfg, self.p.M
         limit = cfg.concurrency if cfg.concurrency is not None else M
         if cfg.rule == "fedavg":

@@ -61,6 +61,16 @@ from .walk import (
     visit_frequencies,
 )
 
+#: The decentralized methods a user can run (``lorakit methods`` lists them): name → (class,
+#: description), as :data:`lorakit.federated.FEDERATED_METHODS`.
+DECENTRALIZED_METHODS = {
+    "rw_lora": (RWLoRA, "RW-LoRA: one LoRA token walks the graph, each visited node trains it"),
+    "gossip_lora": (
+        GossipLoRA,
+        "gossip Dec-LoRA: every node trains, then averages with neighbours",
+    ),
+}
+
 # Modules in the order they are exported; add new ones (walk, gossip, ...) with their imports above.
 __all__ = ["graphs", "markov"]
 __all__ += [  # graphs
@@ -97,6 +107,7 @@ __all__ += [  # markov
 ]
 __all__ += ["gossip", "mismatch", "walk"]
 __all__ += [
+    "DECENTRALIZED_METHODS",
     "INITS",
     "MIXINGS",
     "OPTIMIZERS",

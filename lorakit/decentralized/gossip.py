@@ -43,6 +43,7 @@ each node's per-site factors outside the model (:mod:`lorakit.adapters.decentral
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +51,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError
+from ..divergence import BLOWUP, DivergenceError
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ._loop import run_logged
@@ -164,6 +165,7 @@ class GossipLoRA:
     mixing : ``"metropolis"``, ``"uniform"`` (equal link weights 1/(1 + d_max)) or an N×N
         symmetric doubly stochastic matrix supported on the graph's links and the diagonal.
     link_failure : probability in [0, 1] that a link is down for a round (module docstring).
+        ``link_failure=1`` and an identity ``mixing`` mix nothing: a ``UserWarning`` says so.
     """
 
     rank: int
@@ -189,6 +191,22 @@ class GossipLoRA:
         else:
             set_(self, "mixing", check_mixing(self.mixing))
         set_(self, "link_failure", check_real("link_failure", self.link_failure, low=0.0, high=1.0))
+        # Legitimate (each node trains alone: the no-communication baseline) but nothing mixes.
+        if self.link_failure == 1.0:
+            warnings.warn(
+                "link_failure=1 takes every link down in every round: nothing mixes and each node "
+                "trains alone",
+                UserWarning,
+                stacklevel=3,
+            )
+        if isinstance(self.mixing, np.ndarray) and np.allclose(
+            self.mixing, np.eye(self.mixing.shape[0]), rtol=0.0, atol=1e-12
+        ):
+            warnings.warn(
+                "mixing is the identity: nothing mixes and each node trains alone",
+                UserWarning,
+                stacklevel=3,
+            )
 
     @property
     def scale(self) -> float:
@@ -230,6 +248,7 @@ class GossipLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ):
         """Simulate ``rounds`` gossip rounds per seed.
@@ -256,6 +275,10 @@ class GossipLoRA:
 
         With ``messages=True`` also a frame of every directed message: ``seed``, ``round``,
         ``src``, ``dst``, ``params``, ``bytes``, ``dropped``.
+
+        Divergence: as :meth:`RWLoRA.run <lorakit.decentralized.walk.RWLoRA.run>` (threshold
+        ``blowup``, default 10³); a model gets the average adapter of the last logged round that
+        passed.
         """
         cls = _simulation_class(self, problem, GossipSimulation, "ModelGossip")
         rounds = check_int("rounds", rounds, low=1)
@@ -267,7 +290,7 @@ class GossipLoRA:
         frame, msgs, _ = _seed_loop(
             self, problem, seeds, rounds, log_every, messages, on_divergence,
             lambda seed: cls(self, problem, seed, M, adj, record=messages, **kw),
-            progress=progress and not model,
+            progress=progress and not model, blowup=blowup,
         )  # fmt: skip
         frame.attrs["M"] = M.tolist()
         return (frame, msgs) if messages else frame
@@ -275,6 +298,8 @@ class GossipLoRA:
 
 class GossipSimulation:
     """One seeded gossip run: the node stacks ``A`` (N, r, n), ``B`` (N, m, r) and their state."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: GossipLoRA, problem, seed: int, M: np.ndarray, adjacency, record=True):
         self.cfg, self.problem, self.seed = cfg, problem, seed

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import ArgumentTypeError, check_choice, check_int, check_real
 
 __all__ = [
     "GRAPHS",
@@ -314,6 +314,11 @@ def as_graph(adjacency_or_graph) -> nx.Graph:
         if set(H) != set(range(H.number_of_nodes())):
             H = nx.convert_node_labels_to_integers(H, ordering="default", label_attribute="label")
         return H
+    if G is None or isinstance(G, str | bytes):
+        raise ArgumentTypeError(
+            "graph must be a networkx.Graph or an N×N adjacency matrix (make_graph('ring', N) "
+            f"builds one by name), got {G!r}"
+        )
     A = _adjacency_from_matrix(G)
     H = nx.from_scipy_sparse_array(A)
     for _, _, data in H.edges(data=True):

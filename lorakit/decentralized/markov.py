@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, shortest_path
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import ArgumentTypeError, check_choice, check_int, check_real
 from .graphs import adjacency, check_connected
 
 if TYPE_CHECKING:
@@ -80,7 +80,12 @@ def _as_matrix(P, name: str = "P") -> np.ndarray:
         P = P.toarray()
     elif hasattr(P, "detach"):  # torch tensor
         P = P.detach().cpu().double().numpy()
-    P = np.asarray(P, dtype=np.float64)
+    try:
+        P = np.asarray(P, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ArgumentTypeError(
+            f"{name} must be a square matrix of probabilities, got {P!r}"
+        ) from err
     if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty square matrix, got shape {P.shape}")
     if not np.all(np.isfinite(P)):
@@ -210,12 +215,19 @@ def lazy(P, laziness: float = 0.5):
 
     Same stationary distribution; for laziness ≥ 1/2 every eigenvalue is ≥ 0, so the chain is
     aperiodic. A SciPy sparse ``P`` gives a sparse result, anything else a dense ndarray.
+    ``laziness`` is in [0, 1): 1 gives the identity, a reducible chain that never moves.
+    ``P`` must be row-stochastic.
     """
-    laziness = check_real("laziness", laziness, low=0.0, high=1.0)
+    laziness = check_real("laziness", laziness, low=0.0, high=1.0, high_open=True)
     if sp.issparse(P):
         P = sp.csr_array(P, dtype=np.float64)
+        sums = np.asarray(P.sum(axis=1)).ravel()
+        if (P.data < -ATOL).any() or (np.abs(sums - 1.0) > ATOL).any():
+            raise ValueError(
+                f"P must be row-stochastic (non-negative, rows summing to 1 within {ATOL:g})"
+            )
         return (laziness * sp.eye_array(P.shape[0], format="csr") + (1.0 - laziness) * P).tocsr()
-    P = _as_matrix(P)
+    P = _check_stochastic(_as_matrix(P))
     return laziness * np.eye(P.shape[0]) + (1.0 - laziness) * P
 
 

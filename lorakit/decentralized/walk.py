@@ -63,8 +63,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, _is_model_problem, _progress
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
+from ..chain import _is_model_problem, _progress
+from ..divergence import BLOWUP, DivergenceError, check_blowup, run_seeds
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import gaussian, kaiming_uniform
@@ -119,7 +127,7 @@ def _check_common(cfg) -> None:
         check_real("sigma", cfg.sigma, low=0.0)
     if cfg.batch_size is not None:
         check_int("batch_size", cfg.batch_size, low=1)
-    set_(cfg, "bytes_per_float", check_int("bytes_per_float", cfg.bytes_per_float, low=1))
+    set_(cfg, "bytes_per_float", check_byte_size("bytes_per_float", cfg.bytes_per_float))
     kwargs = dict(cfg.optimizer_kwargs)
     if cfg.optimizer == "sgd" and kwargs:
         raise ValueError(f"optimizer_kwargs apply to optimizer='adamw' only, got {kwargs}")
@@ -166,11 +174,9 @@ def _client_sizes(problem) -> list:
 
 
 def _check_problem(cfg, problem, what: str = "problem") -> None:
-    if not isinstance(problem, FederatedProblem):
-        raise ValueError(
-            f"{what} must be a FederatedProblem or a lorakit.adapters.ModelProblem, got "
-            f"{type(problem).__name__}"
-        )
+    check_problem(
+        problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem", what
+    )
     check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
 
 
@@ -290,18 +296,18 @@ def _check_flag(name: str, value) -> bool:
 
 def _seed_loop(
     cfg, problem, seeds, steps: int, log_every: int, messages: bool, on_divergence, make,
-    progress: bool = False,
+    progress: bool = False, blowup: float = BLOWUP,
 ):  # fmt: skip
     """Run each seed (``make(seed)`` → a simulation with ``run(steps, log_every)``), collect the
-    rows, attach the configuration columns; a diverging seed raises or, with
-    ``on_divergence="stop"``, keeps its rows and is listed in ``attrs["diverged"]``.
+    rows, attach the configuration columns; a diverging seed (loss above ``blowup``·max(1, |f_0|))
+    raises with every finished seed's rows or, with ``on_divergence="stop"``, keeps its rows and
+    is listed in ``attrs["diverged"]`` (:func:`lorakit.divergence.run_seeds`).
     ``progress`` shows a tqdm bar over the seeds."""
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
+    blowup = check_blowup(blowup)
     _check_flag("messages", messages)
     _check_flag("progress", progress)
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else list(seeds)
-    if not seeds:
-        raise ValueError("seeds must be an int or a non-empty sequence of ints")
+    seeds = check_seeds(seeds)
 
     def with_config(rows) -> pd.DataFrame:
         frame = pd.DataFrame(rows)
@@ -309,23 +315,15 @@ def _seed_loop(
             frame.insert(0, key, value)
         return frame
 
-    history, msgs, diverged, sims = [], [], {}, []
-    for seed in _progress(seeds, enabled=progress, desc=cfg.method):
-        sim = make(check_int("seed", seed, low=0))
-        sims.append(sim)
-        try:
-            rows = sim.run(steps, log_every)
-        except DivergenceError as error:
-            rows = error.frame.to_dict("records")
-            error.frame = with_config(rows)
-            if on_divergence == "raise":
-                raise
-            diverged[seed] = error.step
-        history.extend(rows)
-        msgs.extend(sim.messages)
-    frame = with_config(history)
-    frame.attrs["diverged"] = diverged
-    return frame, pd.DataFrame(msgs), sims
+    frame, sims = run_seeds(
+        _progress(seeds, enabled=progress, desc=cfg.method),
+        lambda seed: make(check_int("seed", seed, low=0)),
+        lambda sim: sim.run(steps, log_every),
+        with_config,
+        on_divergence=on_divergence,
+        blowup=blowup,
+    )
+    return frame, pd.DataFrame([m for sim in sims for m in sim.messages]), sims
 
 
 def _closed_form_optimum(problem: FederatedProblem, pi: np.ndarray) -> float:
@@ -386,7 +384,8 @@ class RWLoRA:
     batch_size : minibatch of finite-sum nodes (sampled without replacement per step).
     start : v_0: None (node 0), a node, ``"uniform"`` or ``"stationary"`` (drawn from π) from the
         ``walk`` stream.
-    node_failure, token_loss : failure probabilities in [0, 1] (module docstring).
+    node_failure, token_loss : failure probabilities in [0, 1) (module docstring; 1 would keep the
+        token at its start / discard every update, so it is refused).
     bytes_per_float : bytes per communicated float.
     """
 
@@ -419,6 +418,11 @@ class RWLoRA:
             P = _as_matrix("transition", self.transition)
             if not np.allclose(P.sum(axis=1), 1.0, rtol=0.0, atol=1e-9):
                 raise ValueError("transition must be row-stochastic: every row must sum to 1")
+            if np.allclose(P, np.eye(P.shape[0]), rtol=0.0, atol=1e-12) and P.shape[0] > 1:
+                raise ValueError(
+                    "transition is the identity: the token never leaves its start (a reducible "
+                    "chain); give a matrix that moves it, or 'mh'/'lazy'"
+                )
             set_(self, "transition", P)
         if isinstance(self.pi, str):
             check_choice("pi", self.pi, PIS)
@@ -446,8 +450,12 @@ class RWLoRA:
                 check_choice("start", self.start, STARTS)
             else:
                 set_(self, "start", check_int("start", self.start, low=0))
-        set_(self, "node_failure", check_real("node_failure", self.node_failure, low=0.0, high=1.0))
-        set_(self, "token_loss", check_real("token_loss", self.token_loss, low=0.0, high=1.0))
+        # Probability 1 is refused: every other node down keeps the token at its start forever,
+        # and a token lost on every transfer discards every update (the run would be a no-op).
+        for name in ("node_failure", "token_loss"):
+            set_(
+                self, name, check_real(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
+            )
 
     @property
     def scale(self) -> float:
@@ -530,6 +538,7 @@ class RWLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ):
         """Simulate ``hops`` hops of the token per seed.
@@ -558,6 +567,12 @@ class RWLoRA:
         ``messages=True`` also a frame of every hop's transfer: ``seed``, ``hop``, ``src``, ``dst``,
         ``params``, ``bytes``, ``lost``, ``skipped`` (the down node first drawn, or −1) and ``down``
         (the nodes down at that hop).
+
+        Divergence: factors that are not finite or grow 10⁶-fold in one hop, or a logged loss above
+        ``blowup``·max(1, |f_0|) (default 10³; a finite number > 1), stop the seed: a
+        :class:`~lorakit.DivergenceError` whose frame keeps every finished seed's rows
+        (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
+        model gets the token of the last logged hop that passed.
         """
         cls = _simulation_class(self, problem, WalkSimulation, "ModelWalk")
         hops = check_int("hops", hops, low=1)
@@ -574,7 +589,7 @@ class RWLoRA:
         frame, msgs, sims = _seed_loop(
             self, problem, seeds, hops, log_every, messages, on_divergence,
             lambda seed: cls(self, problem, seed, P, pi, record=messages, **kw),
-            progress=progress and not model,
+            progress=progress and not model, blowup=blowup,
         )  # fmt: skip
         frame.attrs["path"] = {sim.seed: list(sim.path) for sim in sims}
         frame.attrs["pi"] = [float(p) for p in pi]
@@ -583,6 +598,8 @@ class RWLoRA:
 
 class WalkSimulation:
     """One seeded RW-LoRA run: the token (``A``, ``B``, optimizer ``state``) and where it is."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: RWLoRA, problem, seed: int, P: np.ndarray, pi, record: bool = True):
         self.cfg, self.problem, self.seed, self.record = cfg, problem, seed, record

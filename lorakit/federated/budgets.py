@@ -9,10 +9,11 @@ from the ``budget`` stream, so the same seed gives the same devices.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import torch
 
-from .._validation import check_int, check_real
+from .._validation import ArgumentTypeError, check_int, check_real
 
 __all__ = [
     "Budget",
@@ -101,12 +102,22 @@ def heavy_tail(low: int = 1, index: float = 1.5) -> Budget:
 
 
 def resolve_budgets(budgets, N: int, r: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-client k_i as an (N,) long tensor from an int, a sequence or a :class:`Budget`."""
+    """Per-client k_i as an (N,) long tensor from an int, a sequence of ints or a :class:`Budget`
+    (a fractional k_i is refused rather than truncated)."""
     if isinstance(budgets, Budget):
         return budgets.sample(N, r, generator)
-    if isinstance(budgets, int):
+    if isinstance(budgets, Integral) and not isinstance(budgets, bool):
         budgets = [budgets] * N
-    k = torch.as_tensor(list(budgets), dtype=torch.long)
+    elif isinstance(budgets, str | bytes) or not hasattr(budgets, "__iter__"):
+        raise ArgumentTypeError(
+            "budgets must be an int k, one int k_i per client or a lorakit.federated.budgets "
+            f"distribution, got {budgets!r}"
+        )
+    # Each k_i is an integer: a fractional budget is refused, never truncated.
+    values = budgets.tolist() if hasattr(budgets, "tolist") else list(budgets)
+    k = torch.tensor(
+        [check_int(f"budgets[{i}]", v) for i, v in enumerate(values)], dtype=torch.long
+    )
     if k.numel() != N:
         raise ValueError(f"budgets must give one k_i per client ({N}), got {k.numel()}")
     if int(k.min()) < 1 or int(k.max()) > r:

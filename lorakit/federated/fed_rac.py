@@ -48,8 +48,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, _is_model_problem, exploded
+from .._validation import check_byte_size, check_choice, check_int, check_real
+from ..chain import _is_model_problem
+from ..divergence import BLOWUP, DivergenceError, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
@@ -107,8 +108,8 @@ class FedRACLoRA:
         check_choice("download", self.download, DOWNLOADS)
         if not isinstance(self.sketch_as_seed, bool):
             raise ValueError(f"sketch_as_seed must be True or False, got {self.sketch_as_seed!r}")
-        set_(self, "bytes_per_float", check_int("bytes_per_float", self.bytes_per_float, low=1))
-        set_(self, "bytes_per_seed", check_int("bytes_per_seed", self.bytes_per_seed, low=1))
+        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
+        set_(self, "bytes_per_seed", check_byte_size("bytes_per_seed", self.bytes_per_seed))
 
     @property
     def scale(self) -> float:
@@ -137,6 +138,7 @@ class FedRACLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ):
         """Simulate ``rounds`` server rounds per seed.
@@ -152,21 +154,29 @@ class FedRACLoRA:
         ``bytes_down`` of the round and cumulative ``mb_up``/``mb_down``. With ``messages=True``
         also a frame of every message: ``round``, ``client``, ``local_steps``, ``bytes_up``,
         ``bytes_down``.
+
+        Divergence: a non-finite or exploding merge, or a loss above ``blowup``·max(1, |f(W^0)|)
+        (default 10³; a finite number > 1), stops the seed (:func:`~lorakit.federated.lora.
+        simulate`: the error's frame keeps every finished seed; a model is put back to its last
+        good state).
         """
         if _is_model_problem(problem):  # peft is imported only on this path
             from ..adapters.federated import run_fed_rac
 
             return run_fed_rac(
                 self, problem, rounds, seeds, log_every=log_every, messages=messages,
-                on_divergence=on_divergence, progress=progress,
+                on_divergence=on_divergence, blowup=blowup, progress=progress,
             )  # fmt: skip
         return simulate(
-            self, problem, rounds, seeds, log_every, messages, _FedRACRun, on_divergence, progress
-        )
+            self, problem, rounds, seeds, log_every, messages, _FedRACRun, on_divergence,
+            progress, blowup=blowup,
+        )  # fmt: skip
 
 
 class _FedRACRun:
     """One seeded simulation: the merged weight W^t and the round loop."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: FedRACLoRA, problem: FederatedProblem, seed: int):
         self.cfg, self.problem, self.seed = cfg, problem, seed
@@ -307,7 +317,7 @@ class _FedRACRun:
             if t % log_every == 0 or t == rounds:
                 rows.append(self.log(t, C, float(N.double().mean()), C * up, C * down))
                 loss = rows[-1]["loss"]
-                if exploded(loss, self.f0):
+                if exploded(loss, self.f0, self.blowup):
                     self.diverged(t, f"the loss is {loss:g}", rows)
         return rows, msgs
 

@@ -27,8 +27,16 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_int, check_real
-from ..chain import DivergenceError, _is_model_problem, _progress, exploded
+from .._validation import (
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_problem,
+    check_real,
+    check_seeds,
+)
+from ..chain import _is_model_problem, _progress
+from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
 from ..sketches import kaiming_uniform
@@ -103,7 +111,10 @@ class FederatedLoRA:
         set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
         if self.cohort is not None:
             set_(self, "cohort", check_int("cohort", self.cohort, low=1))
-        set_(self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0))
+        # dropout = 1 drops every client in every round: nothing would ever train.
+        set_(
+            self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        )
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         if self.aggregation in ("svd", "stack") and (
             self.selection != "leading" or self.server_optimizer != "avg"
@@ -124,6 +135,8 @@ class FederatedLoRA:
             check_real("alpha", self.alpha, low=0.0, low_open=True)
         check_choice("download", self.download, ("full", "slice"))
         check_choice("impl", self.impl, ("mask", "slice"))
+        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
+        set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
 
     def client_budgets(self, num_clients: int, seed: int) -> torch.Tensor:
         """The k_i a run with ``seed`` gives its clients (drawn once, from the ``budget`` stream)."""
@@ -153,6 +166,7 @@ class FederatedLoRA:
         log_every: int = 1,
         messages: bool = False,
         on_divergence: str = "raise",
+        blowup: float = BLOWUP,
         progress: bool = False,
     ):
         """Simulate ``rounds`` server rounds per seed.
@@ -169,17 +183,21 @@ class FederatedLoRA:
         clients, ``bytes_up``/``bytes_down`` of the round and cumulative ``mb_up``/``mb_down``, and
         the budget summary ρ_1, ρ_2 (FSLoRA Theorem 4.4). With ``messages=True`` also a frame of
         every message: ``round``, ``client``, ``k``, ``bytes_up``, ``bytes_down``, ``dropped``.
+
+        Divergence (:func:`simulate`): a non-finite or exploding aggregate, or a loss above
+        ``blowup``·max(1, |f(W^0)|) (default 10³; a finite number > 1), stops the seed.
         """
         if _is_model_problem(problem):  # peft is imported only on this path
             from ..adapters.federated import run_federated
 
             return run_federated(
                 self, problem, rounds, seeds, log_every=log_every, messages=messages,
-                on_divergence=on_divergence, progress=progress,
+                on_divergence=on_divergence, blowup=blowup, progress=progress,
             )  # fmt: skip
         return simulate(
-            self, problem, rounds, seeds, log_every, messages, _Run, on_divergence, progress
-        )
+            self, problem, rounds, seeds, log_every, messages, _Run, on_divergence, progress,
+            blowup=blowup,
+        )  # fmt: skip
 
 
 def simulate(
@@ -192,23 +210,29 @@ def simulate(
     runner,
     on_divergence: str = "raise",
     progress: bool = False,
+    *,
+    blowup: float = BLOWUP,
 ):
     """The seed loop shared by the federated methods: validate, run each seed, build the frames.
 
     ``runner(cfg, problem, seed).run(rounds, log_every)`` returns (history rows, message rows).
-    A seed that diverges raises :class:`DivergenceError` (its ``frame`` carries the configuration
-    columns) or, with ``on_divergence="stop"``, keeps its rows up to the last good round and is
-    listed in ``frame.attrs["diverged"]`` (seed → round) while the other seeds run on.
+    A seed whose loss exceeds ``blowup``·max(1, |f(W^0)|) (:func:`lorakit.divergence.exploded`)
+    or whose aggregate is not finite or explodes raises :class:`DivergenceError` (its ``frame``
+    carries the configuration columns and every finished seed's rows,
+    :func:`lorakit.divergence.run_seeds`) or, with ``on_divergence="stop"``, keeps its rows up to
+    the last good round and is listed in ``frame.attrs["diverged"]`` (seed → round) while the other
+    seeds run on. At model scale the model is put back to its last good state.
 
     ``problem`` is a :class:`FederatedProblem` or a :class:`~lorakit.adapters.ModelProblem` with
     clients; a model-scale ``runner`` checks the configuration against the model's LoRA sites and
     shows its own bar over rounds, so ``progress`` here is the bar over seeds at matrix scale.
     """
     model_scale = _is_model_problem(problem)
-    if not (model_scale or isinstance(problem, FederatedProblem)):
-        raise ValueError(
-            "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
-            f"got {type(problem).__name__}"
+    if not model_scale:
+        check_problem(
+            problem,
+            FederatedProblem,
+            "a FederatedProblem or a lorakit.adapters.ModelProblem with clients",
         )
     if model_scale and problem.clients is None:
         raise ValueError(
@@ -217,11 +241,12 @@ def simulate(
     rounds = check_int("rounds", rounds, low=1)
     log_every = check_int("log_every", log_every, low=1)
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
+    blowup = check_blowup(blowup)
     if not model_scale:
         check_int("rank", cfg.rank, low=1, high=min(problem.m, problem.n))
     if cfg.cohort is not None:
         check_int("cohort", cfg.cohort, low=1, high=problem.M)
-    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    seeds = check_seeds(seeds)
 
     def with_config(rows) -> pd.DataFrame:
         frame = pd.DataFrame(rows)
@@ -229,26 +254,22 @@ def simulate(
             frame.insert(0, key, value)
         return frame
 
-    history, msgs, diverged = [], [], {}
-    for seed in _progress(seeds, enabled=progress and not model_scale, desc=cfg.method):
-        run = runner(cfg, problem, check_int("seed", seed, low=0))
-        try:
-            h, mm = run.run(rounds, log_every)
-        except DivergenceError as error:
-            h, mm = error.frame.to_dict("records"), run.messages
-            error.frame = with_config(h)
-            if on_divergence == "raise":
-                raise
-            diverged[seed] = error.step
-        history.extend(h)
-        msgs.extend(mm)
-    frame = with_config(history)
-    frame.attrs["diverged"] = diverged
+    frame, runs = run_seeds(
+        _progress(seeds, enabled=progress and not model_scale, desc=cfg.method),
+        lambda seed: runner(cfg, problem, check_int("seed", seed, low=0)),
+        lambda run: run.run(rounds, log_every)[0],
+        with_config,
+        on_divergence=on_divergence,
+        blowup=blowup,
+    )
+    msgs = [m for run in runs for m in run.messages]  # a diverged seed's messages survive
     return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
 class _Run:
     """One seeded simulation: the server adapter, its optimizer, and the round loop."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
     def __init__(self, cfg: FederatedLoRA, problem: FederatedProblem, seed: int):
         self.cfg, self.problem, self.seed = cfg, problem, seed
@@ -485,7 +506,7 @@ class _Run:
                 rows.append(self.log(t, int(reported.sum()), int(dropped.sum()),
                                      float(up.sum()), float(down.sum())))  # fmt: skip
                 loss = rows[-1]["loss"]
-                if exploded(loss, rows[0]["loss"]):
+                if exploded(loss, rows[0]["loss"], self.blowup):
                     self.diverged(t, f"the loss is {loss:g}", rows)
         return rows, msgs
 

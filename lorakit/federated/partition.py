@@ -46,6 +46,7 @@ generator by exactly one draw.
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -112,6 +113,13 @@ def partition(
     max_tries = check_int("max_tries", max_tries, low=1)
     rng = np.random.default_rng(_numpy_seed(generator))
 
+    if scheme == "dirichlet" and np.unique(y).size == 1:
+        warnings.warn(
+            "a 'dirichlet' (label skew) split of labels with a single class skews nothing but the "
+            "client sizes: it is a 'quantity' split; give the class labels",
+            UserWarning,
+            stacklevel=2,
+        )
     if scheme == "iid":
         parts = np.array_split(rng.permutation(N), num_clients)
     else:
@@ -256,7 +264,9 @@ def check_partition(parts, num_samples: int, *, min_size: int = 1) -> list[torch
     if bool((counts > 1).any()):
         i = int((counts > 1).nonzero()[0])
         holders = [l for l, idx in enumerate(out) if bool((idx == i).any())]
-        raise ValueError(f"sample {i} is held more than once (by clients {holders})")
+        raise ValueError(
+            f"parts must be disjoint: sample {i} is held more than once (by clients {holders})"
+        )
     missing = (counts == 0).nonzero().flatten()
     if missing.numel():
         raise ValueError(

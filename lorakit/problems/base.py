@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._validation import check_int, check_shape
+from .._validation import (
+    ArgumentTypeError,
+    check_device,
+    check_device_match,
+    check_dtype,
+    check_int,
+    check_shape,
+)
 
 __all__ = ["MatrixProblem"]
 
@@ -53,6 +60,10 @@ class MatrixProblem:
     def __post_init__(self):
         self.m = check_int("m", self.m, low=1)
         self.n = check_int("n", self.n, low=1)
+        if not isinstance(self.W0, torch.Tensor):
+            raise ArgumentTypeError(f"W0 must be a torch.Tensor, got {type(self.W0).__name__}")
+        check_dtype("W0.dtype", self.W0.dtype)
+        check_device_match(check_device("W0.device", self.W0.device), W_star=self.W_star)
         check_shape("W0", self.W0, (self.m, self.n))
         if self.W_star is not None:
             check_shape("W_star", self.W_star, (self.m, self.n))

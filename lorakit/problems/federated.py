@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_choice, check_device, check_int, check_real
 from ..rng import Streams
 from .base import MatrixProblem
 from .quadratics import DiagonalQuadratic, _check_dtype, _check_W, _matrix_arg
@@ -296,7 +296,7 @@ def heterogeneous_quadratics(
         raise ValueError(f"mu < L needs m*n >= 2 entries (for mu and L), got m*n={m * n}")
     spread = check_real("spread", spread, low=0.0)
     seed = check_int("seed", seed, low=0)
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
     streams = Streams(seed)
     C = torch.randn(m, n, generator=streams["init"], dtype=torch.float64)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_device, check_int
 from ..rng import Streams
 from .base import MatrixProblem
 from .quadratics import _check_dtype, _check_W, _matrix_arg
@@ -60,7 +60,7 @@ def _distance(norm, m, n, W_star, W0, seed, dtype, device) -> DistanceProblem:
     m = check_int("m", m, low=1)
     n = check_int("n", n, low=1)
     seed = check_int("seed", seed, low=0)
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
     if W_star is None:
         W_star = torch.randn(m, n, generator=Streams(seed)["init"], dtype=torch.float64)

@@ -23,7 +23,7 @@ from fractions import Fraction
 
 import torch
 
-from .._validation import check_int, check_real, check_shape
+from .._validation import check_device, check_dtype, check_int, check_real, check_shape
 from ..rng import Streams
 from .base import MatrixProblem
 
@@ -103,7 +103,7 @@ def counterexample(
     """
     if not isinstance(half, bool):
         raise ValueError(f"half must be a bool, got {half!r}")
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
     M = [Fraction(10)] + [Fraction(1)] * 8
     scale = Fraction(1) if half else Fraction(2)  # Hessian = scale · M
@@ -158,7 +158,7 @@ def quadratic(
         mu = L
     mu = check_real("mu", mu, low=0.0, high=L, low_open=True)
     seed = check_int("seed", seed, low=0)
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
     streams = Streams(seed)
     if mu == L:
@@ -197,9 +197,7 @@ def quadratic(
 
 
 def _check_dtype(dtype) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point or dtype.is_complex:
-        raise ValueError(f"dtype must be a real floating torch.dtype, got {dtype!r}")
-    return dtype
+    return check_dtype("dtype", dtype)
 
 
 def _check_exact_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:

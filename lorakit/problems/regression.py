@@ -24,7 +24,7 @@ import torch
 from scipy.optimize import minimize
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from .._validation import check_int, check_real
+from .._validation import check_device, check_int, check_real
 from .base import MatrixProblem
 from .quadratics import _check_dtype, _check_W
 
@@ -145,7 +145,7 @@ def linear_regression(
     if pretrain_reg is not None:
         pretrain_reg = check_real("pretrain_reg", pretrain_reg, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0, high=2**32 - 1 - 42)
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
 
     from sklearn.datasets import make_regression
@@ -308,7 +308,7 @@ def logistic_regression(
     reg = check_real("reg", reg, low=0.0, low_open=True)
     label_noise = check_real("label_noise", label_noise, low=0.0, high=0.5)
     seed = check_int("seed", seed, low=0)
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
     d, N = m * n, n_samples
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from .._validation import check_int, check_real
+from .._validation import check_device, check_int, check_real
 from ..rng import Streams
 from .base import MatrixProblem
 from .federated import FederatedProblem
@@ -182,7 +182,7 @@ def digits_softmax(
     """
     reg = check_real("reg", reg, low=0.0, low_open=True)
     X, y, X_test, y_test = _digits(standardize, test_fraction, seed)
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
     W0 = _matrix_arg("W0", W0, DIGITS_CLASSES, DIGITS_FEATURES, dtype, device)
     kw = {"dtype": dtype, "device": device}
@@ -250,7 +250,7 @@ def federated_digits(
 
     reg = check_real("reg", reg, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
-    dtype = _check_dtype(dtype)
+    dtype, device = _check_dtype(dtype), check_device("device", device)
     device = torch.device(device)
     X, y, _, _ = _digits(standardize, 0.0, seed)
     N = y.size

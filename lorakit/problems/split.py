@@ -83,7 +83,7 @@ def split(
 
     if not isinstance(problem, SPLITTABLE):
         names = ", ".join(c.__name__ for c in SPLITTABLE)
-        raise ValueError(f"split needs a finite-sum {names}, got {type(problem).__name__}")
+        raise ValueError(f"problem must be a finite-sum {names}, got {type(problem).__name__}")
     if not isinstance(solve, bool):
         raise ValueError(f"solve must be True or False, got {solve!r}")
     seed = check_int("seed", seed, low=0)

@@ -59,9 +59,16 @@ def theorem_result(
     Raises if the run's step size violates the corrected step-size conditions: a check must run
     inside the theorem's hypotheses.
     """
+    constants = theorem.select(constants)
     if not theorem.admissible("corrected", **constants):
         raise ValueError(f"{theorem.describe()}: the check's constants violate its step conditions")
-    printed = theorem.bound("printed", **constants) if theorem.corrected is not None else None
+    # The printed form's value at the run's constants, beside the corrected one, whether or not
+    # its own (printed) conditions admit them: that is the comparison the erratum is about.
+    printed = (
+        theorem.bound("printed", outside="evaluate", **constants)
+        if theorem.corrected is not None
+        else None
+    )
     if printed is not None and math.isnan(printed):
         printed = None
     result = Result(

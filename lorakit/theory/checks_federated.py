@@ -120,7 +120,7 @@ def _rac_f2(fast: bool) -> Result:
         f"{c['lam_min']:.3g} = {(1 - c['lam_min']) / c['lam_min']:.0f}× smaller than the "
         "corrected λ_min"
     )
-    if not thm.admissible("printed", **c):
+    if not thm.admissible("printed", **thm.select(c)):
         detail += "; (the run also lies outside the printed step condition)"
     return theorem_result(thm, measured, c, detail)
 

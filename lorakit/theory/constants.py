@@ -32,7 +32,7 @@ from typing import NamedTuple
 import sympy
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_choice, check_device, check_dtype, check_int, check_real
 from ..rng import Streams
 from ..sketches import SIDES, Sketch, make_sketch, orthonormal_basis
 
@@ -165,9 +165,8 @@ def expected_projector(
     samples = check_int("samples", samples, low=2)
     seed = check_int("seed", seed, low=0)
     chunk = check_int("chunk", chunk, low=1)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    device = _default_device() if device is None else torch.device(device)
+    check_dtype("dtype", dtype)
+    device = _default_device() if device is None else check_device("device", device)
 
     chunk = max(1, min(chunk, samples, _CHUNK_ELEMENTS // (d * r)))
     # Σ H∘H is symmetric: accumulate only the tile pairs (I, J), I ≤ J, of an nb×nb tiling of the

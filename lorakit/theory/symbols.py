@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-__all__ = ["NAMES", "SYMBOLS"]
+__all__ = ["NAMES", "SYMBOLS", "UNIT_INTERVAL", "domain"]
 
 _pos = {"positive": True, "real": True}
 _nonneg = {"nonnegative": True, "real": True}
@@ -99,3 +99,19 @@ SYMBOLS: dict[str, sp.Symbol] = {
     "E_target": E_target,
 }
 NAMES: dict[sp.Symbol, str] = {v: k for k, v in SYMBOLS.items()}
+
+#: Keywords that are probabilities, eigenvalues of an expected projector or accuracies: in (0, 1].
+UNIT_INTERVAL = frozenset({"lam_min", "lam_max", "alpha_H", "q", "beta", "pi_min", "epsilon"})
+
+
+def domain(name: str) -> tuple[float | None, float | None, bool]:
+    """(low, high, low_open) of a keyword's values: > 0 for a positive symbol, ≥ 0 for a
+    non-negative one, any real for ``F_tau`` and ``f_inf``; the :data:`UNIT_INTERVAL` keywords
+    are at most 1. Used by :meth:`lorakit.theory.Theorem.bound` to refuse values outside it."""
+    symbol = SYMBOLS[name]
+    high = 1.0 if name in UNIT_INTERVAL else None
+    if symbol.is_positive:
+        return 0.0, high, True
+    if symbol.is_nonnegative:
+        return 0.0, high, False
+    return None, high, False

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .symbols import NAMES, SYMBOLS, gamma
+from .._validation import check_choice
+from .symbols import NAMES, SYMBOLS, domain, gamma
 
-__all__ = ["THEOREMS", "Form", "Theorem", "get_theorem", "register_theorem"]
+__all__ = ["OUTSIDE", "THEOREMS", "Form", "Theorem", "get_theorem", "register_theorem"]
+
+#: What :meth:`Theorem.bound` does at constants outside the form's conditions.
+OUTSIDE = ("raise", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -83,16 +87,44 @@ class Theorem:
         return sorted(set().union(*(f.symbols for f in forms)))
 
     # -- numbers -------------------------------------------------------------------------------
-    def bound(self, which: str = "corrected", **values: float) -> float:
-        """The bound's value for the given constants (``gamma=…, L=…, T=…``)."""
+    # One rule for every theorem. Keywords the theorem does not take raise (listing those it
+    # does); a value outside its symbol's domain (γ ≤ 0, T < 0, λ_min > 1, ...: see
+    # lorakit.theory.symbols.domain) raises; :meth:`bound` at constants that break a step-size
+    # condition of the form raises with the condition and its value (outside="evaluate" opts out).
+    def bound(self, which: str = "corrected", *, outside: str = "raise", **values: float) -> float:
+        """The bound's value for the given constants (``gamma=…, L=…, T=…``).
+
+        The theorem claims its bound only under its conditions (the form's step-size conditions,
+        e.g. γ ≤ 1/L): with ``outside="raise"`` (the default) constants that break one raise
+        ``ValueError`` naming the condition and the values (give every constant the conditions
+        use); ``outside="evaluate"`` returns the expression's value anyway (e.g. to show the
+        printed form beside the corrected one where only the corrected conditions hold). Unknown
+        keywords and values outside their domain always raise. NaN when the form cannot be
+        evaluated as printed.
+        """
+        check_choice("outside", outside, OUTSIDE)
         form = self.form(which)
+        values = self._checked(values)
         if form.bound is None:
             return math.nan
-        return _evaluate(form.bound, values, f"{self.paper} {self.number}")
+        value = _evaluate(form.bound, values, f"{self.paper} {self.number}")
+        if outside == "raise":
+            failed = self._failed(form, values, which, need_all=True)
+            if failed:
+                raise ValueError(
+                    f"{self.paper} {self.number} ({which} form) claims nothing at these "
+                    f"constants: {'; '.join(failed)}. Choose constants inside its conditions, or "
+                    "pass outside='evaluate' for the expression's value anyway"
+                )
+        return value
 
     def step_cap(self, which: str = "corrected", **values: float) -> float:
-        """The largest γ allowed by the conditions of the form ``γ ≤ expr`` (inf if none)."""
-        caps = [c.rhs for c in self.form(which).conditions if c.lhs == gamma and c.rel_op == "<="]
+        """The largest γ allowed by the conditions ``γ ≤ expr`` and ``γ < expr`` (inf if none;
+        for a strict condition the supremum: γ must stay below it)."""
+        values = self._checked(values)
+        caps = [
+            c.rhs for c in self.form(which).conditions if c.lhs == gamma and c.rel_op in ("<=", "<")
+        ]
         if not caps:
             return math.inf
         return min(
@@ -101,16 +133,74 @@ class Theorem:
 
     def admissible(self, which: str = "corrected", **values: float) -> bool:
         """Whether every step-size condition holds for the given constants (``gamma`` included)."""
-        for cond in self.form(which).conditions:
-            left = _evaluate(cond.lhs, values, self.number, allow_inf=True)
-            right = _evaluate(cond.rhs, values, self.number, allow_inf=True)
+        values = self._checked(values)
+        return not self._failed(self.form(which), values, which, need_all=False)
+
+    def select(self, constants: dict) -> dict:
+        """The entries of ``constants`` this theorem takes (a check's constants for one problem
+        serve several theorems; each takes its own)."""
+        return {k: v for k, v in constants.items() if k in self.symbols}
+
+    def _checked(self, values: dict) -> dict:
+        """``values`` after refusing unknown keywords and values outside their domain."""
+        valid = self.symbols
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"{self.paper} {self.number} takes {', '.join(valid)}; got unknown "
+                f"{', '.join(unknown)}"
+            )
+        for name, value in values.items():
+            _check_domain(name, value)
+        return values
+
+    def _failed(self, form: Form, values: dict, which: str, need_all: bool) -> list[str]:
+        """The form's conditions that the values break, each with its two sides' values."""
+        where = f"{self.paper} {self.number}"
+        failed = []
+        for cond in form.conditions:
+            if need_all:
+                needs = sorted(NAMES[s] for s in cond.free_symbols if NAMES[s] not in values)
+                if needs:
+                    raise ValueError(
+                        f"{where} ({which} form) needs {', '.join(needs)} to check its condition "
+                        f"{_show(cond)}; give every constant, or pass outside='evaluate'"
+                    )
+            left = _evaluate(cond.lhs, values, where, allow_inf=True)
+            right = _evaluate(cond.rhs, values, where, allow_inf=True)
             if not _compare(left, cond.rel_op, right):
-                return False
-        return True
+                op = {"<=": ">", "<": "≥", ">=": "<"}[cond.rel_op]
+                failed.append(f"{_show(cond)} fails: {left:g} {op} {right:g}")
+        return failed
 
     def describe(self) -> str:
         head = f"{self.paper} {self.number} ({self.setting})"
         return head + (f" — erratum: {self.erratum}" if self.erratum else "")
+
+
+def _show(cond) -> str:
+    """A condition in the keywords' names, e.g. ``gamma <= 1/L``."""
+    return str(cond.subs({s: sp.Symbol(NAMES[s]) for s in cond.free_symbols}))
+
+
+def _check_domain(name: str, value) -> None:
+    """Refuse a value outside the keyword's domain (NaN never; +∞ where there is no upper end,
+    e.g. an infinite mixing time)."""
+    low, high, low_open = domain(name)
+    if high is not None:
+        allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+    elif low is not None:
+        allowed = f"{'>' if low_open else '≥'} {low:g}"
+    else:
+        allowed = "a real number"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    below = low is not None and (number <= low if low_open else number < low)
+    above = (high is not None and number > high) or (low is None and number == -math.inf)
+    if isinstance(value, bool) or math.isnan(number) or below or above:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _compare(left: float, op: str, right: float) -> bool:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_int, check_real
-from .hub import ZooProblem
+from .._validation import check_choice, check_dtype, check_int, check_real
+from .hub import ZooProblem, check_rank_fits
 
 __all__ = [
     "DIGIT_PARTS",
@@ -155,7 +155,8 @@ def digits_problem(
 ) -> ZooProblem:
     """LoRA on the pre-trained digits MLP, adapted to the digits 5–9 (module docstring).
 
-    ``rank``, ``lora_alpha`` (None: α = r, so s = 1), ``target_modules`` and ``init_lora_weights``
+    ``rank`` (at most min(m, n) of every targeted layer: 5 with ``fc3``, checked before the
+    build), ``lora_alpha`` (None: α = r, so s = 1), ``target_modules`` and ``init_lora_weights``
     (True: Kaiming-uniform A, B = 0) go to ``peft.LoraConfig``; ``seed`` seeds the factors.
     Sizes (hidden 64): 3 sites, 64×64, 64×64 and 5×64; data ~675 training and ~225 held-out
     images of 5–9 (``test_fraction`` 0.25).
@@ -164,6 +165,9 @@ def digits_problem(
 
     rank = check_int("rank", rank, low=1)
     seed = check_int("seed", seed, low=0, high=2**63 - 1)
+    check_dtype("dtype", dtype)
+    with torch.device("meta"):  # the architecture's shapes only: refuse a rank before building
+        check_rank_fits(DigitsMLP(check_int("hidden", hidden, low=1)), rank, target_modules)
     alpha = (
         float(rank)
         if lora_alpha is None

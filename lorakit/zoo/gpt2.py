@@ -37,7 +37,14 @@ from tqdm.auto import tqdm
 
 from .._validation import check_int, check_real
 from ._cache import cached_dir, read_meta
-from .hub import ZooProblem, _quiet_transformers, from_pretrained, text_data, text_problem
+from .hub import (
+    ZooProblem,
+    _quiet_transformers,
+    check_rank_fits,
+    from_pretrained,
+    text_data,
+    text_problem,
+)
 from .text import corpus_hash, corpus_texts, hf_byte_tokenizer, split_blocks
 
 __all__ = [
@@ -79,6 +86,19 @@ def tiny_gpt2_path(
     tokenizer and ``lorakit.json`` (configuration, held-out losses before/after on both corpus
     parts, seconds taken: :func:`lorakit.zoo._cache.read_meta`).
     """
+    config = _pretrain_config(
+        block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+        pretrain_steps=pretrain_steps, batch_size=batch_size, lr=lr, pretrain_seed=pretrain_seed,
+        eval_every=eval_every,
+    )  # fmt: skip
+    return cached_dir("gpt2", config, lambda path: _pretrain(path, config), cache=cache)
+
+
+def _pretrain_config(
+    *, block_size=64, n_layer=2, n_head=2, n_embd=64, pretrain_steps=400, batch_size=16, lr=3e-3,
+    pretrain_seed=0, eval_every=10,
+) -> dict:  # fmt: skip
+    """The checked pre-training configuration (the cache key) of :func:`tiny_gpt2_path`."""
     config = {
         "block_size": check_int("block_size", block_size, low=2, high=4096),
         "n_layer": check_int("n_layer", n_layer, low=1),
@@ -91,9 +111,26 @@ def tiny_gpt2_path(
         "eval_every": check_int("eval_every", eval_every, low=2),
         "corpus": corpus_hash(),
     }
-    if n_embd % n_head:
+    if config["n_embd"] % config["n_head"]:
         raise ValueError(f"n_embd must be a multiple of n_head ({n_head}), got {n_embd}")
-    return cached_dir("gpt2", config, lambda path: _pretrain(path, config), cache=cache)
+    return config
+
+
+def _gpt2_config(cfg: dict):
+    from transformers import GPT2Config
+
+    return GPT2Config(
+        vocab_size=256,
+        n_positions=cfg["block_size"],
+        n_embd=cfg["n_embd"],
+        n_layer=cfg["n_layer"],
+        n_head=cfg["n_head"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
 
 
 @torch.no_grad()
@@ -107,7 +144,7 @@ def _mean_loss(model, blocks: torch.Tensor, chunk: int = 256) -> float:
 
 def _pretrain(path: Path, cfg: dict) -> dict:
     """Build, pre-train and save the base model into ``path``; returns the facts for the cache."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     tokenizer = hf_byte_tokenizer(model_max_length=cfg["block_size"])
     held_out = {}
@@ -116,18 +153,7 @@ def _pretrain(path: Path, cfg: dict) -> dict:
         train, held_out[part] = split_blocks(blocks, cfg["eval_every"])
         if part == PRETRAIN_PART:
             train_blocks = train
-    config = GPT2Config(
-        vocab_size=256,
-        n_positions=cfg["block_size"],
-        n_embd=cfg["n_embd"],
-        n_layer=cfg["n_layer"],
-        n_head=cfg["n_head"],
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
+    config = _gpt2_config(cfg)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["pretrain_seed"])
@@ -179,6 +205,12 @@ def tiny_gpt2(
     convention); ``seed`` seeds the LoRA factors). Default sites (:data:`GPT2_TARGETS`): 3 per
     layer, r·(64+192) + r·(64+64) + r·(256+64) = 704·r trainable entries per layer.
     """
+    from transformers import GPT2LMHeadModel
+
+    # Refuse a rank no site can take before pre-training (seconds) on a meta-device skeleton.
+    with torch.device("meta"):
+        skeleton = GPT2LMHeadModel(_gpt2_config(_pretrain_config(**pretrain)))
+    check_rank_fits(skeleton, check_int("rank", rank, low=1), target_modules)
     path = tiny_gpt2_path(cache=cache, **pretrain)
     return from_pretrained(
         path,
@@ -214,6 +246,9 @@ def gpt2_problem(
     Returns a :class:`~lorakit.zoo.hub.ZooProblem` with data ``{"input_ids", "labels"}`` (long,
     (N, block_size)); the loss is the mean next-byte cross-entropy in nats.
     """
+    blocks = None if blocks is None else check_int("blocks", blocks, low=1)
+    check_int("seed", seed, low=0, high=2**63 - 1)  # cheap checks before any pre-training
+    check_int("eval_every", eval_every, low=2)
     model, tokenizer = tiny_gpt2(
         rank,
         lora_alpha=lora_alpha,
@@ -230,7 +265,7 @@ def gpt2_problem(
         corpus_texts(ADAPT_PART),
         block_size=block_size,
         eval_every=eval_every,
-        max_samples=None if blocks is None else check_int("blocks", blocks, low=1),
+        max_samples=blocks,
         name="gpt2-pydoc",
     )
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import ArgumentTypeError, check_choice, check_dtype, check_int, check_real
 from ..adapters.problem import ModelProblem
 from .text import lm_blocks, split_blocks
 
@@ -45,6 +45,7 @@ __all__ = [
     "TASKS",
     "ZooProblem",
     "accuracy",
+    "check_rank_fits",
     "fit_head",
     "from_pretrained",
     "head_features",
@@ -172,6 +173,54 @@ def _quiet_transformers(quiet: bool):
             hf_logging.enable_progress_bar()
 
 
+def check_rank_fits(model: nn.Module, rank: int, target_modules) -> None:
+    """Refuse a LoRA ``rank`` above min(m, n) of a site that ``target_modules`` selects.
+
+    Every lorakit method needs r ≤ min(m, n) at every site (:func:`lorakit.adapters.chain.
+    check_model_chain` and its twins), so a larger rank would only be refused after the build. The
+    zoo calls this on a *meta-device* skeleton of the architecture (no weights, no memory) before
+    it pre-trains or loads anything. Sites are matched as peft matches them; ``None`` uses peft's
+    default targets for the architecture (unknown architectures are left to peft).
+    """
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    if target_modules is None:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        target_modules = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+        if target_modules is None:
+            return
+    config = LoraConfig(r=1, target_modules=list(target_modules))
+    shapes = {
+        name: tuple(module.weight.shape)
+        for name, module in model.named_modules()
+        if name
+        and check_target_module_exists(config, name)
+        and getattr(getattr(module, "weight", None), "dim", lambda: 0)() == 2
+    }
+    if not shapes:
+        raise ValueError(f"target_modules {list(target_modules)} match no layer of the model")
+    name, (m, n) = min(shapes.items(), key=lambda item: min(item[1]))
+    if rank > min(m, n):
+        raise ValueError(
+            f"rank must be in [1, {min(m, n)}]: every lorakit method needs rank ≤ min(m, n) at "
+            f"every site, and site {name} is {m}×{n}; got rank={rank}"
+        )
+
+
+def _skeleton(path: str, task: str, num_labels: int | None) -> nn.Module:
+    """The architecture of ``path`` on the meta device: shapes only, nothing loaded."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kw = {"num_labels": num_labels} if task == "sequence-classification" else {}
+    config = AutoConfig.from_pretrained(path, **kw)
+    auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSequenceClassification
+    with torch.device("meta"):
+        return auto.from_config(config)
+
+
 def from_pretrained(
     model_id_or_path,
     *,
@@ -197,11 +246,12 @@ def from_pretrained(
         ``"sequence-classification"`` (``AutoModelForSequenceClassification`` with ``num_labels``
         (≥ 2); the head stays frozen: module docstring).
     rank, lora_alpha, target_modules, lora_dropout, init_lora_weights : ``peft.LoraConfig``'s
-        ``r``, ``lora_alpha`` (None: = rank), ``target_modules`` (None: peft's default for the
+        ``r`` (at most min(m, n) of every targeted layer: checked on the architecture before
+        anything is loaded, :func:`check_rank_fits`), ``lora_alpha`` (None: = rank), ``target_modules`` (None: peft's default for the
         architecture, e.g. ``c_attn`` for GPT-2, ``query``/``value`` for BERT), ``lora_dropout``,
         ``init_lora_weights`` (True: Kaiming-uniform A and B = 0, peft's default; ``"gaussian"``).
     seed : seeds the random parts of the build (module docstring).
-    dtype : the model's floating dtype.
+    dtype : the model's floating dtype, ``torch.float32`` or ``torch.float64``.
     quiet : silence transformers' load report (e.g. the "newly initialized classifier" table).
     model_kwargs : passed to the ``from_pretrained`` of the Auto class.
 
@@ -220,8 +270,7 @@ def from_pretrained(
     )
     lora_dropout = check_real("lora_dropout", lora_dropout, low=0.0, high=1.0, high_open=True)
     seed = check_int("seed", seed, low=0, high=2**63 - 1)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    check_dtype("dtype", dtype)
     if isinstance(target_modules, str):
         target_modules = [target_modules]
     elif target_modules is not None:
@@ -238,6 +287,7 @@ def from_pretrained(
         num_labels = check_int("num_labels", num_labels, low=2)
     path = str(model_id_or_path)
     with _quiet_transformers(quiet):
+        check_rank_fits(_skeleton(path, task, num_labels), rank, target_modules)
         tokenizer = AutoTokenizer.from_pretrained(path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -369,6 +419,15 @@ def text_problem(
     ``max_samples`` keeps that many training rows spread evenly over the text (so every part of
     the corpus is represented), after the held-out blocks are removed.
     """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(
+            f"model must be a torch.nn.Module with LoRA layers (from_pretrained's), got "
+            f"{type(model).__name__}"
+        )
+    if not callable(tokenizer):
+        raise ArgumentTypeError(
+            f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}"
+        )
     task = "causal-lm" if labels is None else "sequence-classification"
     if task == "causal-lm":
         if block_size is None:

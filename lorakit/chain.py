@@ -272,7 +272,11 @@ class _ChainRun:
         self.merge()
         self.link += 1
         self.side = c.coin.flip(self.link, self.streams)
-        gen, kw = self.streams["sketch"], {"dtype": p.dtype, "device": p.device}
+        # The link's own sketch stream: its draw never shifts with earlier links' sides (rng.py).
+        gen, kw = (
+            self.streams.substream("sketch", self.link),
+            {"dtype": p.dtype, "device": p.device},
+        )
         if self.side == "left":
             frozen = c.sketch.sample((m, r), gen, side="left", **kw)
             self.B, self.A = frozen, torch.zeros(r, n, **kw)

@@ -1,10 +1,29 @@
 """One random generator per source of randomness (DESIGN principle 4).
 
 A run draws its coin flips, sketches, data order, gradient noise and estimator coins from separate
-``torch.Generator`` streams, each seeded from ``(seed, source)``. Changing how one source is used
-(say, switching the estimator from GD to SGD) therefore leaves every other source's draws unchanged,
-which is what makes identities such as "Bernoulli-LoRA with p = 1 is RAC-LoRA (left)" testable
-trajectory by trajectory.
+``torch.Generator`` streams, each seeded from ``(seed, source)``. What this guarantees, exactly:
+
+* **Same seed, same numbers.** Every draw of a run comes from these streams (or from generators
+  seeded by them), never from torch's or numpy's global state, so the same seed and arguments
+  give bit-identical results in every call and every Python process (on the same device, torch
+  version and dtype).
+* **Sources do not disturb each other.** A change that alters how much one source draws (SGD
+  instead of GD draws from ``data``; a different estimator coin) leaves every other source's
+  draws unchanged, which is what makes identities such as "Bernoulli-LoRA with p = 1 is RAC-LoRA
+  (left)" testable trajectory by trajectory.
+* **Chain sketches are per link.** The ``sketch`` source of a chain is not one sequential stream:
+  link k draws its frozen factor(s) from :meth:`Streams.substream` ``("sketch", k)``, a generator
+  seeded from ``(seed, "sketch", k)``. Link k's sketch therefore depends only on the seed, k, the
+  side it trains, the sketch family and the shapes, not on what earlier links drew: two
+  Bernoulli-LoRA runs with different p whose coins send link k to the same side draw the same
+  sketch there (at model scale, the same sketch for every site of link k). Fed-RAC-LoRA draws
+  round t's sketch from link t − 1's stream, so its full-cohort identity with the chain holds
+  draw by draw.
+
+What does *not* hold: within one sequential stream, a change that alters that source's own number
+of draws shifts its later draws (a different batch size reshuffles the later minibatches; a
+different cohort size C draws different FSLoRA index sets). The coin stream draws one uniform u_t
+per link whatever p is (side = left iff u_t < p), so changing p changes sides, never the u_t.
 """
 
 from __future__ import annotations
@@ -49,6 +68,17 @@ class Streams:
             gen = torch.Generator(device="cpu").manual_seed(_stream_seed(self.seed, source))
             self._gens[source] = gen
         return gen
+
+    def substream(self, source: str, key: int) -> torch.Generator:
+        """A fresh generator seeded from ``(seed, source, key)``: one event's own stream.
+
+        Used where the size of one event's draw depends on another choice (a chain link's sketch
+        shape depends on its side), so that event k's draw never shifts with earlier events.
+        Each call returns a new generator in its initial state; distinct keys (and the plain
+        stream of ``source``) give independent seeds.
+        """
+        key = check_int("key", key, low=0)
+        return torch.Generator(device="cpu").manual_seed(_stream_seed(self.seed, f"{source}#{key}"))
 
     def uniform(self, source: str) -> float:
         """One U[0, 1) draw from ``source``."""

@@ -12,9 +12,13 @@ Every rate depends on λ_min(E[H]) (RAC-LoRA Assumption 5.1; Bernoulli-LoRA Assu
 rotation- or signed-permutation-invariant families here (Gaussian, Haar, uniform coordinate,
 Kaiming-uniform) E[H_B] = (r/m)·I and E[H_A] = (r/n)·I (Bernoulli-LoRA Lemmas 3–7).
 
-Projectors are never formed from a pseudo-inverse of an m×m matrix: the r×r Gram matrix XᵀX is
-diagonalised (batched ``eigh``), which gives both an orthonormal basis of the column space and the
-Gram pseudo-inverse, and handles rank-deficient sketches (a zero sketch gives H = 0).
+Projectors are never formed from a pseudo-inverse of an m×m matrix, nor from the Gram matrix XᵀX
+(which squares the condition number: in float32 a Gaussian 64×64 sketch would lose a column). The
+thin SVD X = U Σ Vᵀ of the (d×r) sketch (batched ``torch.linalg.svd``, backward stable) gives an
+orthonormal basis of the column space, U restricted to the numerical rank, orthonormal to working
+precision in float32 and float64, and the Gram pseudo-inverse V Σ^{−2} Vᵀ. The rank is decided
+as numpy's ``matrix_rank`` does: σ_i > σ_max · max(d, r) · eps, so a rank-deficient sketch gives the
+projector onto its actual column space (a zero sketch gives H = 0).
 """
 
 from __future__ import annotations
@@ -57,31 +61,36 @@ def _as_columns(X: torch.Tensor, side: str) -> torch.Tensor:
     return X if side == "left" else X.mT
 
 
-def _gram_eigh(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eigen-decomposition of the r×r Gram matrix XᵀX and the reciprocal of its non-null part."""
-    lam, V = torch.linalg.eigh(Xc.mT @ Xc)
-    # Relative rank cut-off, as numpy's pinv uses for the singular values of X (squared here).
-    tol = lam.amax(dim=-1, keepdim=True).clamp_min(0) * (Xc.shape[-2] * torch.finfo(lam.dtype).eps)
-    keep = lam > tol
-    inv = torch.where(keep, 1.0 / torch.where(keep, lam, torch.ones_like(lam)), 0.0)
-    return lam, V, inv
+def _svd(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD U, σ, V of the (…, d, r) sketch and the mask of σ above the numerical-rank cut-off.
+
+    The cut-off σ_max · max(d, r) · eps is numpy's ``matrix_rank`` (and ``pinv``) default.
+    """
+    U, S, Vh = torch.linalg.svd(Xc, full_matrices=False)
+    tol = S.amax(dim=-1, keepdim=True) * (max(Xc.shape[-2:]) * torch.finfo(S.dtype).eps)
+    return U, S, Vh.mT, S > tol
 
 
 def orthonormal_basis(X: torch.Tensor, side: str = "left") -> torch.Tensor:
-    """Q (…, d, r) with orthonormal columns spanning col(B_S) (left) or row(A_S)ᵀ (right).
+    """Q (…, d, min(d, r)) with orthonormal columns spanning col(B_S) (left) or row(A_S)ᵀ (right).
 
-    Columns beyond the sketch's rank are zero, so Q Qᵀ is exactly the projector H.
+    Q holds the left singular vectors of the non-null singular values (module docstring), so
+    QᵀQ = I on the rank to working precision; the columns beyond the sketch's numerical rank are
+    zero, so Q Qᵀ is exactly the projector H.
     """
     check_choice("side", side, SIDES)
-    Xc = _as_columns(X, side)
-    _, V, inv = _gram_eigh(Xc)
-    return Xc @ (V * inv.sqrt().unsqueeze(-2))
+    U, _, _, keep = _svd(_as_columns(X, side))
+    return U * keep.unsqueeze(-2).to(U.dtype)
 
 
 def gram_pinv(X: torch.Tensor, side: str = "left") -> torch.Tensor:
-    """(B_Sᵀ B_S)^† for a left sketch, (A_S A_Sᵀ)^† for a right sketch; r×r, batched."""
+    """(B_Sᵀ B_S)^† for a left sketch, (A_S A_Sᵀ)^† for a right sketch; r×r, batched.
+
+    V Σ^{−2} Vᵀ from the sketch's SVD (module docstring), never the Gram matrix itself.
+    """
     check_choice("side", side, SIDES)
-    _, V, inv = _gram_eigh(_as_columns(X, side))
+    _, S, V, keep = _svd(_as_columns(X, side))
+    inv = torch.where(keep, 1.0 / torch.where(keep, S, torch.ones_like(S)) ** 2, 0.0)
     return (V * inv.unsqueeze(-2)) @ V.mT
 
 

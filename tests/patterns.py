@@ -131,18 +131,18 @@ def _split(finishes, by_threshold=True, **kwargs) -> Split:
 # seeds' largest loss ratios |f|/max(1, |f₀|)); ``cohort=2`` where the seeds would otherwise draw
 # nothing different (FedIT, HeteroLoRA, FlexLoRA at model scale; synchronous FedAvg).
 _DIVERGENCE = {
-    "lora": ({"gamma": 1e3}, _split(0, gamma=1.5, blowup=1e70), _split(1, gamma=1e2 / 3, blowup=2.5e16)),
-    "asymm_lora": ({"gamma": 1e4}, _split(0, gamma=5.0, blowup=2400.0), _split(0, gamma=1e3, blowup=1700.0)),
-    "cola": ({"gamma": 1e3}, _split(0, gamma=1.5, blowup=3.8e6), _split(0, gamma=1e2 / 3, blowup=4.45e5)),
+    "lora": ({"gamma": 10.0}, _split(0, gamma=1.2, blowup=1e100), _split(1, gamma=1e2 / 3, blowup=3.5e17)),
+    "asymm_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=512.0), _split(1, gamma=1e3, blowup=1600.0)),
+    "cola": ({"gamma": 10.0}, _split(0, gamma=1.5, blowup=3.8e6), _split(1, gamma=1e2 / 3, blowup=2.3e5)),
     "rac_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=12.2), _split(0, gamma=1e3 / 3, blowup=320.0)),
-    "bernoulli_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=7.6), _split(0, gamma=1e3 / 3, blowup=320.0)),
+    "bernoulli_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=44.0), _split(0, gamma=1e3 / 3, blowup=320.0)),
     "fslora": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=21.0), _split(1, lr=1e3 / 3, blowup=1.4e26)),
     "fedit": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=3.0), _split(0, lr=10.0, cohort=2, blowup=1.6e4)),
     "hetero_lora": ({"lr": 1e4}, _split(0, False, lr=2.0, blowup=1.84e17), _split(0, lr=10.0, cohort=2, blowup=11.0)),
     "fslora_topk": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=8.5e5), _split(0, lr=1e3 / 3, blowup=6.6e24)),
     "flex_lora": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=7.05e16), _split(0, False, lr=10.0, cohort=2, blowup=1.4e11)),
     "fedstack_lora": ({"lr": 1e4}, _split(1, lr=30.0, blowup=1.3e5), _split(1, lr=1e3 / 3, blowup=33.0)),
-    "fed_rac_lora": ({"lr": 600.0}, _split(0, lr=10.0, blowup=3.1e4), _split(0, lr=20.0, blowup=42.6)),
+    "fed_rac_lora": ({"lr": 600.0}, _split(0, lr=10.0, blowup=9000.0), _split(1, lr=20.0, blowup=33.3)),
     "rw_lora": ({"lr": 1e3}, _split(0, lr=0.8, blowup=2.25e10), _split(0, lr=1e2 / 3, blowup=5.2e15)),
     "gossip_lora": ({"lr": 1e3}, _split(1, False, lr=1.5, blowup=9.8e27), _split(1, lr=1e2 / 3, blowup=2.4e16)),
     "fedavg": ({"lr": 30.0, "blowup": 12.0}, _split(0, lr=7.0, cohort=2, blowup=2.1738e9), _split(0, lr=10.0, cohort=2, blowup=4.95)),

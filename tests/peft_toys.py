@@ -38,4 +38,4 @@ def toy_problem(rank: int = 2, seed: int = 0, samples: int = 64, clients=None, *
     x = torch.randn(samples, 6, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (samples,), generator=g)
     problem = ModelProblem(toy_model(rank, seed, **config), {"x": x, "labels": y}, name="toy")
-    return problem if clients is None else problem.split(clients, generator=seed)
+    return problem if clients is None else problem.split(clients, seed=seed)

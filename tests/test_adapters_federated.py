@@ -351,7 +351,7 @@ def test_fed_rac_round_is_the_projected_step(toy, side):
     mean_G = [sum(g[j] for g in G) / toy.M for j in range(len(toy.sites))]
     cfg = make_federated("fed_rac_lora", 2, 0.3, side=side)
     run_fed_rac(cfg, toy, 1, batch_size=None)
-    gen = Streams(0)["sketch"]
+    gen = Streams(0).substream("sketch", 0)  # round 1's own sketch stream
     for site, W, g in zip(toy.sites, W0, mean_G, strict=True):
         (m, n), kw = site.shape, {"dtype": torch.float64}
         X = cfg.sketch.sample((m, 2) if side == "left" else (2, n), gen, side=side, **kw)

@@ -35,7 +35,7 @@ def test_loss_in_chunks_equals_one_pass_and_clients_average_to_it():
         whole = float(problem.objective(problem.batch(problem.indices())))
     problem.eval_batch_size = 7  # chunks 7, 7, 7, 7, 2 weighted by their size
     assert problem.loss() == pytest.approx(whole, rel=1e-13)
-    split = problem.split(3, generator=0)  # iid: 10 rows each
+    split = problem.split(3, seed=0)  # iid: 10 rows each
     assert split.M == 3 and sorted(torch.cat(split.clients).tolist()) == list(range(30))
     mean = sum(split.loss(c) for c in range(3)) / 3
     assert mean == pytest.approx(whole, rel=1e-13)
@@ -55,7 +55,7 @@ def test_reset_restores_weights_factors_and_scaling():
 
 def test_split_by_labels_and_bad_label_names():
     problem = toy_problem(samples=60)
-    parts = problem.split(3, "dirichlet", labels="labels", alpha=0.5, generator=1).clients
+    parts = problem.split(3, "dirichlet", labels="labels", alpha=0.5, seed=1).clients
     assert sorted(torch.cat(parts).tolist()) == list(range(60))
     with pytest.raises(ValueError, match="labels must name a data tensor"):
         problem.split(3, "dirichlet", labels="y")
@@ -64,7 +64,7 @@ def test_split_by_labels_and_bad_label_names():
 
 
 def test_sample_draws_without_replacement_from_the_client():
-    problem = toy_problem(samples=40).split(4, generator=0)
+    problem = toy_problem(samples=40).split(4, seed=0)
     g = torch.Generator().manual_seed(0)
     rows = problem.indices(2)
     batch = problem.sample(g, 5, client=2)

@@ -162,7 +162,7 @@ def test_a_split_keeps_the_reference_of_the_first_problem():
     lk.run("rac_lora", problem, 3, rank=RANK, gamma=0.05)
     again = lk.adapters.ModelProblem(problem.model, problem.data)  # built on the trained model
     assert "fc1.weight" in base_changes(again.model)  # still compared with the untrained base
-    assert "fc1.weight" in base_changes(problem.split(2, generator=0).model)
+    assert "fc1.weight" in base_changes(problem.split(2, seed=0).model)
 
 
 def test_bad_arguments(tmp_path):

@@ -225,7 +225,7 @@ def test_digits_pretrained_on_0_to_4_and_far_from_5_to_9():
     problem.reset()
     assert problem.accuracy("eval") < 0.4
     # client splits keep the held-out data
-    fed = problem.split(3, "dirichlet", labels="labels", alpha=1.0, generator=0)
+    fed = problem.split(3, "dirichlet", labels="labels", alpha=1.0, seed=0)
     assert fed.M == 3 and fed.eval_data is problem.eval_data
 
 

@@ -5,7 +5,8 @@
 G_l = ∇_{W_l} f (RAC-LoRA Algorithm 1; Bernoulli-LoRA Algorithm 1). Each link:
 
 1. one coin flip, shared by every site (``chain.coin.flip(link, streams)``, as at matrix scale);
-2. per site, in site order, a frozen factor from the ``sketch`` stream: B_S (m_l × r) for
+2. per site, in site order, a frozen factor from the link's own sketch stream
+   (``streams.substream("sketch", link)``, :mod:`lorakit.rng`): B_S (m_l × r) for
    ``left``, A_S (r × n_l) for ``right`` (and the initial A of LoRA/COLA, with B = 0); the trained
    factor starts at zero, so the link starts from ΔW = 0. :meth:`Site.merge_and_restart
    <lorakit.adapters.Site.merge_and_restart>` merges the previous link's s·B·A into W0_l and writes
@@ -179,9 +180,12 @@ class ModelChainRun:
     # -- links -----------------------------------------------------------------------------------
     def start_link(self) -> None:
         """Flip the shared coin, draw each site's frozen factor, merge and restart every site."""
-        c, gen = self.c, self.streams["sketch"]
+        c = self.c
         self.link += 1
         self.side = c.coin.flip(self.link, self.streams)
+        gen = self.streams.substream(
+            "sketch", self.link
+        )  # the link's own stream, as at matrix scale
         frozen = []
         for site in self.sites:
             (m, n), r = site.shape, c.rank

@@ -53,7 +53,8 @@ Fed-RAC-LoRA (RAC-LoRA Algorithm 2; :class:`FedRACModelRun`)
 ------------------------------------------------------------
 The model's weight W^t is its base weights: the run first merges the initial adapter (W0 ← W0 +
 s·BA, B = 0; the function is unchanged). Each round draws ONE frozen sketch per module (B_S, m×r,
-``side="left"``; A_S, r×n, ``"right"``) from the ``sketch`` stream, shared by the cohort; every
+``side="left"``; A_S, r×n, ``"right"``) from round t's own ``sketch`` stream
+(``substream("sketch", t − 1)``, as at matrix scale), shared by the cohort; every
 cohort client swaps (B_S, Â = 0) into the model with the scaling s = α/r of the configuration and
 runs one epoch of random reshuffling over its rows (``data`` stream; ``batch_size`` rows a step,
 1 by default: the components of the finite sum, as at matrix scale), each step the factor update
@@ -557,14 +558,14 @@ class FedRACModelRun(_ModelRounds, _FedRACRun):
         return self.cfg.side == "left"
 
     # -- one round -------------------------------------------------------------------------------
-    def draw_sketches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per site, in site order: the round's frozen factor and its Gram pseudo-inverse."""
+    def draw_sketches(self, t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per site, in site order: round t's frozen factor and its Gram pseudo-inverse, from the
+        round's own sketch stream (``substream("sketch", t − 1)``, as at matrix scale)."""
         out, side, r = [], self.cfg.side, self.cfg.rank
+        gen = self.streams.substream("sketch", t - 1)
         for site in self.sites:
             (m, n), kw = site.shape, {"dtype": site.B.dtype, "device": site.B.device}
-            X = self.cfg.sketch.sample(
-                (m, r) if self.left else (r, n), self.streams["sketch"], side=side, **kw
-            )
+            X = self.cfg.sketch.sample((m, r) if self.left else (r, n), gen, side=side, **kw)
             out.append((X, gram_pinv(X, side)))
         return out
 
@@ -592,7 +593,7 @@ class FedRACModelRun(_ModelRounds, _FedRACRun):
         """One server round; returns (cohort size, mean local steps, bytes up, bytes down)."""
         cfg, s = self.cfg, self.cfg.scale
         clients = self.cohort()
-        sketches = self.draw_sketches()
+        sketches = self.draw_sketches(t)
         data = self.streams["data"]  # one reshuffle per cohort client, as at matrix scale
         perms = [torch.randperm(self.problem.clients[l].numel(), generator=data) for l in clients]
         sums = None

@@ -195,16 +195,29 @@ class ModelProblem:
         return total / rows.numel()
 
     def split(
-        self, num_clients: int, scheme: str = "iid", *, labels: str | None = None, **kwargs
+        self,
+        num_clients: int,
+        scheme: str = "iid",
+        *,
+        labels: str | None = None,
+        seed: int | torch.Generator = 0,
+        **kwargs,
     ) -> ModelProblem:
         """The same model and data split among clients by :func:`lorakit.federated.partition`.
 
         ``labels`` names the data tensor whose values drive label-skew schemes (``"dirichlet"``
-        needs it: without labels there is nothing to skew, so it is refused);
-        ``kwargs`` go to ``partition`` (``alpha``, ``generator``, ``min_size``, …).
+        needs it: without labels there is nothing to skew, so it is refused); ``kwargs`` go to
+        ``partition`` (``alpha``, ``min_size``, ``draw``, …). ``seed`` (an int ≥ 0, or a CPU
+        ``torch.Generator`` to continue a stream) fixes the draw: the same arguments give the same
+        partition in every call and every process (``partition``'s ``generator``; torch's global
+        generator is never read).
         """
         from ..federated.partition import partition
 
+        if "generator" in kwargs:
+            raise TypeError("split takes seed= (an int or a torch.Generator), not generator=")
+        if not isinstance(seed, torch.Generator):
+            seed = check_int("seed", seed, low=0)
         if labels is not None and labels not in self.data:
             raise ValueError(f"labels must name a data tensor {sorted(self.data)}, got {labels!r}")
         if labels is None and scheme == "dirichlet":
@@ -215,5 +228,5 @@ class ModelProblem:
         y = self.data[labels].cpu() if labels is not None else torch.zeros(self.n_samples)
         if y.dim() > 1:
             raise ValueError(f"labels tensor {labels!r} must be 1-D class labels")
-        parts = partition(y.long(), num_clients, scheme, **kwargs)
+        parts = partition(y.long(), num_clients, scheme, generator=seed, **kwargs)
         return replace(self, clients=parts, _initial=self._initial)

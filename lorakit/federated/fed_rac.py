@@ -3,9 +3,9 @@
 Each server round t (spec ``rac_lora.md`` §2.8):
 
 1. the server samples a cohort S^t of C clients uniformly without replacement (``cohort`` stream;
-   all M clients when C = M) and ONE sketch for the round, shared by the cohort (``sketch``
-   stream): B_S ∈ ℝ^{m×r} (``side="left"``, Option 1: the clients train A) or A_S ∈ ℝ^{r×n}
-   (``side="right"``, Option 2: they train B);
+   all M clients when C = M) and ONE sketch for the round, shared by the cohort (round t's
+   own ``sketch`` stream, ``substream("sketch", t − 1)``): B_S ∈ ℝ^{m×r} (``side="left"``,
+   Option 1: the clients train A) or A_S ∈ ℝ^{r×n} (``side="right"``, Option 2: they train B);
 2. client m starts its trained factor at zero on W^t and runs one epoch of random reshuffling over
    its N_m components (``data`` stream): N_m exact sub-problem steps, which in W-space are the
    projected steps of eq. (16),
@@ -21,8 +21,8 @@ Each server round t (spec ``rac_lora.md`` §2.8):
 
 With N components per client the theory's server step is η̃ = β·γ·N (spec §2.8): Theorem F.2's
 condition γN ≤ η̃ is β ≥ 1. With C = M, β = 1 and single-component clients a round is exactly the
-RAC-LoRA chain step W − γ H_B ∇f(W) on the federated average, drawn from the same ``sketch``
-stream, so the two trajectories coincide; with a full-rank sketch (H = I) both are GD.
+RAC-LoRA chain step W − γ H_B ∇f(W) on the federated average, drawn from the same per-link
+``sketch`` stream (round t ↔ link t − 1), so the two trajectories coincide; with a full-rank sketch (H = I) both are GD.
 
 A cohort of single-component clients of a stacked-quadratic :class:`FederatedProblem` trains as
 one batched tensor (``problem.local_grads``); finite-sum clients are stepped client by client.
@@ -195,17 +195,19 @@ class _FedRACRun:
             return torch.arange(M)
         return torch.randperm(M, generator=self.streams["cohort"])[:C].sort().values
 
-    def draw_sketch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The round's frozen factor and its preconditioner for the trained factor.
+    def draw_sketch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Round t's frozen factor and its preconditioner for the trained factor.
+
+        Drawn from ``streams.substream("sketch", t − 1)``: round t is the chain's link t − 1, so
+        the identity with the RAC-LoRA chain holds draw by draw (:mod:`lorakit.rng`).
 
         Left: B_S (m×r) and P = (B_SᵀB_S)^† B_Sᵀ (r×m), so Â ← Â − (γ/s)·P G.
         Right: A_S (r×n) and P = A_Sᵀ (A_SA_Sᵀ)^† (n×r), so B̂ ← B̂ − (γ/s)·G P.
         """
         p, r, side = self.problem, self.cfg.rank, self.cfg.side
         shape = (p.m, r) if side == "left" else (r, p.n)
-        X = self.cfg.sketch.sample(
-            shape, self.streams["sketch"], side=side, dtype=p.dtype, device=p.device
-        )
+        gen = self.streams.substream("sketch", t - 1)
+        X = self.cfg.sketch.sample(shape, gen, side=side, dtype=p.dtype, device=p.device)
         if side == "left":
             return X, gram_pinv(X, "left") @ X.mT
         return X, X.mT @ gram_pinv(X, "right")
@@ -295,7 +297,7 @@ class _FedRACRun:
         msgs = self.messages = []  # kept on the run: a diverged seed's messages survive
         for t in range(1, rounds + 1):
             clients = self.cohort()
-            X, P = self.draw_sketch()
+            X, P = self.draw_sketch(t)
             hat = self.local_train(clients, X, P)
             with torch.no_grad():
                 mean_hat = hat.mean(dim=0)

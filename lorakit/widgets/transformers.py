@@ -64,7 +64,7 @@ def transformers_problem(model: str = "digits", rank: int = 4, clients: int | No
     rank = check_int("rank", rank, low=1, high=16)
     build = {"digits": zoo.digits_problem, "gpt2": zoo.gpt2_problem, "minilm": zoo.minilm_problem}
     problem = build[model](rank=rank)
-    return problem if clients is None else problem.split(clients, generator=0)
+    return problem if clients is None else problem.split(clients, seed=0)
 
 
 def transformers_frame(

@@ -1,0 +1,158 @@
+"""Exercises with automatic checks: ``lk.exercises.check("03.2", answer)``.
+
+Each notebook ends with 4–6 exercises. Every checkable one is an :class:`Exercise` registered here
+(one module per notebook, ``nb00`` … ``nb07``): its reference answer is a function that computes
+the answer *with lorakit at check time* (never a literal stored in the notebook), compared with the
+student's answer numerically (``rtol``/``atol``, for measured values), symbolically (sympy: any
+equivalent expression passes) or exactly (a choice among names). A wrong answer gets a hint that
+does not give the answer away. Open discussion questions are registered too (``kind="open"``), so
+every exercise has a key, but :func:`check` only says they are for discussion.
+
+Notebook convention (nbgrader-compatible; ``make student`` removes the solutions)::
+
+    # Exercise 03.2 — one self-contained code cell: it imports what it uses and does not rely on
+    # variables of earlier cells, so it can be checked on its own.
+    import lorakit as lk
+    ### BEGIN SOLUTION
+    answer = ...               # the instructor's solution
+    ### END SOLUTION
+    lk.exercises.check("03.2", answer)
+
+The student version replaces each ``### BEGIN SOLUTION`` … ``### END SOLUTION`` block by
+``# YOUR CODE HERE`` and ``raise NotImplementedError()``, nbgrader's stub.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .._validation import check_choice, check_real
+
+__all__ = ["COMPARISONS", "EXERCISES", "KINDS", "Exercise", "Result", "check", "exercise"]
+
+#: The kinds of exercise (issue 12 §2): predict then run; compute a constant by hand; change a
+#: configuration to reach a goal; find what a printed bound gets wrong; an open question.
+KINDS = ("predict", "compute", "configure", "erratum", "open")
+COMPARISONS = ("numeric", "symbolic", "exact")
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: ``key`` ("NN.k": notebook NN, exercise k), its kind, and how it is checked.
+
+    ``reference`` computes the answer with lorakit when :func:`check` runs. ``compare`` is
+    ``numeric`` (|a − ref| ≤ atol + rtol·|ref|, element-wise for sequences), ``symbolic`` (sympy:
+    ``simplify(a − ref) == 0``; strings are parsed with ``sympy.sympify``) or ``exact`` (equality,
+    case-insensitive for strings). ``accept`` overrides the comparison for goals with many correct
+    answers (e.g. "a γL at which the run still converges"): it gets the answer and the reference
+    and returns True/False. ``hint`` is shown after a wrong answer.
+    """
+
+    key: str
+    title: str
+    kind: str
+    reference: Callable[[], object] | None = None
+    compare: str = "numeric"
+    rtol: float = 1e-6
+    atol: float = 0.0
+    hint: str = ""
+    accept: Callable[[object, object], bool] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        check_choice("kind", self.kind, KINDS)
+        check_choice("compare", self.compare, COMPARISONS)
+        check_real("rtol", self.rtol, low=0.0)
+        check_real("atol", self.atol, low=0.0)
+        if (self.kind == "open") != (self.reference is None and self.accept is None):
+            raise ValueError(f"exercise {self.key}: open questions, and only they, have no answer")
+
+    def correct(self, answer) -> bool:
+        reference = self.reference() if self.reference is not None else None
+        if self.accept is not None:
+            return bool(self.accept(answer, reference))
+        return _COMPARE[self.compare](answer, reference, self)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What :func:`check` returns: truthy when correct; shows a one-line verdict in a notebook."""
+
+    key: str
+    correct: bool | None  # None: an open question
+    message: str
+
+    def __bool__(self) -> bool:
+        return bool(self.correct)
+
+    def __repr__(self) -> str:
+        return self.message
+
+    def _repr_markdown_(self) -> str:
+        return self.message
+
+
+#: Every registered exercise, by key (filled by the ``nbNN`` modules imported at the end).
+EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(key: str, title: str, kind: str, **kw) -> Exercise:
+    """Register an exercise (called by the ``nbNN`` modules at import)."""
+    if key in EXERCISES:
+        raise ValueError(f"exercise {key} is registered twice")
+    EXERCISES[key] = ex = Exercise(key, title, kind, **kw)
+    return ex
+
+
+def check(key: str, answer) -> Result:
+    """Check ``answer`` to exercise ``key``: a :class:`Result` (✓ or ✗ with a hint)."""
+    check_choice("key", key, sorted(EXERCISES))
+    ex = EXERCISES[key]
+    if ex.kind == "open":
+        return Result(
+            key, None, f"**{key}** is an open question for discussion: no automatic check."
+        )
+    if answer is None or answer is Ellipsis:
+        return Result(key, False, f"✗ **{key}**: no answer yet (set `answer`).")
+    try:
+        ok = ex.correct(answer)
+    except (TypeError, ValueError, sp.SympifyError) as error:
+        return Result(key, False, f"✗ **{key}**: could not read the answer ({error}). {ex.hint}")
+    if ok:
+        return Result(key, True, f"✓ **{key}** correct.")
+    return Result(key, False, f"✗ **{key}** not yet. Hint: {ex.hint}")
+
+
+def _numeric(answer, reference, ex: Exercise) -> bool:
+    import numpy as np
+
+    a = np.asarray(answer, dtype=float)
+    r = np.asarray(reference, dtype=float)
+    if a.shape != r.shape:
+        raise ValueError(f"expected shape {r.shape}, got {a.shape}")
+    return bool(np.all(np.abs(a - r) <= ex.atol + ex.rtol * np.abs(r)))
+
+
+def _symbolic(answer, reference, ex: Exercise) -> bool:
+    a = sp.sympify(answer) if isinstance(answer, str) else answer
+    diff = sp.simplify(sp.sympify(a) - sp.sympify(reference))
+    return diff == 0
+
+
+def _exact(answer, reference, ex: Exercise) -> bool:
+    norm = (lambda v: v.strip().lower()) if isinstance(reference, str) else (lambda v: v)
+    if isinstance(reference, str) and not isinstance(answer, str):
+        return False
+    if isinstance(reference, float) and isinstance(answer, float):
+        return math.isclose(answer, reference, rel_tol=0.0, abs_tol=0.0)
+    return norm(answer) == norm(reference)
+
+
+_COMPARE = {"numeric": _numeric, "symbolic": _symbolic, "exact": _exact}
+
+
+# The notebooks' exercises register themselves (after everything above is defined).
+from . import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07  # noqa: E402, F401

@@ -1,0 +1,3 @@
+"""Exercises of notebook 03 (registered on import; see lorakit.exercises)."""
+
+from . import exercise  # noqa: F401

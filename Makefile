@@ -9,7 +9,7 @@ PIP_FLAGS := -q -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: lab test test-browser browser verify bench lint setup clean
+.PHONY: lab test test-browser browser verify bench lint setup clean student book
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then s=; elif sudo -n true 2>/dev/null; then s=sudo; \
 	  else echo "Chromium is missing: the browser test will be skipped (sudo apt-get install -y chromium)"; exit 0; fi; \
 	  $$s apt-get update -q && DEBIAN_FRONTEND=noninteractive $$s apt-get install -y -q chromium; }
+
+# The student version: nbgrader's stubs in place of the ### BEGIN/END SOLUTION blocks, no outputs.
+student: $(BIN)/.installed  ## notebooks/ without solutions, in build/student/
+	$(BIN)/python -m lorakit.exercises.student notebooks build/student
 
 verify: $(BIN)/.installed  ## the theory-check table
 	$(BIN)/lorakit verify

@@ -45,3 +45,13 @@ __all__ = [
     "sgd",
     "sketches",
 ]
+
+
+def __getattr__(name: str):
+    # ``lk.exercises`` (the notebooks' ``lk.exercises.check(...)``) loads on first use: its
+    # per-notebook modules build references from the rest of lorakit, which stays light to import.
+    if name == "exercises":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.exercises")
+    raise AttributeError(f"module 'lorakit' has no attribute {name!r}")

@@ -25,6 +25,7 @@ The student version replaces each ``### BEGIN SOLUTION`` … ``### END SOLUTION`
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,6 +64,10 @@ class Exercise:
     accept: Callable[[object, object], bool] | None = field(default=None, repr=False)
 
     def __post_init__(self):
+        if not (isinstance(self.key, str) and re.fullmatch(r"\d\d\.\d+", self.key)):
+            raise ValueError(
+                f"key must look like 'NN.k' (notebook NN, exercise k), got {self.key!r}"
+            )
         check_choice("kind", self.kind, KINDS)
         check_choice("compare", self.compare, COMPARISONS)
         check_real("rtol", self.rtol, low=0.0)

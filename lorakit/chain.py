@@ -33,6 +33,7 @@ Only the accounting changes: the iterates are the same either way.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -240,10 +241,39 @@ def _is_model_problem(problem) -> bool:
 
 
 def _progress(iterable=None, *, enabled: bool, total: int | None = None, desc: str | None = None):
-    """A ``tqdm.auto`` bar over ``iterable`` (or of ``total`` manual updates); silent unless enabled."""
-    from tqdm.auto import tqdm
+    """A ``tqdm.auto`` bar over ``iterable`` (or of ``total`` manual updates); silent unless enabled.
 
+    In a notebook tqdm draws a widget, and the output also holds a text copy (``text/plain``) of
+    the bar *as first displayed*, 0%: that copy is what static copies show (GitHub, nbviewer, the
+    book of ``make book``, PDF), which draw no widget. The notebook bar here re-displays itself
+    under the same display id when it closes, so the saved text says where the run ended."""
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm_notebook
+
+    if enabled and issubclass(tqdm, tqdm_notebook):
+        return _saved_bar()(iterable, total=total, desc=desc)
     return tqdm(iterable, total=total, desc=desc, disable=not enabled)
+
+
+@functools.cache
+def _saved_bar() -> type:
+    """tqdm's notebook bar whose displayed output is updated in place when it closes."""
+    from IPython.display import display
+    from tqdm.notebook import tqdm_notebook
+
+    class SavedBar(tqdm_notebook):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, display=False, **kwargs)
+            self.handle = display(self.container, display_id=True)
+            self.displayed = True
+
+        def close(self):
+            super().close()
+            handle, self.handle = getattr(self, "handle", None), None
+            if handle is not None:  # the final text replaces the 0% one in the saved output
+                handle.update(self.container)
+
+    return SavedBar
 
 
 class _ChainRun:

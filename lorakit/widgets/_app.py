@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import inspect
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import pandas as pd
 from .._validation import check_choice
 from ..viz import FORMATS, output, save
 
-__all__ = ["App", "fast_mode", "figure_stem"]
+__all__ = ["App", "default_device", "devices", "fast_mode", "figure_stem"]
 
 #: Longest file stem :meth:`App.save_figures` writes before it shortens the name with a hash.
 MAX_STEM = 150
@@ -26,6 +27,25 @@ MAX_STEM = 150
 def fast_mode() -> bool:
     """True when the environment variable ``LORAKIT_FAST`` is ``1`` (also true/yes/on): CI mode."""
     return os.environ.get("LORAKIT_FAST", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def devices() -> tuple[str, ...]:
+    """The devices an app offers: ``("cuda", "cpu")`` when torch sees a CUDA GPU, else ``("cpu",)``."""
+    import torch
+
+    return ("cuda", "cpu") if torch.cuda.is_available() else ("cpu",)
+
+
+def default_device() -> str:
+    """``"cuda"`` when torch sees a CUDA GPU, ``"cpu"`` otherwise: where an app computes first."""
+    return devices()[0]
+
+
+def _takes_device(compute: Callable) -> bool:
+    try:
+        return "device" in inspect.signature(compute).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 def _default(value, normal, fast):
@@ -69,6 +89,13 @@ class App(widgets.VBox):
     results; a ``ValueError`` from bad input is shown in the status line and leaves the charts.
     With ``progress=True`` whatever ``compute`` prints (its tqdm bars) appears above the charts.
 
+    Every app has a ``device`` control (:func:`devices`; default :func:`default_device`, CUDA
+    when torch sees a GPU): ``compute`` gets ``device=`` the chosen one when its signature has a
+    ``device`` parameter (it builds its problems there, e.g. ``problems.counterexample(device=...)``).
+    For a ``compute`` without one, or a machine without CUDA, the control is shown disabled with a
+    tooltip that says why, rather than offering a choice that would do nothing. The device is not
+    part of :attr:`values` (nor of figure names): it changes where, not what, the app computes.
+
     The "save figure" button writes the current charts in the format next to it (PNG, SVG, PDF)
     to :attr:`figure_dir` (default ``figures/``), named by :func:`figure_stem` from ``name``
     (default: the function that built the app, less ``_app``) and the controls' values; see
@@ -103,11 +130,12 @@ class App(widgets.VBox):
             options=FORMATS, value="png", layout=widgets.Layout(width="5em")
         )
         self.saved = widgets.HTML()
+        self.device = self._device_control(compute)
         self.save_button.on_click(lambda _: self._on_save())
         box = widgets.HBox(
             [widgets.VBox(list(controls.values())[:3]), widgets.VBox(list(controls.values())[3:])]
         )
-        self.save_bar = widgets.HBox([self.save_button, self.save_format, self.saved])
+        self.save_bar = widgets.HBox([self.device, self.save_button, self.save_format, self.saved])
         log = [self.progress] if progress else []
         super().__init__([box, self.save_bar, self.status, *log, *self.outputs])
         # CSS classes name the parts for the browser test (tests/browser) and for custom styles.
@@ -116,11 +144,40 @@ class App(widgets.VBox):
         for name, control in controls.items():
             control.add_class(f"lorakit-control-{name}")
             control.observe(self._on_change, names="value")
+        self.device.add_class("lorakit-device")
+        self.device.observe(self._on_change, names="value")
         self.redraw()
 
     @property
     def values(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}
+
+    @staticmethod
+    def _device_control(compute: Callable) -> widgets.Dropdown:
+        options = devices()
+        control = widgets.Dropdown(
+            options=options,
+            value=options[0],
+            description="device",
+            layout=widgets.Layout(width="12em"),
+        )
+        if not _takes_device(compute):
+            control.disabled = True
+            control.tooltip = "this app computes on the CPU: its compute() takes no device"
+        elif len(options) == 1:
+            control.disabled = True
+            control.tooltip = "torch sees no CUDA GPU: the app computes on the CPU"
+        else:
+            control.tooltip = "where the app computes (CUDA when torch sees a GPU)"
+        return control
+
+    @property
+    def compute_arguments(self) -> dict:
+        """What ``compute`` gets: :attr:`values`, plus ``device`` when it takes one."""
+        values = self.values
+        if _takes_device(self._compute):
+            values["device"] = self.device.value
+        return values
 
     def _on_change(self, change) -> None:
         self.redraw()
@@ -129,11 +186,11 @@ class App(widgets.VBox):
         start = time.perf_counter()
         try:
             if self.progress is None:
-                frame, charts, status = self._compute(**self.values)
+                frame, charts, status = self._compute(**self.compute_arguments)
             else:
                 self.progress.clear_output()
                 with self.progress:
-                    frame, charts, status = self._compute(**self.values)
+                    frame, charts, status = self._compute(**self.compute_arguments)
         except ValueError as error:
             self.status.value = f"<span style='color:#c00'>{html.escape(str(error))}</span>"
             return

@@ -1,0 +1,95 @@
+"""The shared app container's device control, and progress bars that survive in saved notebooks."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import nbformat
+import pandas as pd
+import pytest
+import torch
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
+
+from lorakit.widgets import _app
+from lorakit.widgets._app import App, default_device, devices
+
+
+def _recording_app(with_device: bool):
+    seen = []
+    frame = pd.DataFrame({"x": [0.0]})
+
+    if with_device:
+
+        def compute(k, device):
+            seen.append((k, device))
+            return frame, [], f"k={k}"
+    else:
+
+        def compute(k):
+            seen.append((k, None))
+            return frame, [], f"k={k}"
+
+    app = App({"k": widgets.IntSlider(value=1, min=1, max=3)}, compute, n_charts=0, name="t")
+    return app, seen
+
+
+@pytest.fixture
+def cuda(monkeypatch):
+    """Pretend torch sees (True) or does not see (False) a CUDA GPU."""
+
+    def set_cuda(available: bool):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+
+    return set_cuda
+
+
+def test_without_cuda_the_device_is_the_cpu_and_the_control_says_why(cuda):
+    cuda(False)
+    assert devices() == ("cpu",) and default_device() == "cpu"
+    app, seen = _recording_app(with_device=True)
+    assert seen == [(1, "cpu")]
+    assert app.device.options == ("cpu",) and app.device.disabled
+    assert "no CUDA" in app.device.tooltip
+    assert app.device in app.save_bar.children
+
+
+def test_with_cuda_the_app_defaults_to_it_and_passes_the_choice_on(cuda):
+    cuda(True)
+    assert devices() == ("cuda", "cpu") and default_device() == "cuda"
+    app, seen = _recording_app(with_device=True)
+    assert seen == [(1, "cuda")]
+    assert not app.device.disabled
+    app.device.value = "cpu"  # redraws on the CPU
+    app.controls["k"].value = 2
+    assert seen == [(1, "cuda"), (1, "cpu"), (2, "cpu")]
+    assert app.values == {"k": 2}  # the device is not part of the values nor the figure names
+    assert app.compute_arguments == {"k": 2, "device": "cpu"}
+    assert "device" not in _app.figure_stem(app.name, app.values)
+
+
+def test_a_compute_without_device_gets_none_and_the_control_is_disabled(cuda):
+    cuda(True)
+    app, seen = _recording_app(with_device=False)
+    assert seen == [(1, None)]  # no device= passed (that would be a TypeError)
+    assert app.device.disabled and "takes no device" in app.device.tooltip
+    assert app.compute_arguments == {"k": 1}
+
+
+def test_progress_bar_text_in_a_saved_notebook_shows_the_final_count():
+    """tqdm's notebook widget carries a text/plain copy, what static copies show; it must say
+    3/3 at the end, not the 0% it had when first displayed."""
+    source = (
+        "import lorakit as lk\n"
+        "p = lk.problems.counterexample()\n"
+        'f = lk.run("rac_lora", p, steps=5, seeds=range(3), rank=1, gamma=1 / p.L, progress=True)'
+    )
+    nb = new_notebook(
+        cells=[new_code_cell(source)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+    )
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = [o for o in nb.cells[0].outputs if o.output_type == "display_data"]
+    assert len(outputs) == 1, nbformat.writes(nb)
+    data = outputs[0]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in data  # still the live widget
+    assert "100%" in data["text/plain"] and "3/3" in data["text/plain"], data["text/plain"]

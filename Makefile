@@ -43,6 +43,13 @@ browser:
 student: $(BIN)/.installed  ## notebooks/ without solutions, in build/student/
 	$(BIN)/python -m lorakit.exercises.student notebooks build/student
 
+# The static site (book/build.py, Sphinx + MyST-NB + sphinx-book-theme: the 'book' extra, in dev):
+# every notebook executed (full mode; LORAKIT_FAST=1 for the fast one), its charts as PNG, a Binder
+# button per page (set LORAKIT_REPOSITORY=https://github.com/OWNER/NAME unless git's origin is
+# on GitHub), and the theory cards. Open build/book/index.html.
+book: $(BIN)/.installed  ## the static site of the executed notebooks and theory cards, in build/book/
+	$(BIN)/python book/build.py build/book
+
 verify: $(BIN)/.installed  ## the theory-check table
 	$(BIN)/lorakit verify
 

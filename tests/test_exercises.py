@@ -329,3 +329,15 @@ def test_exercise_refuses_bad_definitions(register):
         ex.Exercise("98.2", "t", "compute", reference=lambda: 1.0, rtol=-1.0)
     with pytest.raises(ValueError, match=r"key must look like .NN\.k."):
         ex.Exercise("3.2", "t", "compute", reference=lambda: 1.0)
+
+
+def test_table_lists_exercises_in_key_order_with_homework_kinds(register):
+    register("98.10", kind="configure", reference=lambda: 1.0)
+    register("98.2", kind="predict", reference=lambda: 1.0)
+    register("98.3", kind="open")
+    rows = ex.table().set_index("key").loc[["98.2", "98.3", "98.10"]]
+    keys = list(ex.table()["key"])
+    assert keys.index("98.2") < keys.index("98.3") < keys.index("98.10")  # 10 after 3, not before
+    assert list(rows["homework"]) == [False, False, True]
+    assert list(rows["checked"]) == ["numeric", "no (discussion)", "numeric"]
+    assert set(rows["notebook"]) == {"98"}

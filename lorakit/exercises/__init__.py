@@ -33,12 +33,25 @@ import sympy as sp
 
 from .._validation import check_choice, check_real
 
-__all__ = ["COMPARISONS", "EXERCISES", "KINDS", "Exercise", "Result", "check", "exercise"]
+__all__ = [
+    "COMPARISONS",
+    "EXERCISES",
+    "HOMEWORK",
+    "KINDS",
+    "Exercise",
+    "Result",
+    "check",
+    "exercise",
+    "table",
+]
 
 #: The kinds of exercise (issue 12 §2): predict then run; compute a constant by hand; change a
 #: configuration to reach a goal; find what a printed bound gets wrong; an open question.
 KINDS = ("predict", "compute", "configure", "erratum", "open")
 COMPARISONS = ("numeric", "symbolic", "exact")
+#: The kinds that suit homework (worked alone, checked automatically); "predict" suits the class,
+#: where the prediction is said aloud before the run, and "open" a discussion.
+HOMEWORK = ("compute", "configure", "erratum")
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,26 @@ def check(key: str, answer) -> Result:
     if ok:
         return Result(key, True, f"✓ **{key}** correct.")
     return Result(key, False, f"✗ **{key}** not yet. Hint: {ex.hint}")
+
+
+def table():
+    """Every registered exercise as a ``pandas.DataFrame`` (key, notebook, kind, title, how it is
+    checked, whether it suits homework: :data:`HOMEWORK`), in key order: the course guide's list."""
+    import pandas as pd
+
+    rows = [
+        {
+            "key": ex.key,
+            "notebook": ex.key[:2],
+            "kind": ex.kind,
+            "title": ex.title,
+            "checked": "no (discussion)" if ex.kind == "open" else ex.compare,
+            "homework": ex.kind in HOMEWORK,
+        }
+        for ex in sorted(EXERCISES.values(), key=lambda e: (e.key[:2], int(e.key[3:])))
+    ]
+    columns = ["key", "notebook", "kind", "title", "checked", "homework"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _numeric(answer, reference, ex: Exercise) -> bool:

@@ -10,10 +10,11 @@ registers and enables the renderer ``"lorakit"`` instead, whose output bundle ho
   browser), which GitHub, nbviewer, PDF export and static sites show where no vega runs;
 * ``text/plain``.
 
-A front end picks the richest type it knows (JupyterLab the interactive spec). The apps' outputs
-carry the spec only (:func:`output` with ``static=False``): they live in widget state, which static
-copies do not draw, and vl-convert takes about 0.15 s per chart (measured on 2 cores), which every
-redraw would pay; an app's "save figure" control writes its charts with :func:`save` instead.
+A front end picks the richest type it knows (JupyterLab the interactive spec). An app's outputs
+live in widget state; its first draw carries the PNG too, which a saved notebook's widget state
+shows where no vega runs, and its redraws the spec only (:func:`output` with ``static=False``):
+vl-convert takes about 0.15 s per chart (measured on 2 cores), which every control change would
+pay. An app's "save figure" control writes its charts with :func:`save`.
 
 Why altair < 6: altair 6 emits Vega-Lite 6 specs under ``application/vnd.vegalite.v6+json``, and
 JupyterLab (4.6) ships a renderer only for Vega-Lite 3–5 (its bundle holds vega-lite 5), so an

@@ -93,3 +93,25 @@ def test_progress_bar_text_in_a_saved_notebook_shows_the_final_count():
     data = outputs[0]["data"]
     assert "application/vnd.jupyter.widget-view+json" in data  # still the live widget
     assert "100%" in data["text/plain"] and "3/3" in data["text/plain"], data["text/plain"]
+
+
+def test_first_draw_carries_a_png_copy_and_redraws_the_spec_only(cuda):
+    import altair as alt
+
+    cuda(False)
+    frame = pd.DataFrame({"x": [0, 1, 2], "y": [1.0, 0.5, 0.2]})
+
+    def compute(k):
+        chart = alt.Chart(frame.assign(y=frame.y * k)).mark_line().encode(x="x", y="y")
+        return frame, [chart], f"k={k}"
+
+    app = App({"k": widgets.IntSlider(value=1, min=1, max=3)}, compute, n_charts=1, name="t")
+    (first,) = app.outputs[0].outputs
+    assert set(first["data"]) == {"application/vnd.vegalite.v5+json", "image/png", "text/plain"}
+    app.controls["k"].value = 2
+    (second,) = app.outputs[0].outputs
+    assert set(second["data"]) == {"application/vnd.vegalite.v5+json", "text/plain"}
+    assert (
+        second["data"]["application/vnd.vegalite.v5+json"]
+        != first["data"]["application/vnd.vegalite.v5+json"]
+    )

@@ -54,8 +54,10 @@ def run_alone(source: str, monkeypatch) -> list[ex.Result]:
         return result
 
     monkeypatch.setattr(ex, "check", recording)
+    from IPython.display import display  # a notebook's built-in, for cells that call it
+
     tree = ast.parse(source)
-    exec(compile(tree, "<exercise cell>", "exec"), {"__name__": "__exercise__"})
+    exec(compile(tree, "<exercise cell>", "exec"), {"__name__": "__exercise__", "display": display})
     return results
 
 

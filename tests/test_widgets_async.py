@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import altair as alt
 import numpy as np
@@ -181,3 +182,17 @@ def test_divergence_is_marked_in_the_chart_and_status(monkeypatch):
     assert sorted(crosses["label"]) == sorted(wa.RULE_LABELS[r] for r in ("fedasync", "fedbuff"))
     status = wa._status(history, events)
     assert "FedAsync diverged at update" in status and "color:#c00" in status
+
+
+def test_a_rank_given_with_no_approximation_warns_that_it_does_nothing():
+    with pytest.warns(UserWarning, match="rank=3 does nothing with approximation='identity'"):
+        history, _ = widgets.async_frames(num_clients=2, rank=3, time_budget=2.0)
+    assert history.attrs["rank"] is None
+    # the default (rank=None) is silent, and a compressor gets rank 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        widgets.async_frames(num_clients=2, time_budget=2.0)
+        app = widgets.async_app(num_clients=2, time_budget=2.0)  # its slider holds 2, disabled
+        history, _ = widgets.async_frames(num_clients=2, approximation="pca", time_budget=2.0)
+    assert history.attrs["rank"] == wa.DEFAULT_RANK == 2
+    assert app.controls["rank"].value == 2 and app.controls["rank"].disabled

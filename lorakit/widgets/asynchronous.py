@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import html
 import math
+import warnings
 
 import altair as alt
 import ipywidgets as widgets
@@ -68,6 +69,8 @@ LR, LOCAL_STEPS = 0.3, 2
 TIME_BUDGET, FAST_TIME_BUDGET = 40.0, 20.0
 MAX_CLIENTS = 100
 APPROX_METHODS = ("pca", "qrcp", "cur", "paper_row_id")
+#: The upload rank when none is given.
+DEFAULT_RANK = 2
 #: What the legends and controls call each approximation.
 APPROX_LABELS = {
     "identity": "none (full update)",
@@ -90,13 +93,21 @@ def _quadratics(num_clients: int):
     return problems.heterogeneous_quadratics(num_clients, m, n, L=1.0, spread=1.0, seed=0)
 
 
-def _compressor(approximation: str, rank: int):
+def _compressor(approximation: str, rank: int | None):
     check_choice("approximation", approximation, APPROXIMATIONS)
-    rank = check_int("rank", rank, low=1, high=min(SHAPE))
+    if rank is not None:
+        rank = check_int("rank", rank, low=1, high=min(SHAPE))
     if approximation == "identity":
+        if rank is not None:
+            warnings.warn(
+                f"rank={rank} does nothing with approximation='identity': uploads are not "
+                "approximated (pick 'pca', 'qrcp' or 'cur', or leave rank=None)",
+                UserWarning,
+                stacklevel=3,
+            )
         return None
     # CUR samples by leverage scores from the run's ``compression`` stream
-    return LowRank(approximation, rank, shape=SHAPE)
+    return LowRank(approximation, DEFAULT_RANK if rank is None else rank, shape=SHAPE)
 
 
 def async_frames(
@@ -104,7 +115,7 @@ def async_frames(
     stragglers: str = "heavy_tail",
     staleness: str = "polynomial",
     approximation: str = "identity",
-    rank: int = 2,
+    rank: int | None = None,
     time_budget: float | None = None,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -115,7 +126,8 @@ def async_frames(
     U[0.5, 1.5], ``"exponential"`` Exp(1), ``"heavy_tail"`` Pareto(1.5), mean 1 per local step),
     the same seed, lr = 0.3 and 2 local steps; FedAsync (α = 0.6) and FedBuff (K = 4) weight a
     τ-stale update by the ``staleness`` function s(τ). Each uploaded delta passes through
-    ``approximation`` at ``rank`` (``LowRank(method, rank, shape=(8, 6))``; ``"identity"``: none).
+    ``approximation`` at ``rank`` (``LowRank(method, rank, shape=(8, 6))``, default rank 2;
+    ``"identity"``: none, and a ``rank`` given with it warns that it does nothing).
 
     history: the engine's rows (``time``, ``update``, ``loss``, ``gap``, ``staleness``, …) plus
     ``rule``, ``label``, ``diverged_at`` (the update where a run stopped, NaN otherwise).
@@ -151,7 +163,7 @@ def async_frames(
     history.attrs = {
         "diverged": diverged,
         "approximation": approximation,
-        "rank": rank,
+        "rank": None if compressor is None else compressor.rank,
         "stragglers": stragglers,
         "staleness": staleness,
         "time_budget": budget,
@@ -362,7 +374,8 @@ def async_app(
     num_clients = check_int("num_clients", num_clients, low=1, high=MAX_CLIENTS)
     check_choice("stragglers", stragglers, SPEEDS)
     check_choice("staleness", staleness, STALENESS)
-    _compressor(approximation, rank)
+    check_choice("approximation", approximation, APPROXIMATIONS)
+    rank = check_int("rank", rank, low=1, high=min(SHAPE))  # the slider keeps it while disabled
     budget = _default(time_budget, TIME_BUDGET, FAST_TIME_BUDGET)
     budget = check_real("time_budget", budget, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
@@ -408,8 +421,15 @@ def async_app(
     approx = approximation_frame(seed=seed)
 
     def compute(num_clients, stragglers, staleness, approximation, rank):
+        identity = approximation == "identity"
         history, events = async_frames(
-            num_clients, stragglers, staleness, approximation, rank, budget, seed
+            num_clients,
+            stragglers,
+            staleness,
+            approximation,
+            None if identity else rank,
+            budget,
+            seed,
         )
         charts = [
             async_charts(history),

@@ -2,10 +2,12 @@
 
 import altair as alt
 import numpy as np
+import pandas as pd
 import pytest
 
 from lorakit import widgets
 from lorakit.decentralized import make_graph
+from lorakit.widgets import decentralized as wd
 
 
 def test_tv_frame_columns_and_worst_case():
@@ -104,3 +106,52 @@ def test_tv_chart_of_a_large_graph_stays_under_altairs_row_limit():
     frame = widgets.tv_frame("ring", 60, 0.5, "uniform")
     assert len(frame) > 5000
     widgets.tv_chart(frame).to_dict()
+
+
+def _layer_rows(chart, i: int) -> list[dict]:
+    """The rows altair embeds for layer ``i`` of a layered chart."""
+    spec = chart.to_dict()
+    data = spec["layer"][i].get("data") or spec["data"]
+    return spec["datasets"][data["name"]]
+
+
+def test_comm_chart_draws_the_running_mean_of_the_walk_and_names_things_in_words():
+    runs = widgets.walk_frames("ring", 10, 0.5, "uniform", hops=80)
+    chart = widgets.comm_chart(runs.rw, runs.gossip, trend=25)
+    spec = chart.to_dict()
+    x = wd.X_SENT
+    assert spec["layer"][0]["encoding"]["x"]["title"] == x == "parameters sent (whole network)"
+    assert spec["layer"][0]["mark"]["opacity"] < 1  # the per-hop line, faint
+    bold = pd.DataFrame(_layer_rows(chart, len(spec["layer"]) - 1))
+    assert set(bold["method"]) == {"RW-LoRA (one token)", "gossip Dec-LoRA"}
+    walk = bold[bold["method"] == "RW-LoRA (one token)"]["value"].to_numpy()
+    gap = runs.rw["gap"].to_numpy()
+    # the trend at hop t is the geometric mean of f − f* over hops t−24..t (fewer at the start)
+    for t in (0, 10, 24, 50, 80):
+        window = gap[max(0, t - 24) : t + 1]
+        assert walk[t] == pytest.approx(np.exp(np.log(window).mean()), rel=1e-12)
+    # gossip is drawn as it is (one point per round, no smoothing)
+    gossip = bold[bold["method"] == "gossip Dec-LoRA"]["value"].to_numpy()
+    np.testing.assert_allclose(gossip, runs.gossip["gap"].to_numpy(), rtol=1e-12)
+    # trend=0: just the per-hop lines
+    assert len(widgets.comm_chart(runs.rw, runs.gossip, trend=0).to_dict()["layer"]) == 1
+    with pytest.raises(ValueError, match="trend"):
+        widgets.comm_chart(runs.rw, runs.gossip, trend=-1)
+
+
+def test_a_diverged_walk_is_marked_in_the_chart_and_the_status():
+    # lr = 3 blows the factorised quadratic up within a few hops (DEFAULT_LR = 0.05 does not)
+    runs = widgets.walk_frames("ring", 10, 0.5, "uniform", hops=40, lr=3.0)
+    stopped = runs.rw.attrs["diverged"][0]
+    assert (runs.rw["diverged_at"] == stopped).all()
+    chart = widgets.comm_chart(runs.rw, runs.gossip)
+    spec = chart.to_dict()
+    marks = [i for i, layer in enumerate(spec["layer"]) if layer["mark"].get("shape") == "cross"]
+    assert len(marks) == 1
+    crosses = pd.DataFrame(_layer_rows(chart, marks[0]))
+    assert set(crosses["method"]) == {"RW-LoRA (one token)", "gossip Dec-LoRA"}
+    tv = widgets.tv_frame("ring", 10, 0.5)
+    status = wd._status(tv, runs)
+    assert f"diverged at step {stopped} (seed 0)" in status
+    fine = widgets.walk_frames("ring", 10, 0.5, "uniform", hops=40)
+    assert fine.rw["diverged_at"].isna().all()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import html
 import math
+import warnings
 
 import altair as alt
 import ipywidgets as widgets
@@ -31,12 +32,15 @@ from .. import problems
 from .._validation import check_choice, check_int, check_real
 from ..asynchronous.clock import SPEEDS, STALENESS, AsyncFL
 from ..lowrank import LowRank, cur, paper_row_id, pca, qrcp
-from ..viz import convergence_chart
+from ..viz import FLOOR
 from ._app import App, _default
 
 __all__ = [
     "APPROXIMATIONS",
+    "APPROX_LABELS",
     "ASYNC_RULES",
+    "EXACT",
+    "SPARSE",
     "approximation_chart",
     "approximation_frame",
     "async_app",
@@ -48,6 +52,7 @@ __all__ = [
 #: The rules compared: synchronous FedAvg (the paper's experiment) and lorakit's asynchronous
 #: extensions FedAsync and FedBuff (not in the paper, spec async_fl.md §0).
 ASYNC_RULES = ("fedavg", "fedasync", "fedbuff")
+SHORT = {"fedavg": "FedAvg", "fedasync": "FedAsync", "fedbuff": "FedBuff"}
 RULE_LABELS = {
     "fedavg": "FedAvg (synchronous, the paper)",
     "fedasync": "FedAsync (lorakit extension)",
@@ -64,6 +69,22 @@ LR, LOCAL_STEPS = 0.3, 2
 TIME_BUDGET, FAST_TIME_BUDGET = 40.0, 20.0
 MAX_CLIENTS = 100
 APPROX_METHODS = ("pca", "qrcp", "cur", "paper_row_id")
+#: The upload rank when none is given.
+DEFAULT_RANK = 2
+#: What the legends and controls call each approximation.
+APPROX_LABELS = {
+    "identity": "none (full update)",
+    "pca": "PCA (truncated SVD)",
+    "qrcp": "QRCP (corrected)",
+    "cur": "CUR (QRCP pivots)",
+    "paper_row_id": "paper's row ID (uniform rows)",
+}
+#: A relative error below this is an exact reconstruction (full rank: rounding, ~1e-16); the
+#: error-against-rank chart leaves such points out so that ranks below full fill the log axis.
+EXACT = 1e-10
+#: A rule with at most this many server updates in the time budget gets a point per update (with
+#: severe stragglers synchronous FedAvg finishes one or two rounds: a lone segment otherwise).
+SPARSE = 60
 
 
 @functools.lru_cache(maxsize=16)
@@ -72,13 +93,21 @@ def _quadratics(num_clients: int):
     return problems.heterogeneous_quadratics(num_clients, m, n, L=1.0, spread=1.0, seed=0)
 
 
-def _compressor(approximation: str, rank: int):
+def _compressor(approximation: str, rank: int | None):
     check_choice("approximation", approximation, APPROXIMATIONS)
-    rank = check_int("rank", rank, low=1, high=min(SHAPE))
+    if rank is not None:
+        rank = check_int("rank", rank, low=1, high=min(SHAPE))
     if approximation == "identity":
+        if rank is not None:
+            warnings.warn(
+                f"rank={rank} does nothing with approximation='identity': uploads are not "
+                "approximated (pick 'pca', 'qrcp' or 'cur', or leave rank=None)",
+                UserWarning,
+                stacklevel=3,
+            )
         return None
     # CUR samples by leverage scores from the run's ``compression`` stream
-    return LowRank(approximation, rank, shape=SHAPE)
+    return LowRank(approximation, DEFAULT_RANK if rank is None else rank, shape=SHAPE)
 
 
 def async_frames(
@@ -86,7 +115,7 @@ def async_frames(
     stragglers: str = "heavy_tail",
     staleness: str = "polynomial",
     approximation: str = "identity",
-    rank: int = 2,
+    rank: int | None = None,
     time_budget: float | None = None,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -97,7 +126,8 @@ def async_frames(
     U[0.5, 1.5], ``"exponential"`` Exp(1), ``"heavy_tail"`` Pareto(1.5), mean 1 per local step),
     the same seed, lr = 0.3 and 2 local steps; FedAsync (α = 0.6) and FedBuff (K = 4) weight a
     τ-stale update by the ``staleness`` function s(τ). Each uploaded delta passes through
-    ``approximation`` at ``rank`` (``LowRank(method, rank, shape=(8, 6))``; ``"identity"``: none).
+    ``approximation`` at ``rank`` (``LowRank(method, rank, shape=(8, 6))``, default rank 2;
+    ``"identity"``: none, and a ``rank`` given with it warns that it does nothing).
 
     history: the engine's rows (``time``, ``update``, ``loss``, ``gap``, ``staleness``, …) plus
     ``rule``, ``label``, ``diverged_at`` (the update where a run stopped, NaN otherwise).
@@ -122,7 +152,7 @@ def async_frames(
         stopped = hist.attrs["diverged"].get(seed)
         hist["diverged_at"] = math.nan if stopped is None else float(stopped)
         if stopped is not None:
-            diverged[rule] = f"{rule} diverged at update {stopped}"
+            diverged[rule] = f"{SHORT[rule]} diverged at update {stopped}: lower the step size"
         for frame in (hist, evs):
             frame["rule"] = rule
             frame["label"] = RULE_LABELS[rule]
@@ -133,7 +163,7 @@ def async_frames(
     history.attrs = {
         "diverged": diverged,
         "approximation": approximation,
-        "rank": rank,
+        "rank": None if compressor is None else compressor.rank,
         "stragglers": stragglers,
         "staleness": staleness,
         "time_budget": budget,
@@ -162,7 +192,8 @@ def approximation_frame(m: int = 40, n: int = 30, ranks=range(1, 31), seed: int 
     (corrected row-based), CUR (QRCP-pivot selection of k columns and k rows) and the paper's
     row-ID method (uniform rows), on X = U V + 0.1·noise with U V of rank 5 (standard normal).
 
-    Columns ``method``, ``rank``, ``rel_error``. Cached per arguments.
+    Columns ``method``, ``rank``, ``rel_error``; ``attrs["shape"]`` = (m, n). Cached per
+    arguments.
     """
     m = check_int("m", m, low=1)
     n = check_int("n", n, low=1)
@@ -170,21 +201,81 @@ def approximation_frame(m: int = 40, n: int = 30, ranks=range(1, 31), seed: int 
     if not ranks:
         raise ValueError("ranks must name at least one rank")
     seed = check_int("seed", seed, low=0)
-    return _approximation_frame(m, n, ranks, min(5, m, n), 0.1, seed).copy()
+    frame = _approximation_frame(m, n, ranks, min(5, m, n), 0.1, seed).copy()
+    frame.attrs = {"shape": (m, n)}
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------
 # charts
 # ---------------------------------------------------------------------------------------------
 def async_charts(history: pd.DataFrame) -> alt.LayerChart:
-    """f − f* (log) against virtual wall-clock time, one line per rule."""
-    return convergence_chart(
-        history,
-        y="gap",
-        color="label",
-        x="time",
-        y_title="f(W) − f*",
-        title="loss against virtual wall-clock time",
+    """f − f* (log) against virtual wall-clock time, one line per rule.
+
+    The server's model, hence f − f*, only changes when an update is applied, so each line is a
+    step function (``step-after``), carried to the end of the time budget. A rule with at most
+    :data:`SPARSE` updates also gets a point per update: under severe stragglers synchronous
+    FedAvg finishes only a round or two (each waits for its slowest client), which a plain line
+    would draw as one slanted segment. A diverged rule (``diverged_at`` set) ends in a red cross.
+    """
+    if not isinstance(history, pd.DataFrame) or not {"time", "gap", "label"} <= set(history):
+        raise ValueError("history must be async_frames(...)[0] (columns time, gap, label)")
+    cols = ["label", "time", "update", "gap", "diverged_at"]
+    data = history[[c for c in cols if c in history]].copy()
+    data["gap"] = pd.to_numeric(data["gap"], errors="coerce").astype(float)
+    data = data[data["gap"].map(math.isfinite) & (data["gap"] > 0)]
+    data["gap"] = data["gap"].clip(lower=FLOOR)
+    if "diverged_at" not in data:
+        data["diverged_at"] = math.nan
+    budget = history.attrs.get("time_budget")
+    ends = []
+    for _, run in data.groupby("label", sort=False):
+        last = run.iloc[-1]
+        if budget is not None and pd.isna(last["diverged_at"]) and last["time"] < budget:
+            ends.append(last.to_frame().T.assign(time=float(budget)))
+    lines = pd.concat([data, *ends], ignore_index=True)
+    lines["time"] = lines["time"].astype(float)
+    lines["gap"] = lines["gap"].astype(float)
+    updates = data.groupby("label", sort=False)["update"].transform("max")
+    # a point where each update lands (the engine also logs a last row at the budget's end)
+    points = data[(updates <= SPARSE) & (data["update"] > 0)].drop_duplicates(["label", "update"])
+    x = alt.X("time:Q", title="virtual wall-clock time", scale=alt.Scale(nice=False))
+    y = alt.Y("gap:Q", title="f(W) − f*", scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e"))
+    color = alt.Color("label:N", title="rule", legend=alt.Legend(labelLimit=340))
+    tooltip = [
+        "label",
+        "update",
+        alt.Tooltip("time:Q", format=".2f"),
+        alt.Tooltip("gap:Q", format=".3g"),
+    ]
+    layers = [
+        alt.Chart(lines)
+        .mark_line(interpolate="step-after")
+        .encode(x=x, y=y, color=color, tooltip=tooltip),
+        alt.Chart(points)
+        .mark_point(filled=True, size=50)
+        .encode(x=x, y=y, color=color, tooltip=tooltip),
+    ]
+    diverged = data[data["diverged_at"].notna()].groupby("label", sort=False).tail(1)
+    if not diverged.empty:
+        layers.append(
+            alt.Chart(diverged)
+            .mark_point(shape="cross", size=120, filled=True, color="red")
+            .encode(
+                x=x,
+                y=y,
+                tooltip=["label", alt.Tooltip("diverged_at:Q", title="diverged at update")],
+            )
+        )
+    subtitle = ["steps: the model changes only when the server applies an update"]
+    if not points.empty:
+        subtitle.append(
+            "dots: every update of a rule with few (FedAvg waits for its slowest client)"
+        )
+    return alt.layer(*layers).properties(
+        width=520,
+        height=300,
+        title=alt.Title("loss against virtual wall-clock time", subtitle=subtitle),
     )
 
 
@@ -208,17 +299,33 @@ def staleness_chart(events: pd.DataFrame) -> alt.Chart:
 
 
 def approximation_chart(frame: pd.DataFrame, highlight: str | None = None, rank=None):
-    """Relative error (log) against rank per method; a rule at the chosen ``rank``."""
+    """Relative error (log) against rank per method; a rule at the chosen ``rank``.
+
+    Exact reconstructions (relative error below :data:`EXACT`, i.e. rank = full rank, where every
+    method returns X up to rounding, ~1e-16) are left out and named in the subtitle: on a log
+    axis they would stretch it to 1e-16 and squeeze every other rank into its top.
+    """
+    if not isinstance(frame, pd.DataFrame) or not {"method", "rank", "rel_error"} <= set(frame):
+        raise ValueError("frame must be an approximation_frame (columns method, rank, rel_error)")
     data = frame.copy()
-    data["rel_error"] = data["rel_error"].clip(lower=1e-16)
-    base = alt.Chart(data, title="approximation error against rank (PCA = Eckart–Young floor)")
+    exact = data["rel_error"] < EXACT
+    left_out = sorted(int(k) for k in data.loc[exact, "rank"].unique())
+    data = data[~exact]
+    data["label"] = data["method"].map(lambda m: APPROX_LABELS.get(m, m))
+    subtitle = "PCA is the Eckart–Young floor: no rank-k method lies below it"
+    if left_out:
+        ranks = ", ".join(map(str, left_out))
+        subtitle += f"; rank {ranks} left out: exact there (error ≈ 1e-16, rounding)"
+    base = alt.Chart(data, title=alt.Title("approximation error against rank", subtitle=subtitle))
     width = alt.condition(alt.datum.method == (highlight or ""), alt.value(3.5), alt.value(1.5))
     lines = base.mark_line(point=True).encode(
         x=alt.X("rank:Q", title="rank k"),
-        y=alt.Y("rel_error:Q", title="‖X − X̂‖_F / ‖X‖_F", scale=alt.Scale(type="log")),
-        color=alt.Color("method:N"),
+        y=alt.Y(
+            "rel_error:Q", title="relative error ‖X − X̂‖_F / ‖X‖_F", scale=alt.Scale(type="log")
+        ),
+        color=alt.Color("label:N", title="approximation", legend=alt.Legend(labelLimit=340)),
         strokeWidth=width,
-        tooltip=["method", "rank", alt.Tooltip("rel_error:Q", format=".3g")],
+        tooltip=["label", "rank", alt.Tooltip("rel_error:Q", format=".3g")],
     )
     layers = [lines]
     if rank is not None:
@@ -239,7 +346,7 @@ def _status(history: pd.DataFrame, events: pd.DataFrame) -> str:
         t50 = f"{reach.min():.1f}" if len(reach) else "never"
         ev = events[(events["rule"] == rule) & events["applied"].astype(bool)]
         text = (
-            f"<b>{rule}</b>: final gap {h['gap'].iloc[-1]:.3g} after {int(h['update'].max())} "
+            f"<b>{SHORT[rule]}</b>: final f − f* {h['gap'].iloc[-1]:.3g} after {int(h['update'].max())} "
             f"updates, half gap at t = {t50}, mean τ {ev['staleness'].mean():.2f}"
         )
         if rule in history.attrs.get("diverged", {}):
@@ -260,12 +367,15 @@ def async_app(
     """Controls for the clients, the straggler severity, the staleness function, the upload
     approximation and its rank, redrawing :func:`async_frames` (gap against virtual time,
     staleness histogram) and :func:`approximation_frame` (error against rank, cached; the chosen
-    method and rank highlighted). Computes and draws once when built; returns an :class:`App`.
+    method and rank highlighted). The rank slider is disabled while the approximation is
+    ``"identity"`` (nothing to truncate), and the status says so. Computes and draws once when
+    built; returns an :class:`App`.
     """
     num_clients = check_int("num_clients", num_clients, low=1, high=MAX_CLIENTS)
     check_choice("stragglers", stragglers, SPEEDS)
     check_choice("staleness", staleness, STALENESS)
-    _compressor(approximation, rank)
+    check_choice("approximation", approximation, APPROXIMATIONS)
+    rank = check_int("rank", rank, low=1, high=min(SHAPE))  # the slider keeps it while disabled
     budget = _default(time_budget, TIME_BUDGET, FAST_TIME_BUDGET)
     budget = check_real("time_budget", budget, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
@@ -293,7 +403,7 @@ def async_app(
             options=list(STALENESS), value=staleness, description="staleness s(τ)", style=style
         ),
         "approximation": widgets.Dropdown(
-            options=list(APPROXIMATIONS),
+            options=[(APPROX_LABELS[a], a) for a in APPROXIMATIONS],
             value=approximation,
             description="upload approximation",
             style=style,
@@ -304,14 +414,22 @@ def async_app(
             max=min(SHAPE),
             description="rank k",
             continuous_update=False,
+            disabled=approximation == "identity",
             style=style,
         ),
     }
     approx = approximation_frame(seed=seed)
 
     def compute(num_clients, stragglers, staleness, approximation, rank):
+        identity = approximation == "identity"
         history, events = async_frames(
-            num_clients, stragglers, staleness, approximation, rank, budget, seed
+            num_clients,
+            stragglers,
+            staleness,
+            approximation,
+            None if identity else rank,
+            budget,
+            seed,
         )
         charts = [
             async_charts(history),
@@ -320,6 +438,13 @@ def async_app(
                 approx, None if approximation == "identity" else approximation, rank
             ),
         ]
-        return history, charts, _status(history, events)
+        # the rank only acts on a rank-k approximation: off (and said so) while uploads are full
+        controls["rank"].disabled = approximation == "identity"
+        status = _status(history, events)
+        if approximation == "identity":
+            status += (
+                "<br><i>rank k is off: uploads are not approximated (pick PCA, QRCP or CUR)</i>"
+            )
+        return history, charts, status
 
     return App(controls, compute, n_charts=3)

@@ -44,6 +44,8 @@ from ..viz import FLOOR, convergence_chart, output
 from ._app import App, _default
 
 __all__ = [
+    "METHOD_LABELS",
+    "TREND",
     "WALK_GRAPHS",
     "WALK_METHODS",
     "WALK_PIS",
@@ -61,6 +63,12 @@ __all__ = [
 
 WALK_GRAPHS = tuple(GRAPHS)
 WALK_METHODS = ("rw_lora", "gossip_lora")
+#: What the charts, legends and status call each method (raw keys stay in the frames).
+METHOD_LABELS = {"rw_lora": "RW-LoRA (one token)", "gossip_lora": "gossip Dec-LoRA"}
+#: Hops in the running (geometric) mean drawn over RW-LoRA's loss: a constant-step walk reaches
+#: a neighbourhood of f* and keeps moving in it, so the per-hop line alone hides the trend.
+TREND = 25
+X_SENT = "parameters sent (whole network)"
 #: ``"uniform"`` or ``"sizes"``: π_v ∝ v + 1, standing in for unequal local data sizes.
 WALK_PIS = ("uniform", "sizes")
 MAX_NODES = 60
@@ -177,7 +185,7 @@ def tv_chart(frame: pd.DataFrame) -> alt.LayerChart:
     if stride > 1:
         t = data["t"]
         data = data[(t % stride == 0) | (t == t.max())]
-    y = alt.Y("tv:Q", title="½‖Pᵗ(u,·) − π‖₁", scale=alt.Scale(type="log"))
+    y = alt.Y("tv:Q", title="TV distance ½‖Pᵗ(u,·) − π‖₁", scale=alt.Scale(type="log"))
     x = alt.X("t:Q", title="t (hops)")
     starts = (
         alt.Chart(data[~data["worst"]])
@@ -283,7 +291,18 @@ def walk_frames(
         visits = visits[visits["seed"] == seed].reset_index(drop=True)
     if "gossip_lora" in methods:
         gossip = GossipLoRA(rank=RANK, lr=lr).run(prob, rounds, seed, graph=G, on_divergence="stop")
+    for frame in (rw, gossip):
+        _mark_divergence(frame)
     return RandomWalkRuns(rw, gossip, visits, G)
+
+
+def _mark_divergence(frame: pd.DataFrame) -> None:
+    """Add ``diverged_at`` (the step where a seed's run stopped, NaN otherwise) from
+    ``attrs["diverged"]``, so :func:`~lorakit.viz.convergence_chart` marks it with a red cross."""
+    if frame.empty:
+        return
+    stopped = frame.attrs.get("diverged") or {}
+    frame["diverged_at"] = frame["seed"].map(lambda s: float(stopped.get(s, math.nan)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,24 +330,88 @@ def _y(frame: pd.DataFrame) -> str:
     return "gap" if gap is not None and bool(np.isfinite(gap).any()) else "loss"
 
 
-def comm_chart(rw: pd.DataFrame, gossip: pd.DataFrame) -> alt.LayerChart:
-    """Loss gap against the cumulative communicated parameters, one line per method."""
-    frames = [f for f in (rw, gossip) if isinstance(f, pd.DataFrame) and not f.empty]
+def comm_chart(rw: pd.DataFrame, gossip: pd.DataFrame, *, trend: int = TREND) -> alt.LayerChart:
+    """Loss gap against the cumulative communicated parameters, one line per method.
+
+    Methods are named by :data:`METHOD_LABELS` (a ``method`` value that is not a key, e.g.
+    ``"RW-LoRA, laziness 0"``, is kept as it is). Every line of ``rw`` (the walks) also gets a
+    bold running geometric mean over ``trend`` hops (0: none): a constant step size η makes the
+    walk reach a neighbourhood of f* and move around in it, not converge, and the per-hop line
+    swings by an order of magnitude. A diverged run ends in a red cross (``diverged_at``).
+    """
+    trend = check_int("trend", trend, low=0)
+    walks = rw if isinstance(rw, pd.DataFrame) and not rw.empty else None
+    frames = [f for f in (walks, gossip) if isinstance(f, pd.DataFrame) and not f.empty]
     if not frames:
         raise ValueError("rw and gossip are both empty: run at least one method")
-    cols = ["method", "seed", "communicated_params", "loss", "gap"]
-    data = pd.concat([f[cols] for f in frames], ignore_index=True)
+    cols = ["method", "seed", "communicated_params", "loss", "gap", "diverged_at"]
+    data = pd.concat([f[[c for c in cols if c in f]] for f in frames], ignore_index=True)
+    data["method"] = data["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    data = data.rename(columns={"communicated_params": X_SENT})
     y = _y(data)
-    return convergence_chart(
+    y_title = "f − f*" if y == "gap" else "f"
+    chart = convergence_chart(
         data,
         y=y,
-        x="communicated_params",
-        y_title="f − f*" if y == "gap" else "f",
+        x=X_SENT,
+        y_title=y_title,
         median_over_seeds=False,
         title="Loss against the parameters sent (whole network)",
         width=WIDTH,
         height=HEIGHT,
     )
+    if walks is None or trend == 0:
+        return chart
+    # walks: their running mean; gossip (monotone, one point per round): itself, drawn bold too
+    mean = pd.concat(
+        [
+            _running_mean(data.iloc[: len(walks)], y, trend),
+            _running_mean(data.iloc[len(walks) :], y, 1),
+        ],
+        ignore_index=True,
+    )
+    if mean.empty:
+        return chart
+    faint = chart.layer[0].mark_line(opacity=0.35, strokeWidth=1)
+    if faint.data is alt.Undefined:  # alt.layer hoists a single layer's data to the top
+        faint.data = chart.data
+    bold = (
+        alt.Chart(mean)
+        .mark_line(strokeWidth=3)
+        .encode(
+            x=alt.X(f"{X_SENT}:Q", title=X_SENT),
+            y=alt.Y(
+                "value:Q", title=y_title, scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e")
+            ),
+            color=alt.Color("method:N"),
+            tooltip=[
+                "method",
+                alt.Tooltip(f"{X_SENT}:Q"),
+                alt.Tooltip("value:Q", title=f"running mean of {y_title}", format=".3g"),
+            ],
+        )
+    )
+    subtitle = (
+        f"RW-LoRA thin: every hop; bold: running geometric mean over {trend} hops (the trend)"
+    )
+    return alt.layer(faint, *chart.layer[1:], bold).properties(
+        width=WIDTH,
+        height=HEIGHT,
+        title=alt.Title("Loss against the parameters sent (whole network)", subtitle=subtitle),
+    )
+
+
+def _running_mean(data: pd.DataFrame, y: str, window: int) -> pd.DataFrame:
+    """exp of the running mean of log ``y`` over ``window`` rows, per (method, seed): the trend
+    of a loss drawn on a log axis (an arithmetic mean would follow the largest swings)."""
+    data = data[np.isfinite(data[y]) & (data[y] > 0)].copy()
+    logs = np.log(data[y].clip(lower=FLOOR))
+    data["value"] = np.exp(
+        logs.groupby([data["method"], data["seed"]]).transform(
+            lambda v: v.rolling(window, min_periods=1).mean()
+        )
+    )
+    return data[["method", "seed", X_SENT, "value"]]
 
 
 def mismatch_chart(gossip: pd.DataFrame) -> alt.Chart:
@@ -350,7 +433,9 @@ def mismatch_chart(gossip: pd.DataFrame) -> alt.Chart:
         .mark_line(point=True, color="#e45756")
         .encode(
             x=alt.X("round:Q", title="gossip round"),
-            y=alt.Y("mismatch:Q", title="max_i ‖ℳ_i‖_F", scale=alt.Scale(type="log")),
+            y=alt.Y(
+                "mismatch:Q", title="largest node mismatch ‖ℳ_i‖_F", scale=alt.Scale(type="log")
+            ),
             tooltip=["round", "mismatch"],
         )
         .properties(
@@ -477,7 +562,7 @@ def _status(tv: pd.DataFrame, runs: RandomWalkRuns) -> str:
     for frame in (runs.rw, runs.gossip):
         if frame.empty:
             continue
-        method = frame["method"].iloc[0]
+        method = METHOD_LABELS[frame["method"].iloc[0]]
         last = frame.iloc[-1]
         y = _y(frame)
         text = (
@@ -540,7 +625,10 @@ def random_walks_app(
             description="target π",
         ),
         "methods": widgets.SelectMultiple(
-            options=WALK_METHODS, value=methods, rows=2, description="methods"
+            options=[(METHOD_LABELS[m], m) for m in WALK_METHODS],
+            value=methods,
+            rows=2,
+            description="methods",
         ),
     }
     step = widgets.IntSlider(value=hops, min=0, max=hops, description="path step", style=style)

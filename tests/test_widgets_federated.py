@@ -277,11 +277,13 @@ def test_coinciding_lines_differ_in_dash_and_shape():
     colour, dash and point shape, so a line drawn under another still shows."""
     history, _ = widgets.federated_frame(("fslora", "flex_lora", "fedit"), ratio_mix=0.5, rounds=4)
     for chart in widgets.federated_charts(history):
-        enc = _line_layer(chart)["encoding"]
-        domain = enc["color"]["scale"]["domain"]
-        assert domain == ["FSLoRA", "FlexLoRA", "FedIT"]
-        assert enc["strokeDash"]["scale"]["domain"] == domain
-        assert enc["shape"]["scale"]["domain"] == domain
+        spec = chart.to_dict()
+        line, points = spec["layer"][-2]["encoding"], spec["layer"][-1]["encoding"]
+        domain = points["color"]["scale"]["domain"]
+        assert domain == ["FSLoRA", "FlexLoRA", "FedIT"] == line["color"]["scale"]["domain"]
+        assert line["strokeDash"]["scale"]["domain"] == domain
+        assert points["shape"]["scale"]["domain"] == domain
+        enc = {"strokeDash": line["strokeDash"], "shape": points["shape"]}
         pairs = {
             (str(d), s)
             for d, s in zip(

@@ -292,6 +292,17 @@ _SHAPES = (
     "stroke",
 )
 _X_TITLES = {"round": "server round", MB_COL: MB_COL}
+_MARKERS = 20
+
+
+def _marker_rows(lines: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """About :data:`_MARKERS` points per line, staggered between methods so that the markers of
+    coinciding lines fall side by side rather than on top of each other."""
+    groups = ["method", "seed"] if "seed" in lines else ["method"]
+    order = lines.groupby(groups, sort=False).cumcount()
+    stride = max(1, math.ceil(int(order.max()) / _MARKERS)) if len(lines) else 1
+    phase = lines["method"].map({name: i * stride // len(names) for i, name in enumerate(names)})
+    return lines[(order + phase) % stride == 0]
 
 
 def method_label(name: str) -> str:
@@ -390,8 +401,13 @@ def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, pe
     enc = {} if several else {"detail": "seed:N"}
     layers.append(
         alt.Chart(lines)
-        .mark_line(point=alt.OverlayMarkDef(size=30, filled=False), strokeWidth=2)
-        .encode(x=x_enc, y=y_enc, color=color, strokeDash=dash, shape=shape, tooltip=tooltip, **enc)
+        .mark_line(strokeWidth=2)
+        .encode(x=x_enc, y=y_enc, color=color, strokeDash=dash, tooltip=tooltip, **enc)
+    )
+    layers.append(
+        alt.Chart(_marker_rows(lines, names))
+        .mark_point(size=45, filled=False, strokeWidth=1.5, opacity=1)
+        .encode(x=x_enc, y=y_enc, color=color, shape=shape, tooltip=tooltip)
     )
     if not marks.empty:
         title = alt.TitleParams(title, subtitle="red cross: a run diverged and stopped there")

@@ -98,8 +98,8 @@ def theorem_label(theorem) -> str:
 
 def theorem_table(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`lorakit.checks.verify`'s table for reading: one row per theorem check with the
-    columns ``theorem``, ``measured ± SE``, ``corrected bound``, ``printed bound`` and ``status``,
-    as text. A check whose printed statement is right (no erratum) shows "—" as its printed
+    columns ``theorem``, ``measured ± SE``, ``relation``, ``corrected bound``, ``printed bound``
+    and ``status``, as text. A check whose printed statement is right (no erratum) shows "—" as its printed
     bound instead of NaN."""
     need = {"paper", "claim", "measured", "stderr", "relation", "bound", "printed_bound", "status"}
     if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
@@ -530,9 +530,7 @@ def _constants_status(eigen: pd.DataFrame, curve: pd.DataFrame, key: str, polyak
     if polyak:
         step = "the Polyak step (no step factor: the slider does not apply)"
     else:
-        step = (
-            f"γ = {c['step_factor']:g} × γ_check = {c['gamma']:.4g} (γ_check = {c['gamma_label']})"
-        )
+        step = f"γ = {c['step_factor']:g} × the check's step {c['gamma_label']} = {c['gamma']:.4g}"
     text += (
         f"<br><b>{thm.paper} {thm.number}</b> ({thm.setting}) on its check's own run "
         f"({html.escape(c['detail'])}) at {step}, {c['seeds']} seeds. At T = {int(last['T'])}: "

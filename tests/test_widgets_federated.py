@@ -310,3 +310,15 @@ def test_log_axis_is_fitted_to_the_data(run):
         low, high = y["scale"]["domain"]
         assert low <= gap.min() and high >= gap.max()
         assert high / low < (gap.max() / gap.min()) * 1.3  # within ~5 % per side in log space
+
+
+def test_divergence_is_marked_in_both_charts():
+    history, _ = widgets.federated_frame(("fslora", "fedit"), lr=1.0, rounds=8)
+    assert set(history.attrs["diverged"]) == {"fslora"}
+    for chart in widgets.federated_charts(history):
+        spec = chart.to_dict()
+        assert spec["title"]["subtitle"] == "red cross: a run diverged and stopped there"
+        crosses = [layer for layer in spec["layer"] if layer["mark"].get("shape") == "cross"]
+        assert len(crosses) == 1 and crosses[0]["mark"]["color"] == "red"
+    calm, _ = widgets.federated_frame(("fedit",), rounds=3)
+    assert "subtitle" not in str(widgets.federated_charts(calm)[0].to_dict()["title"])

@@ -110,7 +110,7 @@ def test_a_diverging_setting_is_reported_not_raised():
     assert set(messages["method"]) == {"fedit", "fslora"}
     assert messages[messages["method"] == "fslora"]["round"].max() <= fs["diverged_at"].max()
     status = fed._federated_status(history)
-    assert "diverged in round" in status and "fedit" in status
+    assert "diverged in round" in status and "FedIT" in status
     widgets.federated_charts(history, messages)[0].to_dict()  # the red cross draws
 
     app = widgets.federated_app(methods=("fslora", "fedit"), lr=1.0, rounds=20)
@@ -245,3 +245,80 @@ def test_bad_inputs_raise_value_error_naming_the_argument(kwargs, name):
 def test_app_bad_inputs_raise_value_error(kwargs, name):
     with pytest.raises(ValueError, match=name):
         widgets.federated_app(**{"rounds": 2, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 §4: readable legends, overlapping lines, fitted log axes
+# ---------------------------------------------------------------------------------------------
+def _line_layer(chart):
+    return chart.to_dict()["layer"][-1]
+
+
+def test_legends_and_axes_are_in_words(run):
+    history, messages = run
+    per_round, per_mb = widgets.federated_charts(history, messages)
+    for chart, x_title in ((per_round, "server round"), (per_mb, fed.MB_COL)):
+        layer = _line_layer(chart)
+        enc = layer["encoding"]
+        assert enc["x"]["title"] == x_title and enc["y"]["title"] == "f(W) − f*"
+        names = enc["color"]["scale"]["domain"]
+        assert names == [fed.METHOD_LABELS[m] for m in ALL]  # FSLoRA, FedIT, …, not fslora
+    assert fed.method_label("fslora_topk") == "FSLoRA + top-k"
+    assert fed.method_label("fslora (k_i/r = 1/2)") == "FSLoRA (k_i/r = 1/2)"
+    assert fed.method_label("something else") == "something else"
+    app = widgets.federated_app(methods=("fslora", "flex_lora"), rounds=5)
+    assert "<b>FSLoRA</b>" in app.status.value and "<b>FlexLoRA</b>" in app.status.value
+    labels = dict(app.controls["methods"].options)
+    assert labels["FedStackLoRA"] == "fedstack_lora"  # readable labels, values stay the keys
+
+
+def test_coinciding_lines_differ_in_dash_and_shape():
+    """With every k_i/r = 1/2 FlexLoRA lies on FSLoRA (issue 12 §4): each method has its own
+    colour, dash and point shape, so a line drawn under another still shows."""
+    history, _ = widgets.federated_frame(("fslora", "flex_lora", "fedit"), ratio_mix=0.5, rounds=4)
+    for chart in widgets.federated_charts(history):
+        spec = chart.to_dict()
+        line, points = spec["layer"][-2]["encoding"], spec["layer"][-1]["encoding"]
+        domain = points["color"]["scale"]["domain"]
+        assert domain == ["FSLoRA", "FlexLoRA", "FedIT"] == line["color"]["scale"]["domain"]
+        assert line["strokeDash"]["scale"]["domain"] == domain
+        assert points["shape"]["scale"]["domain"] == domain
+        enc = {"strokeDash": line["strokeDash"], "shape": points["shape"]}
+        pairs = {
+            (str(d), s)
+            for d, s in zip(
+                enc["strokeDash"]["scale"]["range"], enc["shape"]["scale"]["range"], strict=True
+            )
+        }
+        assert (
+            len(pairs) == len(domain)
+            and len(set(map(str, enc["strokeDash"]["scale"]["range"]))) == 3
+        )
+
+
+def test_log_axis_is_fitted_to_the_data(run):
+    """Data in 0.7–2.2 gets an axis near 0.7–2.2, not Vega's nice 0.1–10."""
+    lo, hi = fed.log_domain([0.7, 1.3, 2.2])
+    assert 0.6 < lo < 0.7 and 2.2 < hi < 2.5
+    lo, hi = fed.log_domain([1e-3, 1e3, -1.0, math.nan])  # non-positive, non-finite dropped
+    assert lo == pytest.approx(1e-3 / 10**0.3) and hi == pytest.approx(1e3 * 10**0.3)
+    history, _ = run
+    for chart in widgets.federated_charts(history):
+        y = _line_layer(chart)["encoding"]["y"]
+        assert y["scale"]["type"] == "log" and y["scale"]["nice"] is False
+        gap = history["gap"]
+        low, high = y["scale"]["domain"]
+        assert low <= gap.min() and high >= gap.max()
+        assert high / low < (gap.max() / gap.min()) * 1.3  # within ~5 % per side in log space
+
+
+def test_divergence_is_marked_in_both_charts():
+    history, _ = widgets.federated_frame(("fslora", "fedit"), lr=1.0, rounds=8)
+    assert set(history.attrs["diverged"]) == {"fslora"}
+    for chart in widgets.federated_charts(history):
+        spec = chart.to_dict()
+        assert spec["title"]["subtitle"] == "red cross: a run diverged and stopped there"
+        crosses = [layer for layer in spec["layer"] if layer["mark"].get("shape") == "cross"]
+        assert len(crosses) == 1 and crosses[0]["mark"]["color"] == "red"
+    calm, _ = widgets.federated_frame(("fedit",), rounds=3)
+    assert "subtitle" not in str(widgets.federated_charts(calm)[0].to_dict()["title"])

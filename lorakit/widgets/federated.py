@@ -27,7 +27,7 @@ from .. import problems
 from .._validation import check_choice, check_int, check_real
 from ..federated import budgets as bud
 from ..federated import make_federated
-from ..viz import convergence_chart
+from ..viz import FLOOR, HEIGHT, LABEL_LIMIT, WIDTH
 from ._app import App, _default
 
 __all__ = [
@@ -40,6 +40,8 @@ __all__ = [
     "federated_budget",
     "federated_charts",
     "federated_frame",
+    "log_domain",
+    "method_label",
 ]
 
 #: The methods the app runs: every FederatedLoRA configuration of :func:`make_federated`
@@ -267,11 +269,158 @@ def _y_column(history: pd.DataFrame) -> str:
     return "gap" if gap is not None and bool(np.isfinite(gap).any()) else "loss"
 
 
+#: The methods in words (legends, status line); frames keep the keys of :func:`make_federated`.
+METHOD_LABELS = {
+    "fslora": "FSLoRA",
+    "fedit": "FedIT",
+    "hetero_lora": "HeteroLoRA",
+    "fslora_topk": "FSLoRA + top-k",
+    "flex_lora": "FlexLoRA",
+    "fedstack_lora": "FedStackLoRA",
+}
+#: One stroke dash and one point shape per line, so coinciding lines stay distinguishable
+#: (FlexLoRA sits on FSLoRA with every k_i/r = 1/2; issue 12 §4).
+_DASHES = ([1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 4], [14, 4], [2, 6], [6, 2, 2, 2])
+_SHAPES = (
+    "circle",
+    "square",
+    "triangle-up",
+    "diamond",
+    "cross",
+    "triangle-down",
+    "wedge",
+    "stroke",
+)
+_X_TITLES = {"round": "server round", MB_COL: MB_COL}
+_MARKERS = 20
+
+
+def _marker_rows(lines: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """About :data:`_MARKERS` points per line, staggered between methods so that the markers of
+    coinciding lines fall side by side rather than on top of each other."""
+    groups = ["method", "seed"] if "seed" in lines else ["method"]
+    order = lines.groupby(groups, sort=False).cumcount()
+    stride = max(1, math.ceil(int(order.max()) / _MARKERS)) if len(lines) else 1
+    phase = lines["method"].map({name: i * stride // len(names) for i, name in enumerate(names)})
+    return lines[(order + phase) % stride == 0]
+
+
+def method_label(name: str) -> str:
+    """``"fslora (paper mix)"`` → ``"FSLoRA (paper mix)"``: the method key in words, the rest
+    kept (the longest matching key wins, so ``fslora_topk`` is not read as ``fslora``)."""
+    name = str(name)
+    for key in sorted(METHOD_LABELS, key=len, reverse=True):
+        if name == key or name.startswith(key + " "):
+            return METHOD_LABELS[key] + name[len(key) :]
+    return name
+
+
+def log_domain(values) -> list[float]:
+    """A log-axis domain fitted to the positive finite ``values``: [min, max] widened by 5 % of
+    its width in log space (a factor 1.1 at least when min = max), so data in 0.7–2.2 gets
+    that range and not Vega's nice 0.1–10."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return [FLOOR, 1.0]
+    lo, hi = float(v.min()), float(v.max())
+    pad = max((hi / lo) ** 0.05, 1.1) if hi > lo else 1.1
+    return [lo / pad, hi * pad]
+
+
+def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, per_seed: bool):
+    """One line per method (median over seeds with a min–max band, or one line per seed), each
+    with its own dash and point shape, on a log axis fitted to the data; red crosses where a run
+    diverged."""
+    data = data[[c for c in ("method", "seed", x, y, "diverged_at") if c in data]].copy()
+    data[y] = pd.to_numeric(data[y], errors="coerce").astype(float)
+    data = data[np.isfinite(data[y]) & (data[y] > 0)]
+    data[y] = data[y].clip(lower=FLOOR)
+    if "seed" not in data:
+        data["seed"] = 0
+    data["method"] = data["method"].map(method_label)
+    names = list(dict.fromkeys(data["method"]))
+    several = not per_seed and bool((data.groupby("method")["seed"].nunique() > 1).any())
+    if several:
+        lines = (
+            data.groupby(["method", x], sort=False)[y]
+            .agg(value="median", low="min", high="max")
+            .reset_index()
+        )
+    else:
+        lines = data.rename(columns={y: "value"})
+    domain = log_domain(np.concatenate([data[y].to_numpy(), lines["value"].to_numpy()]))
+    decades = math.log10(domain[1] / domain[0])
+    axis = alt.Axis(format=".0e") if decades > 2 else alt.Axis(format=".3~g")
+    y_scale = alt.Scale(type="log", domain=domain, nice=False)
+    x_enc = alt.X(f"{x}:Q", title=_X_TITLES.get(x, x), scale=alt.Scale(nice=False))
+    y_enc = alt.Y("value:Q", title=y_title, scale=y_scale, axis=axis)
+    legend = alt.Legend(labelLimit=LABEL_LIMIT, symbolStrokeWidth=2, symbolSize=60)
+    color = alt.Color("method:N", title="method", scale=alt.Scale(domain=names), legend=legend)
+    dash = alt.StrokeDash(
+        "method:N",
+        title="method",
+        scale=alt.Scale(domain=names, range=[_DASHES[i % len(_DASHES)] for i in range(len(names))]),
+        legend=legend,
+    )
+    shape = alt.Shape(
+        "method:N",
+        title="method",
+        scale=alt.Scale(domain=names, range=[_SHAPES[i % len(_SHAPES)] for i in range(len(names))]),
+        legend=legend,
+    )
+    tooltip = [alt.Tooltip("method:N"), alt.Tooltip(f"{x}:Q", title=_X_TITLES.get(x, x))]
+    tooltip.append(alt.Tooltip("value:Q", title=y_title, format=".4g"))
+    layers = []
+    if several:
+        layers.append(
+            alt.Chart(lines)
+            .mark_area(opacity=0.15)
+            .encode(
+                x=x_enc, y=alt.Y("low:Q", scale=y_scale, title=y_title), y2="high:Q", color=color
+            )
+        )
+    marks = data[data["diverged_at"].notna()] if "diverged_at" in data else data.iloc[:0]
+    if not marks.empty:
+        marks = marks.loc[marks.groupby(["method", "seed"])[x].idxmax()].rename(
+            columns={y: "value"}
+        )
+        layers.append(
+            alt.Chart(marks)
+            .mark_point(shape="cross", size=160, filled=True, color="red")
+            .encode(
+                x=x_enc,
+                y=y_enc,
+                tooltip=[
+                    alt.Tooltip("method:N"),
+                    alt.Tooltip("seed:N"),
+                    alt.Tooltip("diverged_at:Q", title="diverged in round"),
+                ],
+            )
+        )
+    enc = {} if several else {"detail": "seed:N"}
+    layers.append(
+        alt.Chart(lines)
+        .mark_line(strokeWidth=2)
+        .encode(x=x_enc, y=y_enc, color=color, strokeDash=dash, tooltip=tooltip, **enc)
+    )
+    layers.append(
+        alt.Chart(_marker_rows(lines, names))
+        .mark_point(size=45, filled=False, strokeWidth=1.5, opacity=1)
+        .encode(x=x_enc, y=y_enc, color=color, shape=shape, tooltip=tooltip)
+    )
+    if not marks.empty:
+        title = alt.TitleParams(title, subtitle="red cross: a run diverged and stopped there")
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=title)
+
+
 def federated_charts(history: pd.DataFrame, messages: pd.DataFrame | None = None) -> tuple:
-    """f − f* (or the loss when f* is unknown), log scale, against the round and against the
+    """f − f* (or the loss when f* is unknown) against the server round and against the
     cumulative megabytes uploaded by all clients, one line per method (median and min–max band
     over seeds against the round; one line per seed against the megabytes, since the k_i and so
-    the bytes differ between seeds). A red cross marks where a run diverged.
+    the bytes differ between seeds). Each method has its own colour, dash and point shape, so
+    lines that coincide (FlexLoRA on FSLoRA with every k_i/r = 1/2) stay visible; the log axis
+    is fitted to the data (:func:`log_domain`); a red cross marks where a run diverged.
 
     ``messages`` is accepted for symmetry with :func:`federated_frame`'s return value and unused:
     the history already holds the cumulative bytes.
@@ -285,16 +434,11 @@ def federated_charts(history: pd.DataFrame, messages: pd.DataFrame | None = None
     y_title = "f(W) − f*" if y == "gap" else "f(W)"
     several = "seed" in history and history["seed"].nunique() > 1
     frame = history.rename(columns={"mb_up": MB_COL})
-    per_round = convergence_chart(
-        frame, y=y, x="round", y_title=y_title, title=f"{y_title} against the server round"
+    per_round = _loss_chart(
+        frame, "round", y, y_title, f"{y_title} against the server round", per_seed=False
     )
-    per_mb = convergence_chart(
-        frame,
-        y=y,
-        x=MB_COL,
-        y_title=y_title,
-        median_over_seeds=not several,
-        title=f"{y_title} against the megabytes uploaded",
+    per_mb = _loss_chart(
+        frame, MB_COL, y, y_title, f"{y_title} against the megabytes uploaded", per_seed=several
     )
     return per_round, per_mb
 
@@ -386,12 +530,13 @@ def _federated_status(history: pd.DataFrame) -> str:
                 for s, r in last[["seed", "diverged_at"]].dropna().itertuples(index=False)
             )
             parts.append(
-                f"<b>{method}</b>: <span style='color:#c00'>diverged in {where}</span>, "
+                f"<b>{method_label(method)}</b>: <span style='color:#c00'>diverged in {where}</span>, "
                 f"{mb:.3g} MB up"
             )
         else:
             parts.append(
-                f"<b>{method}</b>: {label} = {float(last[y].median()):.3e}, {mb:.3g} MB up"
+                f"<b>{method_label(method)}</b>: {label} = {float(last[y].median()):.3e}, "
+                f"{mb:.3g} MB up"
             )
     rank = history.attrs.get("rank")
     ks = history.attrs.get("k", {})
@@ -495,7 +640,10 @@ def federated_app(
             style=style,
         ),
         "methods": widgets.SelectMultiple(
-            options=FEDERATED_APP_METHODS, value=methods, rows=6, description="methods"
+            options=[(METHOD_LABELS[k], k) for k in FEDERATED_APP_METHODS],
+            value=methods,
+            rows=6,
+            description="methods",
         ),
     }
 

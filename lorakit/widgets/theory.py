@@ -40,6 +40,102 @@ THEORY_SAMPLES = (200, 500, 1000, 2000, 5000, 10_000, 20_000)
 _ANISOTROPIC_DECADES = 1.0
 _NONUNIFORM_SKEW = Fraction(4, 5)
 _SIDE_LABELS = {"left": "E[H_B]", "right": "E[H_A]"}
+_SIDE_WORDS = {"left": "Left sketch B", "right": "Right sketch A"}
+#: The sketch families in words (dropdown labels and chart titles; the values stay the keys).
+_SKETCH_WORDS = {
+    "gaussian": "Gaussian",
+    "haar": "Haar (random orthonormal)",
+    "coordinate": "uniform coordinate sampling",
+    "kaiming_uniform": "Kaiming uniform",
+    "anisotropic_gaussian": "anisotropic Gaussian (row scales over one decade)",
+    "nonuniform_coordinate": "non-uniform coordinate sampling (skewed marginals)",
+}
+
+
+def theorem_quantity(theorem) -> tuple[str, str]:
+    """What a theorem bounds, in words: (a short axis title, a phrase for a subtitle).
+
+    ``theorem`` is a key or a :class:`~lorakit.theory.Theorem`. The phrase replaces the TeX-like
+    ``Theorem.lhs`` (``E‖∇f(W̃^T)‖², W̃^T uniform over W^0, …, W^{T−1}``) in titles.
+    """
+    thm = theorem if isinstance(theorem, Theorem) else get_theorem(theorem)
+    lhs = thm.lhs
+    grad = "the expected squared gradient norm ‖∇f‖²"
+    if lhs.startswith("E[f(W^T)] − f*"):
+        phrase = "the expected gap f − f* after T steps"
+        if "link start" in lhs:
+            phrase = "the expected gap f − f* after T links (at a link start)"
+        return "expected gap f − f*", phrase
+    if lhs.startswith("E[f(W̄^T)] − f(W*)"):
+        return "expected gap f − f* of the average", (
+            "the expected gap f − f* of the average of the first T iterates"
+        )
+    if lhs.startswith("min_{t<T}"):
+        return "smallest expected ‖∇f‖²", f"the smallest of {grad} over the first T steps"
+    if lhs.startswith("E‖∇f("):
+        where = "link starts" if "link start" in lhs else "iterates"
+        how = "with geometrically decaying weights" if "weights" in lhs else "uniformly"
+        return "expected ‖∇f‖²", f"{grad} at one of the first T {where}, drawn {how}"
+    return "left-hand side and bounds", lhs
+
+
+def _claim(thm: Theorem) -> str:
+    if "PL" in thm.setting:
+        return "linear rate of f − f*"
+    if "non-smooth" in thm.setting:
+        return "gap of the averaged iterate"
+    return "gradient norm bound"
+
+
+def theorem_label(theorem) -> str:
+    """A dropdown label for a theorem: paper, number, setting and what it claims, and whether
+    lorakit found an erratum, e.g. ``RAC-LoRA Theorem E.3 · SGD (right sketch), PL: linear rate
+    of f − f* (erratum)``."""
+    thm = theorem if isinstance(theorem, Theorem) else get_theorem(theorem)
+    label = f"{thm.paper} {thm.number} · {thm.setting}: {_claim(thm)}"
+    return label + (" (erratum)" if thm.erratum else "")
+
+
+def theorem_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`lorakit.checks.verify`'s table for reading: one row per theorem check with the
+    columns ``theorem``, ``measured ± SE``, ``relation``, ``corrected bound``, ``printed bound``
+    and ``status``, as text. A check whose printed statement is right (no erratum) shows "—" as its printed
+    bound instead of NaN."""
+    need = {"paper", "claim", "measured", "stderr", "relation", "bound", "printed_bound", "status"}
+    if not isinstance(table, pd.DataFrame) or not need <= set(table.columns):
+        raise ValueError(f"table must be a lorakit.checks.verify table with columns {sorted(need)}")
+
+    def num(value) -> str:
+        return "—" if value is None or not np.isfinite(value) else f"{value:.4g}"
+
+    def measured(row) -> str:
+        if not np.isfinite(row.measured):
+            return "—"
+        se = f" ± {row.stderr:.2g}" if np.isfinite(row.stderr) and row.stderr > 0 else ""
+        return f"{row.measured:.4g}{se}"
+
+    rows = table.itertuples(index=False)
+    return pd.DataFrame(
+        [
+            {
+                "theorem": f"{row.paper} {row.claim}",
+                "measured ± SE": measured(row),
+                "relation": str(row.relation),
+                "corrected bound": num(row.bound),
+                "printed bound": num(row.printed_bound),
+                "status": str(row.status),
+            }
+            for row in rows
+        ],
+        columns=[
+            "theorem",
+            "measured ± SE",
+            "relation",
+            "corrected bound",
+            "printed bound",
+            "status",
+        ],
+    )
 
 
 def nonuniform_marginals(d: int, r: int) -> list[Fraction]:
@@ -152,7 +248,7 @@ def projector_eigen_frame(
 _REF_LABELS = (
     "r/d: isotropic E[H] = (r/d)·I",
     "exact eigenvalues (closed form)",
-    "λᵖ_min, λᵖ_max (measured λ's)",
+    "smallest and largest λᵖ (from the measured λ's)",
 )
 _REF_COLORS = ("#000000", "#2ca02c", "#ff7f0e")
 
@@ -200,11 +296,15 @@ def projector_eigen_chart(frame: pd.DataFrame) -> alt.VConcatChart:
             .encode(
                 x=alt.X("lo:Q", bin="binned", title="eigenvalue", scale=x_scale),
                 x2="hi:Q",
-                y=alt.Y("count:Q", title="eigenvalues"),
+                y=alt.Y(
+                    "count:Q",
+                    title="number of eigenvalues in the bin",
+                    axis=alt.Axis(tickMinStep=1, format="d"),
+                ),
                 tooltip=[
-                    alt.Tooltip("lo:Q", format=".4f"),
-                    alt.Tooltip("hi:Q", format=".4f"),
-                    alt.Tooltip("count:Q"),
+                    alt.Tooltip("lo:Q", title="bin from", format=".4f"),
+                    alt.Tooltip("hi:Q", title="bin to", format=".4f"),
+                    alt.Tooltip("count:Q", title="eigenvalues in the bin"),
                 ],
             )
         )
@@ -220,11 +320,12 @@ def projector_eigen_chart(frame: pd.DataFrame) -> alt.VConcatChart:
                 tooltip=[alt.Tooltip("reference:N"), alt.Tooltip("value:Q", format=".4f")],
             )
         )
-        title = f"{_SIDE_LABELS[side]} ({d}×{d}, {side} sketch): {d} eigenvalues vs r/{dim} = "
-        title += f"{float(rows['r_over_d'].iloc[0]):.4g}"
+        title = f"{_SIDE_WORDS[side]}, {_SIDE_LABELS[side]} ({d}×{d}): its {d} eigenvalues "
+        title += f"against r/{dim} = {float(rows['r_over_d'].iloc[0]):.4g}"
         panels.append(alt.layer(bar, rule).properties(width=WIDTH, height=130, title=title))
     chart = alt.vconcat(*panels).resolve_scale(x="shared", color="shared")
-    head = f"{attrs.get('sketch', '')}: eigenvalues of the Monte Carlo E[H]"
+    head = f"{_SKETCH_WORDS.get(attrs.get('sketch'), attrs.get('sketch', ''))}: eigenvalues of E[H]"
+    head += " estimated by Monte Carlo"
     if "samples" in attrs:
         head += f" ({attrs['samples']} samples, r = {attrs.get('r')}, p = {attrs.get('p')})"
     return chart.properties(title=head)
@@ -234,6 +335,16 @@ _CURVE_SERIES = ("measured (mean ± SE)", "corrected bound", "printed bound (err
 _CURVE_COLORS = ("#1f77b4", "#000000", "#d62728")
 _REGIONS = ("γ inside the corrected step conditions", "outside them: the bound is not claimed")
 _CURVE_DECADES = 1e-12
+_DIVERGED = "a seed diverged: no measurement from here on"
+
+
+def _divergence_words(diverged: dict, seeds, unit: str = "step") -> str:
+    """ "3 of 8 seeds diverged (the first at step 24)" from a seed → step map."""
+    first = min(diverged.values())
+    of = f" of {seeds}" if seeds else ""
+    return (
+        f"{len(diverged)}{of} seeds diverged (the first at {unit} {first}): lower the step factor"
+    )
 
 
 def _runs(mask: np.ndarray, Ts: np.ndarray) -> list[tuple[float, float, bool]]:
@@ -289,7 +400,7 @@ def theorem_curve_chart(curve_frame: pd.DataFrame, theorem) -> alt.LayerChart:
     shown = [name for name in _CURVE_SERIES if name in set(lines["series"])] or [_CURVE_SERIES[0]]
     dashes = {_CURVE_SERIES[0]: [1, 0], _CURVE_SERIES[1]: [1, 0], _CURVE_SERIES[2]: [6, 4]}
     colors = dict(zip(_CURVE_SERIES, _CURVE_COLORS, strict=True))
-    y_title = thm.lhs if len(thm.lhs) <= 40 else "left-hand side and bounds"
+    y_title, quantity = theorem_quantity(thm)
     attrs = curve_frame.attrs
     unit = attrs.get("unit", "steps")
     x = alt.X("T:Q", title=f"T ({unit})", scale=alt.Scale(nice=False, zero=False))
@@ -341,18 +452,33 @@ def theorem_curve_chart(curve_frame: pd.DataFrame, theorem) -> alt.LayerChart:
             ],
         ),
     ]
+    diverged = attrs.get("diverged") or {}
+    subtitle = [
+        f"{quantity[0].upper()}{quantity[1:]}: mean ± SE over {attrs.get('seeds', '?')} seeds"
+    ]
+    if diverged:
+        # Measurements stop at the first T past which a seed diverged (scenarios.curve): mark it.
+        measured = c["measured"].to_numpy(dtype=float)
+        stop = Ts[~np.isfinite(measured)]
+        stop_T = float(stop.min()) if len(stop) else float(Ts[-1])
+        layers.append(
+            alt.Chart(pd.DataFrame({"T": [stop_T], "what": [_DIVERGED]}))
+            .mark_rule(color="#d62728", strokeWidth=2, strokeDash=[2, 2])
+            .encode(x=x, tooltip=[alt.Tooltip("what:N", title=""), alt.Tooltip("T:Q")])
+        )
+        subtitle.append(_divergence_words(diverged, attrs.get("seeds"), unit="step") + ".")
     factor = attrs.get("step_factor")
     gamma = attrs.get("gamma")
     step = (
         "Polyak step"
         if gamma == "polyak"
-        else f"γ = {factor:g} × γ_check = {gamma:.4g} (γ_check = {attrs.get('gamma_label', '?')})"
+        else f"γ = {factor:g} × the check's step {attrs.get('gamma_label', '?')} = {gamma:.4g}"
         if factor is not None and gamma is not None
         else ""
     )
     title = alt.TitleParams(
         f"{thm.paper} {thm.number} ({thm.setting}){': ' + step if step else ''}",
-        subtitle=f"{thm.lhs} — mean ± SE over {attrs.get('seeds', '?')} seeds",
+        subtitle=subtitle,
     )
     return (
         alt.layer(*layers)
@@ -404,9 +530,7 @@ def _constants_status(eigen: pd.DataFrame, curve: pd.DataFrame, key: str, polyak
     if polyak:
         step = "the Polyak step (no step factor: the slider does not apply)"
     else:
-        step = (
-            f"γ = {c['step_factor']:g} × γ_check = {c['gamma']:.4g} (γ_check = {c['gamma_label']})"
-        )
+        step = f"γ = {c['step_factor']:g} × the check's step {c['gamma_label']} = {c['gamma']:.4g}"
     text += (
         f"<br><b>{thm.paper} {thm.number}</b> ({thm.setting}) on its check's own run "
         f"({html.escape(c['detail'])}) at {step}, {c['seeds']} seeds. At T = {int(last['T'])}: "
@@ -431,7 +555,8 @@ def _constants_status(eigen: pd.DataFrame, curve: pd.DataFrame, key: str, polyak
             "theorem claims nothing (the bounds are drawn for reference)."
         )
     if c.get("diverged"):
-        text += f" <span style='color:#c00'>Diverged seeds (seed: step): {c['diverged']}</span>"
+        words = _divergence_words(c["diverged"], c["seeds"])
+        text += f" <span style='color:#c00'>{words} (red dotted line).</span>"
     erratum = html.escape(thm.erratum) if thm.erratum else "none: the printed statement holds."
     return text + f"<br><i>Erratum:</i> {erratum}"
 
@@ -463,7 +588,12 @@ def theory_constants_app(
     log_sf = math.log10(step_factor)
     style = {"description_width": "initial"}
     controls = {
-        "sketch": widgets.Dropdown(options=THEORY_SKETCHES, value=sketch, description="sketch"),
+        "sketch": widgets.Dropdown(
+            options=[(_SKETCH_WORDS[k], k) for k in THEORY_SKETCHES],
+            value=sketch,
+            description="sketch",
+            layout=widgets.Layout(width="28em"),
+        ),
         "m": widgets.IntSlider(
             value=m, min=1, max=max(64, m), description="m", continuous_update=False
         ),
@@ -484,7 +614,11 @@ def theory_constants_app(
             style=style,
         ),
         "theorem": widgets.Dropdown(
-            options=tuple(SCENARIOS), value=theorem, description="theorem", style=style
+            options=[(theorem_label(key), key) for key in SCENARIOS],
+            value=theorem,
+            description="theorem",
+            style=style,
+            layout=widgets.Layout(width="44em"),
         ),
         "step_factor": widgets.FloatLogSlider(
             value=step_factor,

@@ -63,7 +63,7 @@ import math
 import torch
 
 from .._validation import check_int
-from ..chain import _OPTIMIZERS, Chain, _progress
+from ..chain import _OPTIMIZERS, Chain, _progress, stop_requested
 from ..divergence import BLOWUP, exploded
 from ..estimators import GD, MVR, PAGE, RR, SGD
 from ..rng import Streams
@@ -316,6 +316,9 @@ class ModelChainRun:
         rows: list[dict] = []
         good = LastGood(self.sites)  # W^0; then each logged W^t, taken before its link restart
         for t in range(steps):
+            if stop_requested(bar):  # cancelled (report_progress): log where the run stands
+                steps = t
+                break
             logged = t % log_every == 0
             state = site_state(self.sites) if logged and t > 0 else None
             if self.link < 0 or (K is not None and t % K == 0):

@@ -94,7 +94,7 @@ from functools import partial
 import torch
 
 from .._validation import check_int
-from ..chain import _progress
+from ..chain import _progress, stop_requested
 from ..divergence import BLOWUP, DivergenceError, exploded
 from ..federated.budgets import describe
 from ..federated.fed_rac import FedRACLoRA, _FedRACRun
@@ -268,8 +268,13 @@ class _ModelRounds:
     def _loop(self, rounds: int, log_every: int, bar) -> list[dict]:
         rows = [self.log(0, 0, 0, 0.0, 0.0)]
         good = LastGood(self.sites, "round")  # round 0, then every logged round that passed
+        counts = ()
         try:
             for t in range(1, rounds + 1):
+                if stop_requested(bar):  # cancelled (report_progress): log the last round done
+                    if t > 1 and rows[-1]["round"] < t - 1:
+                        rows.append(self.log(t - 1, *counts))
+                    break
                 counts = self.round(t, rows)
                 if t % log_every == 0 or t == rounds:
                     rows.append(self.log(t, *counts))

@@ -33,10 +33,7 @@ Only the accounting changes: the iterates are the same either way.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pandas as pd
@@ -242,39 +239,8 @@ def _is_model_problem(problem) -> bool:
     return isinstance(problem, ModelProblem)
 
 
-#: The progress-bar factory :func:`report_progress` installed in this thread (model-scale runs).
-_REPORT = threading.local()
-
-
-@contextlib.contextmanager
-def report_progress(factory: Callable):
-    """Within the block, in this thread only, every model-scale run draws its step/round bar with
-    ``factory(total=..., desc=...)`` instead of tqdm (whatever its ``progress``), e.g. an
-    ipywidgets progress bar. The object needs ``update()``, ``set_postfix(**kw, refresh=...)`` and
-    the context-manager protocol; when its ``stop`` attribute is true the run ends before its
-    next step (round) and keeps the rows logged so far: how an app cancels a run (notebook 07).
-    """
-    if not callable(factory):
-        raise TypeError(f"factory must be callable, got {type(factory).__name__}")
-    previous = getattr(_REPORT, "factory", None)
-    _REPORT.factory = factory
-    try:
-        yield factory
-    finally:
-        _REPORT.factory = previous
-
-
-def stop_requested(bar) -> bool:
-    """True when ``bar`` (from :func:`report_progress`'s factory) asks its run to stop early."""
-    return bool(getattr(bar, "stop", False))
-
-
 def _progress(iterable=None, *, enabled: bool, total: int | None = None, desc: str | None = None):
-    """A ``tqdm.auto`` bar over ``iterable`` (or of ``total`` manual updates); silent unless enabled.
-    Manual bars come from :func:`report_progress`'s factory when one is installed."""
-    factory = getattr(_REPORT, "factory", None)
-    if iterable is None and factory is not None:
-        return factory(total=total, desc=desc)
+    """A ``tqdm.auto`` bar over ``iterable`` (or of ``total`` manual updates); silent unless enabled."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not enabled)

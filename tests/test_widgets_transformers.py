@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lorakit as lk
-from lorakit import chain as lk_chain
+from lorakit import _report
 from lorakit.widgets import transformers as tw
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -115,7 +115,7 @@ def test_cancel_stops_the_run_and_keeps_its_rows():
 
 
 class _StopAfter:
-    """A progress bar (lorakit.chain.report_progress) that asks the run to stop after 3 steps."""
+    """A progress bar (lorakit._report.report_progress) that asks the run to stop after 3 steps."""
 
     def __init__(self, total=None, desc=None):
         self.n = 0
@@ -138,7 +138,7 @@ class _StopAfter:
 
 
 def test_a_stopped_federated_run_keeps_its_rounds():
-    with lk_chain.report_progress(_StopAfter):
+    with _report.report_progress(_StopAfter):
         history, messages = tw.transformers_frame("digits", "fslora", steps=8)
     # log_every = max(1, 8 // LOG_POINTS) = 1: rounds 0..3 logged, then the stop.
     assert list(history["round"]) == [0, 1, 2, 3]
@@ -149,7 +149,7 @@ def test_a_stopped_federated_run_keeps_its_rounds():
 
 
 def test_a_stopped_chain_logs_the_step_it_reached():
-    with lk_chain.report_progress(_StopAfter):
+    with _report.report_progress(_StopAfter):
         history, _ = tw.transformers_frame("digits", "rac_lora", steps=40)
     # log_every = 40 // LOG_POINTS = 4: step 0 logged, stop before step 3, which is logged.
     assert list(history["step"]) == [0, 3]
@@ -159,7 +159,8 @@ def test_a_stopped_chain_logs_the_step_it_reached():
 
 def test_device_control_lists_cpu_and_the_run_uses_the_choice(monkeypatch):
     app = tw.transformers_app(steps=2)
-    control = app.controls["device"]
+    control = app.device
+    assert "device" not in app.values  # where, not what: not in saved figures' names
     assert "cpu" in control.options
     assert control.value == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():

@@ -62,8 +62,9 @@ import math
 
 import torch
 
+from .._report import progress_bar, stop_requested
 from .._validation import check_int
-from ..chain import _OPTIMIZERS, Chain, _progress, stop_requested
+from ..chain import _OPTIMIZERS, Chain
 from ..divergence import BLOWUP, exploded
 from ..estimators import GD, MVR, PAGE, RR, SGD
 from ..rng import Streams
@@ -301,7 +302,7 @@ class ModelChainRun:
     def run(self, steps: int, log_every: int):
         """Reset the model, run ``steps`` inner steps, merge; (rows, failure or None)."""
         self.problem.reset()
-        bar = _progress(
+        bar = progress_bar(
             enabled=self.progress, total=steps, desc=f"{self.c.method} seed {self.seed}"
         )
         with model_rng(self.streams, self.problem.device), bar:

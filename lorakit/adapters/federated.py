@@ -93,8 +93,8 @@ from functools import partial
 
 import torch
 
+from .._report import progress_bar, stop_requested
 from .._validation import check_int
-from ..chain import _progress, stop_requested
 from ..divergence import BLOWUP, DivergenceError, exploded
 from ..federated.budgets import describe
 from ..federated.fed_rac import FedRACLoRA, _FedRACRun
@@ -258,7 +258,7 @@ class _ModelRounds:
         self.start()
         self.messages = []  # kept on the run: a diverged seed's messages survive
         desc = f"{self.cfg.method} seed {self.seed}"
-        bar = _progress(enabled=self.progress, total=rounds, desc=desc)
+        bar = progress_bar(enabled=self.progress, total=rounds, desc=desc)
         with model_rng(self.streams, self.problem.device), bar:
             try:
                 return self._loop(rounds, log_every, bar), self.messages

@@ -22,8 +22,8 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import sgd
+from .._report import report_progress
 from .._validation import check_choice, check_int, check_real
-from ..chain import report_progress
 from ..federated import make_federated
 from ..methods import run
 from ..viz import HEIGHT, WIDTH, convergence_chart
@@ -305,7 +305,7 @@ def default_steps(model: str, method: str) -> int:
 
 
 class _WidgetBar:
-    """The progress bar a run draws through :func:`lorakit.chain.report_progress`: it moves the
+    """The progress bar a run draws through :func:`lorakit._report.report_progress`: it moves the
     app's ``IntProgress`` and asks the run to stop when the app's Cancel was pressed."""
 
     def __init__(self, app: RunApp, total: int | None, desc: str | None):
@@ -343,10 +343,28 @@ class RunApp(App):
     :meth:`run` starts a run (``wait=True``: block until it ends), :meth:`cancel` asks it to
     stop, :meth:`wait` joins it; ``running`` says whether one is under way and ``cancelled``
     whether the last one was stopped early.
+
+    ``compute(device=..., **values)`` gets the device control's choice (:func:`devices`,
+    default :func:`default_device`: CUDA when torch sees a GPU). The device is not one of the
+    :attr:`values` (nor of saved figures' names): it changes where, not what, the app computes.
     """
 
-    def __init__(self, controls: dict, compute: Callable, n_charts: int = 1, **kw):
+    def __init__(
+        self,
+        controls: dict,
+        compute: Callable,
+        n_charts: int = 1,
+        *,
+        device: str | None = None,
+        **kw,
+    ):
+        device = check_choice("device", default_device() if device is None else device, devices())
         self._cancel, self._thread, self.cancelled = threading.Event(), None, False
+        self._user_compute = compute
+        own = widgets.Dropdown(options=devices(), value=device, description="device")
+        own.add_class("lorakit-device")
+        own.observe(self._on_change, names="value")
+        self.device = own
         self.run_button = widgets.Button(description="Run", icon="play", button_style="primary")
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
         self.bar = widgets.IntProgress(value=0, min=0, max=1, description="")
@@ -355,10 +373,18 @@ class RunApp(App):
         self.cancel_button.add_class("lorakit-cancel")
         self.run_button.on_click(lambda _: self.run())
         self.cancel_button.on_click(lambda _: self.cancel())
-        super().__init__(controls, compute, n_charts, **kw)
-        runner = widgets.HBox([self.run_button, self.cancel_button, self.bar, self.bar_note])
+        super().__init__(controls, self._run_compute, n_charts, **kw)
+        # An App that draws its own device control (it calls compute with device=) replaces ours.
+        mine = [self.device] if self.device is own else []
+        runner = widgets.HBox([self.run_button, self.cancel_button, self.bar, self.bar_note, *mine])
         box, *rest = self.children
         self.children = (box, runner, *rest)
+        if self.device.value != device:  # the App's own control started elsewhere
+            self.device.value = device
+            self.redraw()
+
+    def _run_compute(self, device: str | None = None, **values):
+        return self._user_compute(device=device or self.device.value, **values)
 
     @property
     def running(self) -> bool:
@@ -372,15 +398,15 @@ class RunApp(App):
         if not self.running:
             self.status.value = "<i>controls changed: press Run to train with them</i>"
 
-    def redraw(self) -> None:
+    def redraw(self, **kw) -> None:
         """Train with the current controls in this thread and draw (what :meth:`run` does)."""
         self._cancel.clear()
-        self._train()
+        self._train(**kw)
 
-    def _train(self) -> None:
+    def _train(self, **kw) -> None:
         self.cancelled = False
         with report_progress(lambda total=None, desc=None: _WidgetBar(self, total, desc)):
-            super().redraw()
+            super().redraw(**kw)
         self.cancelled = self._cancel.is_set()
         if self.cancelled:
             self.status.value += " <b>cancelled</b>: the charts show the steps run so far"
@@ -457,11 +483,10 @@ def transformers_app(
             value=steps, min=1, max=200,
             description="steps / rounds", **slider,
         ),
-        "device": widgets.Dropdown(options=devices(), value=device, description="device"),
     }  # fmt: skip
 
-    def compute(**values):
-        history, messages = transformers_frame(**values)
+    def compute(device=None, **values):
+        history, messages = transformers_frame(**values, device=device)
         return history, transformers_charts(history, messages), _status(history, values["method"])
 
-    return RunApp(controls, compute, n_charts=3)
+    return RunApp(controls, compute, n_charts=3, device=device, name="transformers")

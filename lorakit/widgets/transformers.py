@@ -236,7 +236,7 @@ def transformers_charts(history: pd.DataFrame, messages: pd.DataFrame | None) ->
             alt.Chart(sent)
             .mark_line(point=True)
             .encode(
-                x=alt.X("round:Q", title="round"),
+                x=alt.X("round:Q", title="round", axis=alt.Axis(tickMinStep=1, format="d")),
                 y=alt.Y("MiB:Q", title="MiB sent so far (all clients)"),
                 color=alt.Color("direction:N", title="direction"),
                 tooltip=["round", "direction", alt.Tooltip("MiB:Q", format=".3f")],

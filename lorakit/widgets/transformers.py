@@ -7,7 +7,10 @@ FedStackLoRA) through ``make_federated(...).run`` on the same problem split amon
 same names, configurations and tables as at matrix scale. :func:`transformers_charts` draws the
 loss, the trainable parameters per chain link (or per client), and the bytes communicated;
 :func:`transformers_app` wires them to controls for the model, method, rank, and p (chain) or the
-sketch ratio k/r (federated).
+sketch ratio k/r (federated), the steps and the device. Model runs take seconds to minutes, so the
+app is a :class:`RunApp`: a Run button trains in a background thread with a progress bar, Cancel
+stops the run and keeps what it computed, and choosing a model or method resets the steps
+(:func:`default_steps`).
 """
 
 from __future__ import annotations
@@ -334,7 +337,8 @@ class _WidgetBar:
 
 
 class RunApp(App):
-    """An :class:`App` for model-scale runs (seconds to minutes): changing a control only marks
+    """An :class:`App` for model-scale runs (seconds to minutes) with controls named ``model``,
+    ``method`` and ``steps`` among others (notebook 07's): changing a control only marks
     the charts as stale and resets the steps to :func:`default_steps` when the model or the
     method changes; the **Run** button trains in a background thread (the kernel stays free, so
     the **Cancel** button is heard), moving a progress bar step by step. Cancel stops the run

@@ -93,11 +93,17 @@ def merge_restart_change(seed: int = 0) -> float:
 
 
 def _largest_quarter_budget(rank: int = 8) -> int:
-    """The largest k whose FSLoRA upload is at most a quarter of FedIT's (measured)."""
-    quarter, k = fslora_upload_bytes(None, rank) / 4, 0
-    while k < rank and fslora_upload_bytes(k + 1, rank) <= quarter:  # upload grows with k
-        k += 1
-    return k
+    """The largest k whose FSLoRA upload is at most a quarter of FedIT's (measured: one FSLoRA
+    round with client i on budget k = i + 1, and one FedIT round)."""
+    from ..federated import make_federated
+
+    problem = toy_problem(rank, rank)
+    fed = make_federated(
+        "fslora", rank, 0.1, local_steps=1, batch_size=8, budgets=list(range(1, rank + 1))
+    )
+    _, messages = fed.run(problem, 1, messages=True)
+    quarter = fslora_upload_bytes(None, rank) / 4
+    return int(messages.loc[messages["bytes_up"] <= quarter, "k"].max())
 
 
 def _name_matches() -> list[int]:

@@ -69,4 +69,3 @@ def test_07_6_is_open_and_every_hint_hides_its_answer():
     secrets = {"07.1": ["208", "112", "96"], "07.2": ["416"], "07.4": ["k = 2", "k=2"]}
     for key, words in secrets.items():
         assert not any(w in EXERCISES[key].hint for w in words), key
-

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
+import torch
 
 import lorakit as lk
+from lorakit import _report
 from lorakit.widgets import transformers as tw
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -21,7 +24,8 @@ def _fast(monkeypatch):
 def test_chain_frame_has_the_matrix_engine_columns_and_learns():
     history, messages = tw.transformers_frame("digits", "bernoulli_lora", rank=4, p=0.5, steps=20)
     matrix = lk.run("bernoulli_lora", lk.problems.quadratic(6, 4), 2, rank=2, gamma=0.1)
-    assert set(matrix.columns) | {"kind", "model"} == set(history.columns)
+    assert set(matrix.columns) | {"kind", "model", "device"} == set(history.columns)
+    assert (history["device"] == "cpu").all()
     assert messages is None
     assert history["step"].iloc[-1] == 20
     # Measured: 4.529 -> 0.853 with AdamW 1e-2, batch 32, K = 10 (seed 0).
@@ -63,12 +67,117 @@ def test_bad_choices_name_the_argument():
         tw.transformers_frame("digits", "fslora", ratio=0.0)
 
 
-def test_app_draws_three_charts_and_shows_progress():
+def test_app_draws_once_then_runs_only_from_the_run_button():
     app = tw.transformers_app(steps=10)
     assert len(app.charts) == 3
     assert "bernoulli_lora" in app.status.value and "→" in app.status.value
-    assert app.progress in app.children  # where the tqdm bars appear in a kernel
-    app.controls["method"].value = "fslora"
+    assert app.bar.value == app.bar.max == 10  # the progress bar of the first draw, full
+    frame = app.frame
+    app.controls["method"].value = "fslora"  # a control change does not train
+    assert app.frame is frame and not app.running
+    assert "press Run" in app.status.value
+    app.run_button.click()
+    app.wait()
     assert "MiB up" in app.status.value
     assert not math.isnan(app.redraw_seconds)
     assert app.frame["kind"].iloc[0] == "federated"
+    assert not app.cancelled and not app.run_button.disabled and app.cancel_button.disabled
+
+
+def test_model_or_method_change_resets_the_steps_per_model():
+    app = tw.transformers_app(steps=7)
+    app.controls["model"].value = "gpt2"
+    assert app.controls["steps"].value == tw.SETTINGS["gpt2"]["steps"][1]  # fast mode: 6
+    app.controls["method"].value = "fslora"
+    assert app.controls["steps"].value == tw.SETTINGS["gpt2"]["rounds"][1]  # 2 rounds
+    app.controls["model"].value = "digits"
+    assert app.controls["steps"].value == tw.SETTINGS["digits"]["rounds"][1]
+    assert tw.default_steps("minilm", "lora") == tw.SETTINGS["minilm"]["steps"][1]
+
+
+def test_cancel_stops_the_run_and_keeps_its_rows():
+    app = tw.transformers_app(steps=5)
+    app.controls["steps"].value = 200
+    app.run()
+    # Bounded wait for the run to be under way (not a timing assertion).
+    for _ in range(6000):
+        if (app.bar.max == 200 and app.bar.value >= 5) or not app.running:
+            break
+        time.sleep(0.01)
+    app.cancel()
+    app.wait()
+    last = int(app.frame["step"].iloc[-1])
+    assert app.cancelled and "cancelled" in app.status.value
+    assert 5 <= last < 200  # stopped early, at the step it had reached
+    assert app.frame["step"].is_monotonic_increasing and app.frame["step"].iloc[0] == 0
+    assert app.frame["loss"].notna().all()
+    assert app.frame["loss"].iloc[-1] < app.frame["loss"].iloc[0]  # the steps run trained
+
+
+class _StopAfter:
+    """A progress bar (lorakit._report.report_progress) that asks the run to stop after 3 steps."""
+
+    def __init__(self, total=None, desc=None):
+        self.n = 0
+
+    @property
+    def stop(self):
+        return self.n >= 3
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix(self, refresh=True, **values):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_a_stopped_federated_run_keeps_its_rounds():
+    with _report.report_progress(_StopAfter):
+        history, messages = tw.transformers_frame("digits", "fslora", steps=8)
+    # log_every = max(1, 8 // LOG_POINTS) = 1: rounds 0..3 logged, then the stop.
+    assert list(history["round"]) == [0, 1, 2, 3]
+    assert sorted(messages["round"].unique()) == [1, 2, 3]
+    assert history["mb_up"].iloc[-1] == pytest.approx(
+        3 * messages[messages["round"] == 1]["bytes_up"].sum() / 2**20
+    )
+
+
+def test_a_stopped_chain_logs_the_step_it_reached():
+    with _report.report_progress(_StopAfter):
+        history, _ = tw.transformers_frame("digits", "rac_lora", steps=40)
+    # log_every = 40 // LOG_POINTS = 4: step 0 logged, stop before step 3, which is logged.
+    assert list(history["step"]) == [0, 3]
+    full, _ = tw.transformers_frame("digits", "rac_lora", steps=3)
+    assert history["loss"].iloc[-1] == pytest.approx(full["loss"].iloc[-1], rel=1e-9)
+
+
+def test_device_control_lists_cpu_and_the_run_uses_the_choice(monkeypatch):
+    app = tw.transformers_app(steps=2)
+    control = app.device
+    assert "device" not in app.values  # where, not what: not in saved figures' names
+    assert "cpu" in control.options
+    assert control.value == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        assert app.frame["device"].iloc[0] == "cpu"
+        with pytest.raises(ValueError, match="device"):
+            tw.transformers_frame("digits", "lora", steps=1, device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert tw.devices() == ("cpu", "cuda") and tw.default_device() == "cuda"
+
+
+def test_chain_bytes_chart_is_a_note_and_charts_speak_words():
+    history, messages = tw.transformers_frame("digits", "lora", steps=2)
+    charts = [c.to_dict() for c in tw.transformers_charts(history, messages)]
+    assert "none (chain)" in charts[2]["title"]
+    assert charts[1]["encoding"]["x"]["title"] == "chain link"
+    assert charts[1]["encoding"]["color"]["title"] == "trained factor"
+    history, messages = tw.transformers_frame("digits", "fslora", steps=1)
+    charts = tw.transformers_charts(history, messages)
+    assert set(charts[2].data["direction"]) == set(tw.DIRECTIONS.values())
+    assert charts[2].to_dict()["encoding"]["y"]["title"] == "MiB sent so far (all clients)"

@@ -62,8 +62,9 @@ import math
 
 import torch
 
+from .._report import progress_bar, stop_requested
 from .._validation import check_int
-from ..chain import _OPTIMIZERS, Chain, _progress
+from ..chain import _OPTIMIZERS, Chain
 from ..divergence import BLOWUP, exploded
 from ..estimators import GD, MVR, PAGE, RR, SGD
 from ..rng import Streams
@@ -301,7 +302,7 @@ class ModelChainRun:
     def run(self, steps: int, log_every: int):
         """Reset the model, run ``steps`` inner steps, merge; (rows, failure or None)."""
         self.problem.reset()
-        bar = _progress(
+        bar = progress_bar(
             enabled=self.progress, total=steps, desc=f"{self.c.method} seed {self.seed}"
         )
         with model_rng(self.streams, self.problem.device), bar:
@@ -316,6 +317,9 @@ class ModelChainRun:
         rows: list[dict] = []
         good = LastGood(self.sites)  # W^0; then each logged W^t, taken before its link restart
         for t in range(steps):
+            if stop_requested(bar):  # cancelled (report_progress): log where the run stands
+                steps = t
+                break
             logged = t % log_every == 0
             state = site_state(self.sites) if logged and t > 0 else None
             if self.link < 0 or (K is not None and t % K == 0):

@@ -93,8 +93,8 @@ from functools import partial
 
 import torch
 
+from .._report import progress_bar, stop_requested
 from .._validation import check_int
-from ..chain import _progress
 from ..divergence import BLOWUP, DivergenceError, exploded
 from ..federated.budgets import describe
 from ..federated.fed_rac import FedRACLoRA, _FedRACRun
@@ -258,7 +258,7 @@ class _ModelRounds:
         self.start()
         self.messages = []  # kept on the run: a diverged seed's messages survive
         desc = f"{self.cfg.method} seed {self.seed}"
-        bar = _progress(enabled=self.progress, total=rounds, desc=desc)
+        bar = progress_bar(enabled=self.progress, total=rounds, desc=desc)
         with model_rng(self.streams, self.problem.device), bar:
             try:
                 return self._loop(rounds, log_every, bar), self.messages
@@ -268,8 +268,13 @@ class _ModelRounds:
     def _loop(self, rounds: int, log_every: int, bar) -> list[dict]:
         rows = [self.log(0, 0, 0, 0.0, 0.0)]
         good = LastGood(self.sites, "round")  # round 0, then every logged round that passed
+        counts = ()
         try:
             for t in range(1, rounds + 1):
+                if stop_requested(bar):  # cancelled (report_progress): log the last round done
+                    if t > 1 and rows[-1]["round"] < t - 1:
+                        rows.append(self.log(t - 1, *counts))
+                    break
                 counts = self.round(t, rows)
                 if t % log_every == 0 or t == rounds:
                     rows.append(self.log(t, *counts))

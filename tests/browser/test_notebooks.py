@@ -25,7 +25,8 @@ DRAW_S = 60
 REDRAW_S = 240  # 07 retrains a peft model
 
 #: The app control each test moves, by its name in the app's ``controls`` (the CSS class
-#: ``lorakit-control-<name>``); a notebook not listed has no app.
+#: ``lorakit-control-<name>``); a notebook not listed has no app. A pair (name, button) also
+#: clicks the app's button of CSS class ``button`` after the move: 07's model runs start from Run.
 CONTROLS = {
     "01_why_lora_fails.ipynb": "seed",
     "02_bernoulli_explorer.ipynb": "estimator",
@@ -33,7 +34,7 @@ CONTROLS = {
     "04_federated_sketching.ipynb": "ratio_mix",
     "05_random_walks.ipynb": "kind",
     "06_async_federated.ipynb": "stragglers",
-    "07_transformers.ipynb": "method",
+    "07_transformers.ipynb": ("method", "lorakit-run"),
 }
 NOTEBOOK_FILES = sorted(p.name for p in (Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
@@ -118,7 +119,10 @@ def test_notebook_runs_and_draws_offline(notebook, lab, browser, screenshots):
             static.first.screenshot(path=screenshots / f"{stem}-chart.png")
 
         if notebook in CONTROLS:
-            _move_control_and_see_redraw(page, apps.first, CONTROLS[notebook], screenshots / stem)
+            name, *click = (
+                (CONTROLS[notebook],) if isinstance(CONTROLS[notebook], str) else CONTROLS[notebook]
+            )
+            _move_control_and_see_redraw(page, apps.first, name, screenshots / stem, *click)
         blocked = browser.blocked[blocked_before:]
         assert blocked == [], f"requests to non-loopback hosts: {blocked}"
         assert not [e for e in page_errors if re.search("vega|widget|script", e, re.I)], page_errors
@@ -128,7 +132,7 @@ def test_notebook_runs_and_draws_offline(notebook, lab, browser, screenshots):
         lab.shutdown_kernels()
 
 
-def _move_control_and_see_redraw(page, app, name: str, shot_stem) -> None:
+def _move_control_and_see_redraw(page, app, name: str, shot_stem, click: str | None = None) -> None:
     app.screenshot(path=f"{shot_stem}-app-before.png")
     before = _digest(app.evaluate(FINGERPRINTS))
     control = app.locator(f".lorakit-control-{name}")
@@ -141,6 +145,11 @@ def _move_control_and_see_redraw(page, app, name: str, shot_stem) -> None:
         field = control.locator("input")
         field.fill(str(int(field.input_value()) + 1))
         field.press("Enter")
+    if click is not None:
+        button = app.locator(f"button.{click}")
+        assert button.count() == 1, f"no button {click!r} in the app"
+        page.wait_for_function(KERNEL_IDLE, timeout=REDRAW_S * 1000, polling=500)
+        button.click()
     deadline = time.monotonic() + REDRAW_S
     after = before
     while after == before and time.monotonic() < deadline:

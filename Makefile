@@ -8,6 +8,9 @@ TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu*),,https://download.
 PIP_FLAGS := -q -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 export HF_HUB_OFFLINE := 1
+# Test workers and notebook kernels run side by side on a few cores: one BLAS/OpenMP thread each
+# (two torch threads per process made small matrix products 10-30x slower on a busy 2-core machine).
+ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 .PHONY: lab test test-browser browser verify bench lint setup clean student book
 
@@ -24,12 +27,12 @@ lab: $(BIN)/.installed  ## start JupyterLab on the notebooks
 
 test: $(BIN)/.installed  ## lint, unit tests, notebooks (fast mode), then the notebooks in a browser
 	$(BIN)/ruff check .
-	LORAKIT_FAST=1 $(BIN)/python -m pytest -n auto tests --ignore=tests/browser --nbmake notebooks
+	LORAKIT_FAST=1 $(ONE_THREAD) $(BIN)/python -m pytest -n auto tests --ignore=tests/browser --nbmake notebooks
 	$(MAKE) test-browser
 
 # One JupyterLab server and one headless Chromium for all notebooks, so one process, no -n.
 test-browser: $(BIN)/.installed browser  ## every notebook run in JupyterLab in headless Chromium, offline
-	LORAKIT_FAST=1 $(BIN)/python -m pytest tests/browser
+	LORAKIT_FAST=1 $(ONE_THREAD) $(BIN)/python -m pytest tests/browser
 
 # The browser test drives Debian's Chromium (browser downloads are not used): install it when it is
 # missing and this user may (root, or password-less sudo); otherwise the test says it is skipped.

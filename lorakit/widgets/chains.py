@@ -23,8 +23,25 @@ from ._app import App, _default
 COUNTEREXAMPLE_METHODS = ("lora", "asymm_lora", "cola", "rac_lora", "bernoulli_lora")
 EXPLORER_SKETCHES = tuple(SKETCHES)
 EXPLORER_ESTIMATORS = ("gd", "sgd", "page", "mvr")
-GRAD_SERIES = "‖∇f(Wᵗ)‖²"
-AVG_SERIES = "running mean (1/T)·Σ_{t<T} ‖∇f(Wᵗ)‖² (x = T)"
+GRAD_SERIES = "squared gradient norm ‖∇f(Wᵗ)‖² at iteration t"
+AVG_SERIES = "its running mean over the first T iterates"
+#: The methods' names as the papers write them, for legends and status lines.
+METHOD_LABELS = {
+    "lora": "LoRA",
+    "asymm_lora": "AsymmLoRA",
+    "cola": "COLA",
+    "rac_lora": "RAC-LoRA",
+    "bernoulli_lora": "Bernoulli-LoRA",
+}
+SKETCH_LABELS = {"gaussian": "Gaussian", "haar": "Haar", "coordinate": "coordinate",
+                 "kaiming_uniform": "Kaiming-uniform"}  # fmt: skip
+ESTIMATOR_LABELS = {"gd": "GD", "sgd": "SGD", "page": "PAGE", "mvr": "MVR"}
+#: The explorer's γ·L when an estimator is picked: γL = 1 (Theorem 1's step) for the exact and
+#: the variance-reduced-to-exact estimators; minibatch SGD and MVR at γL = 1 make no progress on
+#: linear_regression(8, 8) (their noise dominates; measured: f stays at 0.55 after 200 SGD steps),
+#: while γL = 0.1 lowers f to within 0.003 of GD's value.
+ESTIMATOR_STEP = {"gd": 1.0, "sgd": 0.1, "page": 1.0, "mvr": 0.1}
+X_TITLE = "iteration t"
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,16 +139,74 @@ def final_values(frame: pd.DataFrame, y: str = "gap", by: str = "method") -> pd.
 
 
 def _counterexample_status(frame: pd.DataFrame) -> str:
+    """Per method: the final gap, or "diverged at step t" (and where it peaked when the gap rose
+    above its start on the way: a transient blow-up that came back is not a plain final gap)."""
+    steps = int(frame["step"].max())
+    start = frame.loc[frame["step"] == 0, "gap"]
+    gap0 = float(start.iloc[0]) if len(start) else math.nan
     parts = []
     for row in final_values(frame).itertuples(index=False):
+        name = METHOD_LABELS.get(row.method, row.method)
         if not math.isnan(row.diverged_at):
             parts.append(
-                f"<b>{row.method}</b>: <span style='color:#c00'>diverged at step "
-                f"{int(row.diverged_at)}</span>"
+                f"<b>{name}</b>: <span style='color:#c00'>diverged at step "
+                f"{int(row.diverged_at)} (run stopped)</span>"
             )
-        else:
-            parts.append(f"<b>{row.method}</b>: f − f* = {row.gap:.3e}")
-    return "Final gaps after the last step — " + " · ".join(parts)
+            continue
+        text = f"<b>{name}</b>: final f − f* = {row.gap:.2e}"
+        run = frame[frame["method"] == row.method]
+        peak = run.loc[run["gap"].idxmax()]
+        if float(peak["gap"]) > 10 * gap0:
+            text += (
+                f" <span style='color:#c60'>(rose to {float(peak['gap']):.2e} at step "
+                f"{int(peak['step'])} first)</span>"
+            )
+        parts.append(text)
+    return f"After {steps} iterations — " + " · ".join(parts)
+
+
+def _chart_frame(frame: pd.DataFrame, color: str, labels: dict | None = None) -> pd.DataFrame:
+    """A copy of a run table for a chart: the iteration column titled in words and the ``color``
+    column's values relabelled (axis titles and legends show words, not column names)."""
+    out = frame.rename(columns={"step": X_TITLE})
+    if labels:
+        out[color] = out[color].map(lambda v: labels.get(v, v))
+    return out
+
+
+def _with_divergence_labels(chart: alt.LayerChart, frame: pd.DataFrame, color: str, y: str,
+                            log: bool = True) -> alt.LayerChart:  # fmt: skip
+    """Add a red text label "… diverged at step t" at the last drawn point of every diverged run
+    (``convergence_chart`` draws a red cross there; the label says what the cross means)."""
+    if "diverged_at" not in frame or frame["diverged_at"].isna().all():
+        return chart
+    runs = frame[frame["diverged_at"].notna() & np.isfinite(frame[y])]
+    if log:
+        runs = runs[runs[y] > 0]
+    if runs.empty:
+        return chart
+    last = runs.loc[runs.groupby([color, "seed"])[X_TITLE].idxmax()]
+    marks = pd.DataFrame(
+        {
+            X_TITLE: last[X_TITLE].to_numpy(),
+            "value": last[y].to_numpy(dtype=float),
+            "text": [
+                f"{c} diverged at step {int(t)}"
+                for c, t in zip(last[color], last["diverged_at"], strict=True)
+            ],
+        }
+    )
+    text = (
+        alt.Chart(marks)
+        .mark_text(align="left", dx=8, dy=-8, color="#c00", fontWeight="bold")
+        .encode(
+            x=alt.X(f"{X_TITLE}:Q"),
+            y=alt.Y("value:Q", scale=alt.Scale(type="log") if log else alt.Scale(zero=False)),
+            text="text:N",
+        )
+    )
+    chart.layer.append(text)
+    return chart
 
 
 def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerChart:
@@ -154,15 +229,18 @@ def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerC
             int(frame["step"].max()),
             delta0,
             1 - gamma * problem.mu * lam,
-            "(1 − γμλᵖ)ᵗΔ⁰: RAC-LoRA Thm 5.5 / Bernoulli-LoRA Thm 9",
+            "expected-gap bound (1 − γμλᵖ)ᵗ·Δ⁰ (RAC-LoRA Thm 5.5, Bernoulli-LoRA Thm 9)",
         )
-    return convergence_chart(
-        frame,
+    data = _chart_frame(frame, "method", METHOD_LABELS)
+    chart = convergence_chart(
+        data,
         y="gap",
-        y_title="f(Wᵗ) − f*",
-        title=f"RAC-LoRA counterexample: r = {rank}, γ = {sf:g}/L (L = 20)",
+        x=X_TITLE,
+        y_title="optimality gap f(Wᵗ) − f*",
+        title=f"RAC-LoRA counterexample: rank {rank}, γ = {sf:g}/L (L = 20)",
         theory=rate_frame,
     )
+    return _with_divergence_labels(chart, data, "method", "gap")
 
 
 def _step_factor_slider(value: float, upper: float, style) -> widgets.FloatLogSlider:
@@ -299,7 +377,10 @@ def explorer_frame(
     frame["diverged_at"] = frame["seed"].map(diverged).astype(float)
     frame["step_factor"] = step_factor
     frame["lambda_p"] = float(lambda_p_of(p, rank, m, n).min)
-    frame["config"] = f"p={p:g}, r={rank}, {sketch}, {estimator}"
+    frame["config"] = (
+        f"p = {p:g}, rank {rank}, {SKETCH_LABELS.get(sketch, sketch)} sketch, "
+        f"{ESTIMATOR_LABELS[estimator]}"
+    )
     frame.attrs = {"diverged": diverged, "problem": problem.name, "m": m, "n": n}
     return frame
 
@@ -370,12 +451,12 @@ def explorer_theory(
     agg["bound"] = 2 * delta0 / (gamma * lambda_p * agg["step"])
     agg["lambda_p"] = lambda_p
     agg["gamma"] = gamma
-    label = "Thm 1: 2(f(W⁰) − f_low)/(γλᵖT)"
+    label = "Theorem 1 bound on the running mean"
     if problem.L is not None and gamma > 1 / problem.L * (1 + 1e-12):
-        label += " [γ > 1/L: outside Thm 1]"
+        label += " (γ > 1/L: outside Theorem 1)"
     estimators = set(frame["estimator"].astype(str)) if "estimator" in frame else {"gd"}
     if estimators != {"gd"}:
-        label += " [GD theorem, for reference]"
+        label += " (a GD theorem, for reference)"
     agg["label"] = label
     return agg
 
@@ -392,17 +473,27 @@ def _gradient_series(frame: pd.DataFrame) -> pd.DataFrame:
 def explorer_charts(frame: pd.DataFrame, theory: pd.DataFrame) -> tuple:
     """The explorer's two charts: f(W^t), and ‖∇f‖² with its running mean under the Thm 1 bound."""
     # f* is unknown (non-convex), so the loss itself is drawn, on a linear axis.
+    data = _chart_frame(frame, "config").rename(columns={"config": "configuration"})
     loss = convergence_chart(
-        frame, y="loss", color="config", log=False, y_title="f(Wᵗ)", title="Loss f(Wᵗ)"
+        data,
+        y="loss",
+        color="configuration",
+        x=X_TITLE,
+        log=False,
+        y_title="loss f(Wᵗ)",
+        title="Loss f(Wᵗ) (median over seeds, band: min–max)",
     )
-    series = _gradient_series(frame)
+    loss = _with_divergence_labels(loss, data, "configuration", "loss", log=False)
+    x_grad = "iteration t (T for the running mean)"
+    series = _gradient_series(frame).rename(columns={"series": "quantity", "step": x_grad})
     theory_frame = theory[["step", "bound", "label"]].rename(columns={"bound": "value"})
     grad = convergence_chart(
         series,
         y="value",
-        color="series",
-        y_title="‖∇f‖²",
-        title="‖∇f(Wᵗ)‖² and its running mean vs the Theorem 1 bound",
+        color="quantity",
+        x=x_grad,
+        y_title="squared gradient norm ‖∇f‖²",
+        title="‖∇f(Wᵗ)‖² and its running mean under the Theorem 1 bound",
         theory=theory_frame,
     )
     return loss, grad
@@ -414,15 +505,31 @@ def _explorer_status(frame: pd.DataFrame, theory: pd.DataFrame) -> str:
     sf = float(frame["step_factor"].iloc[0])
     m, n = frame.attrs.get("m", "m"), frame.attrs.get("n", "n")
     p, r = float(frame["p"].iloc[0]), int(frame["rank"].iloc[0])
+    T = int(last["step"])  # iterates W⁰, …, W^{T−1}: T − 1 steps
     text = (
         f"λᵖ = p·r/m + (1−p)·r/n = {p:g}·{r}/{m} + {1 - p:g}·{r}/{n} = {lam:.4g}; "
-        f"γ = {sf:g}/L = {gamma:.3e}. After T = {int(last['step'])}: measured running mean "
-        f"{last['running_avg']:.3e} vs bound {last['bound']:.3e} "
-        f"(ratio {last['running_avg'] / last['bound']:.2g})."
+        f"γ = {sf:g}/L = {gamma:.3e}. After {T - 1} steps: running mean of ‖∇f‖² over the "
+        f"{T} iterates W⁰…W^{T - 1} = {last['running_avg']:.3e} vs Theorem 1's bound "
+        f"{last['bound']:.3e} (ratio {last['running_avg'] / last['bound']:.2g})."
     )
     diverged = frame.attrs.get("diverged", {})
     if diverged:
-        text += f" <span style='color:#c00'>Diverged seeds (seed: step): {diverged}</span>"
+        where = ", ".join(f"seed {s} at step {t}" for s, t in sorted(diverged.items()))
+        text += f" <span style='color:#c00'>Diverged (run stopped): {where}.</span>"
+    sketch = str(frame["sketch"].iloc[0]) if "sketch" in frame else ""
+    if sketch in ("gaussian", "haar"):
+        text += (
+            " <br><i>Gaussian and Haar sketches give the same numbers (to rounding) for a seed: "
+            "the step uses only the projector H onto the sketch's span, and the Haar factor is "
+            "an orthonormal basis of the same random span.</i>"
+        )
+    estimator = str(frame["estimator"].iloc[0]).split("(")[0] if "estimator" in frame else "gd"
+    if estimator in ("sgd", "mvr") and sf > ESTIMATOR_STEP[estimator]:
+        text += (
+            f" <br><span style='color:#c60'>{ESTIMATOR_LABELS[estimator]}'s minibatch noise "
+            f"dominates at γL = {sf:g}: try a smaller step, e.g. γL = "
+            f"{ESTIMATOR_STEP[estimator]:g}.</span>"
+        )
     return text
 
 
@@ -441,6 +548,10 @@ def bernoulli_explorer_app(
     """Sliders for p, rank, sketch family, estimator and γ·L redrawing Bernoulli-LoRA on
     ``linear_regression(m, n)``: the loss, and ‖∇f‖² with its running mean under the Theorem 1
     bound (:func:`explorer_frame`, :func:`explorer_theory`).
+
+    Choosing an estimator sets γ·L to :data:`ESTIMATOR_STEP` (1 for GD and PAGE, 0.1 for the
+    minibatch SGD and MVR, which make no progress at γL = 1); the status line says so when a
+    larger step is chosen, and notes that Gaussian and Haar sketches give the same run.
 
     Computes and draws once when built; returns an :class:`App` (an ``ipywidgets.VBox``).
     """
@@ -463,9 +574,22 @@ def bernoulli_explorer_app(
         "step_factor": _step_factor_slider(step_factor, 0.4, style),
     }
 
+    def use_estimator_step(change):
+        # Picking an estimator moves γ·L to a step at which it makes progress (ESTIMATOR_STEP);
+        # the slider stays free to move afterwards. Registered before App's own observers, so
+        # this one redraw already has the new step; App's redraw then reuses it (see compute).
+        controls["step_factor"].value = ESTIMATOR_STEP[change["new"]]
+
+    controls["estimator"].observe(use_estimator_step, names="value")
+    last: dict = {}
+
     def compute(p, rank, sketch, estimator, step_factor):
-        frame = explorer_frame(p, rank, sketch, estimator, step_factor, steps, seeds, m, n)
-        theory = explorer_theory(frame, _linear_regression(m, n))
+        key = (p, rank, sketch, estimator, step_factor)
+        if last.get("key") != key:
+            frame = explorer_frame(p, rank, sketch, estimator, step_factor, steps, seeds, m, n)
+            theory = explorer_theory(frame, _linear_regression(m, n))
+            last.update(key=key, frame=frame, theory=theory)
+        frame, theory = last["frame"], last["theory"]
         return frame, list(explorer_charts(frame, theory)), _explorer_status(frame, theory)
 
     return App(controls, compute, n_charts=2)

@@ -15,7 +15,7 @@ STEPS = 300
 #: 01.3: seeds and the fitted window (before the gap reaches rounding level).
 FIT_SEEDS, FIT_STEPS = range(3), 150
 #: 01.4: COLA's steps per link and the bisection's bracket (γL at which it converges, diverges).
-COLA_K, BRACKET, BISECTIONS = 5, (0.1, 2.0), 12
+COLA_K, BRACKET, BISECTIONS = 5, (0.1, 2.0), 8
 
 
 def _constants():

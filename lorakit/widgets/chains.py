@@ -120,7 +120,7 @@ def counterexample_frame(
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     frame["step_factor"] = step_factor
-    frame.attrs = {"diverged": diverged, "problem": problem.name}
+    frame.attrs = {"diverged": diverged, "problem": problem.name, "steps": steps}
     return frame
 
 
@@ -141,7 +141,7 @@ def final_values(frame: pd.DataFrame, y: str = "gap", by: str = "method") -> pd.
 def _counterexample_status(frame: pd.DataFrame) -> str:
     """Per method: the final gap, or "diverged at step t" (and where it peaked when the gap rose
     above its start on the way: a transient blow-up that came back is not a plain final gap)."""
-    steps = int(frame["step"].max())
+    steps = int(frame.attrs.get("steps", frame["step"].max()))
     start = frame.loc[frame["step"] == 0, "gap"]
     gap0 = float(start.iloc[0]) if len(start) else math.nan
     parts = []

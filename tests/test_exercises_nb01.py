@@ -57,7 +57,9 @@ def test_01_4_cola_threshold_by_a_grid_scan():
     first = int(np.argmax(diverges))
     assert diverges[first] and not any(diverges[:first]) and first > 0
     reference = nb01.largest_converging_step()
-    assert grid[first - 1] <= reference < grid[first]
+    resolution = (nb01.BRACKET[1] - nb01.BRACKET[0]) / 2**nb01.BISECTIONS
+    assert grid[first - 1] - resolution <= reference < grid[first]
+    assert not nb01.cola_diverges(reference) and resolution < 0.01
     assert ex.check("01.4", reference) and ex.check("01.4", 0.97 * reference)
     assert not ex.check("01.4", 1.1 * reference)  # diverges
     assert not ex.check("01.4", 0.3)  # converges, but far from the largest

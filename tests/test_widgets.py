@@ -246,6 +246,17 @@ def test_why_lora_fails_app_builds_and_redraws():
     assert "methods" in app.status.value and set(app.frame["method"]) == {"rac_lora"}
 
 
+def test_matrix_runs_use_one_thread_and_restore_the_setting():
+    import torch
+
+    seen = []
+    before = torch.get_num_threads()
+    with chains._one_thread():
+        seen.append(torch.get_num_threads())
+    widgets.explorer_frame(sketch="haar", steps=3, seeds=1)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
 def test_explorer_status_counts_steps_not_iterates():
     """Issue 12 §4 (02): 30 steps log W⁰…W³⁰, 31 iterates; the status said "After T = 31"."""
     frame = widgets.explorer_frame(steps=30, seeds=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ import altair as alt
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import estimators as est
 from .. import problems
@@ -42,6 +44,19 @@ ESTIMATOR_LABELS = {"gd": "GD", "sgd": "SGD", "page": "PAGE", "mvr": "MVR"}
 #: while γL = 0.1 lowers f to within 0.003 of GD's value.
 ESTIMATOR_STEP = {"gd": 1.0, "sgd": 0.1, "page": 1.0, "mvr": 0.1}
 X_TITLE = "iteration t"
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run a matrix-scale redraw on one torch thread: its matrices are tiny (at most 8×8), and on
+    a busy machine a multi-threaded LAPACK call on them (the Haar sketch's QR) costs ~100× more
+    (measured: 600 QRs of an 8×2 matrix, 5 s with 2 threads under load, 0.04 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,16 +118,17 @@ def counterexample_frame(
     }
     frames, diverged = [], {}
     for method in methods:
-        frame = run(
-            method,
-            problem,
-            steps,
-            seed,
-            rank=rank,
-            gamma=gamma,
-            on_divergence="stop",
-            **config.get(method, {}),
-        )
+        with _one_thread():
+            frame = run(
+                method,
+                problem,
+                steps,
+                seed,
+                rank=rank,
+                gamma=gamma,
+                on_divergence="stop",
+                **config.get(method, {}),
+            )
         stop = frame.attrs.get("diverged", {}).get(seed)
         frame["diverged_at"] = float("nan") if stop is None else float(stop)
         if stop is not None:
@@ -361,18 +377,19 @@ def explorer_frame(
     problem = _linear_regression(m, n)
     check_int("batch_size", batch_size, low=1, high=problem.n_samples)
     gamma = step_factor / problem.L
-    frame = run(
-        "bernoulli_lora",
-        problem,
-        steps,
-        seeds,
-        rank=rank,
-        gamma=gamma,
-        p=p,
-        sketch=sketch,
-        estimator=estimator_obj,
-        on_divergence="stop",
-    )
+    with _one_thread():
+        frame = run(
+            "bernoulli_lora",
+            problem,
+            steps,
+            seeds,
+            rank=rank,
+            gamma=gamma,
+            p=p,
+            sketch=sketch,
+            estimator=estimator_obj,
+            on_divergence="stop",
+        )
     diverged = dict(frame.attrs.get("diverged", {}))
     frame["diverged_at"] = frame["seed"].map(diverged).astype(float)
     frame["step_factor"] = step_factor
@@ -588,8 +605,8 @@ def bernoulli_explorer_app(
         if last.get("key") != key:
             frame = explorer_frame(p, rank, sketch, estimator, step_factor, steps, seeds, m, n)
             theory = explorer_theory(frame, _linear_regression(m, n))
-            last.update(key=key, frame=frame, theory=theory)
-        frame, theory = last["frame"], last["theory"]
-        return frame, list(explorer_charts(frame, theory)), _explorer_status(frame, theory)
+            charts = list(explorer_charts(frame, theory))
+            last.update(key=key, result=(frame, charts, _explorer_status(frame, theory)))
+        return last["result"]
 
     return App(controls, compute, n_charts=2)

@@ -103,6 +103,10 @@ def test_divergence_is_marked_on_the_chart_and_in_the_status():
     assert "<b>COLA</b>: <span style='color:#c00'>diverged at step 5 (run stopped)" in status
     assert "<b>LoRA</b>: <span style='color:#c00'>diverged at step 6 (run stopped)" in status
     assert status.count("final f − f*") == 3  # AsymmLoRA, RAC-LoRA, Bernoulli-LoRA
+    assert "their lines coincide" in status  # rank 3: H = I for every projected method
+    ce = frame[frame["method"].isin(["asymm_lora", "rac_lora", "bernoulli_lora"])]
+    spread = ce.groupby("step")["gap"].agg(lambda g: g.max() - g.min())
+    assert (spread <= 1e-12 * ce["gap"].max()).all()
     assert status.startswith("After 60 iterations")  # the run asked for, not the last stop
     alone = chains._counterexample_status(widgets.counterexample_frame("cola", rank=3, steps=60))
     assert alone.startswith("After 60 iterations") and "diverged at step 5" in alone

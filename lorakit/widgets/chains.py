@@ -178,7 +178,15 @@ def _counterexample_status(frame: pd.DataFrame) -> str:
                 f"{int(peak['step'])} first)</span>"
             )
         parts.append(text)
-    return f"After {steps} iterations — " + " · ".join(parts)
+    text = f"After {steps} iterations — " + " · ".join(parts)
+    projected = [METHOD_LABELS[m] for m in ("asymm_lora", "rac_lora", "bernoulli_lora")
+                 if m in set(frame["method"])]  # fmt: skip
+    if int(frame["rank"].iloc[0]) == 3 and len(projected) > 1:
+        text += (
+            f" <br><i>At rank 3 a sketch spans all of ℝ³ (H = I), so {', '.join(projected)} "
+            "are all gradient descent: their lines coincide.</i>"
+        )
+    return text
 
 
 def _chart_frame(frame: pd.DataFrame, color: str, labels: dict | None = None) -> pd.DataFrame:
@@ -212,16 +220,16 @@ def _with_divergence_labels(chart: alt.LayerChart, frame: pd.DataFrame, color: s
             ],
         }
     )
-    text = (
-        alt.Chart(marks)
-        .mark_text(align="left", dx=8, dy=-8, color="#c00", fontWeight="bold")
-        .encode(
-            x=alt.X(f"{X_TITLE}:Q"),
-            y=alt.Y("value:Q", scale=alt.Scale(type="log") if log else alt.Scale(zero=False)),
-            text="text:N",
+    y_scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    # One layer per label, the highest point's label above it and each next one 16 px lower, so
+    # runs that stop at nearby points stay readable.
+    marks = marks.sort_values("value", ascending=False, kind="stable")
+    for i in range(len(marks)):
+        chart.layer.append(
+            alt.Chart(marks.iloc[[i]])
+            .mark_text(align="left", dx=8, dy=-8 + 16 * i, color="#c00", fontWeight="bold")
+            .encode(x=alt.X(f"{X_TITLE}:Q"), y=alt.Y("value:Q", scale=y_scale), text="text:N")
         )
-    )
-    chart.layer.append(text)
     return chart
 
 
@@ -245,7 +253,7 @@ def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerC
             int(frame["step"].max()),
             delta0,
             1 - gamma * problem.mu * lam,
-            "expected-gap bound (1 − γμλᵖ)ᵗ·Δ⁰ (RAC-LoRA Thm 5.5, Bernoulli-LoRA Thm 9)",
+            "bound on E[f − f*]: (1 − γμλᵖ)ᵗ·Δ⁰ (Thm 5.5 / Thm 9)",
         )
     data = _chart_frame(frame, "method", METHOD_LABELS)
     chart = convergence_chart(

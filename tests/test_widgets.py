@@ -77,7 +77,73 @@ def test_divergence_is_recorded():
     assert (cola["diverged_at"] == cola["step"].max()).all()
     assert frame[frame["method"] == "rac_lora"]["diverged_at"].isna().all()
     summary = chains._counterexample_status(frame)
-    assert "cola" in summary and "diverged at step" in summary
+    assert "COLA</b>: <span style='color:#c00'>diverged at step 5" in summary
+    assert frame.attrs["diverged"] == {"cola": 5}
+
+
+def _texts(chart) -> list[str]:
+    """Every text mark's strings in a layered chart's spec (inline data)."""
+    spec = chart.to_dict()
+    out = []
+    for layer in spec["layer"]:
+        if layer.get("mark", {}).get("type") == "text":
+            name = layer["data"]["name"]
+            out += [row["text"] for row in spec["datasets"][name]]
+    return out
+
+
+def test_divergence_is_marked_on_the_chart_and_in_the_status():
+    """Issue 12 §4 (01): at rank 3, γ = 1/L, LoRA and COLA blow up (seed 0, measured at steps 6
+    and 5); the chart labels each stopped run and the status gives the step, not a final gap."""
+    frame = widgets.counterexample_frame(ALL, rank=3, steps=60)
+    assert frame.attrs["diverged"] == {"lora": 6, "cola": 5}
+    texts = _texts(widgets.counterexample_chart(frame))
+    assert sorted(texts) == ["COLA diverged at step 5", "LoRA diverged at step 6"]
+    status = chains._counterexample_status(frame)
+    assert "<b>COLA</b>: <span style='color:#c00'>diverged at step 5 (run stopped)" in status
+    assert "<b>LoRA</b>: <span style='color:#c00'>diverged at step 6 (run stopped)" in status
+    assert status.count("final f − f*") == 3  # AsymmLoRA, RAC-LoRA, Bernoulli-LoRA
+    assert "their lines coincide" in status  # rank 3: H = I for every projected method
+    ce = frame[frame["method"].isin(["asymm_lora", "rac_lora", "bernoulli_lora"])]
+    spread = ce.groupby("step")["gap"].agg(lambda g: g.max() - g.min())
+    assert (spread <= 1e-12 * ce["gap"].max()).all()
+    assert status.startswith("After 60 iterations")  # the run asked for, not the last stop
+    alone = chains._counterexample_status(widgets.counterexample_frame("cola", rank=3, steps=60))
+    assert alone.startswith("After 60 iterations") and "diverged at step 5" in alone
+    # Nothing diverged: no label layer.
+    assert _texts(widgets.counterexample_chart(widgets.counterexample_frame(steps=20))) == []
+
+
+def test_a_transient_rise_is_not_reported_as_a_plain_final_gap():
+    """At rank 2 COLA's gap climbs far above its start (Δ⁰ = 2.025) before coming back below the
+    divergence threshold; the status says so next to the final gap."""
+    frame = widgets.counterexample_frame(("cola", "rac_lora"), rank=2, steps=100)
+    assert not frame.attrs["diverged"]
+    cola = frame[frame["method"] == "cola"]
+    assert cola["gap"].max() > 100 * 2.025
+    status = chains._counterexample_status(frame)
+    assert "<b>COLA</b>: final f − f* =" in status and "rose to" in status
+    assert status.count("rose to") == 1  # RAC-LoRA decreases: no note
+
+
+def test_charts_title_axes_and_legends_in_words():
+    """Issue 12 §4 (everywhere): no raw column names or method keys in titles and legends."""
+    ce = widgets.counterexample_chart(widgets.counterexample_frame(steps=5)).to_dict()
+    explorer = widgets.explorer_charts(
+        f := widgets.explorer_frame(steps=5, seeds=2),
+        widgets.explorer_theory(f, chains._linear_regression(8, 8)),
+    )
+    for spec in (ce, *(c.to_dict() for c in explorer)):
+        titles = {
+            str(enc.get("title", enc.get("field")))
+            for layer in spec["layer"]
+            for key, enc in layer["encoding"].items()
+            if key in ("x", "y", "color") and isinstance(enc, dict)
+        }
+        assert titles and not any("_" in t or t in ("step", "config", "series") for t in titles)
+    legend_values = {row["method"] for data in ce["datasets"].values() for row in data
+                     if "method" in row}  # fmt: skip
+    assert legend_values == {"LoRA", "AsymmLoRA", "COLA", "RAC-LoRA", "Bernoulli-LoRA"}
 
 
 def test_counterexample_chart_draws_the_pl_rate_only_where_it_applies(ce_frame):
@@ -182,6 +248,66 @@ def test_why_lora_fails_app_builds_and_redraws():
     # An empty selection is reported in the status line; the last chart stays.
     app.controls["methods"].value = ()
     assert "methods" in app.status.value and set(app.frame["method"]) == {"rac_lora"}
+
+
+def test_matrix_runs_use_one_thread_and_restore_the_setting():
+    import torch
+
+    seen = []
+    before = torch.get_num_threads()
+    with chains._one_thread():
+        seen.append(torch.get_num_threads())
+    widgets.explorer_frame(sketch="haar", steps=3, seeds=1)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_explorer_status_counts_steps_not_iterates():
+    """Issue 12 §4 (02): 30 steps log W⁰…W³⁰, 31 iterates; the status said "After T = 31"."""
+    frame = widgets.explorer_frame(steps=30, seeds=1)
+    status = chains._explorer_status(
+        frame, widgets.explorer_theory(frame, chains._linear_regression(8, 8))
+    )
+    assert "After 30 steps" in status and "31 iterates" in status and "T = 31" not in status
+
+
+def test_gaussian_and_haar_sketches_give_the_same_run_and_the_app_says_why():
+    """H depends only on the sketch's span (Bernoulli-LoRA Lemma 10): a Haar factor spans the
+    same random subspace as the Gaussian draw it comes from, so the runs agree to rounding."""
+    runs = {s: widgets.explorer_frame(sketch=s, steps=20, seeds=1) for s in ("gaussian", "haar")}
+    np.testing.assert_allclose(runs["haar"]["loss"], runs["gaussian"]["loss"], rtol=1e-12)
+    coordinate = widgets.explorer_frame(sketch="coordinate", steps=20, seeds=1)
+    assert np.abs(coordinate["loss"].to_numpy() - runs["haar"]["loss"].to_numpy()).max() > 1e-6
+    problem = chains._linear_regression(8, 8)
+    for sketch, frame in {**runs, "coordinate": coordinate}.items():
+        status = chains._explorer_status(frame, widgets.explorer_theory(frame, problem))
+        assert ("Gaussian and Haar sketches give the same numbers" in status) == (
+            sketch != "coordinate"
+        )
+
+
+def test_explorer_suggests_a_smaller_step_for_sgd():
+    """Issue 12 §4 (02): minibatch SGD at γL = 1 makes no progress; picking SGD moves γL to
+    ESTIMATOR_STEP["sgd"] = 0.1, where it does, and γL = 1 gets a hint in the status."""
+    problem = chains._linear_regression(8, 8)
+
+    def mean_final_loss(step_factor):
+        frame = widgets.explorer_frame(estimator="sgd", step_factor=step_factor, steps=200, seeds=2)
+        return frame[frame["step"] == 200]["loss"].mean(), frame
+
+    gd = widgets.explorer_frame(steps=200, seeds=1)
+    loss0, best = float(problem.loss(problem.W0)), gd["loss"].iloc[-1]
+    big, big_frame = mean_final_loss(1.0)
+    small, _ = mean_final_loss(chains.ESTIMATOR_STEP["sgd"])
+    assert big > loss0 - 0.2 * (loss0 - best)  # little or no progress at γL = 1
+    assert small < loss0 - 0.7 * (loss0 - best)  # most of GD's decrease at γL = 0.1
+    status = chains._explorer_status(big_frame, widgets.explorer_theory(big_frame, problem))
+    assert "try a smaller step, e.g. γL = 0.1" in status
+    app = widgets.bernoulli_explorer_app(steps=10, seeds=1)
+    app.controls["estimator"].value = "sgd"
+    assert app.controls["step_factor"].value == 0.1 and app.frame["step_factor"].iloc[0] == 0.1
+    assert "smaller step" not in app.status.value
+    app.controls["estimator"].value = "gd"
+    assert app.controls["step_factor"].value == 1.0
 
 
 def test_bernoulli_explorer_app_builds_and_redraws():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ import altair as alt
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+import torch
 
 from .. import estimators as est
 from .. import problems
@@ -23,8 +25,38 @@ from ._app import App, _default
 COUNTEREXAMPLE_METHODS = ("lora", "asymm_lora", "cola", "rac_lora", "bernoulli_lora")
 EXPLORER_SKETCHES = tuple(SKETCHES)
 EXPLORER_ESTIMATORS = ("gd", "sgd", "page", "mvr")
-GRAD_SERIES = "‖∇f(Wᵗ)‖²"
-AVG_SERIES = "running mean (1/T)·Σ_{t<T} ‖∇f(Wᵗ)‖² (x = T)"
+GRAD_SERIES = "squared gradient norm ‖∇f(Wᵗ)‖² at iteration t"
+AVG_SERIES = "its running mean over the first T iterates"
+#: The methods' names as the papers write them, for legends and status lines.
+METHOD_LABELS = {
+    "lora": "LoRA",
+    "asymm_lora": "AsymmLoRA",
+    "cola": "COLA",
+    "rac_lora": "RAC-LoRA",
+    "bernoulli_lora": "Bernoulli-LoRA",
+}
+SKETCH_LABELS = {"gaussian": "Gaussian", "haar": "Haar", "coordinate": "coordinate",
+                 "kaiming_uniform": "Kaiming-uniform"}  # fmt: skip
+ESTIMATOR_LABELS = {"gd": "GD", "sgd": "SGD", "page": "PAGE", "mvr": "MVR"}
+#: The explorer's γ·L when an estimator is picked: γL = 1 (Theorem 1's step) for GD and PAGE (whose
+#: minibatch corrections here track the full gradient: same loss as GD). On linear_regression(8, 8)
+#: minibatch SGD at γL = 1 makes no progress (f stays at 0.55 after 200 steps, from 0.556) and MVR
+#: stalls at a noisy level; at γL = 0.1 both end within 0.004 of GD's f = 0.495 (3 seeds).
+ESTIMATOR_STEP = {"gd": 1.0, "sgd": 0.1, "page": 1.0, "mvr": 0.1}
+X_TITLE = "iteration t"
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run a matrix-scale redraw on one torch thread: its matrices are tiny (at most 8×8), and on
+    a busy machine a multi-threaded LAPACK call on them (the Haar sketch's QR) costs ~100× more
+    (measured: 600 QRs of an 8×2 matrix, 5 s with 2 threads under load, 0.04 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,16 +118,17 @@ def counterexample_frame(
     }
     frames, diverged = [], {}
     for method in methods:
-        frame = run(
-            method,
-            problem,
-            steps,
-            seed,
-            rank=rank,
-            gamma=gamma,
-            on_divergence="stop",
-            **config.get(method, {}),
-        )
+        with _one_thread():
+            frame = run(
+                method,
+                problem,
+                steps,
+                seed,
+                rank=rank,
+                gamma=gamma,
+                on_divergence="stop",
+                **config.get(method, {}),
+            )
         stop = frame.attrs.get("diverged", {}).get(seed)
         frame["diverged_at"] = float("nan") if stop is None else float(stop)
         if stop is not None:
@@ -103,7 +136,7 @@ def counterexample_frame(
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     frame["step_factor"] = step_factor
-    frame.attrs = {"diverged": diverged, "problem": problem.name}
+    frame.attrs = {"diverged": diverged, "problem": problem.name, "steps": steps}
     return frame
 
 
@@ -122,16 +155,82 @@ def final_values(frame: pd.DataFrame, y: str = "gap", by: str = "method") -> pd.
 
 
 def _counterexample_status(frame: pd.DataFrame) -> str:
+    """Per method: the final gap, or "diverged at step t" (and where it peaked when the gap rose
+    above its start on the way: a transient blow-up that came back is not a plain final gap)."""
+    steps = int(frame.attrs.get("steps", frame["step"].max()))
+    start = frame.loc[frame["step"] == 0, "gap"]
+    gap0 = float(start.iloc[0]) if len(start) else math.nan
     parts = []
     for row in final_values(frame).itertuples(index=False):
+        name = METHOD_LABELS.get(row.method, row.method)
         if not math.isnan(row.diverged_at):
             parts.append(
-                f"<b>{row.method}</b>: <span style='color:#c00'>diverged at step "
-                f"{int(row.diverged_at)}</span>"
+                f"<b>{name}</b>: <span style='color:#c00'>diverged at step "
+                f"{int(row.diverged_at)} (run stopped)</span>"
             )
-        else:
-            parts.append(f"<b>{row.method}</b>: f − f* = {row.gap:.3e}")
-    return "Final gaps after the last step — " + " · ".join(parts)
+            continue
+        text = f"<b>{name}</b>: final f − f* = {row.gap:.2e}"
+        run = frame[frame["method"] == row.method]
+        peak = run.loc[run["gap"].idxmax()]
+        if float(peak["gap"]) > 10 * gap0:
+            text += (
+                f" <span style='color:#c60'>(rose to {float(peak['gap']):.2e} at step "
+                f"{int(peak['step'])} first)</span>"
+            )
+        parts.append(text)
+    text = f"After {steps} iterations — " + " · ".join(parts)
+    projected = [METHOD_LABELS[m] for m in ("asymm_lora", "rac_lora", "bernoulli_lora")
+                 if m in set(frame["method"])]  # fmt: skip
+    if int(frame["rank"].iloc[0]) == 3 and len(projected) > 1:
+        text += (
+            f" <br><i>At rank 3 a sketch spans all of ℝ³ (H = I), so {', '.join(projected)} "
+            "are all gradient descent: their lines coincide.</i>"
+        )
+    return text
+
+
+def _chart_frame(frame: pd.DataFrame, color: str, labels: dict | None = None) -> pd.DataFrame:
+    """A copy of a run table for a chart: the iteration column titled in words and the ``color``
+    column's values relabelled (axis titles and legends show words, not column names)."""
+    out = frame.rename(columns={"step": X_TITLE})
+    if labels:
+        out[color] = out[color].map(lambda v: labels.get(v, v))
+    return out
+
+
+def _with_divergence_labels(chart: alt.LayerChart, frame: pd.DataFrame, color: str, y: str,
+                            log: bool = True) -> alt.LayerChart:  # fmt: skip
+    """Add a red text label "… diverged at step t" at the last drawn point of every diverged run
+    (``convergence_chart`` draws a red cross there; the label says what the cross means)."""
+    if "diverged_at" not in frame or frame["diverged_at"].isna().all():
+        return chart
+    runs = frame[frame["diverged_at"].notna() & np.isfinite(frame[y])]
+    if log:
+        runs = runs[runs[y] > 0]
+    if runs.empty:
+        return chart
+    last = runs.loc[runs.groupby([color, "seed"])[X_TITLE].idxmax()]
+    marks = pd.DataFrame(
+        {
+            X_TITLE: last[X_TITLE].to_numpy(),
+            "value": last[y].to_numpy(dtype=float),
+            "text": [
+                f"{c} diverged at step {int(t)}"
+                for c, t in zip(last[color], last["diverged_at"], strict=True)
+            ],
+        }
+    )
+    y_scale = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    # One layer per label, the highest point's label above it and each next one 16 px lower, so
+    # runs that stop at nearby points stay readable.
+    marks = marks.sort_values("value", ascending=False, kind="stable")
+    for i in range(len(marks)):
+        chart.layer.append(
+            alt.Chart(marks.iloc[[i]])
+            .mark_text(align="left", dx=8, dy=-8 + 16 * i, color="#c00", fontWeight="bold")
+            .encode(x=alt.X(f"{X_TITLE}:Q"), y=alt.Y("value:Q", scale=y_scale), text="text:N")
+        )
+    return chart
 
 
 def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerChart:
@@ -154,15 +253,18 @@ def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerC
             int(frame["step"].max()),
             delta0,
             1 - gamma * problem.mu * lam,
-            "(1 − γμλᵖ)ᵗΔ⁰: RAC-LoRA Thm 5.5 / Bernoulli-LoRA Thm 9",
+            "bound on E[f − f*]: (1 − γμλᵖ)ᵗ·Δ⁰ (Thm 5.5 / Thm 9)",
         )
-    return convergence_chart(
-        frame,
+    data = _chart_frame(frame, "method", METHOD_LABELS)
+    chart = convergence_chart(
+        data,
         y="gap",
-        y_title="f(Wᵗ) − f*",
-        title=f"RAC-LoRA counterexample: r = {rank}, γ = {sf:g}/L (L = 20)",
+        x=X_TITLE,
+        y_title="optimality gap f(Wᵗ) − f*",
+        title=f"RAC-LoRA counterexample: rank {rank}, γ = {sf:g}/L (L = 20)",
         theory=rate_frame,
     )
+    return _with_divergence_labels(chart, data, "method", "gap")
 
 
 def _step_factor_slider(value: float, upper: float, style) -> widgets.FloatLogSlider:
@@ -283,23 +385,27 @@ def explorer_frame(
     problem = _linear_regression(m, n)
     check_int("batch_size", batch_size, low=1, high=problem.n_samples)
     gamma = step_factor / problem.L
-    frame = run(
-        "bernoulli_lora",
-        problem,
-        steps,
-        seeds,
-        rank=rank,
-        gamma=gamma,
-        p=p,
-        sketch=sketch,
-        estimator=estimator_obj,
-        on_divergence="stop",
-    )
+    with _one_thread():
+        frame = run(
+            "bernoulli_lora",
+            problem,
+            steps,
+            seeds,
+            rank=rank,
+            gamma=gamma,
+            p=p,
+            sketch=sketch,
+            estimator=estimator_obj,
+            on_divergence="stop",
+        )
     diverged = dict(frame.attrs.get("diverged", {}))
     frame["diverged_at"] = frame["seed"].map(diverged).astype(float)
     frame["step_factor"] = step_factor
     frame["lambda_p"] = float(lambda_p_of(p, rank, m, n).min)
-    frame["config"] = f"p={p:g}, r={rank}, {sketch}, {estimator}"
+    frame["config"] = (
+        f"p = {p:g}, rank {rank}, {SKETCH_LABELS.get(sketch, sketch)} sketch, "
+        f"{ESTIMATOR_LABELS[estimator]}"
+    )
     frame.attrs = {"diverged": diverged, "problem": problem.name, "m": m, "n": n}
     return frame
 
@@ -370,12 +476,12 @@ def explorer_theory(
     agg["bound"] = 2 * delta0 / (gamma * lambda_p * agg["step"])
     agg["lambda_p"] = lambda_p
     agg["gamma"] = gamma
-    label = "Thm 1: 2(f(W⁰) − f_low)/(γλᵖT)"
+    label = "Theorem 1 bound on the running mean"
     if problem.L is not None and gamma > 1 / problem.L * (1 + 1e-12):
-        label += " [γ > 1/L: outside Thm 1]"
+        label += " (γ > 1/L: outside Theorem 1)"
     estimators = set(frame["estimator"].astype(str)) if "estimator" in frame else {"gd"}
     if estimators != {"gd"}:
-        label += " [GD theorem, for reference]"
+        label += " (a GD theorem, for reference)"
     agg["label"] = label
     return agg
 
@@ -392,17 +498,27 @@ def _gradient_series(frame: pd.DataFrame) -> pd.DataFrame:
 def explorer_charts(frame: pd.DataFrame, theory: pd.DataFrame) -> tuple:
     """The explorer's two charts: f(W^t), and ‖∇f‖² with its running mean under the Thm 1 bound."""
     # f* is unknown (non-convex), so the loss itself is drawn, on a linear axis.
+    data = _chart_frame(frame, "config").rename(columns={"config": "configuration"})
     loss = convergence_chart(
-        frame, y="loss", color="config", log=False, y_title="f(Wᵗ)", title="Loss f(Wᵗ)"
+        data,
+        y="loss",
+        color="configuration",
+        x=X_TITLE,
+        log=False,
+        y_title="loss f(Wᵗ)",
+        title="Loss f(Wᵗ) (median over seeds, band: min–max)",
     )
-    series = _gradient_series(frame)
+    loss = _with_divergence_labels(loss, data, "configuration", "loss", log=False)
+    x_grad = "iteration t (T for the running mean)"
+    series = _gradient_series(frame).rename(columns={"series": "quantity", "step": x_grad})
     theory_frame = theory[["step", "bound", "label"]].rename(columns={"bound": "value"})
     grad = convergence_chart(
         series,
         y="value",
-        color="series",
-        y_title="‖∇f‖²",
-        title="‖∇f(Wᵗ)‖² and its running mean vs the Theorem 1 bound",
+        color="quantity",
+        x=x_grad,
+        y_title="squared gradient norm ‖∇f‖²",
+        title="‖∇f(Wᵗ)‖² and its running mean under the Theorem 1 bound",
         theory=theory_frame,
     )
     return loss, grad
@@ -414,15 +530,31 @@ def _explorer_status(frame: pd.DataFrame, theory: pd.DataFrame) -> str:
     sf = float(frame["step_factor"].iloc[0])
     m, n = frame.attrs.get("m", "m"), frame.attrs.get("n", "n")
     p, r = float(frame["p"].iloc[0]), int(frame["rank"].iloc[0])
+    T = int(last["step"])  # iterates W⁰, …, W^{T−1}: T − 1 steps
     text = (
         f"λᵖ = p·r/m + (1−p)·r/n = {p:g}·{r}/{m} + {1 - p:g}·{r}/{n} = {lam:.4g}; "
-        f"γ = {sf:g}/L = {gamma:.3e}. After T = {int(last['step'])}: measured running mean "
-        f"{last['running_avg']:.3e} vs bound {last['bound']:.3e} "
-        f"(ratio {last['running_avg'] / last['bound']:.2g})."
+        f"γ = {sf:g}/L = {gamma:.3e}. After {T - 1} steps: running mean of ‖∇f‖² over the "
+        f"{T} iterates W⁰…W^{T - 1} = {last['running_avg']:.3e} vs Theorem 1's bound "
+        f"{last['bound']:.3e} (ratio {last['running_avg'] / last['bound']:.2g})."
     )
     diverged = frame.attrs.get("diverged", {})
     if diverged:
-        text += f" <span style='color:#c00'>Diverged seeds (seed: step): {diverged}</span>"
+        where = ", ".join(f"seed {s} at step {t}" for s, t in sorted(diverged.items()))
+        text += f" <span style='color:#c00'>Diverged (run stopped): {where}.</span>"
+    sketch = str(frame["sketch"].iloc[0]) if "sketch" in frame else ""
+    if sketch in ("gaussian", "haar"):
+        text += (
+            " <br><i>Gaussian and Haar sketches give the same numbers (to rounding) for a seed: "
+            "the step uses only the projector H onto the sketch's span, and the Haar factor is "
+            "an orthonormal basis of the same random span.</i>"
+        )
+    estimator = str(frame["estimator"].iloc[0]).split("(")[0] if "estimator" in frame else "gd"
+    if estimator in ("sgd", "mvr") and sf > ESTIMATOR_STEP[estimator]:
+        text += (
+            f" <br><span style='color:#c60'>{ESTIMATOR_LABELS[estimator]}'s minibatch noise "
+            f"dominates at γL = {sf:g}: try a smaller step, e.g. γL = "
+            f"{ESTIMATOR_STEP[estimator]:g}.</span>"
+        )
     return text
 
 
@@ -441,6 +573,11 @@ def bernoulli_explorer_app(
     """Sliders for p, rank, sketch family, estimator and γ·L redrawing Bernoulli-LoRA on
     ``linear_regression(m, n)``: the loss, and ‖∇f‖² with its running mean under the Theorem 1
     bound (:func:`explorer_frame`, :func:`explorer_theory`).
+
+    Choosing an estimator sets γ·L to :data:`ESTIMATOR_STEP` (1 for GD and PAGE, 0.1 for the
+    minibatch SGD, which makes no progress at γL = 1, and MVR, which stalls there); the status
+    line suggests the smaller step when a larger one is chosen, and notes that Gaussian and
+    Haar sketches give the same run.
 
     Computes and draws once when built; returns an :class:`App` (an ``ipywidgets.VBox``).
     """
@@ -463,9 +600,22 @@ def bernoulli_explorer_app(
         "step_factor": _step_factor_slider(step_factor, 0.4, style),
     }
 
+    def use_estimator_step(change):
+        # Picking an estimator moves γ·L to a step at which it makes progress (ESTIMATOR_STEP);
+        # the slider stays free to move afterwards. Registered before App's own observers, so
+        # this one redraw already has the new step; App's redraw then reuses it (see compute).
+        controls["step_factor"].value = ESTIMATOR_STEP[change["new"]]
+
+    controls["estimator"].observe(use_estimator_step, names="value")
+    last: dict = {}
+
     def compute(p, rank, sketch, estimator, step_factor):
-        frame = explorer_frame(p, rank, sketch, estimator, step_factor, steps, seeds, m, n)
-        theory = explorer_theory(frame, _linear_regression(m, n))
-        return frame, list(explorer_charts(frame, theory)), _explorer_status(frame, theory)
+        key = (p, rank, sketch, estimator, step_factor)
+        if last.get("key") != key:
+            frame = explorer_frame(p, rank, sketch, estimator, step_factor, steps, seeds, m, n)
+            theory = explorer_theory(frame, _linear_regression(m, n))
+            charts = list(explorer_charts(frame, theory))
+            last.update(key=key, result=(frame, charts, _explorer_status(frame, theory)))
+        return last["result"]
 
     return App(controls, compute, n_charts=2)

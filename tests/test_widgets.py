@@ -255,7 +255,7 @@ def test_matrix_runs_use_one_thread_and_restore_the_setting():
 
     seen = []
     before = torch.get_num_threads()
-    with chains._one_thread():
+    with chains.one_thread():
         seen.append(torch.get_num_threads())
     widgets.explorer_frame(sketch="haar", steps=3, seeds=1)
     assert seen == [1] and torch.get_num_threads() == before

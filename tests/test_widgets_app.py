@@ -115,3 +115,28 @@ def test_first_draw_carries_a_png_copy_and_redraws_the_spec_only(cuda):
         second["data"]["application/vnd.vegalite.v5+json"]
         != first["data"]["application/vnd.vegalite.v5+json"]
     )
+
+
+def test_compute_runs_on_one_torch_thread_and_the_setting_is_restored():
+    """Matrix-scale redraws run on one torch thread (``App.one_thread``); the caller's setting
+    comes back afterwards, and an app that opts out keeps it."""
+    torch.set_num_threads(2)
+    try:
+        seen = []
+
+        def compute(k):
+            seen.append(torch.get_num_threads())
+            return pd.DataFrame({"x": [0.0]}), [], ""
+
+        app = App({"k": widgets.IntSlider(value=1, min=1, max=3)}, compute, n_charts=0)
+        app.controls["k"].value = 2
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+
+        class ManyThreads(App):
+            one_thread = False
+
+        seen.clear()
+        ManyThreads({"k": widgets.IntSlider(value=1, min=1, max=3)}, compute, n_charts=0)
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(1)

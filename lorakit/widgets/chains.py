@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Iterable
@@ -11,7 +10,6 @@ import altair as alt
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
-import torch
 
 from .. import estimators as est
 from .. import problems
@@ -20,7 +18,7 @@ from ..methods import METHODS, run
 from ..sketches import SKETCHES
 from ..theory import lambda_p as lambda_p_of
 from ..viz import convergence_chart, theory_rate_frame
-from ._app import App, _default
+from ._app import App, _default, one_thread
 
 COUNTEREXAMPLE_METHODS = ("lora", "asymm_lora", "cola", "rac_lora", "bernoulli_lora")
 EXPLORER_SKETCHES = tuple(SKETCHES)
@@ -44,19 +42,6 @@ ESTIMATOR_LABELS = {"gd": "GD", "sgd": "SGD", "page": "PAGE", "mvr": "MVR"}
 #: stalls at a noisy level; at γL = 0.1 both end within 0.004 of GD's f = 0.495 (3 seeds).
 ESTIMATOR_STEP = {"gd": 1.0, "sgd": 0.1, "page": 1.0, "mvr": 0.1}
 X_TITLE = "iteration t"
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run a matrix-scale redraw on one torch thread: its matrices are tiny (at most 8×8), and on
-    a busy machine a multi-threaded LAPACK call on them (the Haar sketch's QR) costs ~100× more
-    (measured: 600 QRs of an 8×2 matrix, 5 s with 2 threads under load, 0.04 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,7 +103,7 @@ def counterexample_frame(
     }
     frames, diverged = [], {}
     for method in methods:
-        with _one_thread():
+        with one_thread():
             frame = run(
                 method,
                 problem,
@@ -385,7 +370,7 @@ def explorer_frame(
     problem = _linear_regression(m, n)
     check_int("batch_size", batch_size, low=1, high=problem.n_samples)
     gamma = step_factor / problem.L
-    with _one_thread():
+    with one_thread():
         frame = run(
             "bernoulli_lora",
             problem,

@@ -353,6 +353,8 @@ class RunApp(App):
     :attr:`values` (nor of saved figures' names): it changes where, not what, the app computes.
     """
 
+    one_thread = False  # a model's training may use every thread (the notebook decides)
+
     def __init__(
         self,
         controls: dict,

@@ -26,7 +26,15 @@ import pandas as pd
 from . import _render
 from ._render import FORMATS, output, save
 
-__all__ = ["FLOOR", "FORMATS", "convergence_chart", "output", "save", "theory_rate_frame"]
+__all__ = [
+    "FLOOR",
+    "FORMATS",
+    "convergence_chart",
+    "divergence_layer",
+    "output",
+    "save",
+    "theory_rate_frame",
+]
 
 _render.activate()
 
@@ -159,19 +167,7 @@ def convergence_chart(
 
     marks = _divergence_marks(data, x, y, color)
     if marks is not None:
-        layers.append(
-            alt.Chart(marks)
-            .mark_point(shape="cross", size=120, filled=True, color="red")
-            .encode(
-                x=x_enc,
-                y=y_enc,
-                tooltip=[
-                    alt.Tooltip(f"{color}:N"),
-                    alt.Tooltip("seed:N"),
-                    alt.Tooltip("diverged_at:Q", title="diverged at step"),
-                ],
-            )
-        )
+        layers.append(divergence_layer(marks, x_enc, y_enc, [f"{color}:N", "seed:N"]))
 
     if theory is not None:
         layers.append(_theory_layer(theory, x, x_enc, y_enc, log))
@@ -180,6 +176,18 @@ def convergence_chart(
     if title:
         chart = chart.properties(title=title)
     return chart
+
+
+def divergence_layer(marks: pd.DataFrame, x, y, fields: list, unit: str = "step") -> alt.Chart:
+    """The red cross every app draws where a run diverged and stopped: one point per row of
+    ``marks`` (its ``diverged_at`` column in the tooltip, "diverged at ``unit``"), at the
+    encodings ``x``, ``y``, with ``fields`` (e.g. ``["method:N", "seed:N"]``) in the tooltip."""
+    tooltip = [*fields, alt.Tooltip("diverged_at:Q", title=f"diverged at {unit}")]
+    return (
+        alt.Chart(marks)
+        .mark_point(shape="cross", size=120, filled=True, color="red")
+        .encode(x=x, y=y, tooltip=tooltip)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from .. import problems
 from .._validation import check_choice, check_int, check_real
 from ..asynchronous.clock import SPEEDS, STALENESS, AsyncFL
 from ..lowrank import LowRank, cur, paper_row_id, pca, qrcp
-from ..viz import FLOOR
+from ..viz import FLOOR, divergence_layer
 from ._app import App, _default
 
 __all__ = [
@@ -258,15 +258,7 @@ def async_charts(history: pd.DataFrame) -> alt.LayerChart:
     ]
     diverged = data[data["diverged_at"].notna()].groupby("label", sort=False).tail(1)
     if not diverged.empty:
-        layers.append(
-            alt.Chart(diverged)
-            .mark_point(shape="cross", size=120, filled=True, color="red")
-            .encode(
-                x=x,
-                y=y,
-                tooltip=["label", alt.Tooltip("diverged_at:Q", title="diverged at update")],
-            )
-        )
+        layers.append(divergence_layer(diverged, x, y, ["label"], "update"))
     subtitle = ["steps: the model changes only when the server applies an update"]
     if not points.empty:
         subtitle.append(

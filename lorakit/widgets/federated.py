@@ -27,7 +27,7 @@ from .. import problems
 from .._validation import check_choice, check_int, check_real
 from ..federated import budgets as bud
 from ..federated import make_federated
-from ..viz import FLOOR, HEIGHT, LABEL_LIMIT, WIDTH
+from ..viz import FLOOR, HEIGHT, LABEL_LIMIT, WIDTH, divergence_layer
 from ._app import App, _default
 
 __all__ = [
@@ -385,19 +385,7 @@ def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, pe
         marks = marks.loc[marks.groupby(["method", "seed"])[x].idxmax()].rename(
             columns={y: "value"}
         )
-        layers.append(
-            alt.Chart(marks)
-            .mark_point(shape="cross", size=160, filled=True, color="red")
-            .encode(
-                x=x_enc,
-                y=y_enc,
-                tooltip=[
-                    alt.Tooltip("method:N"),
-                    alt.Tooltip("seed:N"),
-                    alt.Tooltip("diverged_at:Q", title="diverged in round"),
-                ],
-            )
-        )
+        layers.append(divergence_layer(marks, x_enc, y_enc, ["method:N", "seed:N"], "round"))
     enc = {} if several else {"detail": "seed:N"}
     layers.append(
         alt.Chart(lines)

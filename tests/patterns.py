@@ -2,8 +2,9 @@
 
 One :class:`Case` per registered method (chain, federated, decentralized, asynchronous), with how to
 run it on a matrix problem with known constants and on the float64 peft toy of ``peft_toys``
-(fc1 8×6, fc2 3×8, rank 2, 64 rows in 4 iid clients). ``tests/test_conformance.py`` checks that the
-table names every method ``lorakit methods`` lists, so a new method must be added here to pass.
+(fc1 8×6, fc2 3×8, rank 2, 64 rows in 4 iid clients). ``tests/test_cli.py`` checks that the table
+names exactly the (method, pattern) pairs ``lorakit methods`` lists, so a new method must be added
+here to pass (and ``tests/test_conformance.py`` that each has a row of bad inputs).
 """
 
 from __future__ import annotations

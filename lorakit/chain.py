@@ -33,7 +33,6 @@ Only the accounting changes: the iterates are the same either way.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -52,6 +51,7 @@ from .coins import Coin, bernoulli
 from .divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from .estimators import Estimator, make_estimator
 from .problems.base import MatrixProblem
+from .progress import bar as progress_bar
 from .rng import Streams
 from .sketches import Sketch, apply_basis, gram_pinv, make_sketch, orthonormal_basis
 
@@ -212,7 +212,7 @@ class Chain:
             check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
             if self.gamma == "polyak" and problem.f_star is None:
                 raise ValueError(f"gamma='polyak' needs f*, which problem {problem.name!r} lacks")
-            seeds = _progress(seeds, enabled=progress, desc=self.method)
+            seeds = progress_bar(seeds, enabled=progress, desc=self.method)
             make = lambda s: _ChainRun(self, problem, s)  # noqa: E731
 
         def run(one) -> list[dict]:
@@ -238,42 +238,6 @@ def _is_model_problem(problem) -> bool:
     from .adapters.problem import ModelProblem  # lazy: keeps ``import lorakit`` light
 
     return isinstance(problem, ModelProblem)
-
-
-def _progress(iterable=None, *, enabled: bool, total: int | None = None, desc: str | None = None):
-    """A ``tqdm.auto`` bar over ``iterable`` (or of ``total`` manual updates); silent unless enabled.
-
-    In a notebook tqdm draws a widget, and the output also holds a text copy (``text/plain``) of
-    the bar *as first displayed*, 0%: that copy is what static copies show (GitHub, nbviewer, the
-    book of ``make book``, PDF), which draw no widget. The notebook bar here re-displays itself
-    under the same display id when it closes, so the saved text says where the run ended."""
-    from tqdm.auto import tqdm
-    from tqdm.notebook import tqdm_notebook
-
-    if enabled and issubclass(tqdm, tqdm_notebook):
-        return _saved_bar()(iterable, total=total, desc=desc)
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled)
-
-
-@functools.cache
-def _saved_bar() -> type:
-    """tqdm's notebook bar whose displayed output is updated in place when it closes."""
-    from IPython.display import display
-    from tqdm.notebook import tqdm_notebook
-
-    class SavedBar(tqdm_notebook):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, display=False, **kwargs)
-            self.handle = display(self.container, display_id=True)
-            self.displayed = True
-
-        def close(self):
-            super().close()
-            handle, self.handle = getattr(self, "handle", None), None
-            if handle is not None:  # the final text replaces the 0% one in the saved output
-                handle.update(self.container)
-
-    return SavedBar
 
 
 class _ChainRun:

@@ -144,7 +144,7 @@ def test_rules_lower_the_loss_and_write_the_global_model(toy, rule, margin):
     first, last = frame["loss"].iloc[0], frame["loss"].iloc[-1]
     assert last < first - margin  # measured: 1.254 → 1.137 / 1.009 / 1.000
     # merged into the base weights with B = 0: the model computes the global model
-    assert sum(toy.loss(c) for c in range(M)) / M == pytest.approx(last, rel=1e-12)
+    assert sum(toy.loss(client=c) for c in range(M)) / M == pytest.approx(last, rel=1e-12)
     assert all(float(site.B.detach().abs().max()) == 0.0 for site in toy.sites)
 
 

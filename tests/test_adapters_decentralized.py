@@ -57,7 +57,7 @@ def hand_step(problem, v, A, B, lr):
 
 
 def weighted_loss(problem, weights):
-    return sum(w * problem.loss(v) for v, w in enumerate(weights))
+    return sum(w * problem.loss(client=v) for v, w in enumerate(weights))
 
 
 # -- RW-LoRA -------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_gossip_lowers_the_loss_and_writes_the_average_adapter(toy):
     frame = GossipLoRA(rank=2, lr=0.5).run(toy, 20, graph=RING)
     assert frame["loss"].iloc[-1] < frame["loss"].iloc[0] - 0.15  # measured: 1.254 → 1.063
     assert frame["consensus"].iloc[-1] > 0
-    assert np.mean([toy.loss(v) for v in range(N)]) == pytest.approx(frame["loss"].iloc[-1])
+    assert np.mean([toy.loss(client=v) for v in range(N)]) == pytest.approx(frame["loss"].iloc[-1])
     # every round sends Σ_i deg_i = 8 adapters of 50 floats on the ring
     assert frame["communicated_params"].iloc[-1] == 20 * 8 * 50
 

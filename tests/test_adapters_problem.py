@@ -37,7 +37,7 @@ def test_loss_in_chunks_equals_one_pass_and_clients_average_to_it():
     assert problem.loss() == pytest.approx(whole, rel=1e-13)
     split = problem.split(3, seed=0)  # iid: 10 rows each
     assert split.M == 3 and sorted(torch.cat(split.clients).tolist()) == list(range(30))
-    mean = sum(split.loss(c) for c in range(3)) / 3
+    mean = sum(split.loss(client=c) for c in range(3)) / 3
     assert mean == pytest.approx(whole, rel=1e-13)
 
 

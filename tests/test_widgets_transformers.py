@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lorakit as lk
-from lorakit import _report
+from lorakit import progress
 from lorakit.widgets import transformers as tw
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -115,7 +115,7 @@ def test_cancel_stops_the_run_and_keeps_its_rows():
 
 
 class _StopAfter:
-    """A progress bar (lorakit._report.report_progress) that asks the run to stop after 3 steps."""
+    """A progress bar (lorakit.progress.report_progress) that asks the run to stop after 3 steps."""
 
     def __init__(self, total=None, desc=None):
         self.n = 0
@@ -138,7 +138,7 @@ class _StopAfter:
 
 
 def test_a_stopped_federated_run_keeps_its_rounds():
-    with _report.report_progress(_StopAfter):
+    with progress.report_progress(_StopAfter):
         history, messages = tw.transformers_frame("digits", "fslora", steps=8)
     # log_every = max(1, 8 // LOG_POINTS) = 1: rounds 0..3 logged, then the stop.
     assert list(history["round"]) == [0, 1, 2, 3]
@@ -149,7 +149,7 @@ def test_a_stopped_federated_run_keeps_its_rounds():
 
 
 def test_a_stopped_chain_logs_the_step_it_reached():
-    with _report.report_progress(_StopAfter):
+    with progress.report_progress(_StopAfter):
         history, _ = tw.transformers_frame("digits", "rac_lora", steps=40)
     # log_every = 40 // LOG_POINTS = 4: step 0 logged, stop before step 3, which is logged.
     assert list(history["step"]) == [0, 3]

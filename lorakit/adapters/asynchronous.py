@@ -52,9 +52,9 @@ import torch
 
 from .._validation import check_int
 from ..asynchronous.clock import AsyncFL, _Sim
-from ..chain import _progress
 from ..divergence import DivergenceError, restored_note
 from ..lowrank import LowRank
+from ..progress import bar as progress_bar
 from ..sketches import kaiming_uniform
 from .decentralized import _batches, _objective_batches, weighted_grads
 from .grads import PerSite, at_weights, model_rng
@@ -189,7 +189,7 @@ class ModelAsync(_Sim):
     # -- the loop ------------------------------------------------------------------------------
     def run(self, updates, time_budget) -> None:
         desc = f"{self.cfg.method} seed {self.seed}"
-        with _progress(enabled=self.progress, total=updates, desc=desc) as bar:
+        with progress_bar(enabled=self.progress, total=updates, desc=desc) as bar:
             self.bar = bar
             try:
                 super().run(updates, time_budget)

@@ -62,11 +62,12 @@ import math
 
 import torch
 
-from .._report import progress_bar, stop_requested
 from .._validation import check_int
 from ..chain import _OPTIMIZERS, Chain
 from ..divergence import BLOWUP, exploded
 from ..estimators import GD, MVR, PAGE, RR, SGD
+from ..progress import bar as progress_bar
+from ..progress import stop_requested
 from ..rng import Streams
 from ..sketches import apply_basis, gram_pinv, orthonormal_basis
 from .checkpoint import LastGood, site_state

@@ -49,11 +49,11 @@ import math
 import torch
 from torch.linalg import matrix_norm
 
-from ..chain import _progress
 from ..decentralized.gossip import GossipSimulation
 from ..decentralized.mismatch import bilinear_mismatch
 from ..decentralized.walk import WalkSimulation, _draw_A, _factor_step, _zero_state
 from ..divergence import DivergenceError, restored_note
+from ..progress import bar as progress_bar
 from .grads import model_rng
 from .problem import ModelProblem
 from .sites import swapped
@@ -154,7 +154,7 @@ class _ModelScale:
         return model_rng(self.streams, self.problem.device)
 
     def run(self, count: int, log_every: int = 1) -> list[dict]:
-        bar = _progress(
+        bar = progress_bar(
             enabled=self.progress, total=count, desc=f"{self.cfg.method} seed {self.seed}"
         )
         with bar:
@@ -342,7 +342,7 @@ class ModelGossip(_ModelScale, GossipSimulation):
             for i in range(N):
                 factors = list(zip(self.node(self.B, i), self.node(self.A, i), strict=True))
                 with swapped(self.sites, factors):
-                    losses[i] = torch.tensor([p.loss(l) for l in range(N)], dtype=torch.float64)
+                    losses[i] = torch.tensor([p.loss(client=l) for l in range(N)], dtype=torch.float64)
         consensus = sum(float((x - x.mean(0)).square().sum()) for x in (*self.A, *self.B)) / N
         grad_sq = _norm(gA) ** 2 + _norm(gB) ** 2
         return loss, float(losses.mean()), float(torch.diagonal(losses).mean()), grad_sq, consensus

@@ -93,12 +93,13 @@ from functools import partial
 
 import torch
 
-from .._report import progress_bar, stop_requested
 from .._validation import check_int
 from ..divergence import BLOWUP, DivergenceError, exploded
 from ..federated.budgets import describe
 from ..federated.fed_rac import FedRACLoRA, _FedRACRun
 from ..federated.lora import FederatedLoRA, _Run, simulate
+from ..progress import bar as progress_bar
+from ..progress import stop_requested
 from ..rng import Streams
 from ..sketches import gram_pinv, kaiming_uniform
 from .checkpoint import LastGood

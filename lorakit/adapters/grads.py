@@ -10,15 +10,18 @@ adapter a different input than the base weight.
 
 from __future__ import annotations
 
-import operator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..rng import Streams
-from .problem import ModelProblem
+from ..tree import PerSite
 from .sites import Site, freeze, swapped
+
+if TYPE_CHECKING:
+    from .problem import ModelProblem
 
 __all__ = [
     "PerSite",
@@ -105,58 +108,6 @@ def model_rng(streams: Streams, device: torch.device):
 
 
 # -- the model as a function of its per-site weights ------------------------------------------------
-class PerSite:
-    """One matrix per LoRA site with entrywise arithmetic (+, −, scalar ×, ÷; ``0 + x`` for
-    ``sum``), so the matrix engine's server rules apply to a model's per-site weights as written."""
-
-    __slots__ = ("mats",)
-
-    def __init__(self, mats):
-        self.mats = tuple(mats)
-
-    def __iter__(self):
-        return iter(self.mats)
-
-    def __len__(self) -> int:
-        return len(self.mats)
-
-    def __getitem__(self, j: int) -> torch.Tensor:
-        return self.mats[j]
-
-    def __repr__(self) -> str:
-        return f"PerSite({[tuple(x.shape) for x in self.mats]})"
-
-    def _pair(self, other, op):
-        if not isinstance(other, PerSite):
-            return NotImplemented
-        return PerSite(op(a, b) for a, b in zip(self.mats, other.mats, strict=True))
-
-    def _scalar(self, c, op):
-        if not isinstance(c, (int, float)):
-            return NotImplemented
-        return PerSite(op(a, c) for a in self.mats)
-
-    def __add__(self, other):
-        return self._pair(other, operator.add)
-
-    def __radd__(self, other):
-        return self if isinstance(other, int) and other == 0 else NotImplemented
-
-    def __sub__(self, other):
-        return self._pair(other, operator.sub)
-
-    def __mul__(self, c):
-        return self._scalar(c, operator.mul)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, c):
-        return self._scalar(c, operator.truediv)
-
-    def finite(self) -> bool:
-        return all(bool(torch.isfinite(x).all()) for x in self.mats)
-
-
 @contextmanager
 def at_weights(site_list: list[Site], W):
     """The model computing W_l at every site (base ← W_l, a zero rank-1 adapter); restored after.
@@ -194,7 +145,4 @@ class SiteObjective:
         self.n_samples, self.device = problem.n_samples, problem.device
 
     def grad(self, W, idx: torch.Tensor | None = None):
-        p = self.problem
-        batches = full_batches(p) if idx is None else chunks(p.batch(idx), p.eval_batch_size)
-        with at_weights(p.sites, W):
-            return PerSite(backward(p, batches, "none", want_G=True))
+        return self.problem.grad(W, idx)

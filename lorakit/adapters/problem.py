@@ -31,8 +31,10 @@ from .._validation import (
     check_dtype,
     check_int,
 )
+from ..tree import PerSite
+from .grads import at_weights, backward, model_rng
 from .saving import track_base
-from .sites import Site, sites
+from .sites import Site, sites, swapped
 
 __all__ = ["ModelProblem", "default_loss"]
 
@@ -185,14 +187,108 @@ class ModelProblem:
         return self.loss_fn(self.model, batch)
 
     @torch.no_grad()
-    def loss(self, client: int | None = None) -> float:
-        """The mean loss over every row (or ``client``'s rows), evaluated in chunks."""
+    def loss(self, W: PerSite | None = None, client: int | None = None) -> float:
+        """The mean loss over every row (or ``client``'s rows) at the per-site weights W (the
+        model's current weights when None), evaluated in chunks."""
+        if W is not None:
+            with at_weights(self.sites, W):
+                return self.loss(client=client)
         rows = self.indices(client)
         total = 0.0
         for start in range(0, rows.numel(), self.eval_batch_size):
             chunk = rows[start : start + self.eval_batch_size]
             total += float(self.objective(self.batch(chunk))) * chunk.numel()
         return total / rows.numel()
+
+    # -- the problem protocol (lorakit.problems.protocol): one site per LoRA layer ----------
+    #: Client gradients loop over the clients (a model is evaluated client by client).
+    batched = False
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        return tuple(site.shape for site in self.sites)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """peft's rank r of every site: a method's rank must equal it."""
+        return tuple(site.rank for site in self.sites)
+
+    @property
+    def scalings(self) -> tuple[float, ...]:
+        """peft's scaling s_l of every site (α/r, or α/√r with rsLoRA)."""
+        return tuple(site.scaling for site in self.sites)
+
+    def start(self) -> PerSite:
+        """The adapted weights W_l = W0_l + s_l·B_l·A_l of every site (copies)."""
+        return PerSite(site.W().clone() for site in self.sites)
+
+    def seeded(self, streams):
+        """The model's own randomness (dropout) drawn from the run's ``model`` stream, in a
+        forked global RNG (:func:`~lorakit.adapters.grads.model_rng`)."""
+        return model_rng(streams, self.device)
+
+    def chunks(self, client: int | None = None, idx: torch.Tensor | None = None):
+        """(batch, weight) pairs covering ``client``'s rows (every row when None), or the rows
+        ``idx`` among them, in chunks of ``eval_batch_size``; weights are each chunk's share."""
+        rows = self.indices(client)
+        rows = rows if idx is None else rows[idx.to(rows.device)]
+        for start in range(0, rows.numel(), self.eval_batch_size):
+            chunk = rows[start : start + self.eval_batch_size]
+            yield self.batch(chunk), chunk.numel() / rows.numel()
+
+    def grad(self, W: PerSite, idx: torch.Tensor | None = None, client: int | None = None):
+        """∇_W f per site at the weights W (rows ``idx`` of ``client``'s rows, or of every row),
+        by autograd on the base weights with a zero adapter swapped in."""
+        with at_weights(self.sites, W):
+            return PerSite(backward(self, self.chunks(client, idx), "none", want_G=True))
+
+    def client_losses(self, W: PerSite) -> torch.Tensor:
+        """(f_c(W))_c, the mean loss of each client's rows, float64 on the CPU."""
+        with at_weights(self.sites, W):
+            return torch.tensor([self.loss(client=c) for c in range(self.M)], dtype=torch.float64)
+
+    def local_grads(self, W: PerSite, clients: torch.Tensor, idx: list | None = None) -> PerSite:
+        """∇f_{clients[c]}(W[c]) for per-site stacks W (C, m_l, n_l), client by client."""
+        out = [
+            self.grad(PerSite(w[c] for w in W), None if idx is None else idx[c], client=int(l))
+            for c, l in enumerate(clients.tolist())
+        ]
+        return PerSite(torch.stack(g) for g in zip(*out, strict=True))
+
+    def factor_grads(self, W0, B, A, scalings, client=None, idx=None):
+        """(∇_B f, ∇_A f) per site at W = W0 + s·B·A by autograd through peft: the factors (any
+        rank k) swapped in as the adapter over the base W0, so LoRA dropout acts as in training."""
+        factors = [
+            (nn.Parameter(b.detach().clone()), nn.Parameter(a.detach().clone()))
+            for b, a in zip(B, A, strict=True)
+        ]
+        inputs = [t for pair in factors for t in pair]
+        saved = [site.W0.clone() for site in self.sites]
+        with swapped(self.sites, factors, list(scalings)), torch.enable_grad():
+            try:
+                for site, w in zip(self.sites, W0, strict=True):
+                    site.W0 = w
+                grads = None
+                for batch, weight in self.chunks(client, idx):
+                    g = torch.autograd.grad(self.objective(batch) * weight, inputs)
+                    grads = (
+                        list(g) if grads is None else [x + y for x, y in zip(grads, g, strict=True)]
+                    )
+            finally:
+                for site, w in zip(self.sites, saved, strict=True):
+                    site.W0 = w
+        return PerSite(grads[0::2]), PerSite(grads[1::2])
+
+    def commit(self, W: PerSite, B: PerSite | None = None, A: PerSite | None = None) -> None:
+        """Write a run's result into the model: W0_l ← W_l, and the adapter ← (B_l, A_l) when
+        given, else a zero product (B_l = 0) with A_l kept, so the model computes W."""
+        with torch.no_grad():
+            for l, site in enumerate(self.sites):
+                site.W0 = W[l]
+                if B is None:
+                    site.B.zero_()
+                else:
+                    site.set_factors(B[l], A[l])
 
     def split(
         self,

@@ -74,10 +74,11 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import _is_model_problem, _progress
+from ..chain import _is_model_problem
 from ..compressors import Compressor, identity
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
+from ..progress import bar as progress_bar
 from ..rng import Streams
 from ..sketches import kaiming_uniform
 
@@ -369,7 +370,7 @@ class AsyncFL:
             return sim.rows
 
         frame, _ = run_seeds(
-            _progress(seeds, enabled=progress and not model, desc=self.method),
+            progress_bar(seeds, enabled=progress and not model, desc=self.method),
             make_seed,
             run,
             with_config,

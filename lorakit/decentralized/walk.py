@@ -71,9 +71,10 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import _is_model_problem, _progress
+from ..chain import _is_model_problem
 from ..divergence import BLOWUP, DivergenceError, check_blowup, run_seeds
 from ..problems.federated import FederatedProblem
+from ..progress import bar as progress_bar
 from ..rng import Streams
 from ..sketches import gaussian, kaiming_uniform
 from ._loop import run_logged
@@ -316,7 +317,7 @@ def _seed_loop(
         return frame
 
     frame, sims = run_seeds(
-        _progress(seeds, enabled=progress, desc=cfg.method),
+        progress_bar(seeds, enabled=progress, desc=cfg.method),
         lambda seed: make(check_int("seed", seed, low=0)),
         lambda sim: sim.run(steps, log_every),
         with_config,

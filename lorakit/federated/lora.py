@@ -35,9 +35,10 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import _is_model_problem, _progress
+from ..chain import _is_model_problem
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
+from ..progress import bar as progress_bar
 from ..rng import Streams
 from ..sketches import kaiming_uniform
 from .budgets import Budget, describe, resolve_budgets
@@ -255,7 +256,7 @@ def simulate(
         return frame
 
     frame, runs = run_seeds(
-        _progress(seeds, enabled=progress and not model_scale, desc=cfg.method),
+        progress_bar(seeds, enabled=progress and not model_scale, desc=cfg.method),
         lambda seed: runner(cfg, problem, check_int("seed", seed, low=0)),
         lambda run: run.run(rounds, log_every)[0],
         with_config,

@@ -6,6 +6,7 @@ A problem is a function f of one weight matrix W (m×n) with known constants. Me
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +79,42 @@ class MatrixProblem:
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """∇f(W) (a subgradient if not smooth); with ``idx``, the minibatch mean of ∇f_i, i ∈ idx."""
         raise NotImplementedError
+
+    # -- the problem protocol (lorakit.problems.protocol): a matrix problem is one site ---------
+    #: Any rank r ≤ min(m, n) fits; the scaling is the method's α/r; evaluation is batched.
+    ranks = None
+    scalings = None
+    batched = True
+    M = 1
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int]]:
+        return ((self.m, self.n),)
+
+    def reset(self) -> None:
+        """Nothing to reset: a matrix problem holds no state."""
+
+    def start(self) -> torch.Tensor:
+        """W^0 (a copy)."""
+        return self.W0.clone()
+
+    def seeded(self, streams):
+        """A matrix problem draws nothing of its own."""
+        return nullcontext()
+
+    def factor_grads(self, W0, B, A, scalings, client=None, idx=None):
+        """(∇_B f, ∇_A f) at W = W0 + s·B·A by the chain rule: s·G·Aᵀ and s·BᵀG, G = ∇_W f
+        (of client ``client``'s f_c when given; its rows ``idx`` of a finite sum).
+
+        B and A may carry leading batch dimensions (then so does W0 or it broadcasts).
+        """
+        (s,) = scalings
+        W = W0 + s * (B @ A)
+        G = self.grad(W, idx) if client is None else self.clients[client].grad(W, idx)
+        return s * (G @ A.mT), s * (B.mT @ G)
+
+    def commit(self, W, B=None, A=None) -> None:
+        """Nothing to write: a matrix run's result is its frame."""
 
     # -- conveniences --------------------------------------------------------------------------
     @property

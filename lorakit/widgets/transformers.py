@@ -25,10 +25,10 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import sgd
-from .._report import report_progress
 from .._validation import check_choice, check_int, check_real
 from ..federated import make_federated
 from ..methods import run
+from ..progress import report_progress
 from ..viz import HEIGHT, WIDTH, convergence_chart
 from ._app import App, _default
 
@@ -308,7 +308,7 @@ def default_steps(model: str, method: str) -> int:
 
 
 class _WidgetBar:
-    """The progress bar a run draws through :func:`lorakit._report.report_progress`: it moves the
+    """The progress bar a run draws through :func:`lorakit.progress.report_progress`: it moves the
     app's ``IntProgress`` and asks the run to stop when the app's Cancel was pressed."""
 
     def __init__(self, app: RunApp, total: int | None, desc: str | None):

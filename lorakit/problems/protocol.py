@@ -1,0 +1,122 @@
+"""The problem protocol every engine is written against (README "Architecture", principle 2).
+
+An engine (the chain, the federated rounds, the random walk, gossip, the asynchronous clock) sees a
+problem only through this protocol, over per-site weights (:mod:`lorakit.tree`): a
+:class:`~lorakit.problems.base.MatrixProblem` is a one-site problem whose tree is a bare tensor; a
+peft model (:class:`lorakit.adapters.ModelProblem`) is an N-site problem whose tree is a
+:class:`~lorakit.tree.PerSite` tuple. So each pattern's algorithm is written once, and the scale
+is a problem, not a runner.
+
+Members (a problem has them all; ``batched`` says which evaluation route is fast):
+
+``name``, ``dtype``, ``device``, ``f_star`` (None when unknown), ``n_samples`` (None: not a finite sum)
+``shapes``        (m_l, n_l) of every site, in site order
+``ranks``         the LoRA rank each site is fixed to (peft's r), or None where any rank fits
+``scalings``      each site's LoRA scaling s_l when the problem fixes it (peft's α/r or α/√r), or
+                  None: the engine's α/r (:func:`site_scalings` applies either, in one place)
+``M``             the number of clients (1 without a split)
+``batched``       True when ``local_grads`` evaluates a stack of clients in one tensor operation
+                  (the many-client fast path); False when it loops (a model, client by client)
+``reset()``       back to the state the problem was built in (every seed starts there)
+``start()``       the starting point W^0 as a tree
+``seeded(streams)``  a context in which the problem's own randomness (a model's dropout) is drawn
+                  from the run's ``model`` stream
+``loss(W)``, ``grad(W, idx=None)``         f and ∇_W f (rows ``idx`` of a finite sum)
+``client_losses(W)``                       (f_c(W))_c, a length-M tensor
+``local_grads(W, clients, idx=None)``      ∇f_{clients[c]}(W[c]) for a stack of per-client trees
+``factor_grads(W0, B, A, scalings, client=None, idx=None)``
+                  (∇_B f, ∇_A f) at W = W0 + s·B·A: the chain rule ∇_B = s·G·Aᵀ, ∇_A = s·BᵀG
+                  (RAC-LoRA eqs. (3)–(4)) at matrix scale; autograd through peft at model scale,
+                  so LoRA dropout stays right
+``commit(W, B=None, A=None)``  write a run's result back: nothing for a matrix problem (the
+                  result is the frame); at model scale W into the base weights, and the factors
+                  (B, A) into the adapter where a pattern keeps them
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+from .._validation import check_int
+
+__all__ = ["Problem", "check_problem_protocol", "site_scalings"]
+
+
+@runtime_checkable
+class Problem(Protocol):
+    """A function of per-site weights, as the engines see it (module docstring)."""
+
+    name: str
+    shapes: tuple
+    ranks: tuple | None
+    scalings: tuple | None
+    batched: bool
+
+    def reset(self) -> None: ...
+
+    def start(self): ...
+
+    def seeded(self, streams): ...
+
+    def loss(self, W): ...
+
+    def grad(self, W, idx=None): ...
+
+    def factor_grads(self, W0, B, A, scalings, client=None, idx=None): ...
+
+    def commit(self, W, B=None, A=None) -> None: ...
+
+
+def check_problem_protocol(problem, *, clients: bool = False, name: str = "problem"):
+    """``problem`` if it implements :class:`Problem` (and has clients when ``clients``)."""
+    from .._validation import ArgumentTypeError
+
+    if not isinstance(problem, Problem):
+        raise ArgumentTypeError(
+            f"{name} must be a lorakit problem (a MatrixProblem from lorakit.problems or a "
+            f"lorakit.adapters.ModelProblem), got {type(problem).__name__}"
+        )
+    if clients and not hasattr(problem, "client_losses"):
+        raise ArgumentTypeError(
+            f"{name} must have clients (a FederatedProblem, or a ModelProblem after "
+            f".split(M)), got {type(problem).__name__}"
+        )
+    if clients and getattr(problem, "clients", None) is None:
+        raise ValueError(
+            f"{name} has no clients: the method's clients are the problem's clients; split it "
+            "first (problem.split(M))"
+        )
+    return problem
+
+
+def site_scalings(problem, rank: int, alpha: float | None) -> tuple[float, ...]:
+    """Each site's LoRA scaling for a method of rank ``rank`` and scaling ``alpha``, checked.
+
+    The one place α/r is applied: a problem that fixes its scalings (a peft model: each site's own
+    s_l, α/r or α/√r with rsLoRA) keeps them, and ``alpha``, if given, must agree; otherwise every
+    site gets s = α/r with α = r by default (s = 1, the papers' unscaled factors). ``rank`` must
+    fit every site (r ≤ min(m_l, n_l)) and equal a site's fixed rank.
+    """
+    fixed = problem.ranks or (None,) * len(problem.shapes)
+    for l, ((m, n), r_l) in enumerate(zip(problem.shapes, fixed, strict=True)):
+        where = "" if len(problem.shapes) == 1 else f" of site {l}"
+        check_int("rank", rank, low=1)
+        if rank > min(m, n):
+            raise ValueError(f"rank = {rank} exceeds min(m, n) = {min(m, n)}{where} ({m}×{n})")
+        if r_l is not None and r_l != rank:
+            raise ValueError(
+                f"rank = {rank} differs from the peft adapter rank r = {r_l}{where}: use "
+                f"rank={r_l} or build the adapter with LoraConfig(r={rank})"
+            )
+    if problem.scalings is None:
+        return ((alpha if alpha is not None else rank) / rank,) * len(problem.shapes)
+    if alpha is not None:
+        for l, s in enumerate(problem.scalings):
+            if not math.isclose(alpha / rank, s, rel_tol=1e-9):
+                raise ValueError(
+                    f"alpha = {alpha:g} gives the scaling alpha/r = {alpha / rank:g}, but site {l} "
+                    f"has the peft scaling s = {s:g}: leave alpha unset (each site's own scaling "
+                    "is used) or set lora_alpha in the LoraConfig"
+                )
+    return tuple(problem.scalings)

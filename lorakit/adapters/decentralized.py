@@ -342,7 +342,9 @@ class ModelGossip(_ModelScale, GossipSimulation):
             for i in range(N):
                 factors = list(zip(self.node(self.B, i), self.node(self.A, i), strict=True))
                 with swapped(self.sites, factors):
-                    losses[i] = torch.tensor([p.loss(client=l) for l in range(N)], dtype=torch.float64)
+                    losses[i] = torch.tensor(
+                        [p.loss(client=l) for l in range(N)], dtype=torch.float64
+                    )
         consensus = sum(float((x - x.mean(0)).square().sum()) for x in (*self.A, *self.B)) / N
         grad_sq = _norm(gA) ** 2 + _norm(gB) ** 2
         return loss, float(losses.mean()), float(torch.diagonal(losses).mean()), grad_sq, consensus

@@ -218,6 +218,14 @@ class ModelProblem:
         """peft's scaling s_l of every site (α/r, or α/√r with rsLoRA)."""
         return tuple(site.scaling for site in self.sites)
 
+    def tree(self, mats) -> PerSite:
+        """The tree of per-site matrices (site order)."""
+        return PerSite(mats)
+
+    def client_size(self, client: int) -> int:
+        """The number of client ``client``'s rows."""
+        return self.indices(client).numel()
+
     def start(self) -> PerSite:
         """The adapted weights W_l = W0_l + s_l·B_l·A_l of every site (copies)."""
         return PerSite(site.W().clone() for site in self.sites)

@@ -91,6 +91,11 @@ class MatrixProblem:
     def shapes(self) -> tuple[tuple[int, int]]:
         return ((self.m, self.n),)
 
+    def tree(self, mats):
+        """The tree of one site's matrix: the matrix itself."""
+        (only,) = mats
+        return only
+
     def reset(self) -> None:
         """Nothing to reset: a matrix problem holds no state."""
 
@@ -108,7 +113,7 @@ class MatrixProblem:
 
         B and A may carry leading batch dimensions (then so does W0 or it broadcasts).
         """
-        (s,) = scalings
+        s = self.tree(scalings)
         W = W0 + s * (B @ A)
         G = self.grad(W, idx) if client is None else self.clients[client].grad(W, idx)
         return s * (G @ A.mT), s * (B.mT @ G)

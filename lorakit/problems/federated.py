@@ -146,6 +146,10 @@ class FederatedProblem(MatrixProblem):
         """The number of clients."""
         return len(self.clients)
 
+    def client_size(self, client: int) -> int | None:
+        """n_samples of client ``client`` (None when it is not a finite sum)."""
+        return self.clients[client].n_samples
+
     def client_losses(self, W: torch.Tensor) -> torch.Tensor:
         """(f_l(W))_l, shape (..., M)."""
         _check_W(W, self.m, self.n)

@@ -17,6 +17,8 @@ Members (a problem has them all; ``batched`` says which evaluation route is fast
 ``M``             the number of clients (1 without a split)
 ``batched``       True when ``local_grads`` evaluates a stack of clients in one tensor operation
                   (the many-client fast path); False when it loops (a model, client by client)
+``tree(mats)``     the tree holding one matrix per site (a bare tensor for one site at matrix scale)
+``client_size(c)``  the number of rows of client c (None when it is not a finite sum)
 ``reset()``       back to the state the problem was built in (every seed starts there)
 ``start()``       the starting point W^0 as a tree
 ``seeded(streams)``  a context in which the problem's own randomness (a model's dropout) is drawn
@@ -52,6 +54,8 @@ class Problem(Protocol):
     ranks: tuple | None
     scalings: tuple | None
     batched: bool
+
+    def tree(self, mats): ...
 
     def reset(self) -> None: ...
 

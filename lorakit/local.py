@@ -1,0 +1,182 @@
+"""Local training: what a client, a node or the token's holder does between two messages, in every
+pattern (FSLoRA, Fed-RAC-LoRA, RW-LoRA, gossip, the asynchronous clients).
+
+One trainer, written once against the problem protocol (:mod:`lorakit.problems.protocol`), so the
+oracle, the noise, the optimizer and the adapter's initialisation are the same everywhere:
+
+* the oracle (:func:`factor_grads`): the factor gradients of client c at W = W0 + s·B·A, both at
+  the same W (RW-LoRA eqs. (7)–(8) and (12); FSLoRA Lemma 3.2), on every row of the client or on a
+  minibatch of ``batch_size`` of them drawn without replacement (``data`` stream), plus additive
+  noise ξ with i.i.d. N(0, σ²/D) entries on ∇_W f (``noise`` stream; D = Σ_l m_l n_l, so
+  E‖ξ‖²_F = σ², the variance of RW-LoRA Assumption 4), carried to the factors by the chain rule;
+* the step (:func:`train`): a torch optimizer (``torch.optim.SGD`` or ``AdamW``) on the trained
+  factors; its state can travel (an RW-LoRA token) as ``optimizer.state_dict()``;
+* the adapter's start (:func:`init_adapter`): B = 0 and A drawn per site, in site order, from the
+  ``init`` stream (peft's Kaiming-uniform, or N(0, σ_init²) as peft's ``"gaussian"``).
+
+A stack of clients (a 1-D tensor ``clients`` and factors with a leading client axis) is evaluated in
+one tensor operation when the problem is ``batched`` (the many-client fast path of a matrix
+problem), client by client otherwise (a model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ._validation import check_choice, check_int, check_real
+from .sketches import gaussian, kaiming_uniform
+from .tree import leaves, tree_like, tree_map
+
+__all__ = ["INITS", "OPTIMIZERS", "Local", "factor_grads", "init_adapter", "minibatch", "train"]
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+INITS = ("kaiming", "gaussian")
+
+
+@dataclass(frozen=True)
+class Local:
+    """How a client trains between messages.
+
+    Parameters
+    ----------
+    steps : local steps per visit (round, hop, job), ≥ 1.
+    gamma : the step size (the optimizer's learning rate), > 0.
+    optimizer : ``"sgd"`` or ``"adamw"`` (torch's), with ``optimizer_kwargs``.
+    batch_size : rows per step drawn from the client's rows (None: every row).
+    sigma : σ ≥ 0 of the additive gradient noise (module docstring).
+    """
+
+    steps: int = 1
+    gamma: float = 0.1
+    optimizer: str = "sgd"
+    optimizer_kwargs: dict = field(default_factory=dict)
+    batch_size: int | None = None
+    sigma: float = 0.0
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "steps", check_int("local_steps", self.steps, low=1))
+        set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
+        check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
+        if self.batch_size is not None:
+            set_(self, "batch_size", check_int("batch_size", self.batch_size, low=1))
+        set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
+
+
+def init_adapter(problem, rank: int, gen: torch.Generator, init: str = "kaiming", std=None):
+    """(B, A) trees: B_l = 0 (m_l × r) and A_l (r × n_l) drawn per site in site order from ``gen``:
+    peft's Kaiming-uniform (rescaled to standard deviation ``std`` when given) or N(0, std²)
+    with std = 1/r by default (peft's ``"gaussian"``). So W = W0 at the start."""
+    check_choice("init", init, INITS)
+    kw = {"dtype": problem.dtype, "device": problem.device}
+    As = []
+    for _, n in problem.shapes:
+        if init == "gaussian":
+            A = gaussian(std if std is not None else 1.0 / rank).sample((rank, n), gen, **kw)
+        else:
+            A = kaiming_uniform().sample((rank, n), gen, side="right", **kw)
+            if std is not None and A.numel() > 1:
+                A = A * (std / A.std())
+        As.append(A)
+    return problem.tree(torch.zeros(m, rank, **kw) for m, _ in problem.shapes), problem.tree(As)
+
+
+def minibatch(problem, client: int, batch_size: int | None, gen: torch.Generator):
+    """Positions of ``batch_size`` of client c's rows drawn without replacement (``gen``), or None
+    (every row). One permutation of the client's rows is drawn per call whatever its size."""
+    if batch_size is None:
+        return None
+    size = problem.n_samples if client is None else problem.client_size(client)
+    if size is None:
+        raise ValueError(f"client {client} is not a finite sum: batch_size needs data")
+    perm = torch.randperm(size, generator=gen)
+    return perm[: min(batch_size, size)].to(problem.device)
+
+
+def _noise(problem, like, sigma: float, gen: torch.Generator):
+    """ξ shaped as the W-space tree ``like`` (stacks allowed): i.i.d. N(0, σ²/D) entries."""
+    D = sum(m * n for m, n in problem.shapes)
+    std = sigma / math.sqrt(D)
+    return tree_map(
+        lambda w: std * torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device), like
+    )
+
+
+def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
+    """(∇_B f̃_c, ∇_A f̃_c) at W = W0 + s·B·A for client ``clients`` (an int; None on a problem
+    without clients), or for each client of a 1-D tensor ``clients`` with B and A stacked on a
+    leading client axis (W0 shared or stacked). Inputs are left as they are."""
+    single = not isinstance(clients, torch.Tensor)
+    nodes = [clients] if single else clients.tolist()
+    idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
+    s = problem.tree(scalings)
+    if single or not problem.batched:  # the problem's own factor gradients, client by client
+        out = [
+            problem.factor_grads(
+                W0 if single or _shared(W0, B) else _pick(W0, k), _pick(B, k, single),
+                _pick(A, k, single), scalings, client=c, idx=idx[k],
+            )
+            for k, c in enumerate(nodes)
+        ]  # fmt: skip
+        gB, gA = (
+            out[0] if single else (_stack(B, [o[0] for o in out]), _stack(A, [o[1] for o in out]))
+        )
+        if local.sigma:  # ξ on ∇_W f, carried to the factors: s·ξ·Aᵀ and s·Bᵀ·ξ
+            W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
+            xi = _noise(problem, W, local.sigma, streams["noise"])
+            gB = tree_map(lambda g, x, a, s: g + s * (x @ a.mT), gB, xi, A, s)
+            gA = tree_map(lambda g, b, x, s: g + s * (b.mT @ x), gA, B, xi, s)
+        return gB, gA
+    # The many-client fast path: one tensor operation over the stack.
+    W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
+    G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
+    if local.sigma:
+        G = G + _noise(problem, G, local.sigma, streams["noise"])
+    return (
+        tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
+        tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
+    )
+
+
+def _shared(W0, B) -> bool:
+    """True when W0 is shared by every client of a stack (one dimension fewer than B)."""
+    return leaves(W0)[0].dim() < leaves(B)[0].dim()
+
+
+def _pick(tree, k: int, single: bool = False):
+    return tree if single else tree_map(lambda x: x[k], tree)
+
+
+def _stack(like, trees: list):
+    return tree_like(like, [torch.stack(x) for x in zip(*map(leaves, trees), strict=True)])
+
+
+def train(
+    problem, W0, B, A, scalings, clients, local: Local, streams, *, trained="both", state=None
+):
+    """``local.steps`` optimizer steps on the trained factors (``"both"``, ``"B"`` or ``"A"``) of
+    client(s) ``clients`` (:func:`factor_grads`); returns the new (B, A, optimizer state).
+
+    The inputs are left as they are (the factors are copied into fresh leaf tensors), so a caller
+    keeps its last good state until it accepts the new one. ``state`` is an optimizer
+    ``state_dict()`` to start from (an RW-LoRA token's AdamW moments) and the returned state is
+    the optimizer's after the steps (None for plain SGD without momentum).
+    """
+    check_choice("trained", trained, ("both", "B", "A"))
+    B = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "B")), B)
+    A = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "A")), A)
+    params = [x for x in leaves(B) + leaves(A) if x.requires_grad]
+    opt = OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
+    if state is not None:
+        opt.load_state_dict(state)
+    for _ in range(local.steps):
+        with torch.no_grad():
+            gB, gA = factor_grads(problem, W0, B, A, scalings, clients, local, streams)
+        for x, g in zip(leaves(B) + leaves(A), leaves(gB) + leaves(gA), strict=True):
+            x.grad = g if x.requires_grad else None
+        opt.step()
+    detach = lambda t: tree_map(lambda x: x.detach(), t)  # noqa: E731
+    return detach(B), detach(A), (opt.state_dict() if opt.state else None)

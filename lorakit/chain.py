@@ -34,7 +34,7 @@ Only the accounting changes: the iterates are the same either way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -48,6 +48,7 @@ from ._validation import (
     check_seeds,
 )
 from .coins import Coin, bernoulli
+from .config import Config
 from .divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from .estimators import Estimator, make_estimator
 from .problems.base import MatrixProblem
@@ -63,7 +64,7 @@ _OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 
 
 @dataclass(frozen=True)
-class Chain:
+class Chain(Config):
     """A chain-of-LoRA configuration; :meth:`run` executes it on a matrix or model problem.
 
     Parameters
@@ -128,10 +129,6 @@ class Chain:
             raise ValueError("gamma='polyak' is a W-space step: use update='projected' or 'factor'")
 
     # ------------------------------------------------------------------------------------------
-    def with_params(self, **changes) -> Chain:
-        """A copy with some fields replaced (validated again)."""
-        return replace(self, **changes)
-
     def describe(self) -> dict:
         """The configuration as table columns."""
         return {

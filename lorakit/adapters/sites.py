@@ -10,7 +10,8 @@ A new module kind is one :class:`Site` subclass, as peft has one layer class per
 subclass says which peft layers it takes (:meth:`Site.accepts`), where the factors live
 (:attr:`Site.B`, :attr:`Site.A`, :meth:`Site.put`) and how a stored tensor is read as a matrix
 (:meth:`Site.to_matrix`, :meth:`Site.to_stored`); everything else (W0, ∇_W f, merge, restart,
-slice, swap, freeze) and every method of lorakit then work on it unchanged. The kinds shipped:
+slice, swap, freeze), :class:`~lorakit.adapters.problem.ModelProblem` and saving then work on it
+unchanged. The kinds shipped:
 
 * :class:`LinearSite`, peft's ``lora.Linear``: ``nn.Linear`` stores W (out, in); GPT-2's
   ``Conv1D`` stores Wᵀ (in, out) and peft marks it ``fan_in_fan_out``, so the site transposes.
@@ -30,7 +31,7 @@ Layers where it fails are refused with a ``ValueError``: a conv with groups, dil
 mode peft's ``lora_A`` does not copy; an embedding with ``max_norm`` (renormalises in place) or
 ``scale_grad_by_freq`` (its gradient is not ∇f); a base weight shared with another module (tied
 embeddings: GPT-2's ``lm_head`` is ``wte``'s weight, so writing W0 would change the output layer
-too; untie it first, as :func:`lorakit.zoo.hub.from_pretrained` does).
+too; untie it first, as the zoo does: :func:`lorakit.zoo.hub.untie_embeddings`).
 
 What a site does (peft internals: prior_art.md §B.1, §B.4)
 
@@ -86,11 +87,8 @@ __all__ = [
 #: ``right`` freezes A and trains B, ``both`` trains both (LoRA, COLA), ``none`` freezes both.
 SIDES = ("left", "right", "both", "none")
 
-#: The roles of a stored tensor: the base weight W0 and the factors B and A.
-ROLES = ("W", "B", "A")
 
-
-def as_parameter(stored: torch.Tensor, given: torch.Tensor) -> nn.Parameter:
+def _as_parameter(stored: torch.Tensor, given: torch.Tensor) -> nn.Parameter:
     """The parameter a site puts for the tensor ``given`` (``stored``: its stored-form view):
     ``given`` itself when it is a parameter stored as is, else a parameter sharing its storage,
     trained when ``given`` is a trained parameter or a plain tensor (``nn.Parameter``'s default)."""
@@ -286,7 +284,7 @@ class Site:
                 f"got B {tuple(B.shape)} and A {tuple(A.shape)}"
             )
         old = (self.B, self.A, self.scaling)
-        self.put(as_parameter(self.to_stored(B, "B"), B), as_parameter(self.to_stored(A, "A"), A))
+        self.put(_as_parameter(self.to_stored(B, "B"), B), _as_parameter(self.to_stored(A, "A"), A))
         if scaling is not None:
             self.scaling = scaling
         return old

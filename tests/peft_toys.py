@@ -39,3 +39,63 @@ def toy_problem(rank: int = 2, seed: int = 0, samples: int = 64, clients=None, *
     y = torch.randint(0, 3, (samples,), generator=g)
     problem = ModelProblem(toy_model(rank, seed, **config), {"x": x, "labels": y}, name="toy")
     return problem if clients is None else problem.split(clients, seed=seed)
+
+
+# -- one toy per further site kind (tests/test_sites_kinds.py) -----------------------------------
+class ToyEmbedding(nn.Module):
+    """token ids (N, T) → Embedding(vocab, dim) → mean over T → tanh → Linear(dim, c)."""
+
+    def __init__(self, vocab: int = 12, dim: int = 5, n_out: int = 3):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(vocab, dim), nn.Linear(dim, n_out)
+
+    def forward(self, input_ids, labels=None):
+        logits = self.head(torch.tanh(self.emb(input_ids).mean(1)))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+class ToyConv(nn.Module):
+    """images (N, 2, 6, 6) → Conv2d(2, 4, 3, stride 2, padding 1) → tanh → Linear(36, c)."""
+
+    def __init__(self, n_out: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.head = nn.Linear(4 * 3 * 3, n_out)
+
+    def forward(self, x, labels=None):
+        logits = self.head(torch.tanh(self.conv(x)).flatten(1))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return SimpleNamespace(loss=loss, logits=logits)
+
+
+def kind_model(kind: str, rank: int = 2, seed: int = 0, **config) -> nn.Module:
+    """``ToyEmbedding`` (LoRA on ``emb``, ``head``) or ``ToyConv`` (``conv``, ``head``), float64."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    net, targets = {
+        "embedding": (ToyEmbedding, ["emb", "head"]),
+        "conv": (ToyConv, ["conv", "head"]),
+    }[kind]
+    cfg = dict(r=rank, lora_alpha=rank, target_modules=targets)
+    cfg.update(config)
+    return get_peft_model(net().to(torch.float64), LoraConfig(**cfg))
+
+
+def kind_data(kind: str, samples: int = 64, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed + 1)
+    if kind == "embedding":
+        x = {"input_ids": torch.randint(0, 12, (samples, 4), generator=g)}
+    else:
+        x = {"x": torch.randn(samples, 2, 6, 6, generator=g, dtype=torch.float64)}
+    return {**x, "labels": torch.randint(0, 3, (samples,), generator=g)}
+
+
+def kind_problem(
+    kind: str, rank: int = 2, seed: int = 0, samples: int = 64, clients=None, **config
+):
+    """A classification problem on random data with an embedding or a conv site."""
+    model = kind_model(kind, rank, seed, **config)
+    problem = ModelProblem(model, kind_data(kind, samples, seed), name=kind)
+    return problem if clients is None else problem.split(clients, seed=seed)

@@ -198,7 +198,7 @@ def test_foreign_key_and_missing_lora_raise():
     state = {"base_model.model.transformer.h.9.attn.c_attn.lora_A.weight": torch.zeros(4, 32)}
     with pytest.raises(ValueError, match="keys the model lacks"):
         load_adapter_state(model, state)
-    with pytest.raises(ValueError, match="no linear LoRA layer"):
+    with pytest.raises(ValueError, match="no LoRA layer"):
         sites(_base(0))
-    with pytest.raises(ValueError, match="no linear LoRA layer"):
+    with pytest.raises(ValueError, match="no LoRA layer"):
         sites(model, adapter="other")

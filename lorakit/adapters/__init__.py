@@ -1,6 +1,9 @@
 """Model scale: the methods of lorakit on real peft LoRA models.
 
-:mod:`~lorakit.adapters.sites` is the matrix view of every peft ``LoraLayer`` (W0, B, A, s);
+:mod:`~lorakit.adapters.sites` is the matrix view of every peft ``LoraLayer`` (W0, B, A, s), one
+:class:`~lorakit.adapters.sites.Site` subclass per module kind (``nn.Linear`` and GPT-2's
+``Conv1D``, ``nn.Embedding``, ``nn.Conv1d/2d/3d``): a new module kind is one Site subclass, and
+:class:`~lorakit.adapters.problem.ModelProblem` works on it unchanged;
 :class:`~lorakit.adapters.problem.ModelProblem` pairs a peft model with its data. The chain,
 federated, decentralized and asynchronous methods accept a ``ModelProblem`` wherever they accept a
 matrix problem, with the same names, configurations and results tables.
@@ -12,6 +15,9 @@ from .problem import ModelProblem, default_loss
 from .saving import base_changes, load_trained, save_trained, track_base
 from .sites import (
     SIDES,
+    ConvSite,
+    EmbeddingSite,
+    LinearSite,
     Site,
     adapter_state,
     freeze,
@@ -26,6 +32,9 @@ from .sites import (
 
 __all__ = [
     "SIDES",
+    "ConvSite",
+    "EmbeddingSite",
+    "LinearSite",
     "ModelProblem",
     "Site",
     "adapter_state",

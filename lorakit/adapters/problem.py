@@ -265,14 +265,15 @@ class ModelProblem:
 
     def factor_grads(self, W0, B, A, scalings, client=None, idx=None):
         """(∇_B f, ∇_A f) per site at W = W0 + s·B·A by autograd through peft: the factors (any
-        rank k) swapped in as the adapter over the base W0, so LoRA dropout acts as in training."""
+        rank k) swapped in as the adapter over the base W0, so LoRA dropout acts as in training.
+        The gradients are taken at the tensors each site stores and read back as matrices."""
         factors = [
             (nn.Parameter(b.detach().clone()), nn.Parameter(a.detach().clone()))
             for b, a in zip(B, A, strict=True)
         ]
-        inputs = [t for pair in factors for t in pair]
         saved = [site.W0.clone() for site in self.sites]
         with swapped(self.sites, factors, list(scalings)), torch.enable_grad():
+            inputs = [t for site in self.sites for t in (site.B, site.A)]
             try:
                 for site, w in zip(self.sites, W0, strict=True):
                     site.W0 = w
@@ -285,7 +286,9 @@ class ModelProblem:
             finally:
                 for site, w in zip(self.sites, saved, strict=True):
                     site.W0 = w
-        return PerSite(grads[0::2]), PerSite(grads[1::2])
+        per_site = zip(self.sites, grads[0::2], grads[1::2], strict=True)
+        pairs = [(site.to_matrix(gB, "B"), site.to_matrix(gA, "A")) for site, gB, gA in per_site]
+        return PerSite(b for b, _ in pairs), PerSite(a for _, a in pairs)
 
     def commit(self, W: PerSite, B: PerSite | None = None, A: PerSite | None = None) -> None:
         """Write a run's result into the model: W0_l ← W_l, and the adapter ← (B_l, A_l) when

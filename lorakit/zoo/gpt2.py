@@ -60,6 +60,8 @@ __all__ = [
 #: Corpus parts (:data:`lorakit.zoo.text.PARTS`) for pre-training and for the LoRA task.
 PRETRAIN_PART, ADAPT_PART = "reference", "library"
 #: LoRA sites: ``c_attn`` (64 → 192) and both ``c_proj`` (attention 64 → 64, MLP 256 → 64).
+#: ``target_modules`` may also name ``c_fc`` and the token embedding ``wte`` (a 64 × 256 site,
+#: :class:`~lorakit.adapters.EmbeddingSite`; ``lm_head`` then keeps its own copy of the tied weight).
 GPT2_TARGETS = ("c_attn", "c_proj")
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "set_head",
     "text_data",
     "text_problem",
+    "untie_embeddings",
 ]
 
 #: The tasks :func:`from_pretrained` and :func:`text_problem` know.
@@ -210,6 +211,29 @@ def check_rank_fits(model: nn.Module, rank: int, target_modules) -> None:
         )
 
 
+def untie_embeddings(model: nn.Module, target_modules) -> bool:
+    """Give the output layer its own copy of a tied input embedding that ``target_modules`` selects.
+
+    With tied weights (GPT-2's ``lm_head`` is ``wte``'s weight) a LoRA site on the embedding would
+    write its W0 into the output layer too, so :func:`lorakit.adapters.sites` refuses it. The copy
+    keeps the model's function, lets the embedding adapt alone (the output layer stays the
+    pre-trained one) and is saved untied (``config.tie_word_embeddings = False``). Returns True
+    when it untied.
+    """
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if target_modules is None or inp is None or out is None or out.weight is not inp.weight:
+        return False
+    name = next(n for n, module in model.named_modules() if module is inp)
+    if not check_target_module_exists(LoraConfig(r=1, target_modules=list(target_modules)), name):
+        return False
+    out.weight = nn.Parameter(out.weight.detach().clone(), requires_grad=out.weight.requires_grad)
+    model.config.tie_word_embeddings = False
+    return True
+
+
 def _skeleton(path: str, task: str, num_labels: int | None) -> nn.Module:
     """The architecture of ``path`` on the meta device: shapes only, nothing loaded."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -250,6 +274,8 @@ def from_pretrained(
         anything is loaded, :func:`check_rank_fits`), ``lora_alpha`` (None: = rank), ``target_modules`` (None: peft's default for the
         architecture, e.g. ``c_attn`` for GPT-2, ``query``/``value`` for BERT), ``lora_dropout``,
         ``init_lora_weights`` (True: Kaiming-uniform A and B = 0, peft's default; ``"gaussian"``).
+        The input embedding may be a target (GPT-2's ``wte``): a tied output layer is untied
+        first (:func:`untie_embeddings`).
     seed : seeds the random parts of the build (module docstring).
     dtype : the model's floating dtype, ``torch.float32`` or ``torch.float64``.
     quiet : silence transformers' load report (e.g. the "newly initialized classifier" table).
@@ -309,6 +335,7 @@ def from_pretrained(
                 if model.config.pad_token_id is None:
                     model.config.pad_token_id = tokenizer.pad_token_id
                 task_type = None  # peft's SEQ_CLS would make the head trainable
+            untie_embeddings(model, target_modules)
             config = LoraConfig(
                 r=rank,
                 lora_alpha=alpha,

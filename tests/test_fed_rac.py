@@ -147,7 +147,7 @@ def test_bytes(wide, side):
     "kw, match",
     [
         (dict(rank=0), "rank must be in"),
-        (dict(lr=0.0), "lr must be in"),
+        (dict(lr=0.0), "gamma must be in"),
         (dict(server_lr=-1.0), "server_lr must be in"),
         (dict(cohort=0), "cohort must be in"),
         (dict(side="middle"), "side must be one of"),

@@ -352,18 +352,22 @@ class _Run:
                     active = [c for c in group if i < steps[c]]
                     idx = [rows(c, i) for c in active]
                     idx = None if all(x is None for x in idx) else idx
-                    self.step(W, X, P, hats, torch.tensor(active), clients, idx)
+                    sel = slice(None) if len(active) == C else torch.tensor(active)
+                    self.step(W, X, P, hats, sel, clients, idx, first=i == 0)
         return torch.tensor(steps), hats
 
-    def step(self, W, X, P, hats, sel: torch.Tensor, clients: torch.Tensor, idx) -> None:
+    def step(self, W, X, P, hats, sel, clients: torch.Tensor, idx, first: bool) -> None:
         """One local step of the cohort clients at positions ``sel``, in place on their trained
-        factors: the gradients at W^t + s·X·Â (``problem.local_grads``), then Â ← Â − (γ/s)·P G
-        (right: B̂ ← B̂ − (γ/s)·G P)."""
+        factors: the gradients at W^t + s·X·Â (``problem.local_grads``; W^t itself at the first
+        step, where Â = 0), then Â ← Â − (γ/s)·P G (right: B̂ ← B̂ − (γ/s)·G P)."""
         p = self.problem
         mine = tree_map(lambda h: h[sel], hats)
-        Wc = tree_map(
-            lambda w, x, h, s: w + s * ((x @ h) if self.left else (h @ x)), W, X, mine, self.s
-        )
+        if first:
+            Wc = tree_map(lambda w, h: w.expand(h.shape[0], *w.shape), W, mine)
+        else:
+            Wc = tree_map(
+                lambda w, x, h, s: w + s * ((x @ h) if self.left else (h @ x)), W, X, mine, self.s
+            )
         if idx is not None:
             idx = [None if x is None else x.to(p.device) for x in idx]
         G = p.local_grads(Wc, clients[sel].to(p.device), idx)

@@ -1,8 +1,10 @@
 """The FSLoRA family and Fed-RAC-LoRA on a peft model (lorakit.adapters.federated)."""
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from peft_toys import toy_problem
@@ -10,12 +12,14 @@ from torch import nn
 
 import lorakit as lk
 from lorakit.adapters import ModelProblem, adapter_state, sites
-from lorakit.adapters.federated import Upload, peft_keys, run_fed_rac, run_federated
+from lorakit.adapters.federated import Upload, peft_keys, run_federated
 from lorakit.adapters.grads import site_gradients
 from lorakit.federated import make_federated
 from lorakit.federated.lora import _Run
+from lorakit.problems.base import MatrixProblem
 from lorakit.problems.federated import FederatedProblem
 from lorakit.problems.regression import LinearRegression
+from lorakit.progress import report_progress
 from lorakit.rng import Streams
 from lorakit.sketches import kaiming_uniform, projector
 
@@ -349,8 +353,8 @@ def test_fed_rac_round_is_the_projected_step(toy, side):
     W0 = [s.W0.clone() for s in toy.sites]
     G = [site_gradients(toy, toy.batch(toy.indices(c)))[1] for c in range(toy.M)]
     mean_G = [sum(g[j] for g in G) / toy.M for j in range(len(toy.sites))]
-    cfg = make_federated("fed_rac_lora", 2, 0.3, side=side)
-    run_fed_rac(cfg, toy, 1, batch_size=None)
+    cfg = make_federated("fed_rac_lora", 2, 0.3, side=side, batch_size=None)
+    cfg.run(toy, 1)
     gen = Streams(0).substream("sketch", 0)  # round 1's own sketch stream
     for site, W, g in zip(toy.sites, W0, mean_G, strict=True):
         (m, n), kw = site.shape, {"dtype": torch.float64}
@@ -359,6 +363,91 @@ def test_fed_rac_round_is_the_projected_step(toy, side):
         step = H @ g if side == "left" else g @ H
         assert torch.allclose(site.W0, W - 0.3 * step, rtol=0, atol=1e-12)
         assert bool((site.B == 0).all())
+
+
+def test_fed_rac_is_untouched_by_lora_dropout():
+    """The local steps and the logs use ∇_W f at W (``problem.local_grads``, no adapter path), so
+    LoRA dropout, which acts on the adapter path only, changes nothing (it was refused while the
+    model-scale twin stepped the factors by autograd through peft)."""
+    cfg = make_federated("fed_rac_lora", 2, 0.3, cohort=1)
+    plain = cfg.run(toy_problem(clients=2), 3, seeds=[0, 1])
+    dropped = cfg.run(toy_problem(clients=2, lora_dropout=0.5), 3, seeds=[0, 1])
+    pd.testing.assert_frame_equal(plain, dropped)
+
+
+class _StopAfter:
+    """A progress bar (lorakit.progress.report_progress) that asks the run to stop after 3 rounds."""
+
+    def __init__(self, total=None, desc=None):
+        self.n = 0
+
+    @property
+    def stop(self):
+        return self.n >= 3
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix(self, refresh=True, **values):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_a_stopped_fed_rac_run_logs_and_commits_the_round_it_reached(toy):
+    with report_progress(_StopAfter):
+        frame = make_federated("fed_rac_lora", 2, 0.3).run(toy, 8, log_every=2)
+    assert frame["round"].tolist() == [0, 2, 3]
+    assert toy.loss() == pytest.approx(float(frame.loss.iloc[-1]), rel=1e-12)
+
+
+@dataclass(eq=False)
+class _Rows(MatrixProblem):
+    """f(W) = (1/N) Σ_i (1/(2m))·‖W x_i − y_i‖²: the loss of :func:`_matched_problems`' model, one
+    component per data row (as the model's rows), so random reshuffling sees the same components."""
+
+    X: torch.Tensor = None
+    Y: torch.Tensor = None
+
+    def loss(self, W):
+        return 0.5 * (W @ self.X.T - self.Y.T).square().mean((-2, -1))
+
+    def grad(self, W, idx=None):
+        X, Y = (self.X, self.Y) if idx is None else (self.X[idx], self.Y[idx])
+        return (W @ X.T - Y.T) @ X / (self.m * len(X))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(side="right", cohort=1),
+        dict(batch_size=4, server_lr=1.5),
+        dict(batch_size=None, side="right", sketch="haar"),
+    ],
+)
+def test_fed_rac_on_a_one_site_model_is_the_matrix_run(kw):
+    """One engine at both scales: a one-site peft model and the same f as a FederatedProblem of
+    row-wise finite sums, from the same W0, give the same frames and messages (1e-10), and the
+    model holds the last round's W."""
+    model_problem, _ = _matched_problems()
+    data, (site,) = model_problem.data, model_problem.sites
+    W0 = site.W().detach().clone()
+    matrix_problem = FederatedProblem.from_clients(
+        [_Rows(m=5, n=4, W0=W0.clone(), n_samples=len(rows), X=data["x"][rows], Y=data["y"][rows])
+         for rows in model_problem.clients]
+    )  # fmt: skip
+    cfg = make_federated("fed_rac_lora", 3, 0.2, **kw)
+    a, ma = cfg.run(model_problem, 4, seeds=[0, 1], messages=True)
+    b, mb = cfg.run(matrix_problem, 4, seeds=[0, 1], messages=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-10, atol=1e-12)
+    pd.testing.assert_frame_equal(ma, mb)
+    assert model_problem.loss() == pytest.approx(float(b.loss.iloc[-1]), rel=1e-10)
+    assert a.loss.iloc[-1] < a.loss.iloc[0]
 
 
 # -- options that do not map -----------------------------------------------------------------------
@@ -373,8 +462,6 @@ def test_options_that_do_not_map_are_named(toy):
         make_federated("fslora", 2, 0.1).run(toy_problem(), 1)
     with pytest.raises(ValueError, match="cohort must be in"):
         make_federated("fed_rac_lora", 2, 0.1, cohort=5).run(toy, 1)
-    with pytest.raises(ValueError, match="LoRA dropout"):
-        make_federated("fed_rac_lora", 2, 0.1).run(toy_problem(clients=2, lora_dropout=0.5), 1)
     with pytest.raises(ValueError, match="shared_index"):
         run_federated(make_federated("fslora", 2, 0.1), toy, 1, shared_index=1)
 

@@ -1,10 +1,10 @@
-"""Federated LoRA on a peft model: the FSLoRA family and Fed-RAC-LoRA at model scale.
+"""Federated LoRA on a peft model: the FSLoRA family at model scale.
 
-:meth:`FederatedLoRA.run <lorakit.federated.lora.FederatedLoRA.run>` and
-:meth:`FedRACLoRA.run <lorakit.federated.fed_rac.FedRACLoRA.run>` hand a
+:meth:`FederatedLoRA.run <lorakit.federated.lora.FederatedLoRA.run>` hands a
 :class:`~lorakit.adapters.ModelProblem` with clients (``problem.split(M)``) to this module, which
-runs the matrix engines' rounds (:mod:`lorakit.federated.lora`, :mod:`lorakit.federated.fed_rac`)
-on every LoRA site of the model, with the same configurations, streams and tables.
+runs the matrix engine's rounds (:mod:`lorakit.federated.lora`) on every LoRA site of the model,
+with the same configurations, streams and tables. (Fed-RAC-LoRA runs on a model through the
+problem protocol: :mod:`lorakit.federated.fed_rac`.)
 
 The FSLoRA family (FSLoRA Algorithm 1; :class:`FederatedModelRun`)
 --------------------------------------------------------------------
@@ -49,36 +49,18 @@ means the client's full data. Messages per client and round: up Σ_modules k_i(m
 (``download="full"``), k_i(m + n) (``"slice"``) or the stacked factors (``stack``), plus the k_i
 indices of each module's I (one I with ``shared_index``) when FSLoRA draws them at random.
 
-Fed-RAC-LoRA (RAC-LoRA Algorithm 2; :class:`FedRACModelRun`)
-------------------------------------------------------------
-The model's weight W^t is its base weights: the run first merges the initial adapter (W0 ← W0 +
-s·BA, B = 0; the function is unchanged). Each round draws ONE frozen sketch per module (B_S, m×r,
-``side="left"``; A_S, r×n, ``"right"``) from round t's own ``sketch`` stream
-(``substream("sketch", t − 1)``, as at matrix scale), shared by the cohort; every
-cohort client swaps (B_S, Â = 0) into the model with the scaling s = α/r of the configuration and
-runs one epoch of random reshuffling over its rows (``data`` stream; ``batch_size`` rows a step,
-1 by default: the components of the finite sum, as at matrix scale), each step the factor update
-of RAC-LoRA eq. (3) from the autograd gradient ∇_Â = s·B_SᵀG:
-Â ← Â − (γ/s²)(B_SᵀB_S)^†·∇_Â = Â − (γ/s)(B_SᵀB_S)^† B_Sᵀ G (right: B̂ ← B̂ − (γ/s²)·∇_B̂·(A_SA_Sᵀ)^†),
-i.e. W ← W − γ·H_B G in W-space. The server merges W0 ← W0 + β·s·B_S·mean Â (right: mean B̂·A_S)
-into every module. Bytes are the matrix engine's, summed over modules (one seed per round with
-``sketch_as_seed``).
-
 Model-scale conventions
 -----------------------
-* ``rank`` must equal every site's peft rank r (FSLoRA family) and be ≤ min(m, n); ``alpha``, if
-  given, must give every site's peft scaling (each site uses its own s, α/√r with rsLoRA). Fed-RAC
-  swaps in its own rank-r factors, so only r ≤ min(m, n) is needed.
+* ``rank`` must equal every site's peft rank r and be ≤ min(m, n); ``alpha``, if given, must give
+  every site's peft scaling (each site uses its own s, α/√r with rsLoRA).
 * Options without a model-scale counterpart raise ``ValueError`` naming them: ``sigma`` (additive
   gradient noise; the minibatches are the noise). ``impl`` is a matrix-scale choice: a model
-  always trains the slices (the ``"slice"`` implementation). Fed-RAC-LoRA with active LoRA dropout
-  raises (its W-space step needs ∂f/∂W0 = ∂f/∂W), as the model-scale chain does.
+  always trains the slices (the ``"slice"`` implementation).
 * Randomness: the named streams as at matrix scale; the model's own (dropout) from the ``model``
   stream in a forked global RNG. Every seed starts from :meth:`ModelProblem.reset`; afterwards the
   model holds the last seed's result with both factors marked trainable.
 * Logged rows: ``loss`` = ``problem.loss()`` (every row), ``gap`` NaN, ``grad_norm_sq`` = Σ_sites
-  ‖∇_B f‖² + ‖∇_A f‖² (FSLoRA family; ∇_B = s·G Aᵀ, ∇_A = s·BᵀG from G = ∇_W f on the full data)
-  or Σ_sites ‖∇_W f‖² (Fed-RAC).
+  ‖∇_B f‖² + ‖∇_A f‖² (∇_B = s·G Aᵀ, ∇_A = s·BᵀG from G = ∇_W f on the full data).
 * Dropped clients do not train (their minibatch draws are still made, so the streams stay aligned).
 * The initial adapter is the model's (after ``reset``); the matrix engine draws its A from the
   ``init`` stream, so FedStackLoRA's k-th restart here uses the matrix run's (k+1)-th draw.
@@ -93,27 +75,23 @@ from functools import partial
 
 import torch
 
-from .._validation import check_int
 from ..divergence import BLOWUP, DivergenceError, exploded
 from ..federated.budgets import describe
-from ..federated.fed_rac import FedRACLoRA, _FedRACRun
 from ..federated.lora import FederatedLoRA, _Run, simulate
 from ..progress import bar as progress_bar
 from ..progress import stop_requested
 from ..rng import Streams
-from ..sketches import gram_pinv, kaiming_uniform
+from ..sketches import kaiming_uniform
 from .checkpoint import LastGood
-from .grads import backward, dropout_active, full_batches, model_rng
+from .grads import backward, full_batches, model_rng
 from .problem import ModelProblem
 from .sites import Site, freeze, swapped
 
 __all__ = [
-    "FedRACModelRun",
     "FederatedModelRun",
     "Upload",
     "check_model_federated",
     "peft_keys",
-    "run_fed_rac",
     "run_federated",
 ]
 
@@ -149,38 +127,10 @@ def run_federated(
     )
 
 
-def run_fed_rac(
-    cfg: FedRACLoRA,
-    problem: ModelProblem,
-    rounds: int,
-    seeds=0,
-    *,
-    log_every: int = 1,
-    messages: bool = False,
-    on_divergence: str = "raise",
-    blowup: float = BLOWUP,
-    progress: bool = False,
-    batch_size: int | None = 1,
-):
-    """:meth:`FedRACLoRA.run` on a peft model (module docstring).
-
-    ``batch_size`` is the rows per local step of a client's reshuffled epoch: 1 (default) steps
-    through the finite sum's components one by one as at matrix scale (N_m steps); b takes
-    ⌈N_m/b⌉ steps; None one full-batch step.
-    """
-    if batch_size is not None:
-        batch_size = check_int("batch_size", batch_size, low=1)
-    runner = partial(FedRACModelRun, batch_size=batch_size, progress=progress)
-    return simulate(
-        cfg, problem, rounds, seeds, log_every, messages, runner, on_divergence, blowup=blowup
-    )
-
-
 # -- validation ------------------------------------------------------------------------------------
 def check_model_federated(cfg, problem: ModelProblem) -> None:
     """Check a federated configuration against the model's sites (module docstring)."""
-    fslora = isinstance(cfg, FederatedLoRA)
-    if fslora and cfg.sigma is not None:
+    if cfg.sigma is not None:
         raise ValueError(
             "sigma (additive gradient noise) has no model-scale counterpart: the clients' "
             "minibatches are the noise; use batch_size"
@@ -191,25 +141,16 @@ def check_model_federated(cfg, problem: ModelProblem) -> None:
             raise ValueError(
                 f"rank = {r} exceeds min(m, n) = {min(m, n)} of site {site.name} ({m}×{n})"
             )
-        if fslora and site.rank != r:
+        if site.rank != r:
             raise ValueError(
                 f"rank = {r} differs from the peft adapter rank r = {site.rank} of site "
                 f"{site.name}: the server adapter is the model's, use rank={site.rank}"
             )
-        if (
-            fslora
-            and cfg.alpha is not None
-            and not math.isclose(cfg.alpha / r, site.scaling, rel_tol=1e-9)
-        ):
+        if cfg.alpha is not None and not math.isclose(cfg.alpha / r, site.scaling, rel_tol=1e-9):
             raise ValueError(
                 f"alpha = {cfg.alpha:g} gives the scaling alpha/r = {cfg.alpha / r:g}, but site "
                 f"{site.name} has the peft scaling s = {site.scaling:g}: leave alpha unset (each "
                 "site's own scaling is used) or set lora_alpha in the LoraConfig"
-            )
-        if not fslora and dropout_active(site):
-            raise ValueError(
-                f"fed_rac_lora needs ∂f/∂W0 = ∂f/∂W, but site {site.name} applies LoRA dropout "
-                "to the adapter path only: call model.eval() or use lora_dropout=0"
             )
 
 
@@ -534,134 +475,3 @@ def _svd(site: Site, P: torch.Tensor, r: int) -> None:
     """FlexLoRA: the best rank-r factorisation of the mean product, B = U_rΣ_r, A = V_rᵀ."""
     U, S, Vh = torch.linalg.svd(P, full_matrices=False)
     site.set_factors(U[:, :r] * S[:r], Vh[:r, :])
-
-
-# -- Fed-RAC-LoRA ----------------------------------------------------------------------------------
-class FedRACModelRun(_ModelRounds, _FedRACRun):
-    """One seed of :class:`FedRACLoRA` on a peft model (module docstring). It reuses the matrix
-    run's ``cohort`` and ``diverged``; the sketches, local epochs and merges are per site."""
-
-    def __init__(
-        self,
-        cfg: FedRACLoRA,
-        problem: ModelProblem,
-        seed: int,
-        *,
-        batch_size: int | None = 1,
-        progress: bool = False,
-    ):
-        check_model_federated(cfg, problem)
-        self.cfg, self.problem, self.seed = cfg, problem, seed
-        self.streams = Streams(seed)
-        self.sites, self.batch_size, self.progress = problem.sites, batch_size, progress
-        sizes = torch.tensor([c.numel() for c in problem.clients])
-        # local steps per client: one reshuffled epoch in minibatches of batch_size rows
-        self.N = torch.ones_like(sizes) if batch_size is None else -(-sizes // batch_size)
-        self.messages, self.mb_up, self.mb_down = [], 0.0, 0.0
-
-    @property
-    def left(self) -> bool:
-        return self.cfg.side == "left"
-
-    # -- one round -------------------------------------------------------------------------------
-    def draw_sketches(self, t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per site, in site order: round t's frozen factor and its Gram pseudo-inverse, from the
-        round's own sketch stream (``substream("sketch", t − 1)``, as at matrix scale)."""
-        out, side, r = [], self.cfg.side, self.cfg.rank
-        gen = self.streams.substream("sketch", t - 1)
-        for site in self.sites:
-            (m, n), kw = site.shape, {"dtype": site.B.dtype, "device": site.B.device}
-            X = self.cfg.sketch.sample((m, r) if self.left else (r, n), gen, side=side, **kw)
-            out.append((X, gram_pinv(X, side)))
-        return out
-
-    def local_train(self, client: int, perm: torch.Tensor, sketches: list) -> list[torch.Tensor]:
-        """One reshuffled epoch of RAC-LoRA eq. (3) steps; the trained factor of every site."""
-        cfg, p, s = self.cfg, self.problem, self.cfg.scale
-        rows = p.clients[client][perm]
-        b = rows.numel() if self.batch_size is None else self.batch_size
-        step = cfg.lr / s**2
-        factors = []
-        for site, (X, _) in zip(self.sites, sketches, strict=True):
-            (m, n), r = site.shape, cfg.rank
-            zero = X.new_zeros((r, n) if self.left else (m, r))
-            factors.append((X, zero) if self.left else (zero, X))
-        with swapped(self.sites, factors, [s] * len(self.sites)):
-            trained = freeze(self.sites, cfg.side)  # Â (left) or B̂ (right), from zero
-            for start in range(0, rows.numel(), b):
-                grads = torch.autograd.grad(p.objective(p.batch(rows[start : start + b])), trained)
-                with torch.no_grad():
-                    for x, g, (_, Pinv) in zip(trained, grads, sketches, strict=True):
-                        x.sub_(step * ((Pinv @ g) if self.left else (g @ Pinv)))
-            return [x.detach() for x in trained]
-
-    def round(self, t: int, rows=()) -> tuple[int, float, float, float]:
-        """One server round; returns (cohort size, mean local steps, bytes up, bytes down)."""
-        cfg, s = self.cfg, self.cfg.scale
-        clients = self.cohort()
-        sketches = self.draw_sketches(t)
-        data = self.streams["data"]  # one reshuffle per cohort client, as at matrix scale
-        perms = [torch.randperm(self.problem.clients[l].numel(), generator=data) for l in clients]
-        sums = None
-        for l, perm in zip(clients.tolist(), perms, strict=True):
-            hat = self.local_train(l, perm, sketches)
-            sums = hat if sums is None else [a + h for a, h in zip(sums, hat, strict=True)]
-        C = clients.numel()
-        with torch.no_grad():  # Algorithm 2 line 11: W ← W + β·s·B_S·mean Â (right: mean B̂·A_S)
-            delta = [
-                cfg.server_lr * s * ((X @ (h / C)) if self.left else ((h / C) @ X))
-                for (X, _), h in zip(sketches, sums, strict=True)
-            ]
-        self.check_finite(t, delta, rows)
-        for site, d in zip(self.sites, delta, strict=True):
-            site.W0 = site.W0 + d
-        up, down = self.upload_bytes(), self.download_bytes(t)
-        self.mb_up += C * up / 2**20
-        self.mb_down += C * down / 2**20
-        N = self.N[clients]
-        self.messages.extend(
-            {"seed": self.seed, "round": t, "client": int(l), "local_steps": int(n),
-             "bytes_up": up, "bytes_down": down}
-            for l, n in zip(clients.tolist(), N.tolist(), strict=True)
-        )  # fmt: skip
-        return C, float(N.double().mean()), C * up, C * down
-
-    def upload_bytes(self) -> int:
-        r = self.cfg.rank
-        floats = sum(r * n if self.left else m * r for m, n in (s.shape for s in self.sites))
-        return floats * self.cfg.bytes_per_float
-
-    def download_bytes(self, t: int) -> int:
-        cfg, r = self.cfg, self.cfg.rank
-        shapes = [s.shape for s in self.sites]
-        sketch_floats = sum(m * r if self.left else r * n for m, n in shapes)
-        sketch = cfg.bytes_per_seed if cfg.sketch_as_seed else sketch_floats * cfg.bytes_per_float
-        if cfg.download == "full":
-            return sum(m * n for m, n in shapes) * cfg.bytes_per_float + sketch
-        if t == 1:  # clients hold W^0
-            return sketch
-        return 2 * sketch + self.upload_bytes()  # previous sketch + mean factor, new sketch
-
-    def check_finite(self, t: int, delta: list[torch.Tensor], rows) -> None:
-        """Refuse a non-finite or exploding merge before it touches any module."""
-        size = _max_abs(delta)
-        scale = 1e6 * (1.0 + _max_abs(s.W0 for s in self.sites))
-        if not (math.isfinite(size) and size <= scale):
-            what = "not finite" if not math.isfinite(size) else f"of size {size:.3g}"
-            self.diverged(t, f"the merged update is {what}; W keeps round {t - 1}", rows)
-
-    def start(self) -> None:
-        super().start()
-        for site in self.sites:
-            site.merge()  # W^0 = the model's weight, held in the base; the adapter product is 0
-
-    def log(self, t: int, reported: int, steps: float, up: float, down: float) -> dict:
-        p = self.problem
-        loss = p.loss()
-        G = backward(p, full_batches(p), "none", True)
-        return {
-            "seed": self.seed, "round": t, "loss": loss, "gap": math.nan,
-            "grad_norm_sq": sum(float((g * g).sum()) for g in G), "reported": reported,
-            "local_steps": steps, "bytes_up": float(up), "bytes_down": float(down),
-            "mb_up": self.mb_up, "mb_down": self.mb_down,
-        }  # fmt: skip

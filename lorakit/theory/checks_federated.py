@@ -84,7 +84,7 @@ def fed_rac_run(fast: bool):
     constants = dict(
         L=L,
         mu=float(problem.mu),
-        gamma=cfg.lr,
+        gamma=cfg.gamma,
         N=1,
         eta_tilde=cfg.eta_tilde(1),
         M=problem.M,

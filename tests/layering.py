@@ -1,7 +1,8 @@
 """lorakit's layering, measured: ``python tests/layering.py [ROOT]`` prints
 
 * the import circles among lorakit's modules: the strongly connected components of the graph of
-  every ``import`` statement (lazy ones inside functions and ``TYPE_CHECKING`` blocks included);
+  every ``import`` statement that runs, lazy ones inside functions included (an import under
+  ``if TYPE_CHECKING:`` never runs, so it cannot close a circle; the other two lists count it);
 * every private name (``_x``) imported from another lorakit module (``from m import _x``, or
   ``m._x`` read off an imported lorakit module), and every private module (``pkg._m``) imported
   from outside its package ``pkg``;
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import ast
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
@@ -42,6 +43,7 @@ class Import:
     line: int
     module: str
     name: str | None = None
+    runs: bool = field(default=True, compare=False)  # False under ``if TYPE_CHECKING:``
 
     def __str__(self):
         what = f"{self.name} from {self.module}" if self.name else self.module
@@ -79,12 +81,20 @@ def imports(root: Path) -> list[Import]:
     found = []
     for importer, path in known.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for stmt in node.body
+            for inner in ast.walk(stmt)
+        }
         aliases = {}  # local name → lorakit module, for ``module._x`` reads
         for node in ast.walk(tree):
+            runs = id(node) not in typing_only
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name in known:
-                        found.append(Import(importer, node.lineno, alias.name))
+                        found.append(Import(importer, node.lineno, alias.name, runs=runs))
                         aliases[alias.asname or alias.name] = alias.name
             elif isinstance(node, ast.ImportFrom):
                 source = _resolve(importer, path, node)
@@ -93,10 +103,10 @@ def imports(root: Path) -> list[Import]:
                 for alias in node.names:
                     sub = f"{source}.{alias.name}"
                     if sub in known:  # ``from pkg import submodule``
-                        found.append(Import(importer, node.lineno, sub))
+                        found.append(Import(importer, node.lineno, sub, runs=runs))
                         aliases[alias.asname or alias.name] = sub
                     else:
-                        found.append(Import(importer, node.lineno, source, alias.name))
+                        found.append(Import(importer, node.lineno, source, alias.name, runs=runs))
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Attribute)
@@ -113,10 +123,12 @@ def _private(name: str) -> bool:
 
 
 def graph(root: Path) -> nx.DiGraph:
-    """The module import graph (lazy imports included)."""
+    """The module import graph: every import that runs (lazy ones included)."""
     g = nx.DiGraph()
     g.add_nodes_from(modules(root))
-    g.add_edges_from((i.importer, i.module) for i in imports(root) if i.importer != i.module)
+    g.add_edges_from(
+        (i.importer, i.module) for i in imports(root) if i.runs and i.importer != i.module
+    )
     return g
 
 

@@ -31,7 +31,8 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
 Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
 """
 
-from ._app import App, fast_mode, figure_stem
+from ..mode import fast_mode
+from ._app import App, figure_stem
 from .asynchronous import (
     APPROXIMATIONS,
     ASYNC_RULES,

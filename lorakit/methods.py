@@ -1,12 +1,12 @@
-"""THE registry of every method lorakit runs, and the one call that runs any of them.
+"""The one registry of every method lorakit runs, and the one call that runs any of them.
 
 Each :class:`Method` names a pattern (who talks to whom), a description, its source (paper and
-algorithm), a ``build(*args, **config)`` that returns its configuration object unchanged (the
-arguments go straight to the configuration class: this module never names a parameter of one) and
-the unit of its iteration count::
+algorithm), a ``build(*args, **config)`` that returns its configuration object (the arguments go
+to the configuration class unchanged, so a renamed field needs no change here) and the unit of its
+iteration count::
 
-    lk.make("fslora", rank=2, lr=0.3, budgets=1)               # a FederatedLoRA
-    frame = lk.run("rw_lora", problem, 100, seeds=range(3), rank=2, lr=0.3, graph=ring)
+    lk.make("fslora", rank=2, gamma=0.3, budgets=1)            # a FederatedLoRA
+    frame = lk.run("rw_lora", problem, 100, seeds=range(3), rank=2, gamma=0.3, graph=ring)
     frame.attrs["unit"], frame.attrs["messages"]               # "hop", one row per transfer
 
 =================  =============  ======  ==========================================================
@@ -168,42 +168,59 @@ def _m(name, pattern, description, source, build, config, unit=None) -> Method:
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in (
-        _m("lora", "chain", "LoRA: train B and A jointly from (B=0, A random), no restart",
+        _m("lora", "chain",
+           "LoRA: train B and A jointly from (B=0, A random), no restart",
            "Hu et al. 2021; RAC-LoRA §2.1", _lora, Chain),
-        _m("asymm_lora", "chain", "AsymmLoRA: one random frozen factor for the whole run",
+        _m("asymm_lora", "chain",
+           "AsymmLoRA: one random frozen factor for the whole run",
            "Zhu et al. 2024; RAC-LoRA §2.2", _asymm_lora, Chain),
-        _m("cola", "chain", "COLA: train both factors, merge and restart every K steps",
+        _m("cola", "chain",
+           "COLA: train both factors, merge and restart every K steps",
            "Xia et al. 2024; RAC-LoRA §2.3", _cola, Chain),
-        _m("rac_lora", "chain", "RAC-LoRA: fresh frozen sketch each link (left, right or alternating)",
+        _m("rac_lora", "chain",
+           "RAC-LoRA: fresh frozen sketch each link (left, right or alternating)",
            "RAC-LoRA Algorithm 1", _rac_lora, Chain),
-        _m("bernoulli_lora", "chain", "Bernoulli-LoRA: a Be(p) coin picks the trained factor each link",
+        _m("bernoulli_lora", "chain",
+           "Bernoulli-LoRA: a Be(p) coin picks the trained factor each link",
            "Bernoulli-LoRA Algorithms 1-6", _bernoulli_lora, Chain),
-        _m("fslora", "federated", "FSLoRA: each client trains a random k_i-subset of the rank-r adapter",
+        _m("fslora", "federated",
+           "FSLoRA: each client trains a random k_i-subset of the rank-r adapter",
            "FSLoRA Algorithm 1", _federated("fslora"), FederatedLoRA),
-        _m("fedit", "federated", "FedIT: vanilla federated LoRA, every client trains the full rank r",
+        _m("fedit", "federated",
+           "FedIT: vanilla federated LoRA, every client trains the full rank r",
            "Zhang et al. 2024; FSLoRA baseline (k_i = r)", _fedit, FederatedLoRA),
-        _m("hetero_lora", "federated", "HeteroLoRA: leading k_i components, zero-padded average",
+        _m("hetero_lora", "federated",
+           "HeteroLoRA: leading k_i components, zero-padded average",
            "Cho et al. 2024; FSLoRA baseline",
            _federated("hetero_lora", selection="leading"), FederatedLoRA),
-        _m("fslora_topk", "federated", "FSLoRA with top-k sparsified uploads",
+        _m("fslora_topk", "federated",
+           "FSLoRA with top-k sparsified uploads",
            "FSLoRA App. C.2", _fslora_topk, FederatedLoRA),
-        _m("flex_lora", "federated", "FlexLoRA: average the products B_i A_i, re-factor by SVD",
+        _m("flex_lora", "federated",
+           "FlexLoRA: average the products B_i A_i, re-factor by SVD",
            "Bai et al. 2024; FSLoRA baseline",
            _federated("flex_lora", selection="leading", aggregation="svd"), FederatedLoRA),
-        _m("fedstack_lora", "federated", "FedStackLoRA: merge stacked products into the base",
+        _m("fedstack_lora", "federated",
+           "FedStackLoRA: merge stacked products into the base",
            "Wang et al. 2024 (FLoRA); FSLoRA baseline",
            _federated("fedstack_lora", selection="leading", aggregation="stack"), FederatedLoRA),
-        _m("fed_rac_lora", "federated", "Fed-RAC-LoRA: a shared frozen sketch, RR local epochs",
+        _m("fed_rac_lora", "federated",
+           "Fed-RAC-LoRA: a shared frozen sketch, RR local epochs",
            "RAC-LoRA Algorithm 2", FedRACLoRA, FedRACLoRA),
-        _m("rw_lora", "decentralized", "RW-LoRA: one LoRA token walks the graph, each visited node trains it",
+        _m("rw_lora", "decentralized",
+           "RW-LoRA: one LoRA token walks the graph, each visited node trains it",
            "RW-LoRA Algorithm 1", RWLoRA, RWLoRA, "hop"),
-        _m("gossip_lora", "decentralized", "gossip Dec-LoRA: every node trains, then averages with neighbours",
+        _m("gossip_lora", "decentralized",
+           "gossip Dec-LoRA: every node trains, then averages with neighbours",
            "RW-LoRA baseline (spec rw_lora.md §5)", GossipLoRA, GossipLoRA, "round"),
-        _m("fedavg", "asynchronous", "FedAvg: synchronous rounds, the server waits for the slowest client of the cohort",
+        _m("fedavg", "asynchronous",
+           "FedAvg: synchronous rounds, the server waits for the slowest client of the cohort",
            "McMahan et al. 2017; Async-FL synchronous baseline", _rule("fedavg"), AsyncFL),
-        _m("fedasync", "asynchronous", "FedAsync: each arriving model is mixed in at once, weighted by its staleness",
+        _m("fedasync", "asynchronous",
+           "FedAsync: each arriving model is mixed in at once, weighted by its staleness",
            "Xie et al. 2019; Async-FL extension (spec §3.8)", _rule("fedasync"), AsyncFL),
-        _m("fedbuff", "asynchronous", "FedBuff: arriving deltas are buffered, K at a time, weighted by their staleness",
+        _m("fedbuff", "asynchronous",
+           "FedBuff: arriving deltas are buffered, K at a time, weighted by their staleness",
            "Nguyen et al. 2022; Async-FL extension (spec §3.8)", _rule("fedbuff"), AsyncFL),
     )
 }  # fmt: skip
@@ -214,7 +231,7 @@ METHODS: dict[str, Method] = {k: m for k, m in REGISTRY.items() if m.pattern == 
 
 def make(method: str, *args, **config):
     """The configuration object of a registered method, e.g. ``make("bernoulli_lora", 2, 0.1,
-    p=0.3)`` (a :class:`~lorakit.chain.Chain`) or ``make("fslora", rank=8, lr=0.1, budgets=4)``;
+    p=0.3)`` (a :class:`~lorakit.chain.Chain`) or ``make("fslora", rank=8, gamma=0.1, budgets=4)``;
     the arguments go to the configuration class unchanged."""
     check_choice("method", method, REGISTRY)
     return REGISTRY[method].build(*args, **config)

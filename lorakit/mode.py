@@ -1,7 +1,8 @@
 """Fast mode: fewer default steps and seeds, for CI and a quick look (``LORAKIT_FAST=1``).
 
 Below the notebook layer on purpose: the theory scenarios, the exercises and the apps all read it,
-and none of them should import :mod:`lorakit.widgets` for it (README "Architecture").
+and none of them should import :mod:`lorakit.widgets` for it (README "Architecture", principle
+10).
 """
 
 from __future__ import annotations
@@ -17,5 +18,5 @@ def fast_mode() -> bool:
 
 
 def by_mode(value, normal, fast):
-    """``value`` if given, else the default of the mode: ``fast`` in fast mode, ``normal`` otherwise."""
+    """``value`` if given, else the mode's default: ``fast`` in fast mode, ``normal`` otherwise."""
     return value if value is not None else (fast if fast_mode() else normal)

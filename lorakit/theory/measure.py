@@ -3,7 +3,7 @@ seed), their mean ± standard error, and the :class:`~lorakit.theory.registry.Re
 value against a theorem's bounds.
 
 Shared by :mod:`lorakit.theory.scenarios` (each check's run, defined once) and the per-paper check
-modules; it imports neither, so the layers stay a line (README "Architecture").
+modules; it imports neither, so the layers stay a line (README "Architecture", principle 10).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The registry of measured checks: what a check measured (:class:`Result`), the registered checks
 (:data:`CHECKS`, filled by :func:`register`) and the papers they belong to.
 
-The bottom layer of the checks (README "Architecture"): the theory checks
+The bottom layer of the checks (README "Architecture", principle 10): the theory checks
 (:mod:`lorakit.theory.checks` and its per-paper modules) and the chain checks of
 :mod:`lorakit.checks` register here; :func:`lorakit.checks.verify` runs them.
 """

@@ -1,7 +1,7 @@
 """The notebooks' interactive apps, written as plain functions so they are testable and timed.
 
-DESIGN principle 6 (thin notebooks): a notebook cell calls :func:`why_lora_fails_app` or
-:func:`bernoulli_explorer_app`; the apps call the ``*_frame`` functions here (which call the chain
+README "Architecture", principle 6 (thin notebooks): a notebook cell calls
+:func:`why_lora_fails_app` or :func:`bernoulli_explorer_app`; the apps call the ``*_frame`` functions here (which call the chain
 engine) and draw with :mod:`lorakit.viz`. Every app computes and draws once when it is built, so
 executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider does.
 

@@ -8,7 +8,7 @@ Metropolis–Hastings walk (optionally lazy) from every start u, with the worst 
 objective per node. The charts draw the TV curves, the token's visit frequencies against π, the
 loss against the communicated parameters, the gossip bilinear mismatch per round (spec §6) and a
 node-link view of the token's path (:func:`token_path_chart`). :func:`random_walks_app` wires
-them to controls (DESIGN principle 6: the notebook only calls these).
+them to controls (README "Architecture", principle 6: the notebook only calls these).
 """
 
 from __future__ import annotations

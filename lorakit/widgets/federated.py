@@ -6,7 +6,8 @@ FedStackLoRA) on the digits split among clients by a Dirichlet label skew, every
 same seeds and hence the same devices (the k_i are drawn once per run from the seed's ``budget``
 stream). :func:`federated_charts` draws the loss against the round and against the cumulative
 uploaded megabytes, :func:`budget_chart` the per-client sketching ratios k_i/r, and
-:func:`federated_app` wires them to sliders (DESIGN principle 6: the notebook only calls these).
+:func:`federated_app` wires them to sliders (README "Architecture", principle 6: the notebook only
+calls these).
 """
 
 from __future__ import annotations

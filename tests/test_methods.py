@@ -146,3 +146,20 @@ def test_unknown_method_is_refused_with_the_names():
         lk.run("nonsense", CASE["lora"].matrix(), 3, rank=RANK, gamma=0.1)
     with pytest.raises(ValueError, match=r"method must be one of .*rw_lora"):
         lk.make("nonsense")
+
+
+def test_the_federated_view_and_make_federated_keep_their_old_shape():
+    from lorakit.federated import FEDERATED_METHODS, make_federated
+
+    assert list(FEDERATED_METHODS) == [n for n, m in REGISTRY.items() if m.pattern == "federated"]
+    for name, (build, description) in FEDERATED_METHODS.items():
+        assert build is REGISTRY[name].build and description == REGISTRY[name].description
+    # make_federated(method, rank, step size): positional, or the README's old keyword lr=
+    with pytest.warns(DeprecationWarning, match="the step size is gamma"):
+        old = make_federated("fed_rac_lora", rank=2, lr=0.1, side="right")
+    assert old == make_federated("fed_rac_lora", 2, 0.1, side="right")
+    assert old == lk.make("fed_rac_lora", 2, 0.1, side="right")
+    with pytest.raises(TypeError, match="both gamma and lr"):
+        make_federated("fedit", 2, 0.1, lr=0.1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        make_federated("rw_lora", 2, 0.1)  # the view holds the federated methods only

@@ -21,6 +21,8 @@ the FSLoRA family is a configuration of :class:`~lorakit.federated.lora.Federate
 
 from __future__ import annotations
 
+import warnings
+
 from .._validation import check_choice
 from ..methods import REGISTRY, make
 from . import budgets
@@ -35,8 +37,19 @@ FEDERATED_METHODS = {
 }
 
 
-def make_federated(method: str, *args, **config) -> FederatedLoRA | FedRACLoRA:
+def make_federated(
+    method: str, rank, gamma=None, *, lr=None, **config
+) -> FederatedLoRA | FedRACLoRA:
     """A registered federated method, e.g. ``make_federated("fslora", 8, 0.1, budgets=4)``:
-    :func:`lorakit.make` restricted to the federated pattern."""
+    :func:`lorakit.make` restricted to the federated pattern, with its old signature (rank, step
+    size). ``lr=`` (this function's old name for the step size, used in README examples) still
+    works, with a ``DeprecationWarning``: the step size is ``gamma``."""
     check_choice("method", method, FEDERATED_METHODS)
-    return make(method, *args, **config)
+    if lr is not None:
+        if gamma is not None:
+            raise TypeError("make_federated got both gamma and lr: give gamma")
+        warnings.warn(
+            "make_federated(lr=...) is deprecated: the step size is gamma", DeprecationWarning, 2
+        )
+        gamma = lr
+    return make(method, rank, *(() if gamma is None else (gamma,)), **config)

@@ -1,7 +1,9 @@
 """lorakit: a notebook-first kit for randomized and distributed LoRA fine-tuning.
 
-The single-node methods of RAC-LoRA and Bernoulli-LoRA are configurations of one chain engine
-(:mod:`lorakit.chain`) built from a coin, a sketch, an estimator and an update::
+Every method (chain, federated, decentralized, asynchronous) is registered in
+:data:`lorakit.methods.REGISTRY` and runs through one call; the single-node methods of RAC-LoRA and
+Bernoulli-LoRA are configurations of one chain engine (:mod:`lorakit.chain`) built from a coin, a
+sketch, an estimator and an update::
 
     import lorakit as lk
     problem = lk.problems.counterexample()
@@ -12,13 +14,14 @@ from . import adapters, coins, compressors, decentralized, estimators, federated
 from .chain import Chain, DivergenceError
 from .coins import alternating, always, bernoulli, both
 from .estimators import ef21, gd, marina, mvr, page, qgd, rr, sgd
-from .methods import METHODS, make, run
+from .methods import METHODS, REGISTRY, make, run
 from .rng import Streams
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "REGISTRY",
     "Chain",
     "DivergenceError",
     "Streams",

@@ -8,10 +8,7 @@ tests; :func:`verify` runs a selection and returns a pandas frame (one row per c
 from __future__ import annotations
 
 import math
-import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,99 +16,9 @@ import pandas as pd
 from . import problems as pb
 from .estimators import gd, mvr, page, sgd
 from .methods import run
+from .theory.registry import CHECKS, Check, Result, papers, register, resolve_paper
 
 __all__ = ["CHECKS", "Check", "Result", "papers", "resolve_paper", "verify"]
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a check measured: ``measured <relation> bound``, and the printed form's bound.
-
-    ``stderr`` is the Monte Carlo standard error of ``measured``; a bound counts as violated only
-    beyond ``slack`` standard errors. Where an erratum changes the bound, ``printed`` holds the
-    printed form's value and :attr:`status` says whether the run separates the two.
-    """
-
-    measured: float
-    bound: float
-    relation: str = "<="  # "<=", ">=", "==", "≈" (|measured − bound| within slack·stderr)
-    detail: str = ""
-    printed: float | None = None
-    stderr: float = 0.0
-    slack: float = 3.0
-
-    def satisfies(self, bound: float) -> bool:
-        margin = self.slack * self.stderr
-        if self.relation == "<=":
-            return self.measured - margin <= bound
-        if self.relation == ">=":
-            return self.measured + margin >= bound
-        if self.relation == "≈":
-            return abs(self.measured - bound) <= margin
-        return self.measured == bound
-
-    @property
-    def holds(self) -> bool:
-        return self.satisfies(self.bound)
-
-    @property
-    def status(self) -> str:
-        if not self.holds:
-            return "violated"
-        if self.printed is None:
-            return "holds"
-        if self.satisfies(self.printed):
-            return "not separable"
-        return "printed form violated but corrected holds"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    paper: str
-    claim: str
-    run: Callable[[bool], Result]
-
-
-CHECKS: dict[str, Check] = {}
-
-
-def register(name: str, paper: str, claim: str):
-    """Decorator: add ``fn(fast) -> Result`` to :data:`CHECKS`."""
-
-    def wrap(fn):
-        CHECKS[name] = Check(name, paper, claim, fn)
-        return fn
-
-    return wrap
-
-
-def papers() -> list[str]:
-    """The papers with registered checks, e.g. ``["Async-FL", "Bernoulli-LoRA", ...]``."""
-    return sorted({c.paper for c in CHECKS.values()})
-
-
-def _squash(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def resolve_paper(name: str) -> str:
-    """The registered paper a user means by ``name``.
-
-    Case, ``-``, ``_``, spaces and dots are ignored, so ``RAC-LoRA``, ``rac_lora`` (the theorem
-    keys' prefix), ``raclora`` and ``Rac Lora`` all name RAC-LoRA; a prefix (``bern``) names the
-    one paper it starts. Anything else raises ``ValueError`` listing the valid names.
-    """
-    if not isinstance(name, str):
-        raise ValueError(f"paper must be a string naming one of {papers()}, got {name!r}")
-    key = _squash(name)
-    exact = [p for p in papers() if _squash(p) == key]
-    found = exact or ([p for p in papers() if _squash(p).startswith(key)] if key else [])
-    if len(found) != 1:
-        why = f"is ambiguous ({', '.join(found)})" if found else "names no registered paper"
-        valid = ", ".join(f"{p} ({re.sub(r'[^a-z0-9]+', '_', p.lower())})" for p in papers())
-        raise ValueError(f"paper {name!r} {why}: use one of {valid}; case, '-' and '_' are ignored")
-    return found[0]
 
 
 def verify(paper: str | None = None, fast: bool = False, names=None) -> pd.DataFrame:

@@ -19,29 +19,21 @@ __all__ = ["catalogue", "main", "summary", "table"]
 OK, VIOLATED, USAGE = 0, 1, 2
 
 
-def catalogue() -> list[tuple[str, str, str]]:
-    """Every method a user can run as (name, pattern, description), from the registries:
-    :data:`lorakit.methods.METHODS` (chain), :data:`lorakit.federated.FEDERATED_METHODS`,
-    :data:`lorakit.decentralized.DECENTRALIZED_METHODS` and
-    :data:`lorakit.asynchronous.ASYNC_METHODS`."""
-    from .asynchronous import ASYNC_METHODS
-    from .decentralized import DECENTRALIZED_METHODS
-    from .federated import FEDERATED_METHODS
-    from .methods import METHODS
+def catalogue() -> list[tuple[str, str, str, str]]:
+    """Every method a user can run as (name, pattern, unit, description with its source), from the
+    one registry :data:`lorakit.methods.REGISTRY`."""
+    from .methods import REGISTRY
 
-    rows = [(m.name, "chain", f"{m.description}  [{m.paper}]") for m in METHODS.values()]
-    rows += [(name, "federated", text) for name, (_, text) in FEDERATED_METHODS.items()]
-    rows += [(name, "decentralized", text) for name, (_, text) in DECENTRALIZED_METHODS.items()]
-    rows += [(name, "asynchronous", text) for name, text in ASYNC_METHODS.items()]
-    return rows
+    return [
+        (m.name, m.pattern, m.unit, f"{m.description}  [{m.source}]") for m in REGISTRY.values()
+    ]
 
 
 def _methods(args) -> int:
     rows = catalogue()
-    name_w = max(len(name) for name, _, _ in rows)
-    pattern_w = max(len(pattern) for _, pattern, _ in rows)
-    for name, pattern, text in rows:
-        print(f"{name:<{name_w}}  {pattern:<{pattern_w}}  {text}")
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for *cells, text in rows:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(cells, widths, strict=True)), "", text)
     return OK
 
 
@@ -117,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser(
-        "methods", help="list every method you can run: name, pattern, description"
+        "methods", help="list every method you can run: name, pattern, unit, description [source]"
     ).set_defaults(fn=_methods)
     v = sub.add_parser(
         "verify",

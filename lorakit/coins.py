@@ -1,4 +1,4 @@
-"""Which factor a chain link trains (DESIGN principle 1: the *coin*).
+"""Which factor a chain link trains (README "Architecture", principle 1: the *coin*).
 
 ``left``  – a fresh B_S is frozen and A is trained (RAC-LoRA Option 1, Definition 4.1);
 ``right`` – a fresh A_S is frozen and B is trained (Option 2, Definition 4.2);

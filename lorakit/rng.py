@@ -1,4 +1,4 @@
-"""One random generator per source of randomness (DESIGN principle 4).
+"""One random generator per source of randomness (README "Architecture", principle 4).
 
 A run draws its coin flips, sketches, data order, gradient noise and estimator coins from separate
 ``torch.Generator`` streams, each seeded from ``(seed, source)``. What this guarantees, exactly:

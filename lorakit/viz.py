@@ -1,4 +1,5 @@
-"""Altair charts of lorakit's tidy run tables (DESIGN principle 6: notebooks draw with these).
+"""Altair charts of lorakit's tidy run tables (README "Architecture", principle 6: notebooks draw
+with these).
 
 A run returns one row per logged step and seed (:meth:`lorakit.chain.Chain.run`); the helpers here
 aggregate over seeds in pandas (median line, min–max band) and hand altair a small table, so a

@@ -11,11 +11,10 @@ import pytest
 from patterns import CASES
 
 from lorakit import checks, cli
-from lorakit.asynchronous import ASYNC_METHODS, RULES
+from lorakit.asynchronous import RULES
 from lorakit.cli import main
-from lorakit.decentralized import DECENTRALIZED_METHODS
 from lorakit.federated import FEDERATED_METHODS
-from lorakit.methods import METHODS
+from lorakit.methods import PATTERNS, REGISTRY
 
 ROOT = Path(__file__).parents[1]
 
@@ -41,28 +40,27 @@ def _reject_constant(token):
 def test_methods_lists_every_method_with_its_pattern(capsys):
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    listed = [tuple(line.split()[:2]) for line in lines]
-    expected = (
-        [(name, "chain") for name in METHODS]
-        + [(name, "federated") for name in FEDERATED_METHODS]
-        + [(name, "decentralized") for name in DECENTRALIZED_METHODS]
-        + [(name, "asynchronous") for name in ASYNC_METHODS]
-    )
-    assert listed == expected
+    listed = [tuple(line.split()[:3]) for line in lines]
+    # the one registry, in its order: chain, federated, decentralized, asynchronous
+    assert listed == [(m.name, m.pattern, m.unit) for m in REGISTRY.values()]
+    patterns = [pattern for _, pattern, _ in listed]
+    assert sorted(set(patterns), key=patterns.index) == list(PATTERNS)
     # the table of tests/patterns.py (every runnable method with its pattern) is what is listed
-    assert sorted(listed) == sorted((case.method, case.pattern) for case in CASES)
-    assert {"rw_lora", "gossip_lora", "fedavg", "fedasync", "fedbuff"} <= {m for m, _ in listed}
+    pairs = [(name, pattern) for name, pattern, _ in listed]
+    assert sorted(pairs) == sorted((case.method, case.pattern) for case in CASES)
+    assert {"rw_lora", "gossip_lora", "fedavg", "fedasync", "fedbuff"} <= {m for m, _ in pairs}
     assert len(listed) == 17
-    # the description is the registry's
+    # the description and source are the registry's
     by_name = {line.split()[0]: line for line in lines}
-    assert by_name["fedstack_lora"].endswith(FEDERATED_METHODS["fedstack_lora"][1])
-    assert by_name["rw_lora"].endswith(DECENTRALIZED_METHODS["rw_lora"][1])
-    assert by_name["fedbuff"].endswith(ASYNC_METHODS["fedbuff"])
-    assert by_name["lora"].endswith(f"{METHODS['lora'].description}  [{METHODS['lora'].paper}]")
+    for m in REGISTRY.values():
+        assert by_name[m.name].endswith(f"{m.description}  [{m.source}]")
+    assert by_name["fedstack_lora"].endswith(
+        f"{FEDERATED_METHODS['fedstack_lora'][1]}  [{REGISTRY['fedstack_lora'].source}]"
+    )
 
 
 def test_async_registry_names_the_rules():
-    assert tuple(ASYNC_METHODS) == RULES
+    assert tuple(m.name for m in REGISTRY.values() if m.pattern == "asynchronous") == RULES
 
 
 # -- lorakit verify: names, exit codes ------------------------------------------------------------

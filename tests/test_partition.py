@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lorakit.federated.partition import (
+from lorakit.problems.partition import (
     DIRICHLET_DRAWS,
     SCHEMES,
     check_partition,
@@ -205,3 +205,13 @@ def test_redraw_limit_names_the_client():
 def test_check_partition(parts, match):
     with pytest.raises(ValueError, match=match):
         check_partition(parts, 5)
+
+
+def test_the_old_path_reexports_the_problems_module():
+    # the partitions live under lorakit.problems (the problems split their data with them, with no
+    # lazy import); notebook 04 imports them from lorakit.federated.partition
+    import lorakit.federated.partition as old
+    import lorakit.problems.partition as new
+
+    for name in new.__all__:
+        assert getattr(old, name) is getattr(new, name)

@@ -31,6 +31,7 @@ from .._validation import (
     check_dtype,
     check_int,
 )
+from ..problems.partition import partition
 from ..tree import PerSite
 from .grads import at_weights, backward, model_rng
 from .saving import track_base
@@ -310,7 +311,7 @@ class ModelProblem:
         seed: int | torch.Generator = 0,
         **kwargs,
     ) -> ModelProblem:
-        """The same model and data split among clients by :func:`lorakit.federated.partition`.
+        """The same model and data split among clients by :func:`lorakit.problems.partition.partition`.
 
         ``labels`` names the data tensor whose values drive label-skew schemes (``"dirichlet"``
         needs it: without labels there is nothing to skew, so it is refused); ``kwargs`` go to
@@ -319,8 +320,6 @@ class ModelProblem:
         partition in every call and every process (``partition``'s ``generator``; torch's global
         generator is never read).
         """
-        from ..federated.partition import partition
-
         if "generator" in kwargs:
             raise TypeError("split takes seed= (an int or a torch.Generator), not generator=")
         if not isinstance(seed, torch.Generator):

@@ -2,7 +2,7 @@
 
 RW-LoRA (spec ``rw_lora.md``) moves one LoRA token along a Metropolis–Hastings random walk; its
 gossip Dec-LoRA baseline averages factors with a doubly stochastic mixing matrix. This package holds
-the shared machinery:
+the shared machinery (the methods themselves are registered in :data:`lorakit.methods.REGISTRY`):
 
 ``graphs``  :func:`make_graph` (ring, complete, star, grid/torus, Erdős–Rényi, Watts–Strogatz,
             random geometric, random regular, stochastic block), :func:`as_graph`,
@@ -61,16 +61,6 @@ from .walk import (
     visit_frequencies,
 )
 
-#: The decentralized methods a user can run (``lorakit methods`` lists them): name → (class,
-#: description), as :data:`lorakit.federated.FEDERATED_METHODS`.
-DECENTRALIZED_METHODS = {
-    "rw_lora": (RWLoRA, "RW-LoRA: one LoRA token walks the graph, each visited node trains it"),
-    "gossip_lora": (
-        GossipLoRA,
-        "gossip Dec-LoRA: every node trains, then averages with neighbours",
-    ),
-}
-
 # Modules in the order they are exported; add new ones (walk, gossip, ...) with their imports above.
 __all__ = ["graphs", "markov"]
 __all__ += [  # graphs
@@ -107,7 +97,6 @@ __all__ += [  # markov
 ]
 __all__ += ["gossip", "mismatch", "walk"]
 __all__ += [
-    "DECENTRALIZED_METHODS",
     "INITS",
     "MIXINGS",
     "OPTIMIZERS",

@@ -5,7 +5,7 @@ The tour's quadratic is ``problems.quadratic(6, 8, L=1.0, mu=0.2, seed=0)`` with
 
 from __future__ import annotations
 
-from . import exercise
+from .registry import exercise
 
 M, N, R = 6, 8, 2
 

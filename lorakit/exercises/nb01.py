@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from . import exercise
+from .registry import exercise
 
 #: The runs the exercises measure: 300 iterations whatever LORAKIT_FAST says.
 STEPS = 300

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import exercise
+from .registry import exercise
 
 M, N, R = 4, 16, 2
 #: 02.5: the step factors compared for minibatch SGD and the run (steps, seeds).

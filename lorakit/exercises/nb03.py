@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from . import exercise
+from .registry import exercise
 
 #: (d, r) pairs at which a formula for E[H] of uniform coordinate sampling is tested.
 COORDINATE_SIZES = ((5, 2), (6, 3), (7, 1), (8, 4))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 
-from . import exercise
+from .registry import exercise
 
 SECOND_MOMENT = {"r": 8, "k": 2}
 #: B (4×3) and A (3×5), integer entries, for FSLoRA's sketch variance with k = 1.

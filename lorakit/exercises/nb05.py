@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from . import exercise
+from .registry import exercise
 
 #: 05.4: the walk, its horizon and the two step sizes compared.
 PLATEAU_HOPS = 300

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from . import exercise
+from .registry import exercise
 
 __all__ = ["TOY_SHAPES", "fslora_upload_bytes", "merge_restart_change", "toy_problem"]
 

@@ -1,7 +1,8 @@
 """Federated patterns: server rounds over many simulated clients.
 
-``make_federated(name, rank, lr, **config)`` builds a registered method; every method of the
-FSLoRA family is a configuration of :class:`~lorakit.federated.lora.FederatedLoRA`:
+``lk.make(name, **config)`` (or ``make_federated``) builds a registered method
+(:data:`lorakit.methods.REGISTRY`), ``lk.run(name, problem, rounds, ...)`` runs it; every method of
+the FSLoRA family is a configuration of :class:`~lorakit.federated.lora.FederatedLoRA`:
 
 ================  =====================================================================
 ``fslora``        random k_i-subset per client and round, scale r/k_i (FSLoRA Alg. 1)
@@ -20,58 +21,35 @@ FSLoRA family is a configuration of :class:`~lorakit.federated.lora.FederatedLoR
 
 from __future__ import annotations
 
+import warnings
+
 from .._validation import check_choice
+from ..methods import REGISTRY, make
 from . import budgets
 from .fed_rac import FedRACLoRA
 from .lora import FederatedLoRA
 
 __all__ = ["FEDERATED_METHODS", "FedRACLoRA", "FederatedLoRA", "budgets", "make_federated"]
 
-
-def _fslora(rank, lr, **kw):
-    return FederatedLoRA(rank, lr, method="fslora", **kw)
-
-
-def _fedit(rank, lr, **kw):
-    if kw.get("budgets") not in (None, rank):
-        raise ValueError("fedit trains the full rank: budgets must be None (k_i = r)")
-    return FederatedLoRA(rank, lr, **{**kw, "budgets": None}, method="fedit")
-
-
-def _hetero_lora(rank, lr, **kw):
-    return FederatedLoRA(rank, lr, selection="leading", method="hetero_lora", **kw)
-
-
-def _fslora_topk(rank, lr, topk_ratio=0.5, **kw):
-    return FederatedLoRA(rank, lr, topk_ratio=topk_ratio, method="fslora_topk", **kw)
-
-
-def _flex_lora(rank, lr, **kw):
-    return FederatedLoRA(rank, lr, selection="leading", aggregation="svd", method="flex_lora", **kw)
-
-
-def _fedstack_lora(rank, lr, **kw):
-    return FederatedLoRA(
-        rank, lr, selection="leading", aggregation="stack", method="fedstack_lora", **kw
-    )
-
-
-def _fed_rac_lora(rank, lr, **kw):
-    return FedRACLoRA(rank, lr, **kw)
-
-
+#: The federated part of :data:`lorakit.methods.REGISTRY`: name → (build, description).
 FEDERATED_METHODS = {
-    "fslora": (_fslora, "FSLoRA: each client trains a random k_i-subset of the rank-r adapter"),
-    "fedit": (_fedit, "FedIT: vanilla federated LoRA, every client trains the full rank r"),
-    "hetero_lora": (_hetero_lora, "HeteroLoRA: leading k_i components, zero-padded average"),
-    "fslora_topk": (_fslora_topk, "FSLoRA with top-k sparsified uploads"),
-    "flex_lora": (_flex_lora, "FlexLoRA: average the products B_i A_i, re-factor by SVD"),
-    "fedstack_lora": (_fedstack_lora, "FedStackLoRA: merge stacked products into the base"),
-    "fed_rac_lora": (_fed_rac_lora, "Fed-RAC-LoRA: a shared frozen sketch, RR local epochs"),
+    name: (m.build, m.description) for name, m in REGISTRY.items() if m.pattern == "federated"
 }
 
 
-def make_federated(method: str, rank: int, lr: float, **config) -> FederatedLoRA:
-    """A registered federated method, e.g. ``make_federated("fslora", 8, 0.1, budgets=4)``."""
+def make_federated(
+    method: str, rank, gamma=None, *, lr=None, **config
+) -> FederatedLoRA | FedRACLoRA:
+    """A registered federated method, e.g. ``make_federated("fslora", 8, 0.1, budgets=4)``:
+    :func:`lorakit.make` restricted to the federated pattern, with its old signature (rank, step
+    size). ``lr=`` (this function's old name for the step size, used in README examples) still
+    works, with a ``DeprecationWarning``: the step size is ``gamma``."""
     check_choice("method", method, FEDERATED_METHODS)
-    return FEDERATED_METHODS[method][0](rank, lr, **config)
+    if lr is not None:
+        if gamma is not None:
+            raise TypeError("make_federated got both gamma and lr: give gamma")
+        warnings.warn(
+            "make_federated(lr=...) is deprecated: the step size is gamma", DeprecationWarning, 2
+        )
+        gamma = lr
+    return make(method, rank, *(() if gamma is None else (gamma,)), **config)

@@ -1,4 +1,5 @@
-"""The matrix-problem interface every algorithm is written against (DESIGN principle 2).
+"""The matrix-problem interface every algorithm is written against (README "Architecture",
+principle 2).
 
 A problem is a function f of one weight matrix W (m×n) with known constants. Methods only call
 ``loss`` and ``grad``; theory checks read ``L``, ``mu``, ``f_star`` and friends.

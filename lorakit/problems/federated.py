@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._validation import check_choice, check_device, check_int, check_real
+from .._validation import check_choice, check_device, check_dtype, check_int, check_real
 from ..rng import Streams
 from .base import MatrixProblem
-from .quadratics import DiagonalQuadratic, _check_dtype, _check_W, _matrix_arg
+from .quadratics import DiagonalQuadratic, check_W, matrix_arg
 
 __all__ = ["FederatedProblem", "heterogeneous_quadratics"]
 
@@ -118,7 +118,7 @@ class FederatedProblem(MatrixProblem):
             raise ValueError("clients must be a non-empty sequence of MatrixProblem")
         first = clients[0]
         W0 = first.W0.clone() if W0 is None else W0
-        W0 = _matrix_arg("W0", W0, first.m, first.n, first.dtype, first.device)
+        W0 = matrix_arg("W0", W0, first.m, first.n, first.dtype, first.device)
         return cls(m=first.m, n=first.n, W0=W0, clients=clients, name=name, **constants)
 
     def _closed_forms(self) -> None:
@@ -152,7 +152,7 @@ class FederatedProblem(MatrixProblem):
 
     def client_losses(self, W: torch.Tensor) -> torch.Tensor:
         """(f_l(W))_l, shape (..., M)."""
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         if self._stack is not None:
             lam, C, c = self._stack
             diff = W.unsqueeze(-3) - C
@@ -161,7 +161,7 @@ class FederatedProblem(MatrixProblem):
 
     def client_grads(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(∇f_l(W))_l stacked, shape (..., M, m, n); with ``idx``, only clients l ∈ idx."""
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         if self._stack is not None:
             lam, C, _ = self._stack
             if idx is not None:
@@ -178,7 +178,7 @@ class FederatedProblem(MatrixProblem):
         This is what a cohort's local steps evaluate: each client at its own iterate. ``idx``
         optionally gives each client's minibatch (a list of index tensors, for finite-sum clients).
         """
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         if self._stack is not None and idx is None:
             lam, C, _ = self._stack
             first, count = int(clients[0]), clients.numel()
@@ -300,7 +300,7 @@ def heterogeneous_quadratics(
         raise ValueError(f"mu < L needs m*n >= 2 entries (for mu and L), got m*n={m * n}")
     spread = check_real("spread", spread, low=0.0)
     seed = check_int("seed", seed, low=0)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
     streams = Streams(seed)
     C = torch.randn(m, n, generator=streams["init"], dtype=torch.float64)
@@ -310,7 +310,7 @@ def heterogeneous_quadratics(
         lam = torch.stack([_log_uniform_curvature(m, n, L, mu, streams["data"]) for _ in range(M)])
     Z = torch.randn(M, m, n, generator=streams["noise"], dtype=torch.float64)
     centres = C + spread * Z
-    W0 = _matrix_arg("W0", W0, m, n, dtype, device)
+    W0 = matrix_arg("W0", W0, m, n, dtype, device)
     kw = {"dtype": dtype, "device": device}
     clients = [
         DiagonalQuadratic(

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import check_device, check_int
+from .._validation import check_device, check_dtype, check_int
 from ..rng import Streams
 from .base import MatrixProblem
-from .quadratics import _check_dtype, _check_W, _matrix_arg
+from .quadratics import check_W, matrix_arg
 
 __all__ = ["SmoothNonconvex", "smooth_nonconvex"]
 
@@ -33,13 +33,13 @@ class SmoothNonconvex(MatrixProblem):
             raise ValueError("W_star (the centre C) is required for SmoothNonconvex")
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         u2 = (W - self.W_star).square()
         return (u2 / (1 + u2)).sum(dim=(-2, -1))
 
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         self._check_idx(idx)
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         u = W - self.W_star
         return 2 * u / (1 + u.square()).square()
 
@@ -62,14 +62,14 @@ def smooth_nonconvex(
     m = check_int("m", m, low=1)
     n = check_int("n", n, low=1)
     seed = check_int("seed", seed, low=0)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
     if C is None:
         C = torch.randn(m, n, generator=Streams(seed)["init"], dtype=torch.float64)
         C = C.to(dtype=dtype, device=device)
     else:
-        C = _matrix_arg("C", C, m, n, dtype, device)
-    W0 = _matrix_arg("W0", W0, m, n, dtype, device)
+        C = matrix_arg("C", C, m, n, dtype, device)
+    W0 = matrix_arg("W0", W0, m, n, dtype, device)
     return SmoothNonconvex(
         m=m, n=n, W0=W0, W_star=C, L=2.0, f_star=0.0, f_lower=0.0, name="smooth_nonconvex"
     )

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validation import check_choice, check_device, check_int
+from .._validation import check_choice, check_device, check_dtype, check_int
 from ..rng import Streams
 from .base import MatrixProblem
-from .quadratics import _check_dtype, _check_W, _matrix_arg
+from .quadratics import check_W, matrix_arg
 
 __all__ = ["DistanceProblem", "frobenius_distance", "l1_distance"]
 
@@ -38,7 +38,7 @@ class DistanceProblem(MatrixProblem):
         self.smooth = False
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         diff = W - self.W_star
         if self.norm == "l1":
             return diff.abs().sum(dim=(-2, -1))
@@ -47,7 +47,7 @@ class DistanceProblem(MatrixProblem):
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """sign(W − W*) for ℓ1; (W − W*)/‖W − W*‖_F for "fro", and 0 at W = W*."""
         self._check_idx(idx)
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         diff = W - self.W_star
         if self.norm == "l1":
             return torch.sign(diff)
@@ -60,14 +60,14 @@ def _distance(norm, m, n, W_star, W0, seed, dtype, device) -> DistanceProblem:
     m = check_int("m", m, low=1)
     n = check_int("n", n, low=1)
     seed = check_int("seed", seed, low=0)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
     if W_star is None:
         W_star = torch.randn(m, n, generator=Streams(seed)["init"], dtype=torch.float64)
         W_star = W_star.to(dtype=dtype, device=device)
     else:
-        W_star = _matrix_arg("W_star", W_star, m, n, dtype, device)
-    W0 = _matrix_arg("W0", W0, m, n, dtype, device)
+        W_star = matrix_arg("W_star", W_star, m, n, dtype, device)
+    W0 = matrix_arg("W0", W0, m, n, dtype, device)
     return DistanceProblem(
         m=m,
         n=n,

@@ -70,13 +70,13 @@ class DiagonalQuadratic(MatrixProblem):
         return self._excess(W) if self.f_star == self.offset else self.loss(W) - self.f_star
 
     def _excess(self, W: torch.Tensor) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         diff = W - self.W_star
         return 0.5 * (self.curvature * diff * diff).sum(dim=(-2, -1))
 
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         self._check_idx(idx)
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         return self.curvature * (W - self.W_star)
 
 
@@ -103,7 +103,7 @@ def counterexample(
     """
     if not isinstance(half, bool):
         raise ValueError(f"half must be a bool, got {half!r}")
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
     M = [Fraction(10)] + [Fraction(1)] * 8
     scale = Fraction(1) if half else Fraction(2)  # Hessian = scale · M
@@ -111,7 +111,7 @@ def counterexample(
     f_star = -sum(1 / Mi for Mi in M) / (2 * scale)  # −½ bᵀ(scale·M)⁻¹b
     curvature = torch.tensor([float(scale * Mi) for Mi in M], dtype=dtype, device=device)
     W_star = torch.tensor([float(v) for v in x_star], dtype=dtype, device=device)
-    W0 = _matrix_arg("W0", W0, 3, 3, dtype, device)
+    W0 = matrix_arg("W0", W0, 3, 3, dtype, device)
     return DiagonalQuadratic(
         m=3,
         n=3,
@@ -158,7 +158,7 @@ def quadratic(
         mu = L
     mu = check_real("mu", mu, low=0.0, high=L, low_open=True)
     seed = check_int("seed", seed, low=0)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
     streams = Streams(seed)
     if mu == L:
@@ -177,8 +177,8 @@ def quadratic(
         W_star = torch.randn(m, n, generator=streams["init"], dtype=torch.float64)
         W_star = W_star.to(dtype=dtype, device=device)
     else:
-        W_star = _matrix_arg("W_star", W_star, m, n, dtype, device)
-    W0 = _matrix_arg("W0", W0, m, n, dtype, device)
+        W_star = matrix_arg("W_star", W_star, m, n, dtype, device)
+    W0 = matrix_arg("W0", W0, m, n, dtype, device)
     return DiagonalQuadratic(
         m=m,
         n=n,
@@ -196,17 +196,13 @@ def quadratic(
 # -- helpers shared by the problem modules -----------------------------------------------------
 
 
-def _check_dtype(dtype) -> torch.dtype:
-    return check_dtype("dtype", dtype)
-
-
 def _check_exact_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
     if tuple(tensor.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
 
 
-def _matrix_arg(name, value, m, n, dtype, device) -> torch.Tensor:
-    """A user-supplied m×n matrix as a tensor of ``dtype`` on ``device`` (zeros when None)."""
+def matrix_arg(name, value, m, n, dtype, device) -> torch.Tensor:
+    """Shared by the problem modules: a user-supplied m×n matrix as a tensor of ``dtype`` on ``device`` (zeros when None)."""
     if value is None:
         return torch.zeros(m, n, dtype=dtype, device=device)
     try:
@@ -220,7 +216,8 @@ def _matrix_arg(name, value, m, n, dtype, device) -> torch.Tensor:
     return tensor
 
 
-def _check_W(W: torch.Tensor, m: int, n: int) -> None:
+def check_W(W: torch.Tensor, m: int, n: int) -> None:
+    """Shared by the problem modules: ``W`` is a tensor of shape (..., m, n), else ``ValueError``."""
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"W must be a torch.Tensor of shape (..., {m}, {n}), got {type(W)}")
     if W.dim() < 2:

@@ -24,9 +24,9 @@ import torch
 from scipy.optimize import minimize
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from .._validation import check_device, check_int, check_real
+from .._validation import check_device, check_dtype, check_int, check_real
 from .base import MatrixProblem
-from .quadratics import _check_dtype, _check_W
+from .quadratics import check_W
 
 __all__ = ["LinearRegression", "LogisticRegression", "linear_regression", "logistic_regression"]
 
@@ -66,7 +66,7 @@ class LinearRegression(MatrixProblem):
         if self.n_samples != N:
             raise ValueError(f"n_samples must equal the number of rows of D ({N})")
         if self.lambda_max is None:
-            self.lambda_max = _lambda_max_torch(self.D)
+            self.lambda_max = lambda_max_torch(self.D)
         if self.L is None:
             self.L = self.lambda_max + 2 * self.reg
         if self.f_lower is None:
@@ -75,18 +75,18 @@ class LinearRegression(MatrixProblem):
             self.pretrain_L = self.pretrain.L
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         x = W.reshape(*W.shape[:-2], self.m * self.n)
         r = x @ self.D.T - self.b
         x2 = x.square()
         return 0.5 * r.square().mean(dim=-1) + self.reg * (x2 / (1 + x2)).sum(dim=-1)
 
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         x = W.reshape(*W.shape[:-2], self.m * self.n)
         D, b = self.D, self.b
         if idx is not None:
-            idx = _as_index(idx, self.n_samples, D.device)
+            idx = as_index(idx, self.n_samples, D.device)
             D, b = D[idx], b[idx]
         r = x @ D.T - b
         g = (r @ D) / D.shape[0] + self.reg * 2 * x / (1 + x.square()).square()
@@ -145,7 +145,7 @@ def linear_regression(
     if pretrain_reg is not None:
         pretrain_reg = check_real("pretrain_reg", pretrain_reg, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0, high=2**32 - 1 - 42)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
 
     from sklearn.datasets import make_regression
@@ -246,25 +246,25 @@ class LogisticRegression(MatrixProblem):
         if self.n_samples != N:
             raise ValueError(f"n_samples must equal the number of rows of X ({N})")
         if self.L is None:
-            self.L = _lambda_max_torch(self.X) / 4 + self.reg
+            self.L = lambda_max_torch(self.X) / 4 + self.reg
         if self.mu is None and self.reg > 0:
             self.mu = self.reg
         if self.f_lower is None:
             self.f_lower = 0.0
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         x = W.reshape(*W.shape[:-2], self.m * self.n)
         margins = self.y * (x @ self.X.T)
         data = torch.nn.functional.softplus(-margins).mean(dim=-1)
         return data + 0.5 * self.reg * x.square().sum(dim=-1)
 
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         x = W.reshape(*W.shape[:-2], self.m * self.n)
         X, y = self.X, self.y
         if idx is not None:
-            idx = _as_index(idx, self.n_samples, X.device)
+            idx = as_index(idx, self.n_samples, X.device)
             X, y = X[idx], y[idx]
         # d/dz log(1 + exp(−y z)) = −y σ(−y z)
         s = -y * torch.sigmoid(-y * (x @ X.T))
@@ -308,7 +308,7 @@ def logistic_regression(
     reg = check_real("reg", reg, low=0.0, low_open=True)
     label_noise = check_real("label_noise", label_noise, low=0.0, high=0.5)
     seed = check_int("seed", seed, low=0)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
     d, N = m * n, n_samples
 
@@ -326,8 +326,8 @@ def logistic_regression(
 
     X_ft, y_ft = task(w_ft)
     X_pre, y_pre = task(w_pre)
-    x0 = _solve_logistic(X_pre, y_pre, reg, what="pre-training")
-    x_star = _solve_logistic(X_ft, y_ft, reg, what="fine-tuning")
+    x0 = solve_logistic(X_pre, y_pre, reg, what="pre-training")
+    x_star = solve_logistic(X_ft, y_ft, reg, what="fine-tuning")
     # f* in float64 with the same torch formula as ``loss``, so that gap(W_star) is ~0.
     f_star = float(
         torch.nn.functional.softplus(-torch.from_numpy(y_ft * (X_ft @ x_star))).mean()
@@ -366,7 +366,7 @@ def _check_data(dname, bname, D, b, d) -> None:
         raise ValueError(f"{bname} must be a tensor of shape ({D.shape[0]},), got {got}")
 
 
-def _as_index(idx, N: int, device) -> torch.Tensor:
+def as_index(idx, N: int, device) -> torch.Tensor:
     """``idx`` as a 1-D long tensor on ``device`` with entries in [0, N − 1]."""
     idx = torch.as_tensor(idx, device=device)
     if idx.dtype == torch.bool or idx.dtype.is_floating_point or idx.dtype.is_complex:
@@ -397,7 +397,8 @@ def _lambda_max_np(D: np.ndarray) -> float:
     return float(eigsh(op, k=1, which="LA", tol=0, v0=v0, return_eigenvectors=False)[0])
 
 
-def _lambda_max_torch(D: torch.Tensor) -> float:
+def lambda_max_torch(D: torch.Tensor) -> float:
+    """λ_max(DᵀD/N) of an N×d data matrix (through the smaller Gram matrix)."""
     N, d = D.shape
     G = D.T @ D if d <= N else D @ D.T
     return float(torch.linalg.eigvalsh(G / N)[-1])
@@ -424,7 +425,7 @@ def _lbfgs(
     raise RuntimeError(f"{what}: L-BFGS-B did not reach ||grad||^2 <= {grad_sq_tol:g}")
 
 
-def _solve_logistic(X: np.ndarray, y: np.ndarray, reg: float, *, what: str) -> np.ndarray:
+def solve_logistic(X: np.ndarray, y: np.ndarray, reg: float, *, what: str) -> np.ndarray:
     """argmin of the ℓ2-regularised logistic loss: L-BFGS-B, then Newton to ‖∇f‖ ≤ 1e-12."""
     from scipy.special import expit
 

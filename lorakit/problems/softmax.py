@@ -31,7 +31,7 @@ download is needed.
 
 * :func:`digits_softmax` — the pooled problem (10 × 64).
 * :func:`federated_digits` — the same data split among clients with
-  :func:`lorakit.federated.partition.partition` (iid, Dirichlet label skew as in the FSLoRA code
+  :func:`lorakit.problems.partition.partition` (iid, Dirichlet label skew as in the FSLoRA code
   (spec ``fslora.md`` §10 item 7, §11), or quantity skew), as a
   :class:`~lorakit.problems.federated.FederatedProblem` of :class:`SoftmaxRegression` clients.
 """
@@ -46,12 +46,13 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from .._validation import check_device, check_int, check_real
+from .._validation import check_device, check_dtype, check_int, check_real
 from ..rng import Streams
 from .base import MatrixProblem
 from .federated import FederatedProblem
-from .quadratics import _check_dtype, _check_W, _matrix_arg
-from .regression import _as_index, _lambda_max_torch
+from .partition import check_partition, partition
+from .quadratics import check_W, matrix_arg
+from .regression import as_index, lambda_max_torch
 
 __all__ = ["SoftmaxRegression", "digits_softmax", "federated_digits"]
 
@@ -103,7 +104,7 @@ class SoftmaxRegression(MatrixProblem):
             raise ValueError(f"n_samples must equal the number of rows of X ({N})")
         self._Y = _one_hot(self.y, self.m, self.X.dtype)
         if self.lambda_max is None:
-            self.lambda_max = _lambda_max_torch(self.X)
+            self.lambda_max = lambda_max_torch(self.X)
         if self.L is None:
             self.L = self.lambda_max / 2 + self.reg
         if self.mu is None and self.reg > 0:
@@ -115,7 +116,7 @@ class SoftmaxRegression(MatrixProblem):
             if self.reg <= 0:
                 raise ValueError("solve=True needs reg > 0 (a strongly convex problem)")
             X64 = self.X.detach().cpu().double().numpy()
-            w = _solve_softmax(X64, self.y.cpu().numpy(), self.m, self.reg, what=self.name)
+            w = solve_softmax(X64, self.y.cpu().numpy(), self.m, self.reg, what=self.name)
             W_star = torch.from_numpy(w.reshape(self.m, self.n))
             self.f_star = float(
                 _softmax_loss(W_star, self.X.cpu().double(), self._Y.cpu().double(), self.reg)
@@ -127,21 +128,21 @@ class SoftmaxRegression(MatrixProblem):
 
     # -- interface -----------------------------------------------------------------------------
     def loss(self, W: torch.Tensor) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         return _softmax_loss(W, self.X, self._Y, self.reg)
 
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         X, Y = self.X, self._Y
         if idx is not None:
-            idx = _as_index(idx, self.n_samples, X.device)
+            idx = as_index(idx, self.n_samples, X.device)
             X, Y = X[idx], Y[idx]
         P = torch.softmax(X @ W.mT, dim=-1)  # (..., B, C)
         return (P - Y).mT @ X / X.shape[0] + self.reg * W
 
     def logits(self, W: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
         """W x_i for every row of ``X`` (default: the training features), shape (..., N, m)."""
-        _check_W(W, self.m, self.n)
+        check_W(W, self.m, self.n)
         return (self.X if X is None else X) @ W.mT
 
     def accuracy(self, W: torch.Tensor, split: str = "train") -> torch.Tensor:
@@ -181,10 +182,10 @@ def digits_softmax(
     unless ``solve=False``. W0 defaults to zeros (f(W0) = log 10).
     """
     reg = check_real("reg", reg, low=0.0, low_open=True)
-    X, y, X_test, y_test = _digits(standardize, test_fraction, seed)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    X, y, X_test, y_test = digits_arrays(standardize, test_fraction, seed)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
-    W0 = _matrix_arg("W0", W0, DIGITS_CLASSES, DIGITS_FEATURES, dtype, device)
+    W0 = matrix_arg("W0", W0, DIGITS_CLASSES, DIGITS_FEATURES, dtype, device)
     kw = {"dtype": dtype, "device": device}
     return SoftmaxRegression(
         m=DIGITS_CLASSES,
@@ -219,7 +220,7 @@ def federated_digits(
     """Softmax regression on the digits split among clients, as a :class:`FederatedProblem`.
 
     The 1,797 digits (features as in :func:`digits_softmax` with ``test_fraction=0``, the scaler
-    fitted on all of them) are split by :func:`lorakit.federated.partition.partition` with
+    fitted on all of them) are split by :func:`lorakit.problems.partition.partition` with
     ``scheme`` (``"iid"``, ``"dirichlet"`` label skew, ``"quantity"`` skew), ``alpha``,
     ``min_size`` and ``draw``, drawing from the ``"partition"`` stream of
     :class:`lorakit.rng.Streams` ``(seed)``. Defaults: 10 clients, Dirichlet α = 0.5 (the FSLoRA
@@ -246,13 +247,11 @@ def federated_digits(
     ``labels`` (the (1797,) label tensor), ``features`` (the (1797, 64) feature tensor),
     ``scheme`` and ``alpha``.
     """
-    from ..federated.partition import check_partition, partition  # avoids an import cycle
-
     reg = check_real("reg", reg, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
-    dtype, device = _check_dtype(dtype), check_device("device", device)
+    dtype, device = check_dtype("dtype", dtype), check_device("device", device)
     device = torch.device(device)
-    X, y, _, _ = _digits(standardize, 0.0, seed)
+    X, y, _, _ = digits_arrays(standardize, 0.0, seed)
     N = y.size
     if parts is None:
         gen = Streams(seed)["partition"]
@@ -263,7 +262,7 @@ def federated_digits(
         parts = check_partition(parts, N)
         scheme, alpha = "given", None
     M = len(parts)
-    W0 = _matrix_arg("W0", W0, DIGITS_CLASSES, DIGITS_FEATURES, dtype, device)
+    W0 = matrix_arg("W0", W0, DIGITS_CLASSES, DIGITS_FEATURES, dtype, device)
     kw = {"dtype": dtype, "device": device}
     Xt = torch.as_tensor(X, **kw)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
@@ -286,7 +285,7 @@ def federated_digits(
     omega = np.empty(N)
     for part in parts:
         omega[part.numpy()] = 1.0 / (M * part.numel())
-    w = _solve_softmax(X, y, DIGITS_CLASSES, reg, weights=omega, what="federated_digits")
+    w = solve_softmax(X, y, DIGITS_CLASSES, reg, weights=omega, what="federated_digits")
     W_star64 = torch.from_numpy(w.reshape(DIGITS_CLASSES, DIGITS_FEATURES))
     X64 = torch.from_numpy(X)
     Y64 = _one_hot(torch.from_numpy(y), DIGITS_CLASSES, torch.float64)
@@ -355,7 +354,7 @@ def _check_xy(xname, yname, X, y, m, n, W0):
     return X, y.to(device=W0.device, dtype=torch.long)
 
 
-def _digits(standardize: bool, test_fraction: float, seed: int):
+def digits_arrays(standardize: bool, test_fraction: float, seed: int):
     """load_digits features (float64) and labels, optionally split and standardised."""
     from sklearn.datasets import load_digits
 
@@ -391,7 +390,7 @@ def _digits(standardize: bool, test_fraction: float, seed: int):
     return X, y, X_test, y_test
 
 
-def _solve_softmax(
+def solve_softmax(
     X: np.ndarray,
     y: np.ndarray,
     C: int,
@@ -454,14 +453,14 @@ def _solve_softmax(
 
     # One BLAS thread: these products are small, and threaded BLAS on a busy machine is many
     # times slower (measured: 0.12 s vs 1.2 s for the digits solve on 2 loaded cores).
-    with _one_blas_thread():
-        w = _newton(fun, newton_step, D, tol, lbfgs_iters, max_newton)
+    with one_blas_thread():
+        w = newton(fun, newton_step, D, tol, lbfgs_iters, max_newton)
     if w is not None:
         return w
     raise RuntimeError(f"{what}: could not solve the softmax problem to ||grad|| <= {tol:g}")
 
 
-def _newton(fun, newton_step, D, tol, lbfgs_iters, max_newton):
+def newton(fun, newton_step, D, tol, lbfgs_iters, max_newton):
     """L-BFGS-B warm start, then damped Newton; the solution, or None if ‖∇‖ > tol at the end."""
     opts = {"maxiter": lbfgs_iters, "gtol": tol, "ftol": 0.0}
     w = minimize(fun, np.zeros(D), jac=True, method="L-BFGS-B", options=opts).x
@@ -486,7 +485,8 @@ def _newton(fun, newton_step, D, tol, lbfgs_iters, max_newton):
     return w if np.linalg.norm(g) <= tol else None
 
 
-def _one_blas_thread():
+def one_blas_thread():
+    """A context that runs scipy's solvers on one BLAS thread (threadpoolctl), if available."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn

@@ -5,7 +5,7 @@
 :class:`~lorakit.problems.softmax.SoftmaxRegression` into a
 :class:`~lorakit.problems.federated.FederatedProblem` whose client l is the *same* problem class
 on its own rows (D, b or X, y), with the same W0 and ``reg``; the rows are assigned by
-:func:`lorakit.federated.partition.partition` (``"iid"``, ``"dirichlet"`` label skew,
+:func:`lorakit.problems.partition.partition` (``"iid"``, ``"dirichlet"`` label skew,
 ``"quantity"`` skew; the FSLoRA spec §10 item 7 and the Federated issue §1–§3).
 
 Objective. FederatedProblem's f = (1/M) Σ_l f_l weighs the *clients* uniformly (Bernoulli-LoRA
@@ -35,8 +35,9 @@ import torch
 from .._validation import check_int
 from ..rng import Streams
 from .federated import FederatedProblem
-from .regression import LinearRegression, LogisticRegression, _solve_logistic
-from .softmax import SoftmaxRegression, _newton, _one_blas_thread, _solve_softmax
+from .partition import check_partition, partition
+from .regression import LinearRegression, LogisticRegression, solve_logistic
+from .softmax import SoftmaxRegression, newton, one_blas_thread, solve_softmax
 
 __all__ = ["split"]
 
@@ -64,7 +65,7 @@ def split(
     problem : a :class:`LinearRegression` (rows of D, b), :class:`LogisticRegression` (X, y) or
         :class:`SoftmaxRegression` (X, y).
     num_clients, scheme, alpha, min_size, draw : passed to
-        :func:`lorakit.federated.partition.partition` (``scheme`` ∈ ``"iid"``, ``"dirichlet"``,
+        :func:`lorakit.problems.partition.partition` (``scheme`` ∈ ``"iid"``, ``"dirichlet"``,
         ``"quantity"``), which draws from the ``"partition"`` stream of
         :class:`lorakit.rng.Streams` ``(seed)``.
     labels : the labels that ``"dirichlet"`` skews, one per row. ``None``: the class labels of a
@@ -79,8 +80,6 @@ def split(
     Client l is named ``client{l}``. The result carries ``partition`` (the index tensors),
     ``labels`` (the labels used), ``pooled`` (``problem``), ``scheme`` and ``alpha``.
     """
-    from ..federated.partition import check_partition, partition  # avoids an import cycle
-
     if not isinstance(problem, SPLITTABLE):
         names = ", ".join(c.__name__ for c in SPLITTABLE)
         raise ValueError(f"problem must be a finite-sum {names}, got {type(problem).__name__}")
@@ -171,7 +170,7 @@ def _client(problem, idx: torch.Tensor, name: str, solve: bool):
     if not solve:
         return LogisticRegression(X=X, y=y, **common)
     X64, y64 = X.detach().cpu().double(), y.detach().cpu().double()
-    x = _solve_logistic(X64.numpy(), y64.numpy(), problem.reg, what=name)
+    x = solve_logistic(X64.numpy(), y64.numpy(), problem.reg, what=name)
     xt = torch.from_numpy(x)
     f_star = float(_logistic_loss(xt, X64, y64, problem.reg))
     W_star = xt.reshape(problem.m, problem.n).to(dtype=problem.dtype, device=problem.device)
@@ -218,7 +217,7 @@ def _solve_weighted(problem, rows, target, omega) -> np.ndarray:
     w = omega.numpy()
     if isinstance(problem, SoftmaxRegression):
         y = target.detach().cpu().numpy()
-        return _solve_softmax(X, y, problem.m, problem.reg, weights=w, what=f"split {problem.name}")
+        return solve_softmax(X, y, problem.m, problem.reg, weights=w, what=f"split {problem.name}")
     return _solve_weighted_logistic(X, target.detach().cpu().double().numpy(), w, problem.reg)
 
 
@@ -239,8 +238,8 @@ def _solve_weighted_logistic(X, y, omega, reg, *, tol: float = 1e-12) -> np.ndar
         H = (X.T * (omega * s * (1 - s))) @ X + reg * np.eye(d)
         return -np.linalg.solve(H, g)
 
-    with _one_blas_thread():
-        x = _newton(fun, newton_step, d, tol, 200, 200)
+    with one_blas_thread():
+        x = newton(fun, newton_step, d, tol, 200, 200)
     if x is None:
         raise RuntimeError(f"split: could not solve the federated logistic problem to {tol:g}")
     return x

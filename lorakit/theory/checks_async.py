@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 
-from ..checks import Result
 from ..problems import heterogeneous_quadratics
 from .async_fl import PAPER  # noqa: F401  (registers the theorems)
-from .checks import register_theorem_check, theorem_result
+from .measure import register_theorem_check, theorem_result
+from .registry import Result
 from .theorem import THEOREMS
 
 __all__ = ["fedavg_partial_participation", "root_of_bound"]

@@ -25,20 +25,20 @@ Each run (problem, method, γ, T, seeds, constants, measurement) is defined once
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import numpy as np
-import pandas as pd
-import torch
-
-from ..checks import Result
-from ..estimators import Estimate, Estimator
 from . import bernoulli_lora  # noqa: F401  (registers the theorems)
-from .checks import _mean_se, _per_seed, register_theorem_check, scenario_result
-from .constants import lambda_p
+from .measure import OffsetInit, avg_loss_gap, lam_p, register_theorem_check, weighted_grad_norm
+from .registry import Result
+from .scenarios import get_scenario, scenario_result
 from .theorem import THEOREMS
 
-__all__ = ["OffsetInit", "avg_loss_gap", "lam_p", "weighted_grad_norm"]
+__all__ = [
+    "OffsetInit",
+    "avg_loss_gap",
+    "lam_p",
+    "weighted_grad_norm",
+]  # from lorakit.theory.measure
 
 
 def _thm(key: str):
@@ -47,48 +47,6 @@ def _thm(key: str):
 
 def _check(key: str):
     return register_theorem_check(f"bernoulli_lora.{key}")
-
-
-def lam_p(m: int, n: int, r: int, p: float) -> float:
-    """λ^p_min = λ^p_max = p·r/m + (1 − p)·r/n for Gaussian sketches (Assumption 1, Lemma 3)."""
-    return float(lambda_p(p, r, m, n).min)
-
-
-def weighted_grad_norm(frame: pd.DataFrame, T: int, growth: float) -> tuple[float, float]:
-    """E‖∇f(W̃^T)‖² for W̃^T drawn from W^0..W^{T−1} with w_t ∝ (1 + growth)^{−t} (Thms 2, 5)."""
-    values = _per_seed(frame, "grad_norm_sq", range(T))
-    w = (1.0 + growth) ** -np.arange(T, dtype=float)
-    return _mean_se(values @ (w / w.sum()))
-
-
-def avg_loss_gap(frame: pd.DataFrame, T: int, f_star: float) -> tuple[float, float]:
-    """E[f(W̄^T)] − f* with W̄^T = (1/T) Σ_{t<T} W^t (the ``loss_avg`` column; Theorem 10)."""
-    return _mean_se(_per_seed(frame, "loss_avg", [T])[:, 0] - f_star)
-
-
-@dataclass(frozen=True)
-class OffsetInit(Estimator):
-    """``base`` with G^0 = base's G^0 + ``offset``, so 𝒢^0 = ‖offset‖² when base starts exact.
-
-    Only the initial estimate changes; the updates are base's (PAGE and MVR keep (G, W) as state).
-    """
-
-    base: Estimator
-    offset: torch.Tensor
-    name = "offset_init"
-
-    def bind(self, problem):
-        return OffsetInit(self.base.bind(problem), self.offset)
-
-    def init(self, problem, W, streams):
-        G = self.base.init(problem, W, streams).G + self.offset
-        return Estimate(G, (G, W), False)
-
-    def update(self, problem, W, state, streams):
-        return self.base.update(problem, W, state, streams)
-
-    def __str__(self):
-        return f"{self.base}, G^0 = ∇f(W^0) + E"
 
 
 def _fmt(x: float) -> str:
@@ -220,8 +178,6 @@ def _thm_22(fast: bool) -> Result:
     cap, and the check must run inside the corrected one. A second run at the printed cap (inside
     the gap between the caps) is reported in the detail: E f(W^T) − f* stays below the printed
     bound there too, because the real EF21 error contracts faster than the proof's Lyapunov bound."""
-    from .scenarios import get_scenario  # late: scenarios imports this module
-
     result = _result("theorem_22", fast)
     scenario, thm = get_scenario("bernoulli_lora.theorem_22"), _thm("theorem_22")
     T = scenario.T

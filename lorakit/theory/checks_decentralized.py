@@ -33,7 +33,6 @@ import pandas as pd
 import sympy as sp
 import torch
 
-from ..checks import Result, register
 from ..decentralized.graphs import make_graph
 from ..decentralized.markov import (
     complete_graph_tv_symbolic,
@@ -50,7 +49,8 @@ from ..decentralized.markov import (
 from ..decentralized.walk import RWLoRA, WalkSimulation
 from ..problems import heterogeneous_quadratics
 from . import rw_lora  # noqa: F401  (registers the theorems)
-from .checks import _mean_se, register_theorem_check, theorem_result
+from .measure import mean_se, register_theorem_check, theorem_result
+from .registry import Result, register
 from .rw_lora import complete_graph_tau, levin_peres_lower
 from .symbols import SYMBOLS
 from .theorem import THEOREMS
@@ -146,7 +146,7 @@ def theorem_1_run(kind: str, fast: bool, T: int | None = None) -> Theorem1Run:
         f_inf=float(problem.f_star),
     )
     label = "lazy 10-ring (I + P)/2" if kind == "ring" else "K_10 (MH, P = (J − I)/9)"
-    return Theorem1Run(frame, _mean_se(per_seed), constants, mixing, label)
+    return Theorem1Run(frame, mean_se(per_seed), constants, mixing, label)
 
 
 def _theorem_1_result(kind: str, fast: bool) -> Result:

@@ -39,12 +39,12 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from ..checks import Result, register
 from ..federated import FedRACLoRA, make_federated
 from ..federated.lora import _Run
 from ..problems import heterogeneous_quadratics
 from . import fslora, rac_lora  # noqa: F401  (registers the theorems)
-from .checks import _mean_se, register_theorem_check, theorem_result
+from .measure import mean_se, register_theorem_check, theorem_result
+from .registry import Result, register
 from .sketch_moments import (
     diagonals,
     expected_sketched_norm,
@@ -110,7 +110,7 @@ def _rac_f2(fast: bool) -> Result:
     frame, c = fed_rac_run(fast)
     values = _per_round(frame, "grad_norm_sq", c["T"])
     best = int(values.mean(axis=0).argmin())
-    measured = _mean_se(values[:, best])
+    measured = mean_se(values[:, best])
     thm = THEOREMS["rac_lora.theorem_f.2"]
     detail = (
         f"Fed-RAC-LoRA, left Gaussian sketch r=1 of m=16 (λ_min=1/16), M=8, C=4, N=1, β=1, "
@@ -129,7 +129,7 @@ def _rac_f2(fast: bool) -> Result:
 def _rac_f3(fast: bool) -> Result:
     """E f(W^T) − f* against the corrected form (ρ^T Δ^0 + floor); the printed one has no value."""
     frame, c = fed_rac_run(fast)
-    measured = _mean_se(_per_round(frame, "gap", c["T"])[:, 0])
+    measured = mean_se(_per_round(frame, "gap", c["T"])[:, 0])
     thm = THEOREMS["rac_lora.theorem_f.3"]
     result = theorem_result(
         thm,
@@ -303,7 +303,7 @@ def _measure(gamma: float, T: int, seeds: int):
     sg = sketched_gradients(problem, problem.W0, B, A, d["budgets"], cfg.scale)
     per_seed = sg.grad_norm_sq.reshape(seeds, T + 1)[:, :T].mean(dim=1).numpy()
     L_hat = quadratic_smoothness(problem, problem.W0, B, A, d["budgets"], cfg.scale)
-    return _mean_se(per_seed), L_hat, float(sg.sketch_var.max()), float(sg.heterogeneity.max())
+    return mean_se(per_seed), L_hat, float(sg.sketch_var.max()), float(sg.heterogeneity.max())
 
 
 @functools.lru_cache(maxsize=4)

@@ -8,7 +8,7 @@ A :class:`Scenario` says, for one theorem key, how its check configures the run:
   runs at γ = ``step_factor`` × γ_ref;
 * the **constants** as a function of (γ, T) (:meth:`Scenario.constants`) and the **measured
   left-hand side** as a function of (frame, T) (:meth:`Scenario.measure`), with the measurement
-  helpers of :mod:`lorakit.theory.checks` and :mod:`lorakit.theory.checks_bernoulli`.
+  helpers of :mod:`lorakit.theory.measure`.
 
 The registered check of the theorem is :meth:`Scenario.result` (``lorakit.checks.verify``);
 :func:`curve` runs the same configuration **once** for T_max steps and measures the left-hand side
@@ -37,12 +37,21 @@ import torch
 
 from .. import problems as pb
 from .._validation import check_int, check_real
-from ..checks import Result
 from ..compressors import rand_k, top_k
 from ..estimators import ef21, marina, mvr, page, qgd, rr, sgd
 from ..methods import run
-from .checks import average_grad_norm, gap_at, min_grad_norm, theorem_result
-from .checks_bernoulli import OffsetInit, avg_loss_gap, lam_p, weighted_grad_norm
+from ..mode import fast_mode
+from .measure import (
+    OffsetInit,
+    average_grad_norm,
+    avg_loss_gap,
+    gap_at,
+    lam_p,
+    min_grad_norm,
+    theorem_result,
+    weighted_grad_norm,
+)
+from .registry import Result
 from .symbols import NAMES
 from .theorem import THEOREMS, Theorem
 
@@ -53,6 +62,7 @@ __all__ = [
     "Scenario",
     "curve",
     "get_scenario",
+    "scenario_result",
 ]
 
 #: At most this many values of T are measured on a curve (all of 1..T_max when T_max is smaller).
@@ -222,8 +232,6 @@ class Scenario:
 
 def _seed_list(seeds, default: tuple[int, int]) -> list[int]:
     if seeds is None:
-        from ..widgets import fast_mode  # late: widgets imports this module
-
         return list(range(default[0] if fast_mode() else default[1]))
     if isinstance(seeds, Iterable) and not isinstance(seeds, str):
         out = [check_int("seeds", s, low=0) for s in seeds]
@@ -326,6 +334,12 @@ def get_scenario(key: str) -> Scenario:
     if key not in SCENARIOS:
         raise ValueError(f"key must be one of {sorted(SCENARIOS)}, got {key!r}")
     return SCENARIOS[key]
+
+
+def scenario_result(key: str, fast: bool) -> Result:
+    """The check of theorem ``key``: its scenario's run (the one definition of each check's
+    problem, method, γ, T, seeds, constants and measurement)."""
+    return get_scenario(key).result(fast)
 
 
 def curve(key: str, step_factor: float = 1.0, T: int | None = None, seeds=None) -> pd.DataFrame:

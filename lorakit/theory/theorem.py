@@ -1,4 +1,4 @@
-"""Theorems as data (DESIGN principle 3).
+"""Theorems as data (README "Architecture", principle 3).
 
 A :class:`Theorem` holds a paper's statement as printed and, where the spec found an error, the
 corrected form with a one-line reason. Each form is a bound (a sympy expression in the symbols of

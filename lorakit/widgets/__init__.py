@@ -1,7 +1,7 @@
 """The notebooks' interactive apps, written as plain functions so they are testable and timed.
 
-DESIGN principle 6 (thin notebooks): a notebook cell calls :func:`why_lora_fails_app` or
-:func:`bernoulli_explorer_app`; the apps call the ``*_frame`` functions here (which call the chain
+README "Architecture", principle 6 (thin notebooks): a notebook cell calls
+:func:`why_lora_fails_app` or :func:`bernoulli_explorer_app`; the apps call the ``*_frame`` functions here (which call the chain
 engine) and draw with :mod:`lorakit.viz`. Every app computes and draws once when it is built, so
 executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider does.
 
@@ -31,7 +31,8 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
 Set ``LORAKIT_FAST=1`` (:func:`fast_mode`) for fewer default steps and seeds (CI).
 """
 
-from ._app import App, fast_mode, figure_stem
+from ..mode import fast_mode
+from ._app import App, figure_stem
 from .asynchronous import (
     APPROXIMATIONS,
     ASYNC_RULES,

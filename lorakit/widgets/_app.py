@@ -1,4 +1,4 @@
-"""The app container shared by the notebooks, and the fast-mode switch."""
+"""The app container shared by the notebooks (the fast-mode switch is :mod:`lorakit.mode`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import hashlib
 import html
 import inspect
 import math
-import os
 import re
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice
+from ..mode import fast_mode
 from ..viz import FORMATS, output, save
 
 __all__ = ["App", "default_device", "devices", "fast_mode", "figure_stem", "one_thread"]
@@ -40,11 +40,6 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def fast_mode() -> bool:
-    """True when the environment variable ``LORAKIT_FAST`` is ``1`` (also true/yes/on): CI mode."""
-    return os.environ.get("LORAKIT_FAST", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def devices() -> tuple[str, ...]:
     """The devices an app offers: ``("cuda", "cpu")`` when torch sees a CUDA GPU, else ``("cpu",)``."""
     import torch
@@ -62,10 +57,6 @@ def _takes_device(compute: Callable) -> bool:
         return "device" in inspect.signature(compute).parameters
     except (TypeError, ValueError):  # a builtin without a signature
         return False
-
-
-def _default(value, normal, fast):
-    return value if value is not None else (fast if fast_mode() else normal)
 
 
 def figure_stem(app: str, values: dict) -> str:

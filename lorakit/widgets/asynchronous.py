@@ -32,8 +32,9 @@ from .. import problems
 from .._validation import check_choice, check_int, check_real
 from ..asynchronous.clock import SPEEDS, STALENESS, AsyncFL
 from ..lowrank import LowRank, cur, paper_row_id, pca, qrcp
+from ..mode import by_mode
 from ..viz import FLOOR, divergence_layer
-from ._app import App, _default
+from ._app import App
 
 __all__ = [
     "APPROXIMATIONS",
@@ -138,7 +139,7 @@ def async_frames(
     check_choice("stragglers", stragglers, SPEEDS)
     check_choice("staleness", staleness, STALENESS)
     compressor = _compressor(approximation, rank)
-    budget = _default(time_budget, TIME_BUDGET, FAST_TIME_BUDGET)
+    budget = by_mode(time_budget, TIME_BUDGET, FAST_TIME_BUDGET)
     budget = check_real("time_budget", budget, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
     prob = _quadratics(num_clients)
@@ -368,7 +369,7 @@ def async_app(
     check_choice("staleness", staleness, STALENESS)
     check_choice("approximation", approximation, APPROXIMATIONS)
     rank = check_int("rank", rank, low=1, high=min(SHAPE))  # the slider keeps it while disabled
-    budget = _default(time_budget, TIME_BUDGET, FAST_TIME_BUDGET)
+    budget = by_mode(time_budget, TIME_BUDGET, FAST_TIME_BUDGET)
     budget = check_real("time_budget", budget, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
     style = {"description_width": "initial"}

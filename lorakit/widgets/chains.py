@@ -15,10 +15,11 @@ from .. import estimators as est
 from .. import problems
 from .._validation import check_choice, check_int, check_real
 from ..methods import METHODS, run
+from ..mode import by_mode
 from ..sketches import SKETCHES
 from ..theory import lambda_p as lambda_p_of
 from ..viz import convergence_chart, theory_rate_frame
-from ._app import App, _default, one_thread
+from ._app import App, one_thread
 
 COUNTEREXAMPLE_METHODS = ("lora", "asymm_lora", "cola", "rac_lora", "bernoulli_lora")
 EXPLORER_SKETCHES = tuple(SKETCHES)
@@ -92,7 +93,7 @@ def counterexample_frame(
     rank = check_int("rank", rank, low=1, high=min(problem.m, problem.n))
     step_factor = check_real("step_factor", step_factor, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0)
-    steps = check_int("steps", _default(steps, 300, 100), low=1)
+    steps = check_int("steps", by_mode(steps, 300, 100), low=1)
     cola_steps_per_link = check_int("cola_steps_per_link", cola_steps_per_link, low=1)
     p = check_real("p", p, low=0.0, high=1.0)
     gamma = step_factor / problem.L
@@ -281,7 +282,7 @@ def why_lora_fails_app(
     Computes and draws once when built; returns an :class:`App` (an ``ipywidgets.VBox``).
     """
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
-    steps = check_int("steps", _default(steps, 300, 100), low=1)
+    steps = check_int("steps", by_mode(steps, 300, 100), low=1)
     # Validate the initial values once, with the functions' own messages (one cheap step).
     counterexample_frame(methods, rank, step_factor, seed, 1)
     style = {"description_width": "initial"}
@@ -358,8 +359,8 @@ def explorer_frame(
     rank = check_int("rank", rank, low=1, high=min(m, n))
     check_choice("sketch", sketch, EXPLORER_SKETCHES)
     step_factor = check_real("step_factor", step_factor, low=0.0, low_open=True)
-    steps = check_int("steps", _default(steps, 200, 60), low=1)
-    seeds = _default(seeds, 3, 2)
+    steps = check_int("steps", by_mode(steps, 200, 60), low=1)
+    seeds = by_mode(seeds, 3, 2)
     if isinstance(seeds, Iterable):
         seeds = [check_int("seeds", s, low=0) for s in seeds]
         if not seeds:
@@ -566,8 +567,8 @@ def bernoulli_explorer_app(
 
     Computes and draws once when built; returns an :class:`App` (an ``ipywidgets.VBox``).
     """
-    steps = check_int("steps", _default(steps, 200, 60), low=1)
-    seeds = _default(seeds, 3, 2)
+    steps = check_int("steps", by_mode(steps, 200, 60), low=1)
+    seeds = by_mode(seeds, 3, 2)
     # Validate the initial values with the functions' own messages (one cheap step).
     explorer_frame(p, rank, sketch, estimator, step_factor, 1, seeds, m, n)
     style = {"description_width": "initial"}

@@ -8,7 +8,7 @@ Metropolis–Hastings walk (optionally lazy) from every start u, with the worst 
 objective per node. The charts draw the TV curves, the token's visit frequencies against π, the
 loss against the communicated parameters, the gossip bilinear mismatch per round (spec §6) and a
 node-link view of the token's path (:func:`token_path_chart`). :func:`random_walks_app` wires
-them to controls (DESIGN principle 6: the notebook only calls these).
+them to controls (README "Architecture", principle 6: the notebook only calls these).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from ..decentralized import (
     pi_from_sizes,
     visit_frequencies,
 )
+from ..mode import by_mode
 from ..viz import FLOOR, convergence_chart, output
-from ._app import App, _default
+from ._app import App
 
 __all__ = [
     "METHOD_LABELS",
@@ -267,7 +268,7 @@ def walk_frames(
     laziness = check_real("laziness", laziness, low=0.0, high=1.0, high_open=True)
     target = walk_pi(pi, N)
     methods = _check_methods(methods)
-    hops = check_int("hops", _default(hops, HOPS, FAST_HOPS), low=1)
+    hops = check_int("hops", by_mode(hops, HOPS, FAST_HOPS), low=1)
     seed = check_int("seed", seed, low=0)
     lr = check_real("lr", lr, low=0.0, low_open=True)
     rounds = check_int("rounds", rounds if rounds is not None else max(20, hops // N), low=1)
@@ -603,7 +604,7 @@ def random_walks_app(
     laziness = check_real("laziness", laziness, low=0.0, high=1.0, high_open=True)
     check_choice("pi", pi, WALK_PIS)
     methods = _check_methods(methods)
-    hops = check_int("hops", _default(hops, HOPS, FAST_HOPS), low=1)
+    hops = check_int("hops", by_mode(hops, HOPS, FAST_HOPS), low=1)
     style = {"description_width": "initial"}
     controls = {
         "kind": widgets.Dropdown(options=WALK_GRAPHS, value=kind, description="graph"),

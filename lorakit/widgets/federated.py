@@ -6,7 +6,8 @@ FedStackLoRA) on the digits split among clients by a Dirichlet label skew, every
 same seeds and hence the same devices (the k_i are drawn once per run from the seed's ``budget``
 stream). :func:`federated_charts` draws the loss against the round and against the cumulative
 uploaded megabytes, :func:`budget_chart` the per-client sketching ratios k_i/r, and
-:func:`federated_app` wires them to sliders (DESIGN principle 6: the notebook only calls these).
+:func:`federated_app` wires them to sliders (README "Architecture", principle 6: the notebook only
+calls these).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from .. import problems
 from .._validation import check_choice, check_int, check_real
 from ..federated import budgets as bud
 from ..federated import make_federated
+from ..mode import by_mode
 from ..viz import FLOOR, HEIGHT, LABEL_LIMIT, WIDTH, divergence_layer
-from ._app import App, _default
+from ._app import App
 
 __all__ = [
     "FEDERATED_APP_METHODS",
@@ -211,7 +213,7 @@ def federated_frame(
     num_clients = check_int("num_clients", num_clients, low=1, high=MAX_CLIENTS)
     alpha = check_real("alpha", alpha, low=0.0, low_open=True)
     local_steps = check_int("local_steps", local_steps, low=1)
-    rounds = check_int("rounds", _default(rounds, ROUNDS, FAST_ROUNDS), low=1)
+    rounds = check_int("rounds", by_mode(rounds, ROUNDS, FAST_ROUNDS), low=1)
     check_choice("problem", problem, FEDERATED_PROBLEMS)
     rank = check_int("rank", rank, low=1, high=min(QUADRATIC_SHAPE))
     lr = check_real("lr", DEFAULT_LR[problem] if lr is None else lr, low=0.0, low_open=True)
@@ -568,7 +570,7 @@ def federated_app(
     Computes and draws once when built; returns an :class:`App` (an ``ipywidgets.VBox``).
     """
     methods = _check_methods(methods)
-    rounds = check_int("rounds", _default(rounds, ROUNDS, FAST_ROUNDS), low=1)
+    rounds = check_int("rounds", by_mode(rounds, ROUNDS, FAST_ROUNDS), low=1)
     mixes = [
         ("paper: k_i/r ∈ {1/8, 1/4, 1/2, 3/4}", "paper"),
         ("code: k_i/r ∈ {1/8, 1/4, 1/2}", "code"),

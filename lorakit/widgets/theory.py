@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 
 from .._validation import check_choice, check_int, check_real
+from ..mode import fast_mode
 from ..sketches import anisotropic_gaussian, make_sketch, nonuniform_coordinate
 from ..theory import Theorem, exact_expected_projector, expected_projector, get_theorem, lambda_p
 from ..theory.scenarios import SCENARIOS, get_scenario
 from ..theory.scenarios import curve as scenario_curve
 from ..viz import FLOOR, HEIGHT, LABEL_LIMIT, WIDTH
-from ._app import App, fast_mode
+from ._app import App
 
 # ---------------------------------------------------------------------------------------------
 # Theory constants: the spectrum of E[H] and the theorems against their runs

@@ -28,9 +28,10 @@ from .. import sgd
 from .._validation import check_choice, check_int, check_real
 from ..federated import make_federated
 from ..methods import run
+from ..mode import by_mode
 from ..progress import report_progress
 from ..viz import HEIGHT, WIDTH, convergence_chart
-from ._app import App, _default
+from ._app import App
 
 __all__ = [
     "TRANSFORMER_CHAIN_METHODS",
@@ -141,7 +142,7 @@ def transformers_frame(
     ratio = check_real("ratio", ratio, low=0.0, high=1.0, low_open=True)
     cfg = SETTINGS[model]
     federated = method in TRANSFORMER_FEDERATED_METHODS
-    steps = check_int("steps", _default(steps, *cfg["rounds" if federated else "steps"]), low=1)
+    steps = check_int("steps", by_mode(steps, *cfg["rounds" if federated else "steps"]), low=1)
     device = check_choice("device", default_device() if device is None else device, devices())
     log_every = max(1, steps // LOG_POINTS)
     if federated:
@@ -304,7 +305,7 @@ def default_steps(model: str, method: str) -> int:
     ``LORAKIT_FAST=1``; chosen so that one run takes seconds on 2 CPU cores."""
     check_choice("model", model, TRANSFORMER_MODELS)
     kind = "rounds" if method in TRANSFORMER_FEDERATED_METHODS else "steps"
-    return _default(None, *SETTINGS[model][kind])
+    return by_mode(None, *SETTINGS[model][kind])
 
 
 class _WidgetBar:

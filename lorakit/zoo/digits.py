@@ -4,7 +4,7 @@ The papers' MLP experiment (spec ``prior_art.md`` §A.2, §A.3; setting of RACLo
 ``rac_lora_mnist``): an MLP 784 → 64 → 64 → 5 is pre-trained on the MNIST digits 0–4, then LoRA
 adapts every linear layer to the digits 5–9 with the same five outputs (digit d is class d − 5).
 Here MNIST is replaced by scikit-learn's bundled ``load_digits`` (1,797 images of 8×8 pixels, no
-download; loaded by :func:`lorakit.problems.softmax._digits`), so the MLP is
+download; loaded by :func:`lorakit.problems.softmax.digits_arrays`), so the MLP is
 64 → ``hidden`` → ``hidden`` → 5 (ReLU):
 
 * :func:`digits_data` — features scaled to [0, 1] (pixel / 16), a stratified train/eval split
@@ -85,12 +85,12 @@ def digits_data(
     out, ``random_state=data_seed``), so ``"eval"`` never overlaps ``"train"``; features are
     pixel / 16 ∈ [0, 1]; labels are d (pretrain) or d − 5 (adapt).
     """
-    from ..problems.softmax import _digits
+    from ..problems.softmax import digits_arrays
 
     check_choice("part", part, DIGIT_PARTS)
     check_choice("split", split, ("train", "eval"))
     test_fraction = check_real("test_fraction", test_fraction, low=0.0, high=0.9, low_open=True)
-    X, y, X_test, y_test = _digits(False, test_fraction, data_seed)
+    X, y, X_test, y_test = digits_arrays(False, test_fraction, data_seed)
     if split == "eval":
         X, y = X_test, y_test
     y = torch.as_tensor(y, dtype=torch.long)

@@ -39,9 +39,9 @@ from .._validation import check_int, check_real
 from ._cache import cached_dir, read_meta
 from .hub import (
     ZooProblem,
-    _quiet_transformers,
     check_rank_fits,
     from_pretrained,
+    quiet_transformers,
     text_data,
     text_problem,
 )
@@ -183,7 +183,7 @@ def _pretrain(path: Path, cfg: dict) -> dict:
     model.eval()
     after = {part: _mean_loss(model, b) for part, b in held_out.items()}
     seconds = time.perf_counter() - start
-    with _quiet_transformers(True):
+    with quiet_transformers(True):
         model.save_pretrained(str(path))
         tokenizer.save_pretrained(str(path))
     return {"loss_before": before, "loss_after": after, "seconds": seconds}

@@ -156,7 +156,7 @@ def accuracy(
 
 
 @contextlib.contextmanager
-def _quiet_transformers(quiet: bool):
+def quiet_transformers(quiet: bool):
     """Silence transformers' load report and progress bars for the duration (when ``quiet``)."""
     from transformers.utils import logging as hf_logging
 
@@ -312,7 +312,7 @@ def from_pretrained(
             raise ValueError("num_labels (>= 2) is required for task='sequence-classification'")
         num_labels = check_int("num_labels", num_labels, low=2)
     path = str(model_id_or_path)
-    with _quiet_transformers(quiet):
+    with quiet_transformers(quiet):
         check_rank_fits(_skeleton(path, task, num_labels), rank, target_modules)
         tokenizer = AutoTokenizer.from_pretrained(path)
         with torch.random.fork_rng(devices=[]):

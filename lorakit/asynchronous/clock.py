@@ -86,6 +86,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -238,11 +239,14 @@ class AsyncFL(Config):
         if self.rank is not None:
             set_(self, "rank", check_int("rank", self.rank, low=1))
         if self.lora_alpha is not None:
-            set_(
-                self,
-                "lora_alpha",
-                check_real("lora_alpha", self.lora_alpha, low=0.0, low_open=True),
-            )
+            alpha = check_real("lora_alpha", self.lora_alpha, low=0.0, low_open=True)
+            set_(self, "lora_alpha", alpha)
+            if self.rank is None:
+                warnings.warn(
+                    "lora_alpha does nothing with rank=None (the clients upload full deltas ΔW)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         if self.sigma is not None:
             set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
         set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))

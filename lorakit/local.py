@@ -11,6 +11,8 @@ oracle, the noise, the optimizer and the adapter's initialisation are the same e
   E‖ξ‖²_F = σ², the variance of RW-LoRA Assumption 4), carried to the factors by the chain rule;
 * the step (:func:`train`): a torch optimizer (``torch.optim.SGD`` or ``AdamW``) on the trained
   factors; its state can travel (an RW-LoRA token) as ``optimizer.state_dict()``;
+* full fine-tuning (:func:`train_weights`): the same oracle, with plain SGD on W itself (the
+  asynchronous clients' full deltas);
 * the adapter's start (:func:`init_adapter`): B = 0 and A drawn per site, in site order, from the
   ``init`` stream (peft's Kaiming-uniform, or N(0, σ_init²) as peft's ``"gaussian"``).
 
@@ -30,7 +32,16 @@ from ._validation import check_choice, check_int, check_real
 from .sketches import gaussian, kaiming_uniform
 from .tree import leaves, tree_like, tree_map
 
-__all__ = ["INITS", "OPTIMIZERS", "Local", "factor_grads", "init_adapter", "minibatch", "train"]
+__all__ = [
+    "INITS",
+    "OPTIMIZERS",
+    "Local",
+    "factor_grads",
+    "init_adapter",
+    "minibatch",
+    "train",
+    "train_weights",
+]
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 INITS = ("kaiming", "gaussian")
@@ -180,3 +191,25 @@ def train(
         opt.step()
     detach = lambda t: tree_map(lambda x: x.detach(), t)  # noqa: E731
     return detach(B), detach(A), (opt.state_dict() if opt.state else None)
+
+
+def train_weights(problem, W, client: int, local: Local, streams):
+    """``local.steps`` SGD steps W ← W − γ(∇f_c(W) + ξ) on the weights W themselves (full
+    fine-tuning of every site: the asynchronous clients' full deltas ΔW), with client ``client``'s
+    gradient on its rows or a minibatch of them and the noise ξ of :func:`factor_grads`; returns
+    the new W (the input is left as it is). Plain SGD only: a step is one tensor operation, so a
+    job of a many-client matrix run costs microseconds, not an optimizer's setup."""
+    if local.optimizer != "sgd" or local.optimizer_kwargs:
+        raise ValueError("train_weights takes plain SGD steps: optimizer='sgd' without kwargs")
+    one = torch.tensor([client], device=problem.device)
+    with torch.no_grad():
+        for _ in range(local.steps):
+            idx = minibatch(problem, client, local.batch_size, streams["data"])
+            stack = tree_map(lambda w: w[None], W)
+            G = tree_map(
+                lambda g: g[0], problem.local_grads(stack, one, None if idx is None else [idx])
+            )
+            if local.sigma:
+                G = G + _noise(problem, G, local.sigma, streams["noise"])
+            W = W - local.gamma * G
+    return W

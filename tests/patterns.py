@@ -84,9 +84,9 @@ def _gossip(problem, rounds, seeds=0, *, lr=0.3, **run_kw):
     return GossipLoRA(rank=RANK, lr=lr).run(problem, rounds, seeds=seeds, graph=RING, **run_kw)
 
 
-def _async(rule, adapter):
-    def run(problem, updates, seeds=0, *, lr=0.3, cohort=None, **run_kw):
-        return AsyncFL(rule, lr, adapter=adapter, local_steps=2, cohort=cohort).run(
+def _async(rule, rank):
+    def run(problem, updates, seeds=0, *, gamma=0.3, cohort=None, **run_kw):
+        return AsyncFL(rule, gamma, rank=rank, local_steps=2, cohort=cohort).run(
             problem, updates, seeds=seeds, **run_kw
         )
 
@@ -108,9 +108,9 @@ CASES: list[Case] = [
     _federated("fed_rac_lora"),
     Case("rw_lora", "decentralized", _walk, matrix=_quadratics, diverge={"lr": 1e9}),
     Case("gossip_lora", "decentralized", _gossip, matrix=_quadratics, diverge={"lr": 1e9}),
-    Case("fedavg", "asynchronous", _async("fedavg", None), _quadratics, diverge={"lr": 1e9}),
-    Case("fedasync", "asynchronous", _async("fedasync", None), _quadratics, diverge={"lr": 1e9}),
-    Case("fedbuff", "asynchronous", _async("fedbuff", RANK), _quadratics, diverge={"lr": 1e9}),
+    Case("fedavg", "asynchronous", _async("fedavg", None), _quadratics, diverge={"gamma": 1e9}),
+    Case("fedasync", "asynchronous", _async("fedasync", None), _quadratics, diverge={"gamma": 1e9}),
+    Case("fedbuff", "asynchronous", _async("fedbuff", RANK), _quadratics, diverge={"gamma": 1e9}),
 ]
 
 
@@ -146,9 +146,9 @@ _DIVERGENCE = {
     "fed_rac_lora": ({"lr": 600.0}, _split(0, lr=10.0, blowup=9000.0), _split(1, lr=20.0, blowup=33.3)),
     "rw_lora": ({"lr": 1e3}, _split(0, lr=0.8, blowup=2.25e10), _split(0, lr=1e2 / 3, blowup=5.2e15)),
     "gossip_lora": ({"lr": 1e3}, _split(1, False, lr=1.5, blowup=9.8e27), _split(1, lr=1e2 / 3, blowup=2.4e16)),
-    "fedavg": ({"lr": 30.0, "blowup": 12.0}, _split(0, lr=7.0, cohort=2, blowup=2.1738e9), _split(0, lr=10.0, cohort=2, blowup=4.95)),
-    "fedasync": ({"lr": 1200.0}, _split(1, lr=30.0, blowup=5.05e8), _split(0, lr=120.0, blowup=82.5)),
-    "fedbuff": ({"lr": 30.0}, _split(1, lr=1.5, blowup=2.6e4), _split(0, lr=10.0, blowup=106.0)),
+    "fedavg": ({"gamma": 30.0, "blowup": 12.0}, _split(0, gamma=7.0, cohort=2, blowup=2.1738e9), _split(0, gamma=10.0, cohort=2, blowup=4.95)),
+    "fedasync": ({"gamma": 1200.0}, _split(1, gamma=30.0, blowup=5.05e8), _split(0, gamma=120.0, blowup=82.5)),
+    "fedbuff": ({"gamma": 30.0}, _split(1, gamma=1.5, blowup=2.6e4), _split(0, gamma=10.0, blowup=106.0)),
 }  # fmt: skip
 CASES = [
     replace(c, diverge_model=d[0], one_seed_diverges={"matrix": d[1], "model": d[2]})

@@ -41,14 +41,14 @@ ADAPTER_ONLY = {
 }
 
 
-def _async_other_mode(rule, adapter):
+def _async_other_mode(rule, rank):
     """The AsyncFL mode CASES does not hold for ``rule`` (CASES: fedavg/fedasync full-delta,
     fedbuff adapter)."""
 
-    def run(problem, updates, seeds=0, *, lr=0.3):
-        return AsyncFL(rule, lr, adapter=adapter, local_steps=2).run(problem, updates, seeds=seeds)
+    def run(problem, updates, seeds=0, *, gamma=0.3):
+        return AsyncFL(rule, gamma, rank=rank, local_steps=2).run(problem, updates, seeds=seeds)
 
-    return pytest.param(rule, run, id=f"{rule}-adapter={adapter}")
+    return pytest.param(rule, run, id=f"{rule}-rank={rank}")
 
 
 RUNS = [pytest.param(c.method, c.run, id=c.method) for c in CASES] + [

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
 from lorakit.asynchronous import AsyncFL
+from lorakit.asynchronous.clock import Simulation
 from lorakit.chain import DivergenceError
 from lorakit.problems.federated import heterogeneous_quadratics
 
@@ -18,9 +20,7 @@ def problem():
 
 
 def final_W(cfg, problem, updates, **kw):
-    from lorakit.asynchronous.clock import _Sim
-
-    sim = _Sim(cfg, problem, 0)
+    sim = Simulation(cfg, problem, 0)
     sim.run(updates, kw.get("time_budget"))
     return sim
 
@@ -79,7 +79,7 @@ def test_time_monotone_and_bytes(problem):
             assert g["bytes_up"].is_monotonic_increasing
             assert g["crashed"].is_monotonic_increasing
             assert g["update"].tolist() == list(range(16))
-    h = AsyncFL("fedasync", 0.2, adapter=2, local_steps=2).run(problem, 10)
+    h = AsyncFL("fedasync", 0.2, rank=2, local_steps=2).run(problem, 10)
     assert h["bytes_up"].iloc[-1] == 10 * 2 * (5 + 3) * 4  # B (5×2) and A (2×3), float32 bytes
     assert h["loss"].iloc[-1] < h["loss"].iloc[0]
 
@@ -137,7 +137,7 @@ def test_divergence_before_model_changes(problem):
     ],
 )
 def test_bad_inputs(kwargs, name):
-    args = {"rule": "fedasync", "lr": 0.1, **kwargs}
+    args = {"rule": "fedasync", "gamma": 0.1, **kwargs}
     with pytest.raises(ValueError, match=name):
         AsyncFL(**args)
 
@@ -217,7 +217,7 @@ def test_a_huge_run_is_refused_up_front_with_its_estimate(problem):
     ],
 )
 def test_the_estimate_matches_the_simulated_number_of_jobs(problem, kwargs):
-    cfg = AsyncFL(lr=0.01, **kwargs)
+    cfg = AsyncFL(gamma=0.01, **kwargs)
     estimate = cfg.estimated_events(problem.M, time_budget=300.0)
     _, ev = cfg.run(problem, seeds=[0, 1], time_budget=300.0, events=True)
     per_seed = len(ev) / 2
@@ -229,9 +229,8 @@ def test_the_estimate_matches_the_simulated_number_of_jobs(problem, kwargs):
 
 def test_ctrl_c_raises_with_the_rows_so_far(problem, monkeypatch):
     from lorakit.asynchronous import Interrupted
-    from lorakit.asynchronous.clock import _Sim
 
-    arrive, calls = _Sim.arrive, []
+    arrive, calls = Simulation.arrive, []
 
     def arrive_then_stop(self, job, buffer):
         calls.append(self.seed)
@@ -239,7 +238,7 @@ def test_ctrl_c_raises_with_the_rows_so_far(problem, monkeypatch):
             raise KeyboardInterrupt
         arrive(self, job, buffer)
 
-    monkeypatch.setattr(_Sim, "arrive", arrive_then_stop)
+    monkeypatch.setattr(Simulation, "arrive", arrive_then_stop)
     cfg = AsyncFL("fedasync", 0.1, crash=0.3)
     with pytest.raises(KeyboardInterrupt) as info:
         cfg.run(problem, 10, seeds=[0, 1], events=True)
@@ -252,3 +251,40 @@ def test_ctrl_c_raises_with_the_rows_so_far(problem, monkeypatch):
     last = one.iloc[-1]
     assert last["applied"] == 0 and last["crashed"] == ev.loc[ev["seed"] == 1, "crashed"].sum()
     assert last["update"] == ev.loc[ev["seed"] == 1, "applied"].sum()
+
+
+class _StopAfter:
+    """A progress bar (lorakit.progress.report_progress) that asks the run to stop after 3
+    updates, as notebook 07's Cancel does."""
+
+    def __init__(self, total=None, desc=None):
+        self.n = 0
+
+    @property
+    def stop(self):
+        return self.n >= 3
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix(self, refresh=True, **values):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_a_stop_request_ends_the_run_and_keeps_its_rows(problem):
+    """The run ends before its next event batch; its rows so far and a last row at the stop (no
+    update, every event counted) come back, and no further seed runs."""
+    from lorakit.progress import report_progress
+
+    cfg = AsyncFL("fedasync", 0.1, crash=0.3)
+    with report_progress(_StopAfter):
+        h = cfg.run(problem, 10, seeds=[0, 1])
+    assert h["seed"].unique().tolist() == [0]
+    assert h["update"].tolist() == [0, 1, 2, 3, 3] and h["applied"].iloc[-1] == 0
+    pd.testing.assert_frame_equal(h.iloc[:4], cfg.run(problem, 3))

@@ -214,7 +214,9 @@ def async_rows(rule: str) -> list[Row]:
         Row(rule, "bytes_per_index=-4", lambda: run(bytes_per_index=-4), ValueError,
             r"bytes_per_index must be in \[1"),
         Row(rule, "delay=nan", lambda: run(delay=NAN), ValueError, "delay must be a finite"),
-        Row(rule, "adapter>min(m,n)", lambda: run(adapter=4), ValueError, r"adapter must be in"),
+        Row(rule, "rank>min(m,n)", lambda: run(rank=4), ValueError, r"rank must be in"),
+        Row(rule, "lora_alpha without rank", lambda: AsyncFL(rule, 0.1, lora_alpha=4.0),
+            UserWarning, "lora_alpha does nothing with rank=None"),
         Row(rule, "speed of 2 clients", lambda: run(speed=(1.0, 2.0)), ValueError,
             "speed must give one time per client"),
     ]  # fmt: skip

@@ -248,10 +248,11 @@ def test_save_trained_reloads_each_kind_exactly(kind, tmp_path):
 
 # -- (b) every method through its front door ----------------------------------------------------------
 def _cases(kind):
-    # On a conv site only the chain runs today: the federated, decentralized and asynchronous
-    # model-scale twins read site.B as a matrix (issue 13 deletes them; their ports go through
-    # ModelProblem, which the conv site satisfies: the tests above).
-    chosen = CASES if kind == "embedding" else [c for c in CASES if c.pattern == "chain"]
+    # On a conv site the chain and the asynchronous engine run today: the federated and
+    # decentralized model-scale twins read site.B as a matrix (issue 13 deletes them; their ports
+    # go through ModelProblem, which the conv site satisfies: the tests above).
+    ported = ("chain", "asynchronous")
+    chosen = CASES if kind == "embedding" else [c for c in CASES if c.pattern in ported]
     return [pytest.param(kind, c, id=f"{kind}-{c.method}") for c in chosen]
 
 

@@ -172,8 +172,8 @@ def test_sparse_fedavg_is_drawn_as_steps_with_a_point_per_round(run):
 
 
 def test_divergence_is_marked_in_the_chart_and_status(monkeypatch):
-    # lr = 5 on 1-smooth clients: the asynchronous rules blow up within a few updates
-    monkeypatch.setattr(wa, "LR", 5.0)
+    # γ = 5 on 1-smooth clients: the asynchronous rules blow up within a few updates
+    monkeypatch.setattr(wa, "GAMMA", 5.0)
     history, events = widgets.async_frames(num_clients=4, time_budget=5.0)
     assert set(history.attrs["diverged"]) == {"fedasync", "fedbuff"}
     chart = widgets.async_charts(history)

@@ -11,7 +11,7 @@ entries), not of the whole model.
 
 The runners that keep their state outside the model and write it back at the end (RW-LoRA's token,
 gossip's node adapters, AsyncFL's global model: :mod:`lorakit.adapters.decentralized`,
-:mod:`lorakit.adapters.asynchronous`) write back the last checked state instead, which costs
+:mod:`lorakit.asynchronous.clock`) write back the last checked state instead, which costs
 nothing (they keep references to it).
 """
 

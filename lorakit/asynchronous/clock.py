@@ -1,4 +1,4 @@
-"""An event-driven simulator of asynchronous federated learning on a :class:`FederatedProblem`.
+"""An event-driven simulator of asynchronous federated learning, on any problem with clients.
 
 The paper (spec async_fl.md §0, §3.3) promises a "fully asynchronous" protocol but gives no
 asynchronous rule, staleness variable, discount or buffer: its experiment and theory are
@@ -14,6 +14,12 @@ as such (spec §3.8, §9 "optional, clearly labelled extensions"):
 * ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): arriving deltas are buffered, weighted by s(τ);
   when K are in, the server applies W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
 
+One engine for both scales (README "Architecture"): the global model W is a tree of per-site
+weights (:mod:`lorakit.tree`; one matrix for a :class:`~lorakit.problems.federated.
+FederatedProblem`, every LoRA site's W_l = W0_l + s_l·B_l·A_l of a split
+:class:`lorakit.adapters.ModelProblem`), seen only through the problem protocol
+(:mod:`lorakit.problems.protocol`), and every rule above applies to it site by site.
+
 The clock. A heap holds (finish_time, seq, client, version_started, update). A dispatched client
 downloads the current model (and its version), computes for ``local_steps × scale × X`` units of
 virtual time (X drawn per job from ``speed``: U[0.5, 1.5], Exp(1), or Pareto with shape 1.5 and
@@ -21,18 +27,32 @@ mean 1 — heavy-tailed stragglers; or a tuple of fixed per-client times), then 
 ``delay``. Staleness of an arriving update = current version − version_started. Events with equal
 finish times are processed together (in dispatch order) before idle clients are dispatched, so
 equal-speed clients behave synchronously. Idle clients wait in a FIFO queue (initial order drawn
-from the ``cohort`` stream); at most ``concurrency`` clients compute at once.
+from the ``cohort`` stream); at most ``concurrency`` clients compute at once. The clock does not
+depend on the problem: a model run has the matrix run's event times.
 
 Failures. With probability ``crash`` a job crashes at a uniform point of its compute time: nothing
 is uploaded, the global model is untouched, the crash is counted and the client restarts from the
 current model. An update staler than ``max_staleness`` is discarded (and counted). A candidate
-global model that is not finite or whose loss explodes raises :class:`DivergenceError` before the
-model changes.
+global model is checked whole before it replaces the old one: a non-finite entry in any site or an
+exploding loss raises :class:`DivergenceError` and the global model keeps its previous value.
 
-Updates are full weight deltas ΔW (``adapter=None``) or LoRA adapters (``adapter=r``): the client
-trains (B, A) from the LoRA init (B = 0, A Kaiming-uniform) on W_start + B A by local SGD and
-uploads B and A; the server forms ΔW = B A. Each uploaded tensor passes through ``compressor``;
-bytes come from its ``payload``.
+The jobs (:mod:`lorakit.local`). A client trains from the global model it downloaded, on every row
+of its data, with the exact local gradient ∇f_c plus optional noise ξ with i.i.d. N(0, σ²/D)
+entries (D = Σ_l m_l n_l; ``noise`` stream):
+
+* ``rank=None``: ``local_steps`` SGD steps on every W_l (:func:`lorakit.local.train_weights`);
+  upload ΔW = W − W_start;
+* ``rank=r``: a fresh adapter per site (B_l = 0, A_l Kaiming-uniform from the ``init`` stream)
+  trained on W_start + s·B·A by ``local_steps`` SGD steps on both factors (:func:`lorakit.local.
+  train`: B ← B − γ s G Aᵀ, A ← A − γ s Bᵀ G); upload B and A, the server forms ΔW = s·B·A. The
+  scaling is s = ``lora_alpha``/r (default α = r: s = 1, the unscaled matrix rule) or, on a peft
+  model, each site's own scaling (:func:`~lorakit.problems.protocol.site_scalings`).
+
+Compression (spec async_fl.md §3–4): each uploaded matrix passes through ``compressor`` site by
+site, bytes from its ``payload``. A :class:`~lorakit.lowrank.LowRank` (PCA/QRCP/CUR) approximates
+each (m_l × n_l) upload at rank k_l = min(k, m_l, n_l) — the paper's own clipping, k = min(10,
+rank) (spec §3.6) — so a rank ≥ every site's size leaves the update unchanged; its bytes are
+``payload_shape(m_l, n_l)`` (its ``shape`` field is not used: every upload has its own).
 
 History rows and counters. The history has one row per server update (row 0: the start); a run
 stopped by ``time_budget`` ends with one more row at time = ``time_budget`` (no update: it repeats
@@ -40,26 +60,33 @@ the last update's number with ``applied = 0``), so its last row holds the state 
 even when no update ever happened (``crash=1``). The counters ``discarded``, ``crashed`` and
 ``bytes_up`` of a row count every event processed up to that row: events in time order, ties in
 dispatch order (an event at the same time as an update but processed after it is in a later row).
+The loss is f = (1/M) Σ_c f_c (f_c the mean loss of client c) and ``grad_norm_sq`` = Σ_l ‖∇_{W_l}
+f‖², both on every row of every client; ``gap`` is NaN where f* is unknown (a model).
 
 Run size. The number of client jobs is estimated before a run (:meth:`AsyncFL.estimated_events`,
 from the mean job time local_steps·scale·E[X] (+ delay), the concurrency, crashes, the rule's jobs
 per update and ``updates``/``time_budget``); above ``max_events`` (default
 :data:`MAX_EVENTS`) :meth:`AsyncFL.run` refuses with the estimate. A run stopped by Ctrl-C raises
 :class:`Interrupted` (a ``KeyboardInterrupt``) whose ``frame`` holds every row so far, the
-interrupted seed's last row being its state at the interruption.
+interrupted seed's last row being its state at the interruption; a run stopped by its progress
+bar (:func:`lorakit.progress.stop_requested`, notebook 07's Cancel) returns the same rows.
+
+The model after a run. Every seed starts from :meth:`problem.reset() <lorakit.adapters.
+ModelProblem.reset>`; afterwards ``problem.commit(W)`` writes the last seed's global model back (a
+peft model: merged into the base weights with a zero adapter product, B = 0), also after a
+divergence or an interruption (the last accepted global model). Evaluating at W sets the base
+weights to W_l with a zero adapter swapped in, then restores them, so the model is unchanged
+during a run. Memory: every pending job holds its W_start and ΔW.
 
 Randomness: one generator per source (``speed``, ``crash``, ``cohort``, ``init``, ``compression``,
-``noise``).
-
-Model scale: :meth:`AsyncFL.run` on a :class:`lorakit.adapters.ModelProblem` with clients runs the
-same clock and rules on every LoRA site's W = W0 + s·B·A (:mod:`lorakit.adapters.asynchronous`).
+``noise``; a model's dropout from ``model``).
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 import math
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -67,6 +94,7 @@ import pandas as pd
 import torch
 
 from .._validation import (
+    ArgumentTypeError,
     check_byte_size,
     check_choice,
     check_int,
@@ -74,13 +102,16 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import _is_model_problem
 from ..compressors import Compressor, identity
-from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
-from ..problems.federated import FederatedProblem
+from ..config import Config
+from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
+from ..local import Local, init_adapter, train, train_weights
+from ..lowrank import LowRank
+from ..problems.protocol import Problem, check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
+from ..progress import stop_requested
 from ..rng import Streams
-from ..sketches import kaiming_uniform
+from ..tree import finite, leaves, sq_norm, tree_like, tree_map
 
 __all__ = [
     "MAX_EVENTS",
@@ -89,6 +120,7 @@ __all__ = [
     "STALENESS",
     "AsyncFL",
     "Interrupted",
+    "Simulation",
     "staleness_weight",
 ]
 
@@ -122,13 +154,13 @@ def staleness_weight(kind: str, tau: int, a: float = 0.5, b: float = 4.0) -> flo
 
 
 @dataclass(frozen=True)
-class AsyncFL:
+class AsyncFL(Config):
     """An (a)synchronous federated configuration; :meth:`run` simulates it on a virtual clock.
 
     Parameters
     ----------
     rule : ``"fedavg"`` (synchronous), ``"fedasync"`` or ``"fedbuff"`` (see the module docstring).
-    lr : the clients' local SGD step size.
+    gamma : the clients' local SGD step size γ.
     local_steps : local SGD steps per job.
     concurrency : at most this many clients compute at once (None: all clients).
     cohort : FedAvg's clients per round (None: all); drawn from the ``cohort`` stream.
@@ -142,13 +174,15 @@ class AsyncFL:
     scale : the mean compute time per local step.
     delay : the communication delay added to every job (≥ 0).
     crash : probability that a job crashes mid-update.
-    compressor : applied to each uploaded tensor.
-    adapter : None (full deltas ΔW) or the LoRA rank r of the clients' adapters.
+    compressor : applied to each uploaded matrix, site by site.
+    rank : None (full deltas ΔW) or the LoRA rank r of the clients' adapters.
+    lora_alpha : the LoRA α of the clients' adapters, scaling s = α/r (None: α = r, s = 1); on a
+        peft model each site's own scaling is used and α, if given, must agree with it.
     sigma : optional additive Gaussian gradient noise of variance σ² (``noise`` stream).
     """
 
     rule: str
-    lr: float
+    gamma: float
     local_steps: int = 1
     concurrency: int | None = None
     cohort: int | None = None
@@ -164,7 +198,8 @@ class AsyncFL:
     delay: float = 0.0
     crash: float = 0.0
     compressor: Compressor = field(default_factory=identity)
-    adapter: int | None = None
+    rank: int | None = None
+    lora_alpha: float | None = None
     sigma: float | None = None
     bytes_per_float: int = 4
     bytes_per_index: int = 4
@@ -173,7 +208,7 @@ class AsyncFL:
     def __post_init__(self):
         set_ = object.__setattr__
         check_choice("rule", self.rule, RULES)
-        set_(self, "lr", check_real("lr", self.lr, low=0.0, low_open=True))
+        set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
         set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
         if self.concurrency is not None:
             set_(self, "concurrency", check_int("concurrency", self.concurrency, low=1))
@@ -201,8 +236,17 @@ class AsyncFL:
         set_(self, "crash", check_real("crash", self.crash, low=0.0, high=1.0))
         if not isinstance(self.compressor, Compressor):
             raise ValueError(f"compressor must be a Compressor, got {type(self.compressor)}")
-        if self.adapter is not None:
-            set_(self, "adapter", check_int("adapter", self.adapter, low=1))
+        if self.rank is not None:
+            set_(self, "rank", check_int("rank", self.rank, low=1))
+        if self.lora_alpha is not None:
+            alpha = check_real("lora_alpha", self.lora_alpha, low=0.0, low_open=True)
+            set_(self, "lora_alpha", alpha)
+            if self.rank is None:
+                warnings.warn(
+                    "lora_alpha does nothing with rank=None (the clients upload full deltas ΔW)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         if self.sigma is not None:
             set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
         set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
@@ -215,7 +259,7 @@ class AsyncFL:
             "method": self.method,
             "rule": self.rule,
             "speed": self.speed if isinstance(self.speed, str) else "fixed",
-            "adapter": self.adapter if self.adapter is not None else "full",
+            "rank": self.rank if self.rank is not None else "full",
         }
 
     def weight(self, tau: int) -> float:
@@ -255,7 +299,7 @@ class AsyncFL:
     # ------------------------------------------------------------------------------------------
     def run(
         self,
-        problem: FederatedProblem,
+        problem,
         updates: int | None = None,
         seeds=0,
         *,
@@ -268,11 +312,11 @@ class AsyncFL:
     ):
         """Simulate until ``updates`` server updates or virtual time ``time_budget`` (first reached).
 
-        ``problem`` is a :class:`~lorakit.problems.federated.FederatedProblem` or a
-        :class:`~lorakit.adapters.ModelProblem` with clients (a peft model; the global model is
-        every LoRA site's W = W0 + s·B·A: :mod:`lorakit.adapters.asynchronous` lists the
-        conventions). ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or
-        over the server updates of each seed (model scale).
+        ``problem`` is a problem with clients: a
+        :class:`~lorakit.problems.federated.FederatedProblem` or a split
+        :class:`~lorakit.adapters.ModelProblem` (the global model is then every LoRA site's
+        W = W0 + s·B·A; the module docstring lists the conventions). ``progress=True`` shows a
+        ``tqdm.auto`` bar over the seeds and one over each seed's server updates.
 
         Returns the history, one row per server update and seed (row 0: the start; a run stopped
         by ``time_budget`` ends with a row at that time, see the module docstring): ``time``,
@@ -283,7 +327,8 @@ class AsyncFL:
         ``max_events``: a run whose estimated number of client jobs per seed
         (:meth:`estimated_events`) is above it is refused with a ``ValueError`` giving the
         estimate; raise it knowingly for a longer run. Ctrl-C raises :class:`Interrupted`, whose
-        ``frame`` (and ``events``) hold what was simulated.
+        ``frame`` (and ``events``) hold what was simulated; a stop asked by the progress bar
+        (:func:`lorakit.progress.stop_requested`) ends the run with the same rows, returned.
 
         With ``events=True`` also the frame of every job: ``client``, ``start``, ``finish``,
         ``version_started``, ``staleness``, ``applied``, ``discarded``, ``crashed``, ``bytes_up``.
@@ -294,14 +339,12 @@ class AsyncFL:
         (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
         model keeps the global model of the update before.
         """
-        from ..decentralized.walk import _check_flag
-
-        model = _is_model_problem(problem)
-        if not model:
-            check_problem(
-                problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem"
-            )
-        _check_flag("progress", progress)
+        check_problem(
+            problem, Problem, "a FederatedProblem or a lorakit.adapters.ModelProblem with clients"
+        )
+        check_problem_protocol(problem, clients=True)
+        if not isinstance(progress, bool):
+            raise ArgumentTypeError(f"progress must be True or False, got {progress!r}")
         if updates is None and time_budget is None:
             raise ValueError("give updates (server updates) or time_budget (virtual time)")
         if updates is not None:
@@ -321,15 +364,9 @@ class AsyncFL:
             raise ValueError(
                 f"speed must give one time per client ({problem.M}), got {len(self.speed)}"
             )
-        if model:  # the model-scale simulator (imported only on this path)
-            from ..adapters.asynchronous import ModelAsync, check_model_async
-
-            check_model_async(self, problem)
-            make = functools.partial(ModelAsync, self, problem, progress=progress)
-        else:
-            if self.adapter is not None:
-                check_int("adapter", self.adapter, low=1, high=min(problem.m, problem.n))
-            make = functools.partial(_Sim, self, problem)
+        if self.rank is not None:
+            check_int("rank", self.rank, low=1, high=min(min(shape) for shape in problem.shapes))
+            site_scalings(problem, self.rank, self.lora_alpha)  # a peft rank or α that differs
         seeds = check_seeds(seeds)
         estimate = self.estimated_events(problem.M, updates, time_budget)
         if estimate > max_events:
@@ -350,17 +387,22 @@ class AsyncFL:
                 frame.insert(0, key, value)
             return frame
 
-        sims: list = []  # every seed's simulation so far (for an interruption's frame)
+        sims: list[Simulation] = []  # every seed's simulation so far (for an interruption's frame)
+
+        def until_stopped():  # a stop asked by the progress bar ends the whole run
+            for seed in seeds:
+                if sims and sims[-1].stopped:
+                    return
+                yield seed
 
         def make_seed(seed):
-            sims.append(make(check_int("seed", seed, low=0)))
+            sims.append(Simulation(self, problem, seed, progress=progress))
             return sims[-1]
 
         def run(sim) -> list[dict]:
             try:
                 sim.run(updates, time_budget)
             except KeyboardInterrupt:
-                sim.log_end()
                 raise Interrupted(
                     f"{self.method} interrupted at virtual time {sim.time:g} (seed {sim.seed}, "
                     f"update {sim.version}): .frame holds the rows so far",
@@ -370,7 +412,7 @@ class AsyncFL:
             return sim.rows
 
         frame, _ = run_seeds(
-            progress_bar(seeds, enabled=progress and not model, desc=self.method),
+            progress_bar(until_stopped(), enabled=progress, total=len(seeds), desc=self.method),
             make_seed,
             run,
             with_config,
@@ -381,15 +423,21 @@ class AsyncFL:
         return (frame, pd.DataFrame(evs)) if events else frame
 
 
-class _Sim:
-    """One seeded simulation: the global model, the version counter, the heap and the queues."""
+class Simulation:
+    """One seeded simulation of an :class:`AsyncFL` configuration on ``problem``: the global model
+    ``W`` (a tree), the version counter, the heap and the queues; :meth:`run` runs it."""
 
     blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
-    def __init__(self, cfg: AsyncFL, problem: FederatedProblem, seed: int):
-        self.cfg, self.p, self.seed = cfg, problem, seed
+    def __init__(self, cfg: AsyncFL, problem, seed: int, *, progress: bool = False):
+        self.cfg, self.p, self.seed = cfg, problem, check_int("seed", seed, low=0)
         self.streams = Streams(seed)
-        self.W = self.start()
+        self.local = Local(cfg.local_steps, cfg.gamma, sigma=cfg.sigma or 0.0)
+        self.scalings = None
+        if cfg.rank is not None:
+            self.scalings = site_scalings(problem, cfg.rank, cfg.lora_alpha)
+        problem.reset()
+        self.W = problem.start()
         self.version = 0
         self.time = 0.0
         self.heap: list = []
@@ -398,22 +446,23 @@ class _Sim:
         self.bytes_up = 0.0
         self.rows: list[dict] = []
         self.events: list[dict] = []
-        self.loss0 = self.evaluate(self.W)
+        self.progress, self.bar, self.stopped = progress, None, False
+        with problem.seeded(self.streams):
+            self.loss0 = self.loss = self.evaluate(self.W)
 
-    # -- the global model (overridden at model scale: lorakit.adapters.asynchronous) -----------
-    def start(self) -> torch.Tensor:
-        """The initial global model W0."""
-        return self.p.W0.clone()
-
+    # -- the global model ----------------------------------------------------------------------
     def evaluate(self, W) -> float:
-        """f(W), NaN when W has a non-finite entry."""
+        """f(W) = (1/M) Σ_c f_c(W), NaN when W has a non-finite entry in any site."""
         with torch.no_grad():
-            return float(self.p.loss(W)) if bool(torch.isfinite(W).all()) else math.nan
+            return float(self.p.client_losses(W).mean()) if finite(W) else math.nan
 
-    def measure(self) -> tuple[float, float]:
-        """(f(W), ‖∇f(W)‖²) of the global model."""
+    def grad_norm_sq(self) -> float:
+        """‖∇f(W)‖² = Σ_l ‖(1/M) Σ_c ∇_{W_l} f_c(W)‖² of the global model."""
+        M = self.p.M
+        stack = tree_map(lambda w: w.expand(M, *w.shape), self.W)
         with torch.no_grad():
-            return float(self.p.loss(self.W)), float(self.p.grad(self.W).square().sum())
+            G = self.p.local_grads(stack, torch.arange(M, device=self.p.device))
+        return sq_norm(tree_map(lambda g: g.mean(dim=0), G))
 
     # -- clients -------------------------------------------------------------------------------
     def compute_time(self, client: int) -> float:
@@ -431,40 +480,32 @@ class _Sim:
                 x = (k - 1) / k * (1.0 - u) ** (-1.0 / k)
         return cfg.local_steps * cfg.scale * x
 
-    def grad(self, W: torch.Tensor, client: int) -> torch.Tensor:
-        p = self.p
-        G = p.local_grads(W[None], torch.tensor([client], device=p.device))[0]
-        if self.cfg.sigma:
-            noise = torch.randn(G.shape, generator=self.streams["noise"], dtype=G.dtype)
-            G = G + (self.cfg.sigma / math.sqrt(p.m * p.n)) * noise.to(G.device)
-        return G
-
     def compress(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
-        cfg = self.cfg
-        pay = cfg.compressor.payload(X.numel())
+        """One uploaded matrix through the compressor (a LowRank at rank min(k, m, n)); its bytes."""
+        cfg, comp = self.cfg, self.cfg.compressor
+        if isinstance(comp, LowRank):
+            comp = LowRank(comp.method, min(comp.rank, *X.shape))
+            pay = comp.payload_shape(*X.shape)
+        else:
+            pay = comp.payload(X.numel())
         sent = pay.floats * cfg.bytes_per_float + pay.indices * cfg.bytes_per_index
-        return cfg.compressor(X, self.streams["compression"]), float(sent)
+        return comp(X, self.streams["compression"]), float(sent)
 
-    def local_train(self, W_start: torch.Tensor, client: int) -> tuple[torch.Tensor, float]:
-        """The client's job: ΔW (full, or B A of its adapter) after compression, and its bytes."""
-        cfg, lr = self.cfg, self.cfg.lr
-        with torch.no_grad():
-            if cfg.adapter is None:
-                W = W_start
-                for _ in range(cfg.local_steps):
-                    W = W - lr * self.grad(W, client)
-                return self.compress(W - W_start)
-            r, p = cfg.adapter, self.p
-            A = kaiming_uniform().sample(
-                (r, p.n), self.streams["init"], side="right", dtype=p.dtype, device=p.device
-            )
-            B = torch.zeros(p.m, r, dtype=p.dtype, device=p.device)
-            for _ in range(cfg.local_steps):
-                G = self.grad(W_start + B @ A, client)
-                B, A = B - lr * (G @ A.T), A - lr * (B.T @ G)
-            B, sent_B = self.compress(B)
-            A, sent_A = self.compress(A)
-            return B @ A, sent_B + sent_A
+    def local_train(self, W_start, client: int):
+        """The client's job: ΔW (full, or s·B·A of its adapter) after compression, and its bytes."""
+        p, local, streams = self.p, self.local, self.streams
+        if self.cfg.rank is None:
+            W = train_weights(p, W_start, client, local, streams)
+            out = [self.compress(d) for d in leaves(W - W_start)]
+            return tree_like(W_start, [d for d, _ in out]), sum(sent for _, sent in out)
+        B, A = init_adapter(p, self.cfg.rank, streams["init"])
+        B, A, _ = train(p, W_start, B, A, self.scalings, client, local, streams)
+        delta, sent = [], 0.0
+        for b, a, s in zip(leaves(B), leaves(A), self.scalings, strict=True):
+            (b, sent_b), (a, sent_a) = self.compress(b), self.compress(a)
+            delta.append(s * (b @ a))
+            sent += sent_b + sent_a
+        return tree_like(W_start, delta), sent
 
     def dispatch(self, client: int) -> None:
         """Start a job: the client downloads the current model and version."""
@@ -479,7 +520,7 @@ class _Sim:
         self.seq += 1
 
     # -- the server ----------------------------------------------------------------------------
-    def apply(self, W_new: torch.Tensor, stale: list[int]) -> None:
+    def apply(self, W_new, stale: list[int]) -> None:
         """Replace the global model by a complete, finite candidate (else DivergenceError)."""
         loss = self.evaluate(W_new)
         step = self.version + 1
@@ -487,32 +528,34 @@ class _Sim:
             raise DivergenceError(
                 f"{self.cfg.method} diverged at server update {step} (seed {self.seed}): the "
                 f"candidate model's loss is {loss:g}; the global model keeps update {step - 1}. "
-                f"Lower lr = {self.cfg.lr:g}",
+                f"Lower gamma = {self.cfg.gamma:g}",
                 step=step,
                 seed=self.seed,
                 frame=pd.DataFrame(self.rows),
             )
-        self.W = W_new
+        self.W, self.loss = W_new, loss
         self.version = step
         self.log(stale)
+        if self.bar is not None:
+            self.bar.update()
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     def log(self, stale: list[int]) -> None:
         self.rows.append(self.row(stale))
 
     def log_end(self, time: float | None = None) -> None:
-        """The last row of a run stopped by the budget (time = budget) or interrupted: no update,
-        the counters of every event processed so far."""
+        """The last row of a run stopped by the budget (time = budget), interrupted or stopped:
+        no update, the counters of every event processed so far."""
         if time is not None:
             self.time = time
         self.rows.append(self.row([]))
 
     def row(self, stale: list[int]) -> dict:
-        p = self.p
-        loss, grad_sq = self.measure()
+        p, loss = self.p, self.loss
         return {
             "seed": self.seed, "time": self.time, "update": self.version, "loss": loss,
             "gap": loss - p.f_star if p.f_star is not None else math.nan,
-            "grad_norm_sq": grad_sq,
+            "grad_norm_sq": self.grad_norm_sq(),
             "staleness": sum(stale) / len(stale) if stale else 0.0,
             "staleness_max": max(stale) if stale else 0,
             "applied": len(stale), "discarded": self.discarded, "crashed": self.crashed,
@@ -559,11 +602,15 @@ class _Sim:
         buffer.clear()
         self.apply(self.W + cfg.server_lr * mean, stale)
 
-    def done(self, updates, time_budget) -> bool:
+    def done(self, updates) -> bool:
         return updates is not None and self.version >= updates
 
     def pop_batch(self, time_budget) -> list | None:
-        """All jobs finishing at the next event time (None when the budget is spent)."""
+        """All jobs finishing at the next event time (None when the budget is spent, or when the
+        progress bar asks the run to stop)."""
+        if stop_requested(self.bar):
+            self.stopped = True
+            return None
         if not self.heap or (time_budget is not None and self.heap[0][0] > time_budget):
             return None
         t = self.heap[0][0]
@@ -575,10 +622,26 @@ class _Sim:
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, updates, time_budget) -> None:
-        self.log([])
-        self.loop(updates, time_budget)
-        if not self.done(updates, time_budget):  # stopped by the budget: its end's state
-            self.log_end(time_budget)
+        """Run to ``updates`` server updates or ``time_budget``; the last accepted global model is
+        committed to the problem in the end, whatever happened (module docstring)."""
+        desc = f"{self.cfg.method} seed {self.seed}"
+        bar = progress_bar(enabled=self.progress, total=updates, desc=desc)
+        with bar, self.p.seeded(self.streams):
+            self.bar = bar
+            try:
+                self.log([])
+                self.loop(updates, time_budget)
+                if not self.done(updates):  # stopped by the budget: its end's state
+                    self.log_end(None if self.stopped else time_budget)
+            except DivergenceError as error:  # W is the last accepted (checked) global model
+                error.append(restored_note("server update", self.version))
+                raise
+            except KeyboardInterrupt:
+                self.log_end()
+                raise
+            finally:
+                self.bar = None
+                self.p.commit(self.W)
 
     def loop(self, updates, time_budget) -> None:
         cfg, M = self.cfg, self.p.M
@@ -588,21 +651,21 @@ class _Sim:
             return
         idle = deque(torch.randperm(M, generator=self.streams["cohort"]).tolist())
         buffer: list = []
-        while not self.done(updates, time_budget):
+        while not self.done(updates):
             while idle and len(self.heap) < limit:
                 self.dispatch(idle.popleft())
             batch = self.pop_batch(time_budget)
             if batch is None:
                 return
             for job in batch:
-                if not self.done(updates, time_budget):
+                if not self.done(updates):
                     self.arrive(job, buffer)
                 idle.append(job[2])
 
     def run_sync(self, updates, time_budget, limit) -> None:
         """Synchronous FedAvg: each round's cohort starts from one model; the server waits."""
         cfg, M = self.cfg, self.p.M
-        while not self.done(updates, time_budget):
+        while not self.done(updates):
             if cfg.cohort is None or cfg.cohort == M:
                 pending = deque(range(M))
             else:

@@ -63,10 +63,10 @@ RULE_LABELS = {
 APPROXIMATIONS = ("identity", "pca", "qrcp", "cur")
 #: The clients' model W ∈ ℝ^{8×6}: small, so each low-rank compression is cheap.
 SHAPE = (8, 6)
-#: Local SGD step size and steps per job. The clients are 1-smooth (L = 1), so lr = 0.3 with 2
+#: Local SGD step size γ and steps per job. The clients are 1-smooth (L = 1), so γ = 0.3 with 2
 #: local steps is stable for every rule, straggler law and compressor here (checked over
 #: 2–50 clients); a divergence would still be caught and shown in the status line.
-LR, LOCAL_STEPS = 0.3, 2
+GAMMA, LOCAL_STEPS = 0.3, 2
 TIME_BUDGET, FAST_TIME_BUDGET = 40.0, 20.0
 MAX_CLIENTS = 100
 APPROX_METHODS = ("pca", "qrcp", "cur", "paper_row_id")
@@ -125,7 +125,7 @@ def async_frames(
 
     Every rule has the same clients, the same compute-time law ``stragglers`` (``"uniform"``
     U[0.5, 1.5], ``"exponential"`` Exp(1), ``"heavy_tail"`` Pareto(1.5), mean 1 per local step),
-    the same seed, lr = 0.3 and 2 local steps; FedAsync (α = 0.6) and FedBuff (K = 4) weight a
+    the same seed, γ = 0.3 and 2 local steps; FedAsync (α = 0.6) and FedBuff (K = 4) weight a
     τ-stale update by the ``staleness`` function s(τ). Each uploaded delta passes through
     ``approximation`` at ``rank`` (``LowRank(method, rank, shape=(8, 6))``, default rank 2;
     ``"identity"``: none, and a ``rank`` given with it warns that it does nothing).
@@ -147,7 +147,7 @@ def async_frames(
     histories, events, diverged = [], [], {}
     for rule in ASYNC_RULES:
         cfg = AsyncFL(
-            rule, LR, local_steps=LOCAL_STEPS, staleness=staleness, speed=stragglers, **extra
+            rule, GAMMA, local_steps=LOCAL_STEPS, staleness=staleness, speed=stragglers, **extra
         )
         hist, evs = cfg.run(prob, seeds=seed, time_budget=budget, events=True, on_divergence="stop")
         stopped = hist.attrs["diverged"].get(seed)

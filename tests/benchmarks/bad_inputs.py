@@ -483,7 +483,7 @@ for rule in ("fedavg", "fedasync", "fedbuff"):
             lambda r=rule, v=v: AsyncFL(r, 0.1).run(fed(), v),
         )
     for lab, v in BAD_REALS.items():
-        case(f"async[{rule}] lr={lab}", "lr", lambda r=rule, v=v: AsyncFL(r, v))
+        case(f"async[{rule}] gamma={lab}", "gamma", lambda r=rule, v=v: AsyncFL(r, v))
     for lab, v in BAD_SEEDS.items():
         case(
             f"async[{rule}] seeds={lab}",
@@ -506,9 +506,9 @@ for rule in ("fedavg", "fedasync", "fedbuff"):
     )
     case(f"async[{rule}] delay=nan", "delay", lambda r=rule: AsyncFL(r, 0.1, delay=float("nan")))
     case(
-        f"async[{rule}] adapter=huge",
-        "adapter",
-        lambda r=rule: AsyncFL(r, 0.1, adapter=10**6).run(fed(), 2),
+        f"async[{rule}] rank=huge",
+        "rank",
+        lambda r=rule: AsyncFL(r, 0.1, rank=10**6).run(fed(), 2),
     )
     case(
         f"async[{rule}] float16",

@@ -56,11 +56,32 @@ from ..divergence import DivergenceError, restored_note
 from ..lowrank import LowRank
 from ..progress import bar as progress_bar
 from ..sketches import kaiming_uniform
-from .decentralized import _batches, _objective_batches, weighted_grads
 from .grads import PerSite, at_weights, model_rng
 from .problem import ModelProblem
 
 __all__ = ["ModelAsync", "PerSite", "check_model_async"]
+
+
+def _objective_batches(problem: ModelProblem, weights):
+    """Every client's rows in chunks, client v weighted by ``weights[v]``: Σ_v w_v f_v."""
+    size = problem.eval_batch_size
+    for v, w in enumerate(weights):
+        rows = problem.indices(v)
+        for start in range(0, rows.numel(), size):
+            chunk = rows[start : start + size]
+            yield problem.batch(chunk), float(w) * chunk.numel() / rows.numel()
+
+
+def _weighted_grads(problem: ModelProblem, batches, inputs: list) -> tuple[float, list]:
+    """(Σ_c w_c f(batch_c), its gradient with respect to ``inputs``), one chunk at a time."""
+    total, grads = 0.0, None
+    with torch.enable_grad():
+        for batch, w in batches:
+            loss = problem.objective(batch)
+            g = torch.autograd.grad(loss * w, inputs)
+            total += w * float(loss.detach())
+            grads = list(g) if grads is None else [a + b for a, b in zip(grads, g, strict=True)]
+    return total, grads
 
 
 def check_model_async(cfg: AsyncFL, problem: ModelProblem) -> None:
@@ -98,7 +119,7 @@ class ModelAsync(_Sim):
             for site in self.sites:
                 site.track_W(True)
             try:
-                loss, g = weighted_grads(self.p, batches, [site.base for site in self.sites])
+                loss, g = _weighted_grads(self.p, batches, [site.base for site in self.sites])
             finally:
                 for site in self.sites:
                     site.track_W(False)
@@ -126,7 +147,7 @@ class ModelAsync(_Sim):
 
     def grad(self, W: PerSite, client: int) -> PerSite:
         """∇_W f_c on every row of client c, plus N(0, σ²/D) noise per entry."""
-        _, G = self.w_grads(W, _batches(self.p, self.p.indices(client)))
+        _, G = self.w_grads(W, self.p.chunks(client))
         if not self.cfg.sigma:
             return G
         std = self.cfg.sigma / math.sqrt(self.D)

@@ -298,8 +298,7 @@ class GossipSimulation(Simulation):
         B, A = init_adapter(problem, cfg.rank, self.streams["init"], cfg.init, cfg.init_std)
         self.B, self.A = (tree_map(lambda x: x.expand(self.N, *x.shape).clone(), X) for X in (B, A))
         self.state = None  # every node's optimizer state (stacked), None: fresh
-        self.nodes = torch.arange(self.N)
-        self.uniform = np.full(self.N, 1.0 / self.N)
+        self.uniform = torch.full((self.N,), 1.0 / self.N, dtype=torch.float64)
         f_star = problem.weighted_f_star(self.uniform)
         self.f_star = math.nan if f_star is None else f_star
         self.local_updates = 0
@@ -308,7 +307,7 @@ class GossipSimulation(Simulation):
         """Every node's ``local_steps`` steps from its own iterate: the half-step stacks
         (A, B, state)."""
         B, A, state = train(
-            self.problem, self.W0, self.B, self.A, self.scalings, self.nodes, self.local,
+            self.problem, self.W0, self.B, self.A, self.scalings, self.clients, self.local,
             self.streams, state=self.state,
         )  # fmt: skip
         return A, B, state
@@ -322,12 +321,13 @@ class GossipSimulation(Simulation):
         local = float(sq([bilinear_mismatch(b, a, M) for b, a in pairs]).max().sqrt())
         glob = math.sqrt(float(sq([bilinear_mismatch(b, a) for b, a in pairs])))
         sentB, sentA, payload = self.compress(B, A, batch_dims=1)
-        own = torch.diagonal(M)[:, None, None]
+        own = torch.diagonal(M)
 
-        def gossip(x, sent):  # x_i ← Σ_j M_ij x_j, neighbours' x_j as received
+        def gossip(x, sent):  # x_i ← M_ii x_i + Σ_{j≠i} M_ij x_j as received (sent is x: exact)
             if sent is x:
                 return torch.einsum("ij,j...->i...", M, x)
-            return own * x + torch.einsum("ij,j...->i...", M - torch.diag_embed(own[:, 0, 0]), sent)
+            off = torch.einsum("ij,j...->i...", M - torch.diag(own), sent)
+            return own[:, None, None] * x + off
 
         return local, glob, tree_map(gossip, A, sentA), tree_map(gossip, B, sentB), payload
 
@@ -398,9 +398,9 @@ class GossipSimulation(Simulation):
         """The row of the current nodes: the average model's f and factor-gradient norm², the
         table f_c(W_i) (node means and diagonal), the consensus distance."""
         B_bar, A_bar = self.result(self.B, self.A)
-        loss, G = self.objective(self.weights(B_bar, A_bar), self.uniform)
+        loss, G = self.objective(self.adapted(B_bar, A_bar), self.uniform)
         grad_sq = self.factor_grad_sq(G, B_bar, A_bar)
-        losses = self.client_loss_table(self.weights(self.B, self.A))  # (N models, N objectives)
+        losses = self.client_loss_table(self.adapted(self.B, self.A))  # (N models, N objectives)
         spread = leaves(self.A) + leaves(self.B)
         consensus = sum(float((x - x.mean(0)).square().sum()) for x in spread) / self.N
         return {

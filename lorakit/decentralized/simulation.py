@@ -248,6 +248,7 @@ class Simulation:
         problem.reset()
         self.W0 = problem.start()
         self.local = cfg.local()
+        self.clients = torch.arange(problem.M, device=problem.device)
         self.t = 0
         self.communicated = self.bytes = 0
         self.good = None  # (t, B, A) of the last logged state that passed
@@ -255,20 +256,20 @@ class Simulation:
         self.rows: list[dict] = []
 
     # -- algebra on trees ----------------------------------------------------------------------
-    def weights(self, B, A):
+    def adapted(self, B, A):
         """W = W0 + s·B·A per site (B and A may be stacks over nodes)."""
         s = self.problem.tree(self.scalings)
         return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W0, B, A, s)
 
-    def objective(self, W, weights) -> tuple[float, object]:
-        """(Σ_v w_v f_v(W), Σ_v w_v ∇f_v(W)) over the problem's clients."""
+    def objective(self, W, weights: torch.Tensor) -> tuple[float, object]:
+        """(Σ_v w_v f_v(W), Σ_v w_v ∇f_v(W)) over the problem's clients (``weights``: float64,
+        one per client)."""
         p, M = self.problem, self.problem.M
         losses = p.client_losses(W)
-        w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-        loss = float((losses * w.to(losses)).sum())
+        loss = float((losses * weights.to(losses)).sum())
         stack = tree_map(lambda x: x.expand(M, *x.shape), W)
-        G = p.local_grads(stack, torch.arange(M, device=p.device))
-        return loss, tree_map(lambda g: (g * w.to(g)[:, None, None]).sum(0), G)
+        G = p.local_grads(stack, self.clients)
+        return loss, tree_map(lambda g: (g * weights.to(g)[:, None, None]).sum(0), G)
 
     def factor_grad_sq(self, G, B, A) -> float:
         """‖∇_A f‖² + ‖∇_B f‖² from G = ∇_W f: ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ (RW-LoRA eq. (12))."""
@@ -349,7 +350,8 @@ class Simulation:
             bar.update()
             if self.t % log_every == 0 or k == count - 1:
                 self._log(record)
-                bar.set_postfix(loss=f"{self.rows[-1]['loss']:.4g}", refresh=False)
+                if not getattr(bar, "disable", False):  # a silent tqdm bar shows nothing
+                    bar.set_postfix(loss=f"{self.rows[-1]['loss']:.4g}", refresh=False)
         return self.rows
 
     def _log(self, record: dict) -> None:

@@ -345,6 +345,7 @@ class WalkSimulation(Simulation):
     def __init__(self, cfg: RWLoRA, problem, seed: int, P: np.ndarray, pi, record: bool = True):
         super().__init__(cfg, problem, seed, record)
         self.P, self.pi = P, np.asarray(pi, dtype=np.float64)
+        self.pi_weights = torch.tensor(self.pi)  # the objective's client weights
         self.N = P.shape[0]
         self.cum = np.cumsum(P, axis=1)
         self.B, self.A = init_adapter(
@@ -456,7 +457,7 @@ class WalkSimulation(Simulation):
 
     def log(self, record: dict) -> dict:
         """The row of the current token: f = Σ_v π_v f_v, its factor-gradient norm², ‖A‖, ‖B‖."""
-        loss, G = self.objective(self.weights(self.B, self.A), self.pi)
+        loss, G = self.objective(self.adapted(self.B, self.A), self.pi_weights)
         grad_sq = self.factor_grad_sq(G, self.B, self.A)
         return {
             "seed": self.seed, "hop": self.t, **record,

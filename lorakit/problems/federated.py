@@ -207,7 +207,7 @@ class FederatedProblem(MatrixProblem):
         """min_W Σ_l w_l f_l(W) for client weights w (summing to 1; RW-LoRA eq. (5) with w = π):
         ``f_star`` for uniform w; for diagonal-quadratic clients the closed form at
         W*_w = Σ_l w_l Λ_l ∘ C_l / Σ_l w_l Λ_l (entry-wise); None when unknown."""
-        w = torch.tensor(weights, dtype=torch.float64).flatten()
+        w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
         if torch.allclose(w, torch.full_like(w, 1.0 / self.M), rtol=0.0, atol=1e-15):
             return self.f_star
         if self._stack is None:

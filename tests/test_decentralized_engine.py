@@ -5,6 +5,7 @@ and a run stops when its progress bar asks (notebook 07's Cancel)."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -102,6 +103,27 @@ def test_a_one_site_model_runs_as_its_matrix_problem(one_site, cfg):
     weights = model.attrs.get("pi", [1 / N] * N)
     held = sum(w * one_site.loss(client=c) for c, w in enumerate(weights))
     assert held == pytest.approx(last, rel=1e-12)
+
+
+def test_a_lost_token_keeps_its_adamw_state(square):
+    """optimizer_state="token": a lost transfer leaves the token's factors and its AdamW
+    state_dict bit for bit as they were before the hop (the sender re-issues its copy)."""
+    cfg = RWLoRA(2, 0.05, optimizer="adamw", token_loss=0.4)  # MH on K_4 always moves
+    sim = cfg.simulator(square, COMPLETE, seed=2)
+    lost = 0
+    for _ in range(40):
+        before = (sim.B, sim.A, copy.deepcopy(sim.state))
+        record = sim.hop()
+        if record["lost"]:
+            lost += 1
+            assert sim.B is before[0] and sim.A is before[1]
+            if before[2] is None:  # lost before the token had a state
+                assert sim.state is None
+                continue
+            now, then = sim.state["state"], before[2]["state"]
+            for new, old in zip(now.values(), then.values(), strict=True):
+                assert all(torch.equal(new[k], old[k]) for k in old)
+    assert lost >= 8 and int(sim.state["state"][0]["step"]) == 40 - lost
 
 
 # -- the upload compressor -----------------------------------------------------------------------

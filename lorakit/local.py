@@ -23,6 +23,7 @@ problem), client by client otherwise (a model).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -86,7 +87,9 @@ def init_adapter(problem, rank: int, gen: torch.Generator, init: str = "kaiming"
     As = []
     for _, n in problem.shapes:
         if init == "gaussian":
-            A = gaussian(std if std is not None else 1.0 / rank).sample((rank, n), gen, **kw)
+            A = gaussian(std if std is not None else 1.0 / rank).sample(
+                (rank, n), gen, side="right", **kw
+            )
         else:
             A = kaiming_uniform().sample((rank, n), gen, side="right", **kw)
             if std is not None and A.numel() > 1:
@@ -171,8 +174,8 @@ def train(
     """``local.steps`` optimizer steps on the trained factors (``"both"``, ``"B"`` or ``"A"``) of
     client(s) ``clients`` (:func:`factor_grads`); returns the new (B, A, optimizer state).
 
-    The inputs are left as they are (the factors are copied into fresh leaf tensors), so a caller
-    keeps its last good state until it accepts the new one. ``state`` is an optimizer
+    The inputs are left as they are (the factors and ``state`` are copied), so a caller keeps its
+    last good state until it accepts the new one. ``state`` is an optimizer
     ``state_dict()`` to start from (an RW-LoRA token's AdamW moments) and the returned state is
     the optimizer's after the steps (None for plain SGD without momentum).
     """
@@ -181,8 +184,8 @@ def train(
     A = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "A")), A)
     params = [x for x in leaves(B) + leaves(A) if x.requires_grad]
     opt = OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
-    if state is not None:
-        opt.load_state_dict(state)
+    if state is not None:  # a copy: torch loads the tensors by reference and steps them in place
+        opt.load_state_dict(copy.deepcopy(state))
     for _ in range(local.steps):
         with torch.no_grad():
             gB, gA = factor_grads(problem, W0, B, A, scalings, clients, local, streams)

@@ -74,14 +74,16 @@ def _quadratics():
     return lk.problems.heterogeneous_quadratics(M, 5, 3, L=0.5, seed=0)
 
 
-def _walk(problem, hops, seeds=0, *, lr=0.3, **run_kw):
-    return RWLoRA(rank=RANK, lr=lr, transition="lazy").run(
+def _walk(problem, hops, seeds=0, *, gamma=0.3, **run_kw):
+    return RWLoRA(rank=RANK, gamma=gamma, transition="lazy").run(
         problem, hops, seeds=seeds, graph=RING, **run_kw
     )
 
 
-def _gossip(problem, rounds, seeds=0, *, lr=0.3, **run_kw):
-    return GossipLoRA(rank=RANK, lr=lr).run(problem, rounds, seeds=seeds, graph=RING, **run_kw)
+def _gossip(problem, rounds, seeds=0, *, gamma=0.3, **run_kw):
+    return GossipLoRA(rank=RANK, gamma=gamma).run(
+        problem, rounds, seeds=seeds, graph=RING, **run_kw
+    )
 
 
 def _async(rule, rank):
@@ -106,8 +108,8 @@ CASES: list[Case] = [
     _federated("flex_lora", budgets=[1, 2, 1, 2]),
     _federated("fedstack_lora", budgets=[1, 2, 1, 2]),
     _federated("fed_rac_lora"),
-    Case("rw_lora", "decentralized", _walk, matrix=_quadratics, diverge={"lr": 1e9}),
-    Case("gossip_lora", "decentralized", _gossip, matrix=_quadratics, diverge={"lr": 1e9}),
+    Case("rw_lora", "decentralized", _walk, matrix=_quadratics, diverge={"gamma": 1e9}),
+    Case("gossip_lora", "decentralized", _gossip, matrix=_quadratics, diverge={"gamma": 1e9}),
     Case("fedavg", "asynchronous", _async("fedavg", None), _quadratics, diverge={"gamma": 1e9}),
     Case("fedasync", "asynchronous", _async("fedasync", None), _quadratics, diverge={"gamma": 1e9}),
     Case("fedbuff", "asynchronous", _async("fedbuff", RANK), _quadratics, diverge={"gamma": 1e9}),
@@ -144,8 +146,8 @@ _DIVERGENCE = {
     "flex_lora": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=7.05e16), _split(0, False, lr=10.0, cohort=2, blowup=1.4e11)),
     "fedstack_lora": ({"lr": 1e4}, _split(1, lr=30.0, blowup=1.3e5), _split(1, lr=1e3 / 3, blowup=33.0)),
     "fed_rac_lora": ({"lr": 600.0}, _split(0, lr=10.0, blowup=9000.0), _split(1, lr=20.0, blowup=33.3)),
-    "rw_lora": ({"lr": 1e3}, _split(0, lr=0.8, blowup=2.25e10), _split(0, lr=1e2 / 3, blowup=5.2e15)),
-    "gossip_lora": ({"lr": 1e3}, _split(1, False, lr=1.5, blowup=9.8e27), _split(1, lr=1e2 / 3, blowup=2.4e16)),
+    "rw_lora": ({"gamma": 1e3}, _split(0, gamma=0.8, blowup=2.25e10), _split(0, gamma=1e2 / 3, blowup=5.2e15)),
+    "gossip_lora": ({"gamma": 1e3}, _split(1, False, gamma=1.5, blowup=9.8e27), _split(1, gamma=1e2 / 3, blowup=2.4e16)),
     "fedavg": ({"gamma": 30.0, "blowup": 12.0}, _split(0, gamma=7.0, cohort=2, blowup=2.1738e9), _split(0, gamma=10.0, cohort=2, blowup=4.95)),
     "fedasync": ({"gamma": 1200.0}, _split(1, gamma=30.0, blowup=5.05e8), _split(0, gamma=120.0, blowup=82.5)),
     "fedbuff": ({"gamma": 30.0}, _split(1, gamma=1.5, blowup=2.6e4), _split(0, gamma=10.0, blowup=106.0)),

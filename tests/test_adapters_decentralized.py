@@ -1,4 +1,4 @@
-"""RW-LoRA and gossip Dec-LoRA on a peft model (lorakit.adapters.decentralized).
+"""RW-LoRA and gossip Dec-LoRA on a peft model (the engines of lorakit.decentralized).
 
 The float64 toy of ``peft_toys`` (fc1 8×6, fc2 3×8, rank 2, 64 rows in 4 iid clients of 16) and a
 matrix problem of the same N = 4 for the column and walk comparisons.
@@ -62,7 +62,7 @@ def weighted_loss(problem, weights):
 
 # -- RW-LoRA -------------------------------------------------------------------------------------
 def test_walk_hops_equal_hand_steps(one_site):
-    sim = RWLoRA(rank=2, lr=0.7, transition="lazy").simulator(one_site, RING, seed=3)
+    sim = RWLoRA(rank=2, gamma=0.7, transition="lazy").simulator(one_site, RING, seed=3)
     A, B = sim.A[0].clone(), sim.B[0].clone()
     A0 = A.clone()
     for _ in range(3):  # hop 1 moves only B (B⁰ = 0); later hops move both factors
@@ -76,11 +76,11 @@ def test_walk_hops_equal_hand_steps(one_site):
 
 
 def test_walk_same_seed_same_frame_and_columns_of_the_matrix_walk(toy, matrix):
-    cfg = RWLoRA(rank=2, lr=0.5, transition="lazy", batch_size=8)
+    cfg = RWLoRA(rank=2, gamma=0.5, transition="lazy", batch_size=8)
     a = cfg.run(toy, 12, seeds=[0, 1], graph=RING)
     b = cfg.run(toy, 12, seeds=[0, 1], graph=RING)
     pd.testing.assert_frame_equal(a, b)
-    plain = RWLoRA(rank=2, lr=0.5, transition="lazy")  # the quadratic nodes are not finite sums
+    plain = RWLoRA(rank=2, gamma=0.5, transition="lazy")  # the quadratic nodes are not finite sums
     assert list(a.columns) == list(plain.run(matrix, 12, graph=RING).columns)
     assert a["gap"].isna().all() and (a["mismatch"] == 0).all()
 
@@ -88,7 +88,7 @@ def test_walk_same_seed_same_frame_and_columns_of_the_matrix_walk(toy, matrix):
 def test_walk_visits_the_matrix_walks_nodes(toy, matrix):
     """The walk, failure and loss streams do not depend on the problem: same seed, same path."""
     cfg = RWLoRA(
-        rank=2, lr=0.1, transition="lazy", start="uniform", node_failure=0.3, token_loss=0.2
+        rank=2, gamma=0.1, transition="lazy", start="uniform", node_failure=0.3, token_loss=0.2
     )
     model, model_msgs = cfg.run(toy, 40, seeds=[0, 5], graph=RING, messages=True)
     mat, mat_msgs = cfg.run(matrix, 40, seeds=[0, 5], graph=RING, messages=True)
@@ -102,17 +102,17 @@ def test_walk_visits_the_matrix_walks_nodes(toy, matrix):
 def test_walk_transfer_is_the_peft_adapter_state(toy):
     floats = state_bytes(adapter_state(toy.model), 1)  # Σ_l r(m_l + n_l) = 2·14 + 2·11
     assert floats == 50
-    frame = RWLoRA(rank=2, lr=0.1, transition="metropolis").run(toy, 10, graph=COMPLETE)
+    frame = RWLoRA(rank=2, gamma=0.1, transition="metropolis").run(toy, 10, graph=COMPLETE)
     last = frame.iloc[-1]
     assert last["communicated_params"] == 50 * last["transfers"]
     assert last["bytes"] == 4 * last["communicated_params"]
-    adamw = RWLoRA(rank=2, lr=0.01, optimizer="adamw", transition="metropolis")
+    adamw = RWLoRA(rank=2, gamma=0.01, optimizer="adamw", transition="metropolis")
     last = adamw.run(toy, 10, graph=COMPLETE).iloc[-1]
     assert last["communicated_params"] == (3 * 50 + 1) * last["transfers"]
 
 
 def test_walk_lowers_the_loss_and_leaves_the_token_in_the_model(toy):
-    cfg = RWLoRA(rank=2, lr=0.5, transition="lazy")
+    cfg = RWLoRA(rank=2, gamma=0.5, transition="lazy")
     frame = cfg.run(toy, 60, seeds=0, graph=RING)
     first, last = frame["loss"].iloc[0], frame["loss"].iloc[-1]
     assert last < first - 0.15  # measured: 1.254 → 1.030
@@ -123,20 +123,20 @@ def test_walk_lowers_the_loss_and_leaves_the_token_in_the_model(toy):
 
 
 def test_walk_adamw_minibatch_noise_lowers_the_loss(toy):
-    cfg = RWLoRA(rank=2, lr=0.05, optimizer="adamw", batch_size=8, sigma=0.1, transition="lazy")
+    cfg = RWLoRA(rank=2, gamma=0.05, optimizer="adamw", batch_size=8, sigma=0.1, transition="lazy")
     frame = cfg.run(toy, 60, seeds=0, graph=RING)
     assert frame["loss"].iloc[-1] < frame["loss"].iloc[0] - 0.1  # measured: 1.254 → 1.02
 
 
 def test_walk_pi_sizes_is_the_sample_mean(toy):
-    cfg = RWLoRA(rank=2, lr=0.3, transition="lazy", pi="sizes")
+    cfg = RWLoRA(rank=2, gamma=0.3, transition="lazy", pi="sizes")
     frame = cfg.run(toy, 5, graph=RING)
     assert frame.attrs["pi"] == [0.25] * N  # iid split: 16 rows each
     assert frame["loss"].iloc[-1] == pytest.approx(toy.loss(), rel=1e-12)
 
 
 def test_walk_divergence_keeps_the_last_good_token(toy):
-    cfg = RWLoRA(rank=2, lr=1e9, transition="lazy")
+    cfg = RWLoRA(rank=2, gamma=1e9, transition="lazy")
     with pytest.raises(DivergenceError) as info:
         cfg.run(toy, 5, graph=RING)
     assert info.value.step == 1 and len(info.value.frame) == 1
@@ -147,12 +147,12 @@ def test_walk_divergence_keeps_the_last_good_token(toy):
 
 # -- gossip --------------------------------------------------------------------------------------
 def test_gossip_complete_graph_equal_weights_averages_exactly(toy):
-    cfg = GossipLoRA(rank=2, lr=0.5, mixing="uniform", local_steps=2)
+    cfg = GossipLoRA(rank=2, gamma=0.5, mixing="uniform", local_steps=2)
     sim = cfg.simulator(toy, COMPLETE, seed=0)
     A, B, _ = sim.local_steps()  # deterministic (full client data, no noise)
-    assert max(float((a - a.mean(0)).abs().max()) for a in A + B) > 1e-3  # nodes differ
+    assert max(float((a - a.mean(0)).abs().max()) for a in (*A, *B)) > 1e-3  # nodes differ
     record = sim.round()
-    for new, old in zip(sim.A + sim.B, A + B, strict=True):
+    for new, old in zip((*sim.A, *sim.B), (*A, *B), strict=True):
         for i in range(N):
             torch.testing.assert_close(new[i], old.mean(0), rtol=0, atol=1e-12)
     assert sim.log(record)["consensus"] < 1e-24
@@ -160,7 +160,7 @@ def test_gossip_complete_graph_equal_weights_averages_exactly(toy):
 
 
 def test_gossip_same_seed_same_frame_and_columns_of_the_matrix_gossip(toy, matrix):
-    cfg = GossipLoRA(rank=2, lr=0.05, optimizer="adamw", sigma=0.1, link_failure=0.3)
+    cfg = GossipLoRA(rank=2, gamma=0.05, optimizer="adamw", sigma=0.1, link_failure=0.3)
     a = cfg.run(toy, 8, seeds=[0, 1], graph=RING)
     pd.testing.assert_frame_equal(a, cfg.run(toy, 8, seeds=[0, 1], graph=RING))
     mat = cfg.run(matrix, 8, seeds=[0, 1], graph=RING)
@@ -171,7 +171,7 @@ def test_gossip_same_seed_same_frame_and_columns_of_the_matrix_gossip(toy, matri
 
 
 def test_gossip_lowers_the_loss_and_writes_the_average_adapter(toy):
-    frame = GossipLoRA(rank=2, lr=0.5).run(toy, 20, graph=RING)
+    frame = GossipLoRA(rank=2, gamma=0.5).run(toy, 20, graph=RING)
     assert frame["loss"].iloc[-1] < frame["loss"].iloc[0] - 0.15  # measured: 1.254 → 1.063
     assert frame["consensus"].iloc[-1] > 0
     assert np.mean([toy.loss(client=v) for v in range(N)]) == pytest.approx(frame["loss"].iloc[-1])
@@ -180,13 +180,13 @@ def test_gossip_lowers_the_loss_and_writes_the_average_adapter(toy):
 
 
 def test_gossip_minibatch_adamw_lowers_the_loss(toy):
-    frame = GossipLoRA(rank=2, lr=0.05, optimizer="adamw", batch_size=8).run(toy, 20, graph=RING)
+    frame = GossipLoRA(rank=2, gamma=0.05, optimizer="adamw", batch_size=8).run(toy, 20, graph=RING)
     assert frame["loss"].iloc[-1] < frame["loss"].iloc[0] - 0.1  # measured: 1.254 → 1.08
 
 
 def test_gossip_divergence_raises_before_the_nodes_change(toy):
     with pytest.raises(DivergenceError, match="round 1"):
-        GossipLoRA(rank=2, lr=1e9).run(toy, 3, graph=RING)
+        GossipLoRA(rank=2, gamma=1e9).run(toy, 3, graph=RING)
     for site in toy.sites:
         assert torch.isfinite(site.A).all() and float(site.B.detach().abs().max()) == 0.0
 
@@ -195,20 +195,20 @@ def test_gossip_divergence_raises_before_the_nodes_change(toy):
 @pytest.mark.parametrize("make", [RWLoRA, GossipLoRA])
 def test_options_that_do_not_map_raise(make, toy):
     with pytest.raises(ValueError, match="rank = 3 differs from the peft adapter rank"):
-        make(rank=3, lr=0.1).run(toy, 2, graph=RING)
+        make(rank=3, gamma=0.1).run(toy, 2, graph=RING)
     with pytest.raises(ValueError, match="alpha = 4"):
-        make(rank=2, lr=0.1, alpha=4.0).run(toy, 2, graph=RING)
+        make(rank=2, gamma=0.1, alpha=4.0).run(toy, 2, graph=RING)
     with pytest.raises(ValueError, match="no clients"):
-        make(rank=2, lr=0.1).run(toy_problem(), 2, graph=nx.empty_graph(1))
+        make(rank=2, gamma=0.1).run(toy_problem(), 2, graph=nx.empty_graph(1))
     with pytest.raises(ValueError, match="progress"):
-        make(rank=2, lr=0.1).run(toy, 2, graph=RING, progress="yes")
+        make(rank=2, gamma=0.1).run(toy, 2, graph=RING, progress="yes")
     with pytest.raises(ValueError, match="graph has 3 nodes"):
-        make(rank=2, lr=0.1).run(toy, 2, graph=nx.cycle_graph(3))
+        make(rank=2, gamma=0.1).run(toy, 2, graph=nx.cycle_graph(3))
 
 
 def test_progress_bars(toy, matrix, capsys):
-    RWLoRA(rank=2, lr=0.1).run(toy, 3, graph=COMPLETE, progress=True)
-    GossipLoRA(rank=2, lr=0.1).run(toy, 2, graph=COMPLETE, progress=True)
-    RWLoRA(rank=2, lr=0.1).run(matrix, 3, seeds=[0, 1], graph=COMPLETE, progress=True)
+    RWLoRA(rank=2, gamma=0.1).run(toy, 3, graph=COMPLETE, progress=True)
+    GossipLoRA(rank=2, gamma=0.1).run(toy, 2, graph=COMPLETE, progress=True)
+    RWLoRA(rank=2, gamma=0.1).run(matrix, 3, seeds=[0, 1], graph=COMPLETE, progress=True)
     err = capsys.readouterr().err
     assert "rw_lora seed 0" in err and "gossip_lora seed 0" in err and "seed" in err

@@ -145,7 +145,7 @@ def federated_rows(method: str) -> list[Row]:
 
 def walk_rows() -> list[Row]:
     def walk(**kw):
-        return RWLoRA(**{"rank": 2, "lr": 0.1, "transition": "lazy", **kw})
+        return RWLoRA(**{"rank": 2, "gamma": 0.1, "transition": "lazy", **kw})
 
     return [
         Row("rw_lora", "rank=0", lambda: walk(rank=0), ValueError, r"rank must be in \[1"),
@@ -177,10 +177,11 @@ def walk_rows() -> list[Row]:
 
 def gossip_rows() -> list[Row]:
     def gossip(**kw):
-        return GossipLoRA(**{"rank": 2, "lr": 0.1, **kw})
+        return GossipLoRA(**{"rank": 2, "gamma": 0.1, **kw})
 
     return [
-        Row("gossip_lora", "lr=nan", lambda: gossip(lr=NAN), ValueError, "lr must be a finite"),
+        Row("gossip_lora", "gamma=nan", lambda: gossip(gamma=NAN), ValueError,
+            "gamma must be a finite"),
         Row("gossip_lora", "rounds=-1", lambda: gossip().run(fed(), -1, graph=RING), ValueError,
             "rounds must be in"),
         Row("gossip_lora", "seeds=None", lambda: gossip().run(fed(), 2, None, graph=RING),

@@ -66,7 +66,9 @@ def test_plateau_ratio_by_running_rw_lora_directly():
     graph = make_graph("ring", 10, seed=0)
 
     def plateau(lr):
-        cfg = RWLoRA(rank=4, lr=lr, transition="lazy", pi=np.full(10, 0.1), laziness=0.5, start=0)
+        cfg = RWLoRA(
+            rank=4, gamma=lr, transition="lazy", pi=np.full(10, 0.1), laziness=0.5, start=0
+        )
         gap = cfg.run(problem, 300, 0, graph=graph)["gap"].to_numpy()[150:]
         return np.exp(np.log(gap).mean())
 

@@ -269,7 +269,7 @@ def test_gossip_on_identical_nodes_matches_rw_lora_on_the_same_objective():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"lr": 0.0}, "lr"),
+        ({"gamma": 0.0}, "gamma"),
         ({"rank": 0}, "rank"),
         ({"link_failure": -0.5}, "link_failure"),
         ({"link_failure": 1.1}, "link_failure"),
@@ -281,7 +281,7 @@ def test_gossip_on_identical_nodes_matches_rw_lora_on_the_same_objective():
 )
 def test_bad_configuration_is_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        GossipLoRA(**{"rank": 2, "lr": 0.1, **kwargs})
+        GossipLoRA(**{"rank": 2, "gamma": 0.1, **kwargs})
 
 
 def test_bad_run_input_is_named(problem):

@@ -135,7 +135,7 @@ def test_adamw_token_matches_torch_adamw(problem):
         opt.step()
         torch.testing.assert_close(sim.A, A.detach(), rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(sim.B, B.detach(), rtol=1e-12, atol=1e-14)
-    assert sim.state["step"] == 4
+    assert int(sim.state["state"][0]["step"]) == 4  # the optimizer's state_dict
 
 
 def test_loss_and_gap_use_the_pi_weighted_objective(problem):
@@ -307,7 +307,7 @@ def test_seeds_are_reproducible_and_distinct(problem):
 
 def test_divergence_stops_before_a_bad_state_is_kept(problem):
     cfg, G = RWLoRA(2, 5.0, init_std=2.0), nx.complete_graph(M_NODES)
-    with pytest.raises(DivergenceError, match="lr") as err:
+    with pytest.raises(DivergenceError, match="gamma") as err:
         cfg.run(problem, 500, graph=G)
     assert np.isfinite(err.value.frame.loss).all() and "method" in err.value.frame
     h = cfg.run(problem, 500, seeds=[0, 1], graph=G, on_divergence="stop")
@@ -320,8 +320,8 @@ def test_divergence_stops_before_a_bad_state_is_kept(problem):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"lr": 0.0}, "lr"),
-        ({"lr": -1.0}, "lr"),
+        ({"gamma": 0.0}, "gamma"),
+        ({"gamma": -1.0}, "gamma"),
         ({"rank": 0}, "rank"),
         ({"node_failure": -0.1}, "node_failure"),
         ({"node_failure": 1.5}, "node_failure"),
@@ -336,7 +336,7 @@ def test_divergence_stops_before_a_bad_state_is_kept(problem):
     ],
 )
 def test_bad_configuration_is_named(kwargs, match):
-    args = {"rank": 2, "lr": 0.1, **kwargs}
+    args = {"rank": 2, "gamma": 0.1, **kwargs}
     with pytest.raises(ValueError, match=match):
         RWLoRA(**args)
 

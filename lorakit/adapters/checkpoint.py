@@ -10,7 +10,7 @@ copied: per logged step the cost is one copy of the adapted weights (Σ_l m_l n_
 entries), not of the whole model.
 
 The runners that keep their state outside the model and write it back at the end (RW-LoRA's token,
-gossip's node adapters, AsyncFL's global model: :mod:`lorakit.adapters.decentralized`,
+gossip's node adapters, AsyncFL's global model: :mod:`lorakit.decentralized.simulation`,
 :mod:`lorakit.asynchronous.clock`) write back the last checked state instead, which costs
 nothing (they keep references to it).
 """

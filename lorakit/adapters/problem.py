@@ -134,6 +134,10 @@ class ModelProblem:
     #: No closed-form optimum at model scale: the ``gap`` column is NaN.
     f_star = None
 
+    def weighted_f_star(self, weights) -> None:
+        """min_W Σ_c w_c f_c(W): unknown for a model (None)."""
+        return None
+
     def trainable_params(self, side: str) -> int:
         """Entries of the trained factor(s) over every site (``left`` trains A, ``right`` B)."""
         total = 0

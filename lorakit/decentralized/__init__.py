@@ -16,7 +16,7 @@ Each module keeps its own ``__all__``; the package re-exports them, one block pe
 
 from __future__ import annotations
 
-from . import gossip, graphs, markov, mismatch, walk
+from . import gossip, graphs, markov, mismatch, simulation, walk
 from .gossip import (
     MIXINGS,
     GossipLoRA,
@@ -50,10 +50,9 @@ from .markov import (
     validate_chain,
 )
 from .mismatch import bilinear_mismatch, mismatch_identity_rhs, mismatch_norms, product_rank
+from .simulation import INITS, OPTIMIZERS, NodeConfig
 from .walk import (
-    INITS,
     OPTIMIZER_STATES,
-    OPTIMIZERS,
     TRANSITIONS,
     RWLoRA,
     WalkSimulation,
@@ -95,7 +94,7 @@ __all__ += [  # markov
     "uniform_weights",
     "validate_chain",
 ]
-__all__ += ["gossip", "mismatch", "walk"]
+__all__ += ["gossip", "mismatch", "simulation", "walk"]
 __all__ += [
     "INITS",
     "MIXINGS",
@@ -104,6 +103,7 @@ __all__ += [
     "TRANSITIONS",
     "GossipLoRA",
     "GossipSimulation",
+    "NodeConfig",
     "RWLoRA",
     "WalkSimulation",
     "bilinear_mismatch",

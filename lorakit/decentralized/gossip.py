@@ -1,16 +1,23 @@
 """Gossip Dec-LoRA: every node keeps its own factors and averages them with its neighbours'
 (the baseline of RW-LoRA, [4]/[14]; spec ``rw_lora.md`` §5).
 
-Node i holds (A_i, B_i), all initialised identically (A ~ N(0, σ_init²) or Kaiming-uniform, one
-draw shared by every node; B = 0). A round:
+Node i holds an adapter (B_i, A_i) — one matrix pair on a
+:class:`~lorakit.problems.federated.FederatedProblem`, one per LoRA site on a peft
+``ModelProblem`` split into N clients — all initialised identically (one draw of A shared by every
+node, :func:`lorakit.local.init_adapter`; B = 0). A round:
 
 1. every node takes ``local_steps`` simultaneous steps on its own objective f_i from its own
-   iterate W_i = W0 + s·B_i A_i (∇_A = s·B_iᵀ∇f_i, ∇_B = s·∇f_i A_iᵀ; batched over the nodes with
-   :meth:`~lorakit.problems.federated.FederatedProblem.local_grads`);
+   iterate W_i = W0 + s·B_i A_i (∇_A = s·B_iᵀ∇f_i, ∇_B = s·∇f_i A_iᵀ; :func:`lorakit.local.train`
+   on the stack of nodes: one tensor operation on a matrix problem, node by node on a model);
 2. the nodes exchange factors with their neighbours and mix them with a symmetric doubly
    stochastic matrix M supported on the graph and the diagonal:
 
-       A_i ← Σ_j M_ij A_j,   B_i ← Σ_j M_ij B_j.
+       A_i ← Σ_j M_ij A_j,   B_i ← Σ_j M_ij B_j   (on every site).
+
+With an upload ``compressor`` node i receives its neighbours' compressed adapters C(B_j), C(A_j)
+(each node compresses its adapter once a round, as one message,
+:mod:`lorakit.decentralized.simulation`) and keeps its own exactly:
+A_i ← M_ii A_i + Σ_{j≠i} M_ij C(A_j); the identity (the default) is the rule above.
 
 Mixing matrices: ``"metropolis"`` (default; Metropolis weights M_ij = 1/(1 + max(d_i, d_j)), the
 rest on the diagonal, :func:`lorakit.decentralized.markov.metropolis_weights`), ``"uniform"``
@@ -27,49 +34,44 @@ Because M mixes factors, not products, node i ends the round with
 
 The objective is the uniform average f = (1/N) Σ_i f_i (the π that a doubly stochastic M targets).
 
-Communication (spec §5, §10.5): every node sends its adapter, r(m + n) floats, to each neighbour,
-so a round costs Σ_i deg_i × r(m + n) = 2|E|·r(m + n) floats network-wide — O(N·degree·model) —
-against RW-LoRA's one adapter per hop; and N·``local_steps`` local updates against its
-``local_steps``. AdamW's state (``optimizer="adamw"``) stays on each node: it is neither mixed nor
-sent.
+Communication (spec §5, §10.5): every node sends its adapter, d = Σ_l r(m_l + n_l) floats (or the
+compressor's payload), to each neighbour, so a round costs Σ_i deg_i messages = 2|E|·d floats
+network-wide — O(N·degree·model) — against RW-LoRA's one adapter per hop; and N·``local_steps``
+local updates against its ``local_steps``. AdamW's state (``optimizer="adamw"``) stays on each
+node: it is neither mixed nor sent.
 
 Randomness (:class:`lorakit.rng.Streams`): ``init`` (the shared A), ``links`` (dropped links: one
-uniform per edge and round, edges in sorted order), ``data`` and ``noise`` as in RW-LoRA.
-
-Model scale: :meth:`GossipLoRA.run` on a :class:`lorakit.adapters.ModelProblem` with clients keeps
-each node's per-site factors outside the model (:mod:`lorakit.adapters.decentralized`).
+uniform per edge and round, edges in sorted order), ``compression``, ``data``, ``noise`` and
+``model`` as in RW-LoRA. Every seed starts from ``problem.reset()``; afterwards a model holds the
+average adapter (B̄_l, Ā_l) of the last seed's nodes, after a divergence that of the last logged
+round that passed.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..divergence import BLOWUP, DivergenceError
-from ..problems.federated import FederatedProblem
-from ..rng import Streams
-from ._loop import run_logged
+from ..divergence import BLOWUP
+from ..local import init_adapter, train
+from ..tree import leaves, tree_map
 from .markov import metropolis_weights
 from .mismatch import bilinear_mismatch
-from .walk import (
-    _as_matrix,
-    _check_common,
-    _check_flag,
-    _factor_step,
-    _finite_and_bounded,
-    _init_A,
-    _local_grads,
-    _prepare_graph,
-    _scale,
-    _seed_loop,
-    _simulation_class,
-    _zero_state,
+from .simulation import (
+    NodeConfig,
+    Simulation,
+    check_graph,
+    check_problem,
+    check_run,
+    factor_trouble,
+    largest,
+    run_simulations,
+    square_matrix,
 )
 
 __all__ = [
@@ -125,7 +127,7 @@ def equal_weights(adjacency) -> np.ndarray:
 def check_mixing(M, adjacency=None, *, atol: float = 1e-9) -> np.ndarray:
     """Check M: finite, non-negative, symmetric, doubly stochastic and (with ``adjacency``)
     supported on the links and the diagonal; returns it as float64."""
-    M = _as_matrix("mixing", M)
+    M = square_matrix("mixing", M)
     if not np.allclose(M, M.T, rtol=0.0, atol=atol):
         raise ValueError("mixing must be symmetric (M = Mᵀ)")
     if not np.allclose(M.sum(axis=1), 1.0, rtol=0.0, atol=atol):
@@ -154,38 +156,29 @@ def _drop_into_diagonal(M: np.ndarray, dropped: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Gossip Dec-LoRA
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GossipLoRA:
+@dataclass(frozen=True, kw_only=True)
+class GossipLoRA(NodeConfig):
     """A gossip Dec-LoRA configuration (spec §5); :meth:`run` simulates it on a graph of N nodes.
 
     Parameters
     ----------
-    rank, lr, local_steps, optimizer, alpha, init, init_std, sigma, batch_size, bytes_per_float,
-    optimizer_kwargs : as :class:`~lorakit.decentralized.walk.RWLoRA` (AdamW's state is per node).
+    rank, gamma, local_steps, optimizer, alpha, init, init_std, sigma, batch_size, compressor,
+    bytes_per_float, bytes_per_index, optimizer_kwargs : how a node trains and what a message
+        costs (:class:`~lorakit.decentralized.simulation.NodeConfig`; AdamW's state is per node);
+        ``lr`` is ``gamma``'s deprecated name.
     mixing : ``"metropolis"``, ``"uniform"`` (equal link weights 1/(1 + d_max)) or an N×N
         symmetric doubly stochastic matrix supported on the graph's links and the diagonal.
     link_failure : probability in [0, 1] that a link is down for a round (module docstring).
         ``link_failure=1`` and an identity ``mixing`` mix nothing: a ``UserWarning`` says so.
     """
 
-    rank: int
-    lr: float
     mixing: str | np.ndarray = "metropolis"
-    local_steps: int = 1
-    optimizer: str = "sgd"
-    alpha: float | None = None
-    init: str = "gaussian"
-    init_std: float | None = None
-    sigma: float | None = None
-    batch_size: int | None = None
     link_failure: float = 0.0
-    bytes_per_float: int = 4
     method: str = "gossip_lora"
-    optimizer_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        super().__post_init__()
         set_ = object.__setattr__
-        _check_common(self)
         if isinstance(self.mixing, str):
             check_choice("mixing", self.mixing, MIXINGS)
         else:
@@ -197,7 +190,7 @@ class GossipLoRA:
                 "link_failure=1 takes every link down in every round: nothing mixes and each node "
                 "trains alone",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if isinstance(self.mixing, np.ndarray) and np.allclose(
             self.mixing, np.eye(self.mixing.shape[0]), rtol=0.0, atol=1e-12
@@ -205,12 +198,8 @@ class GossipLoRA:
             warnings.warn(
                 "mixing is the identity: nothing mixes and each node trains alone",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-
-    @property
-    def scale(self) -> float:
-        return _scale(self)
 
     def describe(self) -> dict:
         return {
@@ -221,26 +210,26 @@ class GossipLoRA:
             "local_steps": self.local_steps,
         }
 
-    def mixing_matrix(self, problem: FederatedProblem, graph) -> np.ndarray:
+    def mixing_matrix(self, problem, graph) -> np.ndarray:
         """M on the whole graph (no failed links)."""
-        G, adj = _prepare_graph(graph, problem)
+        G, adj = check_graph(graph, problem)
         if isinstance(self.mixing, np.ndarray):
             return check_mixing(self.mixing, adj)
         if self.mixing == "uniform":
             return equal_weights(adj)
         return check_mixing(np.asarray(metropolis_weights(G), dtype=np.float64), adj)
 
-    def simulator(self, problem: FederatedProblem, graph, seed: int = 0) -> GossipSimulation:
-        """A step-by-step simulation (``.round()``; the node stacks ``.A`` (N, r, n), ``.B``); for
-        a ModelProblem a :class:`lorakit.adapters.decentralized.ModelGossip` (per-site stacks)."""
-        cls = _simulation_class(self, problem, GossipSimulation, "ModelGossip")
+    def simulator(self, problem, graph, seed: int = 0) -> GossipSimulation:
+        """A step-by-step simulation (``.round()``; the node stacks ``.B``, ``.A``: per site
+        (N, m, r) and (N, r, n))."""
+        check_problem(self, problem)
         M = self.mixing_matrix(problem, graph)
-        _, adj = _prepare_graph(graph, problem)
-        return cls(self, problem, check_int("seed", seed, low=0), M, adj)
+        _, adj = check_graph(graph, problem)
+        return GossipSimulation(self, problem, check_int("seed", seed, low=0), M, adj)
 
     def run(
         self,
-        problem: FederatedProblem,
+        problem,
         rounds: int,
         seeds=0,
         *,
@@ -254,10 +243,8 @@ class GossipLoRA:
         """Simulate ``rounds`` gossip rounds per seed.
 
         ``problem`` is a :class:`~lorakit.problems.federated.FederatedProblem` or a
-        :class:`~lorakit.adapters.ModelProblem` with clients (a peft model: each node's adapter
-        lives outside the model; :mod:`lorakit.adapters.decentralized` lists the conventions).
-        ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or over the
-        rounds of each seed (model scale).
+        ``lorakit.adapters.ModelProblem`` with clients (each node's adapter lives outside the
+        model). ``progress=True`` shows a ``tqdm.auto`` bar over the rounds of each seed.
 
         Returns the history, one row per logged round and seed (round 0: the common start):
 
@@ -265,13 +252,14 @@ class GossipLoRA:
           ``node_loss_mean`` — (1/N) Σ_i f(W_i), the global objective at each node's own model,
           averaged; ``local_loss_mean`` — (1/N) Σ_i f_i(W_i), each node on its own objective;
           ``gap`` = loss − f*; ``grad_norm_sq`` = ‖∇_A f‖² + ‖∇_B f‖² at the average model;
-          ``consensus`` = (1/N) Σ_i (‖A_i − Ā‖² + ‖B_i − B̄‖²);
+          ``consensus`` = (1/N) Σ_i (‖A_i − Ā‖² + ‖B_i − B̄‖²) (over every site);
         * ``mismatch`` = max_i ‖Σ_j M_ij B_j A_j − (Σ_j M_ij B_j)(Σ_j M_ij A_j)‖_F of this round's
           mixing and ``mismatch_global`` = ‖(1/N) Σ_i B_i A_i − B̄Ā‖_F, both on the factors the
-          nodes mix (after the local steps, before mixing);
-        * cumulative ``communicated_params`` (Σ_i deg_i × r(m + n) per round over the links up),
-          ``bytes``, ``local_updates`` (N·local_steps per round); ``links`` up and
-          ``dropped_links`` this round.
+          nodes mix (after the local steps, before mixing; a model's sites combined as one
+          Frobenius norm);
+        * cumulative ``communicated_params`` (Σ_i deg_i messages per round over the links up, d
+          floats each without compression), ``bytes``, ``local_updates`` (N·local_steps per
+          round); ``links`` up and ``dropped_links`` this round.
 
         With ``messages=True`` also a frame of every directed message: ``seed``, ``round``,
         ``src``, ``dst``, ``params``, ``bytes``, ``dropped``.
@@ -280,85 +268,68 @@ class GossipLoRA:
         ``blowup``, default 10³); a model gets the average adapter of the last logged round that
         passed.
         """
-        cls = _simulation_class(self, problem, GossipSimulation, "ModelGossip")
-        rounds = check_int("rounds", rounds, low=1)
-        log_every = check_int("log_every", log_every, low=1)
-        model = cls is not GossipSimulation
-        kw = {"progress": _check_flag("progress", progress)} if model else {}
+        check_problem(self, problem)
+        rounds, seeds, log_every, blowup = check_run(
+            "rounds", rounds, seeds, log_every, messages, on_divergence, blowup, progress
+        )
         M = self.mixing_matrix(problem, graph)
-        _, adj = _prepare_graph(graph, problem)
-        frame, msgs, _ = _seed_loop(
-            self, problem, seeds, rounds, log_every, messages, on_divergence,
-            lambda seed: cls(self, problem, seed, M, adj, record=messages, **kw),
-            progress=progress and not model, blowup=blowup,
+        _, adj = check_graph(graph, problem)
+        make = lambda seed: GossipSimulation(self, problem, seed, M, adj, messages)  # noqa: E731
+        frame, msgs, _ = run_simulations(
+            self, seeds, rounds, make, log_every=log_every, on_divergence=on_divergence,
+            blowup=blowup, progress=progress,
         )  # fmt: skip
         frame.attrs["M"] = M.tolist()
         return (frame, msgs) if messages else frame
 
 
-class GossipSimulation:
-    """One seeded gossip run: the node stacks ``A`` (N, r, n), ``B`` (N, m, r) and their state."""
+class GossipSimulation(Simulation):
+    """One seeded gossip run: the node stacks ``B``, ``A`` (per site (N, m, r), (N, r, n)) and
+    their optimizer ``state``."""
 
-    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
+    unit = "round"
 
     def __init__(self, cfg: GossipLoRA, problem, seed: int, M: np.ndarray, adjacency, record=True):
-        self.cfg, self.problem, self.seed = cfg, problem, seed
+        super().__init__(cfg, problem, seed, record)
         self.N = problem.M
-        self.streams = Streams(seed)
         self.M, self.adj = M, np.asarray(adjacency, dtype=bool)
         self.edges = np.argwhere(np.triu(self.adj))  # sorted (i < j)
-        kw = {"dtype": problem.dtype, "device": problem.device}
-        self.M_torch = torch.as_tensor(np.array(M), **kw)
-        self.A, self.B = self.init_nodes()
-        self.state = self.zero_state(self.A, self.B) if cfg.optimizer == "adamw" else None
-        self.nodes = torch.arange(self.N)
-        self.floats = self.transfer_floats()
-        self.f_star = problem.f_star if problem.f_star is not None else math.nan
-        self.t = 0
-        self.communicated = self.local_updates = 0
-        self.record = record
-        self.messages: list[dict] = []
-        self.rows: list[dict] = []
+        self.M_torch = torch.as_tensor(np.array(M), dtype=problem.dtype, device=problem.device)
+        B, A = init_adapter(problem, cfg.rank, self.streams["init"], cfg.init, cfg.init_std)
+        self.B, self.A = (tree_map(lambda x: x.expand(self.N, *x.shape).clone(), X) for X in (B, A))
+        self.state = None  # every node's optimizer state (stacked), None: fresh
+        self.uniform = torch.full((self.N,), 1.0 / self.N, dtype=torch.float64)
+        f_star = problem.weighted_f_star(self.uniform)
+        self.f_star = math.nan if f_star is None else f_star
+        self.local_updates = 0
 
-    # -- the nodes' factors (overridden at model scale: lorakit.adapters.decentralized) ---------
-    def init_nodes(self) -> tuple:
-        """The stacks (A, B): one A^(0) from the ``init`` stream shared by every node, B = 0."""
-        p, r = self.problem, self.cfg.rank
-        A = _init_A(self.cfg, p, self.streams["init"])
-        B = torch.zeros(self.N, p.m, r, dtype=p.dtype, device=p.device)
-        return A.expand(self.N, *A.shape).clone(), B
-
-    def zero_state(self, A, B) -> dict:
-        """Every node's fresh AdamW state (stacked)."""
-        return _zero_state(A, B)
-
-    def transfer_floats(self) -> int:
-        """Floats of one adapter sent over one link: r(m + n)."""
-        return self.cfg.rank * (self.problem.m + self.problem.n)
+    def local_steps(self) -> tuple:
+        """Every node's ``local_steps`` steps from its own iterate: the half-step stacks
+        (A, B, state)."""
+        B, A, state = train(
+            self.problem, self.W0, self.B, self.A, self.scalings, self.clients, self.local,
+            self.streams, state=self.state,
+        )  # fmt: skip
+        return A, B, state
 
     def mix(self, A, B, M: torch.Tensor) -> tuple:
-        """Gossip the factors with M; (the mixing's largest node mismatch, the global mismatch,
-        mixed A, mixed B), the mismatches measured on the factors before mixing."""
-        with torch.no_grad():
-            local = float(torch.linalg.matrix_norm(bilinear_mismatch(B, A, M)).max())
-            glob = float(torch.linalg.matrix_norm(bilinear_mismatch(B, A)))
-            return (
-                local, glob,
-                torch.einsum("ij,jrn->irn", M, A), torch.einsum("ij,jmr->imr", M, B),
-            )  # fmt: skip
+        """Gossip the factors with M: (the mixing's largest node mismatch, the global mismatch,
+        mixed A, mixed B, one message's payload), the mismatches measured on the factors before
+        mixing (sites combined as one Frobenius norm)."""
+        sq = lambda X: sum(x.square().sum(dim=(-2, -1)) for x in X)  # noqa: E731
+        pairs = list(zip(leaves(B), leaves(A), strict=True))
+        local = float(sq([bilinear_mismatch(b, a, M) for b, a in pairs]).max().sqrt())
+        glob = math.sqrt(float(sq([bilinear_mismatch(b, a) for b, a in pairs])))
+        sentB, sentA, payload = self.compress(B, A, batch_dims=1)
+        own = torch.diagonal(M)
 
-    # -- one round -----------------------------------------------------------------------------
-    def local_steps(self):
-        """Every node's ``local_steps`` steps from its own iterate; the half-step stacks."""
-        cfg, p, s = self.cfg, self.problem, self.cfg.scale
-        A, B, state = self.A, self.B, self.state
-        with torch.no_grad():
-            for _ in range(cfg.local_steps):
-                W = torch.baddbmm(p.W0.expand(self.N, *p.W0.shape), B, A, alpha=s)
-                G = _local_grads(cfg, p, W, self.nodes, self.streams)
-                gA, gB = s * (B.mT @ G), s * (G @ A.mT)
-                A, B, state = _factor_step(cfg, A, B, gA, gB, state)
-        return A, B, state
+        def gossip(x, sent):  # x_i ← M_ii x_i + Σ_{j≠i} M_ij x_j as received (sent is x: exact)
+            if sent is x:
+                return torch.einsum("ij,j...->i...", M, x)
+            off = torch.einsum("ij,j...->i...", M - torch.diag(own), sent)
+            return own[:, None, None] * x + off
+
+        return local, glob, tree_map(gossip, A, sentA), tree_map(gossip, B, sentB), payload
 
     def mixing(self) -> tuple[np.ndarray, np.ndarray]:
         """(M_t, the dropped links as a symmetric N×N mask) for this round."""
@@ -382,35 +353,27 @@ class GossipSimulation:
         cfg = self.cfg
         self.t += 1
         A, B, state = self.local_steps()
-        problem = _finite_and_bounded((A, B), (self.A, self.B))
-        if problem is not None:
-            raise DivergenceError(
-                f"{cfg.method} diverged in round {self.t} (seed {self.seed}): {problem}; the "
-                f"nodes keep round {self.t - 1}. Lower lr = {cfg.lr:g}",
-                step=self.t,
-                seed=self.seed,
-                frame=pd.DataFrame(self.rows),
+        trouble = factor_trouble(largest(A, B), largest(self.A, self.B))
+        if trouble is not None:
+            raise self.diverged(
+                f"in round {self.t} (seed {self.seed}): {trouble}; the nodes keep round "
+                f"{self.t - 1}"
             )
         M_np, dropped = self.mixing()
-        M = (
-            self.M_torch
-            if M_np is self.M
-            else torch.as_tensor(M_np, dtype=self.M_torch.dtype, device=self.M_torch.device)
-        )
-        local, glob, self.A, self.B = self.mix(A, B, M)
+        M = self.M_torch if M_np is self.M else torch.as_tensor(M_np).to(self.M_torch)
+        local, glob, self.A, self.B, payload = self.mix(A, B, M)
         self.state = state
         up = self.adj & ~dropped
-        degrees = up.sum(axis=1)
-        sent = int(degrees.sum()) * self.floats
-        self.communicated += sent
+        floats, sent = self.cost(payload)
+        self.communicated += int(up.sum()) * floats
+        self.bytes += int(up.sum()) * sent
         self.local_updates += self.N * cfg.local_steps
         if self.record:
             for i, j in np.argwhere(self.adj):
                 x = bool(dropped[i, j])
                 self.messages.append(
                     {"seed": self.seed, "round": self.t, "src": int(i), "dst": int(j),
-                     "params": 0 if x else self.floats,
-                     "bytes": 0 if x else self.floats * cfg.bytes_per_float, "dropped": x}
+                     "params": 0 if x else floats, "bytes": 0 if x else sent, "dropped": x}
                 )  # fmt: skip
         return {
             "mismatch": local,
@@ -419,43 +382,33 @@ class GossipSimulation:
             "dropped_links": int(dropped.sum()) // 2,
         }
 
-    # -- the loop ------------------------------------------------------------------------------
-    def run(self, rounds: int, log_every: int = 1) -> list[dict]:
-        links = int(self.adj.sum()) // 2
-        first = {"mismatch": 0.0, "mismatch_global": 0.0, "links": links, "dropped_links": 0}
-        return run_logged(self, self.round, rounds, log_every, first, "round")
+    # -- the loop (lorakit.decentralized.simulation.Simulation) ---------------------------------
+    def step(self) -> dict:
+        return self.round()
 
-    def measure(self) -> tuple[float, float, float, float, float]:
-        """(f at the average model, mean over nodes of f(W_i), mean of f_i(W_i), ‖∇_A f‖² +
-        ‖∇_B f‖² at the average model, consensus distance)."""
-        p, s = self.problem, self.cfg.scale
-        with torch.no_grad():
-            A_bar, B_bar = self.A.mean(0), self.B.mean(0)
-            W = p.W0 + s * (B_bar @ A_bar)
-            loss = float(p.loss(W))
-            G = p.grad(W)
-            grad_sq = float((s * (B_bar.T @ G)).square().sum() + (s * (G @ A_bar.T)).square().sum())
-            W_nodes = torch.baddbmm(p.W0.expand(self.N, *p.W0.shape), self.B, self.A, alpha=s)
-            losses = p.client_losses(W_nodes)  # (N nodes' models, M = N objectives)
-            consensus = float(
-                ((self.A - A_bar).square().sum() + (self.B - B_bar).square().sum()) / self.N
-            )
-        return (
-            loss,
-            float(losses.mean()),
-            float(torch.diagonal(losses).mean()),
-            grad_sq,
-            consensus,
-        )
+    def first_record(self) -> dict:
+        links = int(self.adj.sum()) // 2
+        return {"mismatch": 0.0, "mismatch_global": 0.0, "links": links, "dropped_links": 0}
+
+    def result(self, B, A) -> tuple:
+        """The adapter a model keeps: the nodes' average (B̄, Ā)."""
+        return tree_map(lambda b: b.mean(0), B), tree_map(lambda a: a.mean(0), A)
 
     def log(self, record: dict) -> dict:
-        loss, node_loss_mean, local_loss_mean, grad_sq, consensus = self.measure()
+        """The row of the current nodes: the average model's f and factor-gradient norm², the
+        table f_c(W_i) (node means and diagonal), the consensus distance."""
+        B_bar, A_bar = self.result(self.B, self.A)
+        loss, G = self.objective(self.adapted(B_bar, A_bar), self.uniform)
+        grad_sq = self.factor_grad_sq(G, B_bar, A_bar)
+        losses = self.client_loss_table(self.adapted(self.B, self.A))  # (N models, N objectives)
+        spread = leaves(self.A) + leaves(self.B)
+        consensus = sum(float((x - x.mean(0)).square().sum()) for x in spread) / self.N
         return {
             "seed": self.seed, "round": self.t, "loss": loss,
-            "node_loss_mean": node_loss_mean, "local_loss_mean": local_loss_mean,
+            "node_loss_mean": float(losses.mean()),
+            "local_loss_mean": float(torch.diagonal(losses).mean()),
             "gap": loss - self.f_star, "grad_norm_sq": grad_sq, "consensus": consensus,
             **record,
-            "communicated_params": self.communicated,
-            "bytes": self.communicated * self.cfg.bytes_per_float,
+            "communicated_params": self.communicated, "bytes": self.bytes,
             "local_updates": self.local_updates,
         }  # fmt: skip

@@ -203,6 +203,21 @@ class FederatedProblem(MatrixProblem):
         self._check_idx(idx)
         return self.client_grads(W, idx).mean(dim=-3)
 
+    def weighted_f_star(self, weights) -> float | None:
+        """min_W Σ_l w_l f_l(W) for client weights w (summing to 1; RW-LoRA eq. (5) with w = π):
+        ``f_star`` for uniform w; for diagonal-quadratic clients the closed form at
+        W*_w = Σ_l w_l Λ_l ∘ C_l / Σ_l w_l Λ_l (entry-wise); None when unknown."""
+        w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+        if torch.allclose(w, torch.full_like(w, 1.0 / self.M), rtol=0.0, atol=1e-15):
+            return self.f_star
+        if self._stack is None:
+            return None
+        lam, C, _ = self._stack
+        w = w.to(lam)[:, None, None]
+        total, num = (w * lam).sum(0), (w * lam * C).sum(0)
+        W_star = torch.where(total > 0, num / torch.where(total > 0, total, 1.0), 0.0)
+        return float((self.client_losses(W_star) * w.flatten()).sum())
+
     # -- RAC-LoRA Assumption F.1 ---------------------------------------------------------------
     def delta_m_star(self, reading: str = "printed") -> torch.Tensor:
         """Δ_m* of RAC-LoRA Assumption F.1 for each client m, shape (M,), in both readings.

@@ -86,8 +86,7 @@ class _Recording(WalkSimulation):
     def log(self, record: dict) -> dict:
         row = super().log(record)
         with torch.no_grad():
-            W = self.problem.W0 + self.cfg.scale * (self.B @ self.A)
-            grads = self.problem.client_grads(W)
+            grads = self.problem.client_grads(self.adapted(self.B, self.A))
             row["client_grad_max_sq"] = float(grads.square().sum(dim=(-2, -1)).max())
         return row
 

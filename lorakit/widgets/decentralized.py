@@ -278,7 +278,7 @@ def walk_frames(
     if "rw_lora" in methods:
         cfg = RWLoRA(
             rank=RANK,
-            lr=lr,
+            gamma=lr,
             transition="lazy" if laziness > 0 else "mh",
             pi=target,
             laziness=laziness,
@@ -291,7 +291,9 @@ def walk_frames(
         visits = visit_frequencies(rw)
         visits = visits[visits["seed"] == seed].reset_index(drop=True)
     if "gossip_lora" in methods:
-        gossip = GossipLoRA(rank=RANK, lr=lr).run(prob, rounds, seed, graph=G, on_divergence="stop")
+        gossip = GossipLoRA(rank=RANK, gamma=lr).run(
+            prob, rounds, seed, graph=G, on_divergence="stop"
+        )
     for frame in (rw, gossip):
         _mark_divergence(frame)
     return RandomWalkRuns(rw, gossip, visits, G)

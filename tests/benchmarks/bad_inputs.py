@@ -403,11 +403,11 @@ case("make_problem nonsense", "name", lambda: lk.problems.make_problem("nonsense
 
 # -- decentralized -------------------------------------------------------------------------------
 def walk(**kw):
-    return RWLoRA(**{"rank": 2, "lr": 0.1, "transition": "lazy", **kw})
+    return RWLoRA(**{"rank": 2, "gamma": 0.1, "transition": "lazy", **kw})
 
 
 def gossip(**kw):
-    return GossipLoRA(**{"rank": 2, "lr": 0.1, **kw})
+    return GossipLoRA(**{"rank": 2, "gamma": 0.1, **kw})
 
 
 for cls_name, make, _run_kw in (("rw_lora", walk, {}), ("gossip_lora", gossip, {})):
@@ -419,7 +419,7 @@ for cls_name, make, _run_kw in (("rw_lora", walk, {}), ("gossip_lora", gossip, {
         )
         case(f"{cls_name} steps={lab}", "s", lambda mk=make, v=v: mk().run(fed(), v, graph=RING))
     for lab, v in BAD_REALS.items():
-        case(f"{cls_name} lr={lab}", "lr", lambda mk=make, v=v: mk(lr=v))
+        case(f"{cls_name} gamma={lab}", "gamma", lambda mk=make, v=v: mk(gamma=v))
     for lab, v in BAD_SEEDS.items():
         case(
             f"{cls_name} seeds={lab}",

@@ -1,0 +1,420 @@
+"""What RW-LoRA's token walk and gossip Dec-LoRA share (spec ``rw_lora.md`` §4–5).
+
+Both patterns run on the N clients of a problem with clients (README "Architecture": a
+:class:`~lorakit.problems.federated.FederatedProblem` is a one-site problem, a peft
+``ModelProblem`` after ``.split(N)`` an N-site one), node v owning f_v, and both are written once
+against the problem protocol (:mod:`lorakit.problems.protocol`):
+
+* an adapter is a pair of trees (B, A) from :func:`lorakit.local.init_adapter` (B = 0, A drawn
+  per site from the ``init`` stream), over W0 = ``problem.start()``: W = W0 + s·B·A with each
+  site's scaling s from :func:`~lorakit.problems.protocol.site_scalings` (α/r, or peft's own);
+* local steps are :func:`lorakit.local.train` (the simultaneous update of RW-LoRA eqs. (7)–(8),
+  both factor gradients at the same W, eq. (12); SGD or torch's AdamW; minibatches from the
+  ``data`` stream, additive noise from ``noise``);
+* a message (the token on a transfer, a node's adapter to its neighbours) is the adapter as one
+  vector of d = Σ_l r(m_l + n_l) entries (peft's adapter state dict, flattened in the order
+  B_1, …, B_L, A_1, …, A_L), passed through the configuration's upload ``compressor``
+  (:mod:`lorakit.compressors`, draws from the ``compression`` stream); a message costs
+  floats·``bytes_per_float`` + indices·``bytes_per_index`` with (floats, indices) the
+  compressor's ``payload(d)``. The default identity sends d floats and changes nothing;
+* the logged objective is Σ_v w_v f_v (``client_losses``) with its gradient Σ_v w_v ∇f_v
+  (``local_grads`` over the clients), carried to the factors by the chain rule;
+* :class:`Simulation` is the loop: it logs every ``log_every``-th state and the last, stops at a
+  :func:`lorakit.progress.stop_requested` bar, raises :class:`~lorakit.divergence.DivergenceError`
+  on an exploding loss, and keeps the last logged state that passed, which it commits to the
+  problem (``problem.commit(W0, B, A)``: a model holds it in its adapter, with its base weights
+  unchanged); :func:`run_simulations` runs the seeds (:func:`lorakit.divergence.run_seeds`).
+
+Each seed starts from ``problem.reset()`` and runs inside ``problem.seeded(streams)`` (a model's
+dropout from the ``model`` stream), so the same seed gives the same numbers at both scales, and
+a run on a model visits the nodes a matrix run with the same seed visits.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import torch
+
+from .._validation import (
+    ArgumentTypeError,
+    check_byte_size,
+    check_choice,
+    check_int,
+    check_real,
+    check_seeds,
+)
+from ..compressors import Compressor, Payload, make_compressor
+from ..config import Config
+from ..divergence import (
+    BLOWUP,
+    DivergenceError,
+    check_blowup,
+    exploded,
+    restored_note,
+    run_seeds,
+)
+from ..local import INITS, Local
+from ..problems.protocol import Problem, check_problem_protocol, site_scalings
+from ..progress import bar as progress_bar
+from ..progress import stop_requested
+from ..rng import Streams
+from ..tree import leaves, sq_norm, tree_like, tree_map
+from .graphs import as_graph, check_connected
+
+__all__ = [
+    "ADAMW_KWARGS",
+    "INITS",
+    "OPTIMIZERS",
+    "NodeConfig",
+    "Simulation",
+    "check_flag",
+    "check_graph",
+    "check_problem",
+    "check_run",
+    "factor_trouble",
+    "largest",
+    "run_simulations",
+    "square_matrix",
+]
+
+OPTIMIZERS = ("sgd", "adamw")
+#: The AdamW settings ``optimizer_kwargs`` may change (torch's defaults otherwise).
+ADAMW_KWARGS = ("betas", "eps", "weight_decay")
+
+
+@dataclass(frozen=True)
+class NodeConfig(Config):
+    """The fields RW-LoRA and gossip Dec-LoRA share: how a node trains and what a message costs.
+
+    Parameters
+    ----------
+    rank : r ≥ 1 (checked against the problem: r ≤ min(m, n), a peft model's own r).
+    gamma : η > 0, the step size (SGD, the theory's) or AdamW's learning rate (the experiments').
+        ``lr=`` is its deprecated name (a ``DeprecationWarning``).
+    local_steps : steps per visit (1 in the paper).
+    optimizer : ``"sgd"`` (constant η) or ``"adamw"`` (torch's AdamW; betas (0.9, 0.999),
+        eps 1e-8, weight_decay 0.01, changed by ``optimizer_kwargs``).
+    alpha : LoRA scaling, W = W0 + (α/r)·BA; default α = r (the paper's W0 + BA). A peft model
+        uses each site's own scaling; ``alpha`` may then be left unset or must agree.
+    init, init_std : A^(0) ~ ``"gaussian"`` N(0, init_std²) (default 1/r, peft's gaussian init) or
+        ``"kaiming"`` (peft's default); B^(0) = 0 (:func:`lorakit.local.init_adapter`).
+    sigma : additive gradient noise with E‖ξ‖² = σ² (RW-LoRA Assumption 4's σ² for exact local
+        gradients; :mod:`lorakit.local`).
+    batch_size : minibatch of finite-sum nodes (drawn without replacement per step).
+    compressor : the upload compressor of every message (a :class:`~lorakit.compressors.Compressor`
+        or a name of :data:`lorakit.compressors.COMPRESSORS`); default identity.
+    bytes_per_float, bytes_per_index : message accounting (module docstring).
+    """
+
+    rank: int
+    gamma: float | None = None
+    local_steps: int = 1
+    optimizer: str = "sgd"
+    alpha: float | None = None
+    init: str = "gaussian"
+    init_std: float | None = None
+    sigma: float | None = None
+    batch_size: int | None = None
+    compressor: Compressor | str = "identity"
+    bytes_per_float: int = 4
+    bytes_per_index: int = 4
+    method: str = ""
+    optimizer_kwargs: dict = field(default_factory=dict)
+    lr: float | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if self.lr is not None:  # the README's old name of the step size
+            warnings.warn(
+                f"{type(self).__name__}(lr=...) is deprecated: the step size is gamma",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            if self.gamma is not None:
+                raise TypeError("give the step size once: gamma (lr is its deprecated name)")
+            set_(self, "gamma", self.lr)
+            set_(self, "lr", None)
+        if self.gamma is None:
+            raise TypeError(f"{type(self).__name__} needs gamma, the step size")
+        set_(self, "rank", check_int("rank", self.rank, low=1))
+        set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
+        set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.alpha is not None:
+            check_real("alpha", self.alpha, low=0.0, low_open=True)
+        check_choice("init", self.init, INITS)
+        if self.init_std is not None:
+            check_real("init_std", self.init_std, low=0.0, low_open=True)
+        if self.sigma is not None:
+            check_real("sigma", self.sigma, low=0.0)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, low=1)
+        set_(self, "compressor", make_compressor(self.compressor))
+        for name in ("bytes_per_float", "bytes_per_index"):
+            set_(self, name, check_byte_size(name, getattr(self, name)))
+        kwargs = dict(self.optimizer_kwargs)
+        if self.optimizer == "sgd" and kwargs:
+            raise ValueError(f"optimizer_kwargs apply to optimizer='adamw' only, got {kwargs}")
+        unknown = set(kwargs) - set(ADAMW_KWARGS)
+        if unknown:
+            raise ValueError(
+                f"optimizer_kwargs may set {sorted(ADAMW_KWARGS)}, got unknown {sorted(unknown)}"
+            )
+        if "betas" in kwargs:
+            b1, b2 = kwargs["betas"]
+            check_real("betas[0]", b1, low=0.0, high=1.0, high_open=True)
+            check_real("betas[1]", b2, low=0.0, high=1.0, high_open=True)
+        if "eps" in kwargs:
+            check_real("eps", kwargs["eps"], low=0.0, low_open=True)
+        if "weight_decay" in kwargs:
+            check_real("weight_decay", kwargs["weight_decay"], low=0.0)
+
+    def local(self) -> Local:
+        """The local trainer of a node (:class:`lorakit.local.Local`)."""
+        kwargs = dict(self.optimizer_kwargs)
+        return Local(
+            self.local_steps, self.gamma, self.optimizer, kwargs, self.batch_size, self.sigma or 0.0
+        )
+
+
+def check_problem(cfg: NodeConfig, problem) -> tuple[float, ...]:
+    """Check that ``problem`` has clients (the graph's nodes) and fits ``cfg``'s rank and α;
+    returns every site's scaling (:func:`~lorakit.problems.protocol.site_scalings`)."""
+    if not (isinstance(problem, Problem) and hasattr(problem, "client_losses")):
+        raise ArgumentTypeError(
+            "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
+            f"got {type(problem).__name__}"
+        )
+    check_problem_protocol(problem, clients=True)
+    check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
+    return site_scalings(problem, cfg.rank, cfg.alpha)
+
+
+def check_graph(graph, problem) -> tuple[nx.Graph, np.ndarray]:
+    """The graph (nodes 0..N−1, checked connected, one node per client of ``problem``) and its
+    adjacency matrix without self-loops."""
+    if graph is None:
+        raise ValueError("graph is required: a networkx.Graph or an N×N adjacency matrix")
+    G = as_graph(graph)
+    N = G.number_of_nodes()
+    if N != problem.M:
+        raise ValueError(
+            f"graph has {N} nodes but the problem has M = {problem.M} clients: one node per client"
+        )
+    check_connected(G)
+    adjacency = nx.to_numpy_array(G, nodelist=range(N), weight=None, dtype=float) > 0
+    np.fill_diagonal(adjacency, False)
+    return G, adjacency
+
+
+def square_matrix(name: str, value) -> np.ndarray:
+    """``value`` as a read-only float64 N×N matrix with finite non-negative entries (a transition
+    or mixing matrix)."""
+    X = np.array(value, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] != X.shape[1]:
+        raise ValueError(f"{name} must be a square N×N matrix, got shape {X.shape}")
+    if not np.isfinite(X).all() or (X < 0).any():
+        raise ValueError(f"{name} must have finite non-negative entries")
+    X.setflags(write=False)
+    return X
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` if it is True or False (a ValueError naming ``name`` otherwise)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+class Simulation:
+    """One seeded run of a decentralized pattern (module docstring). A subclass gives ``unit``
+    ("hop", "round"), ``step()`` (one hop or round; returns its record), ``first_record()``,
+    ``log(record)`` (a row) and ``result(B, A)`` (the adapter a model keeps); it holds the
+    current factors as ``B``, ``A``."""
+
+    unit = "step"
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
+
+    def __init__(self, cfg: NodeConfig, problem, seed: int, record: bool = True):
+        self.cfg, self.problem, self.seed, self.record = cfg, problem, seed, record
+        self.streams = Streams(seed)
+        self.scalings = check_problem(cfg, problem)
+        problem.reset()
+        self.W0 = problem.start()
+        self.local = cfg.local()
+        self.clients = torch.arange(problem.M, device=problem.device)
+        self.t = 0
+        self.communicated = self.bytes = 0
+        self.good = None  # (t, B, A) of the last logged state that passed
+        self.messages: list[dict] = []
+        self.rows: list[dict] = []
+
+    # -- algebra on trees ----------------------------------------------------------------------
+    def adapted(self, B, A):
+        """W = W0 + s·B·A per site (B and A may be stacks over nodes)."""
+        s = self.problem.tree(self.scalings)
+        return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W0, B, A, s)
+
+    def objective(self, W, weights: torch.Tensor) -> tuple[float, object]:
+        """(Σ_v w_v f_v(W), Σ_v w_v ∇f_v(W)) over the problem's clients (``weights``: float64,
+        one per client)."""
+        p, M = self.problem, self.problem.M
+        losses = p.client_losses(W)
+        loss = float((losses * weights.to(losses)).sum())
+        stack = tree_map(lambda x: x.expand(M, *x.shape), W)
+        G = p.local_grads(stack, self.clients)
+        return loss, tree_map(lambda g: (g * weights.to(g)[:, None, None]).sum(0), G)
+
+    def factor_grad_sq(self, G, B, A) -> float:
+        """‖∇_A f‖² + ‖∇_B f‖² from G = ∇_W f: ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ (RW-LoRA eq. (12))."""
+        s = self.problem.tree(self.scalings)
+        gA = tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s)
+        gB = tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s)
+        return sq_norm(gA) + sq_norm(gB)
+
+    def client_loss_table(self, W) -> torch.Tensor:
+        """(f_c(W_i))_{i,c} for a stack of per-node weights W: one call when the problem is
+        batched, node by node otherwise."""
+        p = self.problem
+        if p.batched:
+            return p.client_losses(W)
+        nodes = zip(*leaves(W), strict=True)  # node i's matrix at every site
+        return torch.stack([p.client_losses(tree_like(W, mats)) for mats in nodes])
+
+    def compress(self, B, A, batch_dims: int = 0) -> tuple:
+        """(C(B), C(A), payload): the adapter as one message of d entries through the compressor
+        (each of the first ``batch_dims`` indices its own message: every node's adapter)."""
+        C = self.cfg.compressor
+        mats = leaves(B) + leaves(A)
+        batch = mats[0].shape[:batch_dims]
+        sizes = [math.prod(x.shape[batch_dims:]) for x in mats]
+        payload = C.payload(sum(sizes))
+        if C.is_identity:
+            return B, A, payload
+        flat = torch.cat([x.reshape(*batch, -1) for x in mats], dim=-1)
+        out = C(flat, self.streams["compression"], batch_dims=batch_dims)
+        parts = [y.reshape(x.shape) for y, x in zip(out.split(sizes, -1), mats, strict=True)]
+        L = len(leaves(B))
+        return tree_like(B, parts[:L]), tree_like(A, parts[L:]), payload
+
+    def cost(self, payload: Payload, extra_floats: int = 0) -> tuple[int, int]:
+        """(floats, bytes) of one message."""
+        floats = payload.floats + extra_floats
+        return (
+            floats,
+            floats * self.cfg.bytes_per_float + payload.indices * self.cfg.bytes_per_index,
+        )
+
+    def diverged(self, text: str) -> DivergenceError:
+        """The error of a run that diverged at ``self.t``: ``text``, then the step-size advice."""
+        cfg = self.cfg
+        return DivergenceError(
+            f"{cfg.method} diverged {text}. Lower gamma = {cfg.gamma:g}",
+            step=self.t,
+            seed=self.seed,
+            frame=pd.DataFrame(self.rows),
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, count: int, log_every: int = 1, progress: bool = False) -> list[dict]:
+        """Advance ``count`` hops or rounds, logging every ``log_every``-th state and the last;
+        commit the last logged state that passed (module docstring) and return the rows."""
+        desc = f"{self.cfg.method} seed {self.seed}"
+        bar = progress_bar(enabled=progress, total=count, desc=desc)
+        with self.problem.seeded(self.streams), bar:
+            try:
+                return self._loop(count, log_every, bar)
+            except DivergenceError as error:
+                error.append(restored_note(self.unit, self.good[0]))
+                raise
+            finally:
+                if self.good is not None:
+                    self.problem.commit(self.W0, *self.result(*self.good[1:]))
+
+    def _loop(self, count: int, log_every: int, bar) -> list[dict]:
+        if not self.rows:
+            self._log(self.first_record())
+        record = None
+        for k in range(count):
+            if stop_requested(bar):  # cancelled (report_progress): log where the run stands
+                if record is not None and self.rows[-1][self.unit] != self.t:
+                    self._log(record)
+                break
+            record = self.step()
+            bar.update()
+            if self.t % log_every == 0 or k == count - 1:
+                self._log(record)
+                if not getattr(bar, "disable", False):  # a silent tqdm bar shows nothing
+                    bar.set_postfix(loss=f"{self.rows[-1]['loss']:.4g}", refresh=False)
+        return self.rows
+
+    def _log(self, record: dict) -> None:
+        """Log the current state; raise if its loss exploded, else keep it as the last good one."""
+        self.rows.append(self.log(record))
+        loss, first = self.rows[-1]["loss"], self.rows[0]["loss"]
+        if exploded(loss, first, self.blowup):
+            raise self.diverged(f"at {self.unit} {self.t} (seed {self.seed}): the loss is {loss:g}")
+        self.good = (self.t, self.B, self.A)
+
+
+def check_run(unit: str, count, seeds, log_every, messages, on_divergence, blowup, progress):
+    """The arguments of a run, checked: (count, seeds, log_every, blowup); ``unit`` names the
+    count ("hops", "rounds")."""
+    count = check_int(unit, count, low=1)
+    log_every = check_int("log_every", log_every, low=1)
+    check_flag("messages", messages)
+    check_choice("on_divergence", on_divergence, ("raise", "stop"))
+    check_flag("progress", progress)
+    return count, check_seeds(seeds), log_every, check_blowup(blowup)
+
+
+def run_simulations(
+    cfg, seeds, count: int, make, *, log_every: int, on_divergence: str, blowup: float,
+    progress: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame, list]:  # fmt: skip
+    """Run ``make(seed)`` (a :class:`Simulation`) for each seed over ``count`` hops or rounds
+    (arguments checked by :func:`check_run`): (the frame with ``cfg.describe()``'s columns
+    first, every message, the simulations).
+
+    A diverging seed (factors blowing up, or a logged loss above ``blowup``·max(1, |f_0|)) raises
+    with every finished seed's rows or, with ``on_divergence="stop"``, keeps its rows and is
+    listed in ``attrs["diverged"]`` (:func:`lorakit.divergence.run_seeds`). ``progress`` shows a
+    bar over each seed's hops or rounds."""
+
+    def with_config(rows) -> pd.DataFrame:
+        frame = pd.DataFrame(rows)
+        for key, value in reversed(cfg.describe().items()):
+            frame.insert(0, key, value)
+        return frame
+
+    frame, sims = run_seeds(
+        seeds,
+        lambda seed: make(check_int("seed", seed, low=0)),
+        lambda sim: sim.run(count, log_every, progress),
+        with_config,
+        on_divergence=on_divergence,
+        blowup=blowup,
+    )
+    return frame, pd.DataFrame([m for sim in sims for m in sim.messages]), sims
+
+
+def largest(*trees) -> float:
+    """The largest |entry| of the trees (the divergence check's scale)."""
+    return float(torch.stack([x.abs().max() for t in trees for x in leaves(t)]).max())
+
+
+def factor_trouble(new: float, old: float) -> str | None:
+    """None when factors whose largest entry is ``new`` are finite and not 10⁶-fold the previous
+    ones (largest entry ``old``); else what is wrong (a diverging update, refused before it is
+    kept)."""
+    if not math.isfinite(new):
+        return "the factors are not finite"
+    if new > 1e6 * (1.0 + old):
+        return f"the factors grew to size {new:.3g}"
+    return None

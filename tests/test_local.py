@@ -94,7 +94,7 @@ def test_init_adapter_draws_per_site_in_site_order():
     assert isinstance(B, PerSite) and [tuple(a.shape) for a in A] == [(2, 6), (2, 8)]
     assert all(float(b.abs().max()) == 0.0 for b in B)
     gen = torch.Generator().manual_seed(7)
-    first = torch.randn(2, 6, generator=gen, dtype=torch.float64) * 0.5
+    first = torch.randn(6, 2, generator=gen, dtype=torch.float64).T * 0.5  # a right sketch: Aᵀ
     assert torch.allclose(A[0], first)
 
 

@@ -182,18 +182,30 @@ def train(
     check_choice("trained", trained, ("both", "B", "A"))
     B = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "B")), B)
     A = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "A")), A)
-    params = [x for x in leaves(B) + leaves(A) if x.requires_grad]
-    opt = OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
-    if state is not None:  # a copy: torch loads the tensors by reference and steps them in place
+    factors = leaves(B) + leaves(A)
+    params = [x for x in factors if x.requires_grad]
+    # Plain SGD is torch.optim.SGD's step x ← x − γ·g, taken without an optimizer object: setting
+    # one up costs more than a whole step of a small matrix problem with many clients.
+    plain = local.optimizer == "sgd" and not local.optimizer_kwargs
+    opt = (
+        None
+        if plain
+        else OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
+    )
+    if state is not None and opt is not None:  # a copy: torch loads by reference, steps in place
         opt.load_state_dict(copy.deepcopy(state))
     for _ in range(local.steps):
         with torch.no_grad():
             gB, gA = factor_grads(problem, W0, B, A, scalings, clients, local, streams)
-        for x, g in zip(leaves(B) + leaves(A), leaves(gB) + leaves(gA), strict=True):
-            x.grad = g if x.requires_grad else None
-        opt.step()
+            for x, g in zip(factors, leaves(gB) + leaves(gA), strict=True):
+                if plain and x.requires_grad:
+                    x.add_(g, alpha=-local.gamma)
+                else:
+                    x.grad = g if x.requires_grad else None
+        if opt is not None:
+            opt.step()
     detach = lambda t: tree_map(lambda x: x.detach(), t)  # noqa: E731
-    return detach(B), detach(A), (opt.state_dict() if opt.state else None)
+    return detach(B), detach(A), (opt.state_dict() if opt is not None and opt.state else None)
 
 
 def train_weights(problem, W, client: int, local: Local, streams):

@@ -74,7 +74,6 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import _is_model_problem
 from ..compressors import Compressor, identity
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
@@ -296,7 +295,7 @@ class AsyncFL:
         """
         from ..decentralized.walk import _check_flag
 
-        model = _is_model_problem(problem)
+        model = getattr(problem, "stateful", False)
         if not model:
             check_problem(
                 problem, FederatedProblem, "a FederatedProblem or a lorakit.adapters.ModelProblem"

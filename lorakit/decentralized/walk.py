@@ -71,7 +71,6 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import _is_model_problem
 from ..divergence import BLOWUP, DivergenceError, check_blowup, run_seeds
 from ..problems.federated import FederatedProblem
 from ..progress import bar as progress_bar
@@ -185,7 +184,7 @@ def _simulation_class(cfg, problem, matrix_class, model_class: str):
     """The simulation class for ``problem``: ``matrix_class``, or for a ModelProblem the class
     ``model_class`` of :mod:`lorakit.adapters.decentralized` (configuration checked against the
     model's sites; its constructor also takes ``progress``)."""
-    if not _is_model_problem(problem):
+    if not getattr(problem, "stateful", False):
         _check_problem(cfg, problem)
         return matrix_class
     from ..adapters import decentralized  # model scale: imported only on this path

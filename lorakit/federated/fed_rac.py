@@ -49,7 +49,6 @@ import pandas as pd
 import torch
 
 from .._validation import check_byte_size, check_choice, check_int, check_real
-from ..chain import _is_model_problem
 from ..divergence import BLOWUP, DivergenceError, exploded
 from ..problems.federated import FederatedProblem
 from ..rng import Streams
@@ -160,7 +159,7 @@ class FedRACLoRA:
         simulate`: the error's frame keeps every finished seed; a model is put back to its last
         good state).
         """
-        if _is_model_problem(problem):  # peft is imported only on this path
+        if getattr(problem, "stateful", False):  # peft is imported only on this path
             from ..adapters.federated import run_fed_rac
 
             return run_fed_rac(

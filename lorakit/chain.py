@@ -381,9 +381,8 @@ class _ChainRun:
             with torch.no_grad():
                 sites = leaves(self.B), leaves(self.A), leaves(estimate.G), self.scalings
                 for B, A, G, s in zip(*sites, strict=True):
-                    grads = {"A": s * (B.mT @ G), "B": s * (G @ A.mT)}
-                    A.grad = grads["A"] if A.requires_grad else None
-                    B.grad = grads["B"] if B.requires_grad else None
+                    A.grad = s * (B.mT @ G) if A.requires_grad else None
+                    B.grad = s * (G @ A.mT) if B.requires_grad else None
         return estimate
 
     def step(self, W, G, gamma: float) -> None:

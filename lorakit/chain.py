@@ -1,4 +1,4 @@
-"""The chain-of-LoRA engine: every single-node method of RAC-LoRA and Bernoulli-LoRA.
+"""The chain-of-LoRA engine: every single-node method of RAC-LoRA and Bernoulli-LoRA, at both scales.
 
 A chain is a sequence of links. In each link a *coin* picks the trained side, a *sketch* draws the
 frozen factor, an *estimator* supplies G^t for each of the link's inner steps, and an *update*
@@ -19,6 +19,36 @@ Updates
                A = 0 moves W by −γ(α/r)² B_S B_Sᵀ G, which is not a projection.
 
 LoRA and COLA train both factors, so only ``sgd``/``adamw`` apply to them.
+
+Scales
+------
+The engine is written once against the problem protocol (:mod:`lorakit.problems.protocol`,
+README "Architecture"). W is a tree of per-site weights (:mod:`lorakit.tree`): a bare tensor for a
+matrix problem, one matrix per LoRA site for a peft model (:class:`lorakit.adapters.ModelProblem`),
+with G_l = ∇_{W_l} f. Each link flips one coin for every site and draws, per site in site order, a
+frozen factor from the link's own sketch stream (``streams.substream("sketch", link)``,
+:mod:`lorakit.rng`): B_S (m_l × r) for ``left``, A_S (r × n_l) for ``right`` (and the initial A of
+LoRA/COLA, with B = 0); the trained factor starts at zero, so every link starts from ΔW = 0.
+What the problem decides:
+
+* Scaling and rank (:func:`~lorakit.problems.protocol.site_scalings`): s_l = α/r (α = r by
+  default), or a peft site's own scaling (α/r, or α/√r with rsLoRA), which ``alpha``, if given,
+  must equal; ``rank`` must fit every site and equal a peft site's r.
+* Estimators: every single-node estimator runs on the tree (a model's ``gd`` takes every row in
+  chunks of ``eval_batch_size``; minibatches, RR's rows and PAGE/MVR's pairs of points draw what
+  they draw at matrix scale; noise of variance σ² is spread over every site's entries). The
+  federated ``qgd``/``marina``/``ef21`` need batched client gradients (a FederatedProblem).
+* ``sgd``/``adamw`` take the factors' gradients by the chain rule ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ from
+  G^t, which is the protocol's ``factor_grads`` exactly where ∂f/∂W0 = ∂f/∂W. Where it is not
+  (``problem.adapter_dropout``: LoRA dropout in training mode feeds dropout(x) to the adapter
+  only), ``gd``/``sgd`` take them by autograd through peft (:func:`lorakit.local.factor_grads`),
+  and the W-space updates (``projected``, ``factor``) and estimators (``page``, ``mvr``, ``rr``)
+  are refused (``model.eval()`` or ``lora_dropout=0``).
+* ``gamma="polyak"`` needs f*; without f* (a model) the ``gap`` column is NaN.
+* Every seed starts from ``problem.reset()`` and runs inside ``problem.seeded(streams)`` (a model's
+  dropout drawn from the run's ``model`` stream, the caller's global RNG left as it was). The
+  problem then holds the last seed's W^T (``problem.commit``: a model's base weights hold the
+  merged W^T and its adapter a zero product, B = 0).
 
 Messages
 --------
@@ -49,18 +79,27 @@ from ._validation import (
 )
 from .coins import Coin, bernoulli
 from .config import Config
-from .divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
-from .estimators import Estimator, make_estimator
-from .problems.base import MatrixProblem
+from .divergence import (
+    BLOWUP,
+    DivergenceError,
+    check_blowup,
+    exploded,
+    restored_note,
+    run_seeds,
+)
+from .estimators import GD, SGD, Estimator, make_estimator
+from .local import OPTIMIZERS, Local, factor_grads
+from .problems.protocol import Problem, site_scalings
 from .progress import bar as progress_bar
+from .progress import stop_requested
 from .rng import Streams
 from .sketches import Sketch, apply_basis, gram_pinv, make_sketch, orthonormal_basis
+from .tree import finite, leaves, sq_norm, tree_map
 
 __all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "exploded"]
 
 UPDATES = ("projected", "factor", "sgd", "adamw")
 BROADCASTS = ("full", "factors")
-_OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 
 
 @dataclass(frozen=True)
@@ -156,19 +195,18 @@ class Chain(Config):
         """Run ``steps`` inner steps for each seed; a tidy frame, one row per logged step and seed.
 
         ``problem`` is a :class:`~lorakit.problems.base.MatrixProblem` or a
-        :class:`~lorakit.adapters.ModelProblem` (a peft model and its data): the latter runs
-        every site of the model with the same table (:mod:`lorakit.adapters.chain`, whose
-        docstring lists the model-scale conventions and limits: each site's own peft scaling,
-        estimators ``gd``, ``sgd``, ``page``, ``mvr``, ``rr`` on data (no noise of known variance,
-        no federated estimators), no ``"polyak"``; every seed starts from
-        ``problem.reset()`` and the model ends holding the last seed's merged W^T).
-        ``progress=True`` shows a ``tqdm.auto`` bar over the seeds (matrix scale) or over the
-        steps of each seed (model).
+        :class:`~lorakit.adapters.ModelProblem` (a peft model and its data: every site of the
+        model runs with the same table; module docstring "Scales" for what the problem decides).
+        ``progress=True`` shows a ``tqdm.auto`` bar over the steps of each seed; inside
+        :func:`lorakit.progress.report_progress` the installed bar is drawn whatever
+        ``progress``, and one that asks to stop ends the run before its next step, with a last
+        row for the step it reached.
 
         Columns: the :meth:`describe` fields, ``seed``, ``step`` (0 is W^0), ``link``, ``side``,
-        ``trained_params`` (entries of the trained factor(s) in that link), ``gamma`` (γ_t),
-        ``loss``, ``gap`` (f − f*, NaN when f* is unknown), ``grad_norm_sq`` (‖∇f(W^t)‖²) and, for
-        non-smooth problems, ``loss_avg`` = f(W̄^t) at the running average W̄^t (Theorem 10).
+        ``trained_params`` (entries of the trained factor(s) in that link, over every site),
+        ``gamma`` (γ_t), ``loss``, ``gap`` (f − f*, NaN when f* is unknown), ``grad_norm_sq``
+        (Σ_l ‖∇_{W_l} f(W^t)‖²) and, for non-smooth problems, ``loss_avg`` = f(W̄^t) at the running
+        average W̄^t (Theorem 10). A model's loss is the mean over every row.
 
         Federated estimators (``qgd``, ``marina``, ``ef21``) add the messages of step t (module
         docstring "Messages"); the columns exist **only** for them (a frame of a single-node
@@ -181,36 +219,27 @@ class Chain(Config):
         default). The last row (W^T, no step taken) has zero bytes and the final totals.
 
         A run whose loss is NaN, infinite or above ``blowup``·max(1, |f(W^0)|) (default 10³: a
-        thousandfold rise; a finite number > 1, :mod:`lorakit.divergence`) stops: with
+        thousandfold rise; a finite number > 1, :mod:`lorakit.divergence`) at a logged step stops
+        (the message says when an update was not finite: such an iterate is never committed): with
         ``on_divergence="raise"`` a :class:`DivergenceError` names the step and a hint, and its
         ``frame`` holds every finished seed's rows and the diverged seed's rows; with ``"stop"`` the
         rows up to that step are returned, ``frame.attrs["diverged"]`` maps each diverged seed to
-        its step, and the next seeds run. At model scale a diverged seed leaves the model in its
-        last good state: the state of the last logged step, the one before the diverged step when
-        ``log_every=1`` (then merged, as every run ends).
+        its step, and the next seeds run. A model is then left in the last good state: W of the
+        last logged step whose loss passed (the step before the diverged one when
+        ``log_every=1``), committed as a run of that many steps commits it.
         """
         steps = check_int("steps", steps, low=1)
         log_every = check_int("log_every", log_every, low=1)
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
         blowup = check_blowup(blowup)
         seeds = check_seeds(seeds)
-        if not _is_model_problem(problem):
-            check_problem(
-                problem,
-                MatrixProblem,
-                "a MatrixProblem (lorakit.problems) or a lorakit.adapters.ModelProblem",
-            )
-        if _is_model_problem(problem):  # the model-scale runner is imported only when used
-            from .adapters.chain import ModelChainRun, check_model_chain
-
-            check_model_chain(self, problem)
-            make = lambda s: ModelChainRun(self, problem, s, progress=progress)  # noqa: E731
-        else:
-            check_int("rank", self.rank, low=1, high=min(problem.m, problem.n))
-            if self.gamma == "polyak" and problem.f_star is None:
-                raise ValueError(f"gamma='polyak' needs f*, which problem {problem.name!r} lacks")
-            seeds = progress_bar(seeds, enabled=progress, desc=self.method)
-            make = lambda s: _ChainRun(self, problem, s)  # noqa: E731
+        check_problem(
+            problem,
+            Problem,
+            "a MatrixProblem (lorakit.problems) or a lorakit.adapters.ModelProblem",
+        )
+        scalings, estimator = self._check(problem)
+        make = lambda s: _ChainRun(self, problem, s, estimator, scalings, progress)  # noqa: E731
 
         def run(one) -> list[dict]:
             rows, failure = one.run(steps, log_every)
@@ -224,6 +253,25 @@ class Chain(Config):
         )
         return frame
 
+    def _check(self, problem) -> tuple[tuple[float, ...], Estimator]:
+        """The sites' scalings and the estimator bound to ``problem``, or a ValueError."""
+        if problem.ranks is None:  # any rank fits a site: it must fit every site
+            check_int("rank", self.rank, low=1, high=min(min(shape) for shape in problem.shapes))
+        scalings = site_scalings(problem, self.rank, self.alpha)
+        if self.gamma == "polyak" and problem.f_star is None:
+            raise ValueError(f"gamma='polyak' needs f*, which problem {problem.name!r} lacks")
+        estimator = self.estimator.bind(problem)
+        general = not isinstance(self.estimator, (GD, SGD))  # G^t at more than one point
+        site = problem.adapter_dropout
+        if site is not None and (general or self.update in ("projected", "factor")):
+            what = f"estimator {self.estimator}" if general else f"update={self.update!r}"
+            raise ValueError(
+                f"{what} needs ∂f/∂W0 = ∂f/∂W, but site {site} applies LoRA dropout to the "
+                "adapter path only: call model.eval(), use lora_dropout=0, or use "
+                "update='sgd'/'adamw'"
+            )
+        return scalings, estimator
+
     def _frame(self, rows: list[dict]) -> pd.DataFrame:
         frame = pd.DataFrame(rows)
         for key, value in reversed(self.describe().items()):
@@ -231,35 +279,35 @@ class Chain(Config):
         return frame
 
 
-def _is_model_problem(problem) -> bool:
-    from .adapters.problem import ModelProblem  # lazy: keeps ``import lorakit`` light
-
-    return isinstance(problem, ModelProblem)
-
-
 class _ChainRun:
-    """The state of one seeded run: W (or W_base and the factors), the estimator, the link."""
+    """One seeded run: W (or the base W and the link's factors B, A) as trees, the estimator, the
+    link; ``run`` returns (rows, failure) and commits W^T, or the last good W, to the problem."""
 
     blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
-    def __init__(self, chain: Chain, problem: MatrixProblem, seed: int):
-        self.c, self.problem, self.seed = chain, problem, seed
+    def __init__(self, chain: Chain, problem, seed: int, estimator, scalings, progress: bool):
+        self.c, self.problem, self.seed, self.progress = chain, problem, seed, progress
         self.streams = Streams(seed)
-        self.estimator = chain.estimator.bind(problem)
-        self.scale = (chain.alpha if chain.alpha is not None else chain.rank) / chain.rank
-        self.W = problem.W0.clone()  # merged weight W^t (projected: the iterate itself)
+        self.estimator, self.scalings = estimator, scalings
+        self.s = problem.tree(scalings)  # s_l per site (a float for a matrix problem)
         self.B = self.A = self.basis = self.precond = self.opt = None
         self.side, self.link = None, -1
-        self.f0 = float(problem.loss(self.W))
-        self.W_sum = torch.zeros_like(self.W) if not problem.smooth else None
+        # LoRA dropout: the optimizers' factor gradients by autograd (module docstring "Scales").
+        self.local = None
+        if chain.update in OPTIMIZERS and problem.adapter_dropout is not None:
+            oracle = getattr(estimator, "oracle", None)
+            self.local = Local(
+                batch_size=getattr(oracle, "batch_size", None),
+                sigma=getattr(oracle, "sigma", None) or 0.0,
+            )
         # Message accounting (federated estimators only): this step's bytes and running totals.
-        self.federated = bool(getattr(self.estimator, "federated", False))
+        self.federated = estimator.federated
         self.msg = (0, 0.0, 0.0)  # (clients, bytes_up, bytes_down) of the step being logged
         self.mb_up = self.mb_down = 0.0
 
     # -- links ---------------------------------------------------------------------------------
     def start_link(self):
-        c, p, m, n, r = self.c, self.problem, self.problem.m, self.problem.n, self.c.rank
+        c, p, r = self.c, self.problem, self.c.rank
         self.merge()
         self.link += 1
         self.side = c.coin.flip(self.link, self.streams)
@@ -268,130 +316,179 @@ class _ChainRun:
             self.streams.substream("sketch", self.link),
             {"dtype": p.dtype, "device": p.device},
         )
-        if self.side == "left":
-            frozen = c.sketch.sample((m, r), gen, side="left", **kw)
-            self.B, self.A = frozen, torch.zeros(r, n, **kw)
-        else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
-            frozen = c.sketch_right.sample((r, n), gen, side="right", **kw)
-            self.B, self.A = torch.zeros(m, r, **kw), frozen
+        Bs, As = [], []
+        for m, n in p.shapes:  # site order
+            if self.side == "left":
+                Bs.append(c.sketch.sample((m, r), gen, side="left", **kw))
+                As.append(torch.zeros(r, n, **kw))
+            else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
+                Bs.append(torch.zeros(m, r, **kw))
+                As.append(c.sketch_right.sample((r, n), gen, side="right", **kw))
+        self.B, self.A = p.tree(Bs), p.tree(As)
+        frozen = self.B if self.side == "left" else self.A
         if c.update == "projected":
-            self.basis = orthonormal_basis(frozen, self.side)
+            self.basis = tree_map(lambda X: orthonormal_basis(X, self.side), frozen)
         elif c.update == "factor":
-            self.precond = gram_pinv(frozen, self.side)
+            self.precond = tree_map(lambda X: gram_pinv(X, self.side), frozen)
         else:
             # Trained factors become fresh leaf tensors (never views of a user's fixed sketch).
+            leaf = lambda t: tree_map(lambda x: x.detach().clone().requires_grad_(True), t)  # noqa: E731
             if self.side in ("left", "both"):
-                self.A = self.A.detach().clone().requires_grad_(True)
+                self.A = leaf(self.A)
             if self.side in ("right", "both"):
-                self.B = self.B.detach().clone().requires_grad_(True)
-            trained = [t for t in (self.B, self.A) if t.requires_grad]
-            self.opt = _OPTIMIZERS[c.update](trained, lr=c.gamma, **c.optimizer_kwargs)
+                self.B = leaf(self.B)
+            trained = [x for x in leaves(self.B) + leaves(self.A) if x.requires_grad]
+            self.opt = OPTIMIZERS[c.update](trained, lr=c.gamma, **c.optimizer_kwargs)
 
     def merge(self):
         """W ← W + (α/r)·B·A, then the factors are dropped (the restart)."""
         if self.c.update != "projected" and self.B is not None:
-            with torch.no_grad():
-                self.W = self.W + self.scale * (self.B @ self.A)
+            self.W = self.effective_W()
         self.B = self.A = None
 
     @property
     def trained_params(self) -> int:
-        m, n, r = self.problem.m, self.problem.n, self.c.rank
-        return {"left": r * n, "right": m * r, "both": r * (m + n)}[self.side]
+        r = self.c.rank
+        return sum(
+            {"left": r * n, "right": m * r, "both": r * (m + n)}[self.side]
+            for m, n in self.problem.shapes
+        )
 
-    def effective_W(self) -> torch.Tensor:
+    def effective_W(self):
         if self.c.update == "projected":
             return self.W
         with torch.no_grad():
-            return self.W + self.scale * (self.B @ self.A)
+            return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W, self.B, self.A, self.s)
 
     # -- one inner step ------------------------------------------------------------------------
-    def step(self, W: torch.Tensor, G: torch.Tensor, gamma: float):
-        c, s = self.c, self.scale
-        if c.update == "projected":
-            self.W = W - gamma * apply_basis(self.basis, G, self.side)
-        elif c.update == "factor":
-            # Lemma 10: Â = −(γ/s)(BᵀB)^† Bᵀ G, B̂ = −(γ/s) G Aᵀ (AAᵀ)^†, accumulated over the link.
-            if self.side == "left":
-                self.A = self.A - (gamma / s) * (self.precond @ (self.B.mT @ G))
-            else:
-                self.B = self.B - (gamma / s) * ((G @ self.A.mT) @ self.precond)
+    def estimate(self, W, previous):
+        """G^t at W (None under LoRA dropout, where only the factors' gradients are taken); for
+        ``sgd``/``adamw`` the trained factors' ``.grad`` (module docstring "Scales")."""
+        p, streams = self.problem, self.streams
+        if self.local is not None:
+            gB, gA = factor_grads(
+                p, self.W, self.B, self.A, self.scalings, None, self.local, streams
+            )
+            for x, g in zip(leaves(self.B) + leaves(self.A), leaves(gB) + leaves(gA), strict=True):
+                x.grad = g if x.requires_grad else None
+            return None
+        if previous is None:
+            estimate = self.estimator.init(p, W, streams)
         else:
+            estimate = self.estimator.update(p, W, previous.state, streams)
+        if self.opt is not None:
             # Chain rule through W = W_base + s·B·A: ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ (simultaneous).
             with torch.no_grad():
-                grads = {"A": s * (self.B.mT @ G), "B": s * (G @ self.A.mT)}
-                self.A.grad = grads["A"] if self.A.requires_grad else None
-                self.B.grad = grads["B"] if self.B.requires_grad else None
+                sites = leaves(self.B), leaves(self.A), leaves(estimate.G), self.scalings
+                for B, A, G, s in zip(*sites, strict=True):
+                    A.grad = s * (B.mT @ G) if A.requires_grad else None
+                    B.grad = s * (G @ A.mT) if B.requires_grad else None
+        return estimate
+
+    def step(self, W, G, gamma: float) -> None:
+        """One step on every site."""
+        c, side = self.c, self.side
+        if c.update == "projected":
+            self.W = W - gamma * tree_map(lambda Q, g: apply_basis(Q, g, side), self.basis, G)
+        elif c.update == "factor":
+            # Lemma 10: Â = −(γ/s)(BᵀB)^† Bᵀ G, B̂ = −(γ/s) G Aᵀ (AAᵀ)^†, accumulated over the link.
+            if side == "left":
+                step = lambda A, B, P, g, s: A - (gamma / s) * (P @ (B.mT @ g))  # noqa: E731
+                self.A = tree_map(step, self.A, self.B, self.precond, G, self.s)
+            else:
+                step = lambda B, A, P, g, s: B - (gamma / s) * ((g @ A.mT) @ P)  # noqa: E731
+                self.B = tree_map(step, self.B, self.A, self.precond, G, self.s)
+        else:
             self.opt.step()
 
-    def gamma_t(self, W: torch.Tensor, G: torch.Tensor) -> float:
+    def gamma_t(self, W, G) -> float:
         if self.c.gamma != "polyak":
             return self.c.gamma
-        g2 = float((G * G).sum())
+        g2 = sq_norm(G)
         return 0.0 if g2 == 0 else float(self.problem.loss(W) - self.problem.f_star) / g2
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, steps: int, log_every: int):
+        """Reset the problem, run ``steps`` steps, commit; (rows, (step, message) or None)."""
+        p = self.problem
+        p.reset()
+        bar = progress_bar(
+            enabled=self.progress, total=steps, desc=f"{self.c.method} seed {self.seed}"
+        )
+        with p.seeded(self.streams), bar:
+            self.W = p.start()  # merged weight W^t (projected: the iterate itself)
+            self.f0 = float(p.loss(self.W))
+            smooth = getattr(p, "smooth", True)
+            self.W_sum = None if smooth else tree_map(torch.zeros_like, self.W)
+            rows, failure, W = self.loop(steps, log_every, bar)
+        p.commit(W)
+        return rows, failure
+
+    def loop(self, steps: int, log_every: int, bar):
+        """(rows, failure, the W to commit): W^T, or the last good W after a divergence."""
         K = self.c.steps_per_link
         rows: list[dict] = []
-        estimate = None
+        estimate, good = None, (0, self.W)  # the last logged (step, W) whose loss passed
         for t in range(steps):
+            if stop_requested(bar):  # cancelled (report_progress): log where the run stands
+                steps = t
+                break
             if self.link < 0 or (K is not None and t % K == 0):
                 self.start_link()
             W = self.effective_W()
-            if estimate is None:
-                estimate = self.estimator.init(self.problem, W, self.streams)
-            else:
-                estimate = self.estimator.update(self.problem, W, estimate.state, self.streams)
-            gamma = self.gamma_t(W, estimate.G)
+            estimate = self.estimate(W, estimate)
+            G = None if estimate is None else estimate.G
+            gamma = self.gamma_t(W, G)
             if self.federated:
                 self.count_messages(estimate)
             if t % log_every == 0:
-                failure = self.record(rows, t, W, estimate.G if estimate.exact else None, gamma)
+                exact = estimate is not None and estimate.exact
+                rows.append(self.log(t, W, G if exact else None, gamma))
+                failure = self.diverged(rows[-1], W, good[0])
                 if failure:
-                    return rows, failure
+                    return rows, failure, good[1]
+                good = (t, W)
+                bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
             if self.W_sum is not None:
                 self.W_sum += W
-            self.step(W, estimate.G, gamma)
+            self.step(W, G, gamma)
+            bar.update()
         self.msg = (self.msg[0], 0.0, 0.0)  # W^T: no round left
-        failure = self.record(rows, steps, self.effective_W(), None, math.nan)
-        self.merge()
-        return rows, failure
+        W = self.effective_W()
+        rows.append(self.log(steps, W, None, math.nan))
+        failure = self.diverged(rows[-1], W, good[0])
+        return (rows, failure, good[1]) if failure else (rows, None, W)
 
     def count_messages(self, estimate) -> None:
         """This step's upload (from the estimator) and broadcast of W^{t+1}, and the totals."""
-        clients = estimate.clients or getattr(self.problem, "M", 0)
+        clients = estimate.clients or self.problem.M
         bpf = getattr(self.estimator, "bytes_per_float", 4)
-        m, n, r = self.problem.m, self.problem.n, self.c.rank
-        floats = m * n if self.c.broadcast == "full" else r * (m + n)
+        shapes, r = self.problem.shapes, self.c.rank
+        full = self.c.broadcast == "full"
+        floats = sum(m * n if full else r * (m + n) for m, n in shapes)
         up, down = float(estimate.bytes_up), float(clients * floats * bpf)
         self.msg = (clients, up, down)
         self.mb_up += up / 2**20
         self.mb_down += down / 2**20
 
-    def record(self, rows: list[dict], t: int, W, G, gamma: float) -> tuple[int, str] | None:
-        """Log W^t; return (step, message) if the run has diverged."""
-        rows.append(self.log(t, W, G, gamma))
-        message = self.diverged(rows[-1])
-        return (t, message) if message else None
-
-    def log(self, t: int, W: torch.Tensor, G: torch.Tensor | None, gamma: float) -> dict:
+    def log(self, t: int, W, G, gamma: float) -> dict:
+        """The row of W^t."""
         p = self.problem
+        row = {
+            "seed": self.seed,
+            "step": t,
+            "link": self.link,
+            "side": self.side,
+            "trained_params": self.trained_params,
+            "gamma": gamma,
+        }
         with torch.no_grad():
-            loss = float(p.loss(W))
+            loss = p.loss(W)
             if G is None:
                 G = p.grad(W)
-            row = {
-                "seed": self.seed,
-                "step": t,
-                "link": self.link,
-                "side": self.side,
-                "trained_params": self.trained_params,
-                "gamma": gamma,
-                "loss": loss,
-                "gap": float(p.gap(W)) if p.f_star is not None else math.nan,
-                "grad_norm_sq": float((G * G).sum()),
-            }
+            row["loss"] = float(loss)
+            row["gap"] = float(loss - p.f_star) if p.f_star is not None else math.nan
+            row["grad_norm_sq"] = sq_norm(G)
             if self.W_sum is not None:
                 W_bar = self.W_sum / t if t > 0 else W
                 row["loss_avg"] = float(p.loss(W_bar))
@@ -408,19 +505,30 @@ class _ChainRun:
             )
         return row
 
-    def diverged(self, row: dict) -> str | None:
-        loss = row["loss"]
+    def diverged(self, row: dict, W, good: int) -> tuple[int, str] | None:
+        """(step, message) if the logged W^t has diverged, ``good`` the last step that passed;
+        where the problem holds state (a model), the message says where it was put back."""
+        t, loss = row["step"], row["loss"]
         if not exploded(loss, self.f0, self.blowup):
             return None
-        c, L = self.c, self.problem.L
+        what = f"loss = {loss:g}"
+        if not math.isfinite(loss) and not finite(W):  # checked only here: no per-step cost
+            steps = f"step {t - 1}" if t - 1 == good else f"a step in {good}..{t - 1}"
+            what = f"the update of {steps} is not finite and was not written"
+        note = restored_note("step", good) if self.problem.stateful else ""
+        return t, self.message(t, what) + note
+
+    def message(self, t: int, what: str) -> str:
+        c, p = self.c, self.problem
+        L = getattr(p, "L", None)
         hint = "lower gamma"
-        if isinstance(c.gamma, float) and L and c.update in ("projected", "factor"):
-            if c.gamma > 1.0 / L:
-                hint = (
-                    f"gamma = {c.gamma:g} exceeds 1/L = {1.0 / L:g}; the theory needs gamma <= 1/L"
-                )
-        elif c.update in ("sgd", "adamw"):
+        if c.update in OPTIMIZERS:
             hint = f"lower the learning rate gamma = {c.gamma:g} of the {c.update} factor updates"
-        return (
-            f"{c.method} diverged at step {row['step']} (seed {self.seed}, loss = {loss:g}): {hint}"
-        )
+        elif isinstance(c.gamma, float) and L and c.gamma > 1.0 / L:
+            hint = f"gamma = {c.gamma:g} exceeds 1/L = {1.0 / L:g}; the theory needs gamma <= 1/L"
+        elif isinstance(c.gamma, float) and L is None and getattr(p, "smooth", True):
+            hint = (
+                f"lower gamma = {c.gamma:g} (the theory needs gamma <= 1/L; L is unknown for "
+                f"problem {p.name!r})"
+            )
+        return f"{c.method} diverged at step {t} (seed {self.seed}, {what}): {hint}"

@@ -1,9 +1,12 @@
 """Base gradient estimators G^t (Bernoulli-LoRA Table 1), written as pure init/update pairs.
 
-An estimator sees only the effective weight W^t and the problem; the chain then projects G^t onto
-the sketch (eq. (8)). State is explicit, in the spirit of optax: ``init`` returns (G^0, state) and
-``update`` returns (G^t, state). Every random draw comes from the run's named streams: minibatch
-indices from ``data``, additive noise from ``noise``, PAGE's coin from ``estimator``.
+An estimator sees only the effective weight W^t and the problem (:mod:`lorakit.problems.protocol`);
+the chain then projects G^t onto the sketch (eq. (8)). W and G are trees (:mod:`lorakit.tree`): a
+bare tensor for a matrix problem, one matrix per site for a peft model, so the single-node
+estimators run unchanged at both scales. State is explicit, in the spirit of optax: ``init``
+returns (G^0, state) and ``update`` returns (G^t, state). Every random draw comes from the run's
+named streams: minibatch indices from ``data``, additive noise from ``noise`` (drawn site by site,
+in site order), PAGE's coin from ``estimator``.
 
 ==========  ===================================================================  ====================
 name        G^t                                                                  source
@@ -20,8 +23,8 @@ name        G^t                                                                 
 ==========  ===================================================================  ====================
 
 The federated estimators (``qgd``, ``marina``, ``ef21``) need a
-:class:`~lorakit.problems.federated.FederatedProblem` and draw their compression randomness from
-the ``compression`` stream (:mod:`lorakit.compressors`).
+:class:`~lorakit.problems.federated.FederatedProblem` (batched client gradients; not a model) and
+draw their compression randomness from the ``compression`` stream (:mod:`lorakit.compressors`).
 
 Messages. Every :class:`Estimate` carries ``bytes_up``, the bytes the clients uploaded to form
 this G^t, summed over the ``clients`` that sent (the estimators with ``federated = True``); the
@@ -96,14 +99,15 @@ class Estimate(NamedTuple):
 class Oracle:
     """How ∇f_ξ is sampled: additive Gaussian noise with E‖∇f_ξ − ∇f‖² = σ², or a minibatch.
 
-    With noise, (A_1, B_1, C_1) = (0, 1, σ²) in Assumption 4. ``draw`` and ``grad`` are separate so
-    MVR and PAGE can evaluate one sample at two points.
+    With noise, (A_1, B_1, C_1) = (0, 1, σ²) in Assumption 4: ξ has i.i.d. N(0, σ²/D) entries,
+    D = Σ_l m_l n_l over the sites, drawn per site in site order (one m×n draw for a matrix).
+    ``draw`` and ``grad`` are separate so MVR and PAGE can evaluate one sample at two points.
     """
 
     sigma: float | None = None
     batch_size: int | None = None
 
-    def resolve(self, problem: MatrixProblem) -> Oracle:
+    def resolve(self, problem) -> Oracle:
         if self.sigma is not None:
             return self
         if problem.n_samples is None:
@@ -114,15 +118,18 @@ class Oracle:
         batch = check_int("batch_size", self.batch_size or 1, low=1, high=problem.n_samples)
         return Oracle(batch_size=batch)
 
-    def draw(self, problem: MatrixProblem, streams: Streams) -> torch.Tensor:
+    def draw(self, problem, streams: Streams):
         if self.sigma is not None:
-            scale = self.sigma / math.sqrt(problem.m * problem.n)
-            xi = torch.randn(problem.m, problem.n, generator=streams["noise"], dtype=problem.dtype)
-            return (scale * xi).to(problem.device)
+            scale = self.sigma / math.sqrt(sum(m * n for m, n in problem.shapes))
+            gen, dtype = streams["noise"], problem.dtype
+            return problem.tree(
+                (scale * torch.randn(m, n, generator=gen, dtype=dtype)).to(problem.device)
+                for m, n in problem.shapes
+            )
         perm = torch.randperm(problem.n_samples, generator=streams["data"])
         return perm[: self.batch_size].to(problem.device)
 
-    def grad(self, problem: MatrixProblem, W: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+    def grad(self, problem, W, xi):
         if self.sigma is not None:
             return problem.grad(W) + xi
         return problem.grad(W, xi)
@@ -151,7 +158,7 @@ class Estimator:
     #: True for the estimators of Algs. 7–9, whose clients send messages (``Estimate.bytes_up``).
     federated: bool = False
 
-    def bind(self, problem: MatrixProblem) -> Estimator:
+    def bind(self, problem) -> Estimator:
         """Resolve problem-dependent defaults (the oracle) once per run."""
         return self
 
@@ -315,8 +322,14 @@ def make_estimator(estimator: Estimator | str, **kwargs) -> Estimator:
 # Federated estimators (Bernoulli-LoRA Algs. 7–9): M clients send compressed messages
 # --------------------------------------------------------------------------------------------
 def _federated(problem, estimator: str) -> FederatedProblem:
+    name = getattr(problem, "name", type(problem).__name__)
+    if not getattr(problem, "batched", True):  # a model: its clients are evaluated one by one
+        raise ValueError(
+            f"estimator {estimator!r} is not available at model scale: it needs batched client "
+            f"gradients (a FederatedProblem), which problem {name!r} lacks; use gd, sgd, page, "
+            "mvr or rr"
+        )
     if not isinstance(problem, FederatedProblem):
-        name = getattr(problem, "name", type(problem).__name__)
         raise ValueError(
             f"estimator {estimator!r} needs a FederatedProblem (M clients), but problem "
             f"{name!r} is a {type(problem).__name__}"

@@ -99,3 +99,52 @@ def kind_problem(
     model = kind_model(kind, rank, seed, **config)
     problem = ModelProblem(model, kind_data(kind, samples, seed), name=kind)
     return problem if clients is None else problem.split(clients, seed=seed)
+
+
+# -- the one-site toy as a matrix problem: the same f, written out without peft ----------------
+def _toy_client_loss(toy: ModelProblem, W: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The toy's mean loss on ``rows`` with fc1's weight W (the hand oracle; fc1 is the site)."""
+    fc1 = toy.sites[0].layer.get_base_layer()
+    fc2 = toy.model.base_model.model.fc2
+    x, y = toy.data["x"][rows], toy.data["labels"][rows]
+    logits = torch.tanh(x @ W.T + fc1.bias) @ fc2.weight.T + fc2.bias
+    return nn.functional.cross_entropy(logits, y)
+
+
+def _toy_client(toy: ModelProblem, client: int, W0: torch.Tensor):
+    from lorakit.problems.base import MatrixProblem
+
+    rows = toy.clients[client]
+
+    class ToyClient(MatrixProblem):
+        """Client c of the one-site toy: f_c(W) = its mean loss with fc1's weight W."""
+
+        def loss(self, W):
+            with torch.no_grad():
+                if W.dim() > 2:
+                    return torch.stack([self.loss(w) for w in W])
+                return _toy_client_loss(toy, W, rows)
+
+        def grad(self, W, idx=None):
+            if W.dim() > 2:
+                return torch.stack([self.grad(w, idx) for w in W])
+            W = W.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                f = _toy_client_loss(toy, W, rows if idx is None else rows[idx])
+                return torch.autograd.grad(f, W)[0]
+
+    m, n = W0.shape
+    return ToyClient(m=m, n=n, W0=W0, n_samples=rows.numel(), name=f"toy client {client}")
+
+
+def toy_as_matrix(toy: ModelProblem):
+    """A one-site toy (``toy_problem(..., clients=M, target_modules=["fc1"])``) as a
+    FederatedProblem over fc1's weight, from W0 = the site's W: the matrix problem of the same f.
+
+    Every engine run on both must give the same frame (the scale is a problem, not a runner)."""
+    from lorakit.problems.federated import FederatedProblem
+
+    toy.reset()
+    W0 = toy.sites[0].W().clone()
+    clients = [_toy_client(toy, c, W0) for c in range(toy.M)]
+    return FederatedProblem.from_clients(clients, W0=W0, name="toy as matrix")

@@ -1,18 +1,18 @@
 """The last good state of a model-scale run: what a diverged run leaves in the model.
 
 A model-scale run that diverges (:mod:`lorakit.divergence`) must not leave exploded or NaN weights
-in the user's model. The runners that write into the model step by step (the chain,
-:mod:`lorakit.adapters.chain`; the FSLoRA family and Fed-RAC-LoRA, :mod:`lorakit.adapters.federated`)
-keep a :class:`LastGood` copy of what a step can change, every site's base weight W0, factors B
-and A, their ``requires_grad`` flags and scaling, taken each time a state passes the divergence
-check (every logged step), and put it back when the run diverges. Nothing else of the model is
+in the user's model. The runners that write into the model step by step (the FSLoRA family and
+Fed-RAC-LoRA, :mod:`lorakit.adapters.federated`) keep a :class:`LastGood` copy of what a step can
+change, every site's base weight W0, factors B and A, their ``requires_grad`` flags and scaling,
+taken each time a state passes the divergence check (every logged step), and put it back when the
+run diverges. Nothing else of the model is
 copied: per logged step the cost is one copy of the adapted weights (Σ_l m_l n_l + r(m_l + n_l)
 entries), not of the whole model.
 
-The runners that keep their state outside the model and write it back at the end (RW-LoRA's token,
-gossip's node adapters, AsyncFL's global model: :mod:`lorakit.decentralized.simulation`,
-:mod:`lorakit.asynchronous.clock`) write back the last checked state instead, which costs
-nothing (they keep references to it).
+The runners that keep their state outside the model and write it back at the end (the chain's
+tree of weights, :mod:`lorakit.chain`; RW-LoRA's token, gossip's node adapters, AsyncFL's global
+model: :mod:`lorakit.decentralized.simulation`, :mod:`lorakit.asynchronous.clock`) write back the
+last checked state instead, which costs nothing (they keep references to it).
 """
 
 from __future__ import annotations

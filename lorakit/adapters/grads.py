@@ -25,12 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PerSite",
-    "SiteObjective",
     "at_weights",
     "backward",
-    "chunks",
     "dropout_active",
-    "finite",
     "full_batches",
     "model_rng",
     "site_gradients",
@@ -59,13 +56,6 @@ def full_batches(problem: ModelProblem):
         yield problem.batch(chunk), chunk.numel() / rows.numel()
 
 
-def chunks(batch: dict, size: int):
-    """A minibatch in chunks of at most ``size`` rows, each with its weight."""
-    N = len(next(iter(batch.values())))
-    for start in range(0, N, size):
-        yield {k: v[start : start + size] for k, v in batch.items()}, min(size, N - start) / N
-
-
 def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | None:
     """Σ_c w_c ∇f_c by autograd: the trained factors' ``.grad`` for ``side`` and, with ``want_G``,
     [∇_W f for each site] (the chunked, side-aware form of :func:`~lorakit.adapters.site_gradients`).
@@ -84,11 +74,6 @@ def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | 
     finally:
         for site in sites:
             site.track_W(False)
-
-
-def finite(tensors) -> bool:
-    """True when every tensor is free of NaN and infinity (checked before any write)."""
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 @contextmanager
@@ -112,8 +97,9 @@ def model_rng(streams: Streams, device: torch.device):
 def at_weights(site_list: list[Site], W):
     """The model computing W_l at every site (base ← W_l, a zero rank-1 adapter); restored after.
 
-    This is how a gradient is taken at weights other than the current ones (PAGE and MVR need
-    ∇f_ξ at the previous iterate; the asynchronous clients at a stale one).
+    This is how :class:`~lorakit.adapters.ModelProblem` takes the loss and ∇_W f at any weights
+    (the problem protocol's ``loss(W)`` and ``grad(W)``: PAGE and MVR need ∇f_ξ at the previous
+    iterate, the asynchronous clients at a stale one).
     """
     saved = [site.W0.clone() for site in site_list]
     zeros = [(_frozen(site.B.new_zeros(site.shape[0], 1)),
@@ -130,19 +116,3 @@ def at_weights(site_list: list[Site], W):
 
 def _frozen(x: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(x, requires_grad=False)
-
-
-class SiteObjective:
-    """f as a function of the per-site weights, shaped for the matrix estimators.
-
-    ``grad(W, idx)`` is ∇_W f on the rows ``idx`` (every row when None) at the :class:`PerSite`
-    weights W, so :mod:`lorakit.estimators`' PAGE, MVR and random reshuffling run unchanged on a
-    model (their W and G are :class:`PerSite` tuples).
-    """
-
-    def __init__(self, problem: ModelProblem):
-        self.problem, self.name = problem, problem.name
-        self.n_samples, self.device = problem.n_samples, problem.device
-
-    def grad(self, W, idx: torch.Tensor | None = None):
-        return self.problem.grad(W, idx)

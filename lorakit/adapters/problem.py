@@ -33,7 +33,7 @@ from .._validation import (
 )
 from ..problems.partition import partition
 from ..tree import PerSite
-from .grads import at_weights, backward, model_rng
+from .grads import at_weights, backward, dropout_active, model_rng
 from .saving import track_base
 from .sites import Site, sites, swapped
 
@@ -208,6 +208,15 @@ class ModelProblem:
     # -- the problem protocol (lorakit.problems.protocol): one site per LoRA layer ----------
     #: Client gradients loop over the clients (a model is evaluated client by client).
     batched = False
+    #: ``commit`` writes a run's result into the model, which the caller keeps.
+    stateful = True
+
+    @property
+    def adapter_dropout(self) -> str | None:
+        """The name of the first site whose LoRA dropout is active (p > 0, training mode), or
+        None. Dropout feeds dropout(x) to the adapter only, so ∂f/∂W0 is then not the factors'
+        gradient: a method that steps in W-space must refuse it."""
+        return next((site.name for site in self.sites if dropout_active(site)), None)
 
     @property
     def shapes(self) -> tuple[tuple[int, int], ...]:

@@ -35,7 +35,6 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..chain import _is_model_problem
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, run_seeds
 from ..problems.federated import FederatedProblem
 from ..progress import bar as progress_bar
@@ -188,7 +187,7 @@ class FederatedLoRA:
         Divergence (:func:`simulate`): a non-finite or exploding aggregate, or a loss above
         ``blowup``·max(1, |f(W^0)|) (default 10³; a finite number > 1), stops the seed.
         """
-        if _is_model_problem(problem):  # peft is imported only on this path
+        if getattr(problem, "stateful", False):  # peft is imported only on this path
             from ..adapters.federated import run_federated
 
             return run_federated(
@@ -228,7 +227,7 @@ def simulate(
     clients; a model-scale ``runner`` checks the configuration against the model's LoRA sites and
     shows its own bar over rounds, so ``progress`` here is the bar over seeds at matrix scale.
     """
-    model_scale = _is_model_problem(problem)
+    model_scale = getattr(problem, "stateful", False)
     if not model_scale:
         check_problem(
             problem,

@@ -87,6 +87,10 @@ class MatrixProblem:
     scalings = None
     batched = True
     M = 1
+    #: No LoRA dropout: ∇_W f is also the factors' gradient through W = W0 + s·B·A.
+    adapter_dropout = None
+    #: A run's result is its frame: ``commit`` writes nothing the caller keeps.
+    stateful = False
 
     @property
     def shapes(self) -> tuple[tuple[int, int]]:

@@ -177,8 +177,8 @@ def quiet_transformers(quiet: bool):
 def check_rank_fits(model: nn.Module, rank: int, target_modules) -> None:
     """Refuse a LoRA ``rank`` above min(m, n) of a site that ``target_modules`` selects.
 
-    Every lorakit method needs r ≤ min(m, n) at every site (:func:`lorakit.adapters.chain.
-    check_model_chain` and its twins), so a larger rank would only be refused after the build. The
+    Every lorakit method needs r ≤ min(m, n) at every site (:func:`lorakit.problems.protocol.
+    site_scalings`), so a larger rank would only be refused after the build. The
     zoo calls this on a *meta-device* skeleton of the architecture (no weights, no memory) before
     it pre-trains or loads anything. Sites are matched as peft matches them; ``None`` uses peft's
     default targets for the architecture (unknown architectures are left to peft).

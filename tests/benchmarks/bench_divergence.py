@@ -1,8 +1,9 @@
 """The cost of keeping the last good state (:class:`lorakit.adapters.checkpoint.LastGood`).
 
-A model-scale chain copies every site's W0, B, A (and flags) once per logged step, so a diverged run
-can be put back; the federated runs once per logged round. This measures that copy against one
-Bernoulli-LoRA-GD step (log_every = 1, the worst case: a chain step is the cheapest unit) on the
+A model-scale federated run copies every site's W0, B, A (and flags) once per logged round, so a
+diverged run can be put back (the chain keeps its previous tree of weights and copies nothing).
+This measures that copy against one Bernoulli-LoRA-GD step (log_every = 1: a chain step is the
+cheapest unit of work, so the ratio is an upper bound for a round) on the
 zoo's digits MLP (3 sites) and tiny GPT-2 (6 sites). Run with ``make bench`` or
 ``python tests/benchmarks/bench_divergence.py``. Target: under 10% of a step.
 """

@@ -76,8 +76,8 @@ def test_a_compute_without_device_gets_none_and_the_control_is_disabled(cuda):
 
 
 def test_progress_bar_text_in_a_saved_notebook_shows_the_final_count():
-    """tqdm's notebook widget carries a text/plain copy, what static copies show; it must say
-    3/3 at the end, not the 0% it had when first displayed."""
+    """tqdm's notebook widget carries a text/plain copy, what static copies show; each seed's bar
+    must say 5/5 at the end, not the 0% it had when first displayed."""
     source = (
         "import lorakit as lk\n"
         "p = lk.problems.counterexample()\n"
@@ -89,10 +89,12 @@ def test_progress_bar_text_in_a_saved_notebook_shows_the_final_count():
     )
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = [o for o in nb.cells[0].outputs if o.output_type == "display_data"]
-    assert len(outputs) == 1, nbformat.writes(nb)
-    data = outputs[0]["data"]
-    assert "application/vnd.jupyter.widget-view+json" in data  # still the live widget
-    assert "100%" in data["text/plain"] and "3/3" in data["text/plain"], data["text/plain"]
+    assert len(outputs) == 3, nbformat.writes(nb)  # one bar per seed, over its steps
+    for seed, out in enumerate(outputs):
+        data = out["data"]
+        assert "application/vnd.jupyter.widget-view+json" in data  # still the live widget
+        text = data["text/plain"]
+        assert "100%" in text and "5/5" in text and f"seed {seed}" in text, text
 
 
 def test_first_draw_carries_a_png_copy_and_redraws_the_spec_only(cuda):

@@ -249,7 +249,7 @@ class Chain(Config):
             return rows
 
         frame, _ = run_seeds(
-            seeds, make, run, self._frame, on_divergence=on_divergence, blowup=blowup
+            seeds, make, run, self.frame, on_divergence=on_divergence, blowup=blowup
         )
         return frame
 
@@ -271,12 +271,6 @@ class Chain(Config):
                 "update='sgd'/'adamw'"
             )
         return scalings, estimator
-
-    def _frame(self, rows: list[dict]) -> pd.DataFrame:
-        frame = pd.DataFrame(rows)
-        for key, value in reversed(self.describe().items()):
-            frame.insert(0, key, value)
-        return frame
 
 
 class _ChainRun:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
+import pandas as pd
+
 __all__ = ["Config"]
 
 
@@ -35,3 +37,10 @@ class Config:
     def describe(self) -> dict:
         """The configuration's columns in a results table (method name first)."""
         raise NotImplementedError
+
+    def frame(self, rows: list[dict]) -> pd.DataFrame:
+        """A run's rows as its tidy table: the :meth:`describe` columns first, then the rows'."""
+        frame = pd.DataFrame(rows)
+        for key, value in reversed(self.describe().items()):
+            frame.insert(0, key, value)
+        return frame

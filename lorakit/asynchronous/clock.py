@@ -381,12 +381,6 @@ class AsyncFL(Config):
                 "max_events knowingly)"
             )
 
-        def with_config(rows) -> pd.DataFrame:
-            frame = pd.DataFrame(rows)
-            for key, value in reversed(self.describe().items()):
-                frame.insert(0, key, value)
-            return frame
-
         sims: list[Simulation] = []  # every seed's simulation so far (for an interruption's frame)
 
         def until_stopped():  # a stop asked by the progress bar ends the whole run
@@ -406,7 +400,7 @@ class AsyncFL(Config):
                 raise Interrupted(
                     f"{self.method} interrupted at virtual time {sim.time:g} (seed {sim.seed}, "
                     f"update {sim.version}): .frame holds the rows so far",
-                    with_config([r for s in sims for r in s.rows]),
+                    self.frame([r for s in sims for r in s.rows]),
                     pd.DataFrame([e for s in sims for e in s.events]) if events else None,
                 ) from None
             return sim.rows
@@ -415,7 +409,7 @@ class AsyncFL(Config):
             progress_bar(until_stopped(), enabled=progress, total=len(seeds), desc=self.method),
             make_seed,
             run,
-            with_config,
+            self.frame,
             on_divergence=on_divergence,
             blowup=blowup,
         )

@@ -387,17 +387,11 @@ def run_simulations(
     listed in ``attrs["diverged"]`` (:func:`lorakit.divergence.run_seeds`). ``progress`` shows a
     bar over each seed's hops or rounds."""
 
-    def with_config(rows) -> pd.DataFrame:
-        frame = pd.DataFrame(rows)
-        for key, value in reversed(cfg.describe().items()):
-            frame.insert(0, key, value)
-        return frame
-
     frame, sims = run_seeds(
         seeds,
         lambda seed: make(check_int("seed", seed, low=0)),
         lambda sim: sim.run(count, log_every, progress),
-        with_config,
+        cfg.frame,
         on_divergence=on_divergence,
         blowup=blowup,
     )

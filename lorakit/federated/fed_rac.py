@@ -201,17 +201,11 @@ class FedRACLoRA(Config):
         seeds = check_seeds(seeds)
         sizes = _Bytes(self, problem.shapes)
 
-        def with_config(rows) -> pd.DataFrame:
-            frame = pd.DataFrame(rows)
-            for key, value in reversed(self.describe().items()):
-                frame.insert(0, key, value)
-            return frame
-
         frame, runs = run_seeds(
             seeds,
             lambda seed: _Run(self, problem, seed, scalings, sizes),
             lambda run: run.run(rounds, log_every, progress),
-            with_config,
+            self.frame,
             on_divergence=on_divergence,
             blowup=blowup,
         )

@@ -125,7 +125,9 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
     leading client axis (W0 shared or stacked). Inputs are left as they are."""
     single = not isinstance(clients, torch.Tensor)
     nodes = [clients] if single else clients.tolist()
-    idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
+    idx = [None] * len(nodes)  # every row of every client: nothing to draw
+    if local.batch_size is not None:
+        idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
     if single or not problem.batched:  # the problem's own factor gradients, client by client
         out = [
@@ -144,8 +146,9 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
             gB = tree_map(lambda g, x, a, s: g + s * (x @ a.mT), gB, xi, A, s)
             gA = tree_map(lambda g, b, x, s: g + s * (b.mT @ x), gA, B, xi, s)
         return gB, gA
-    # The many-client fast path: one tensor operation over the stack.
-    W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
+    # The many-client fast path: one tensor operation over the stack (s may also be a per-client
+    # (C, 1, 1) scaling).
+    W = tree_map(_stacked_weights, W0, B, A, s)
     G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
     if local.sigma:
         G = G + _noise(problem, G, local.sigma, streams["noise"])
@@ -153,6 +156,11 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
         tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
         tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
     )
+
+
+def _stacked_weights(W0, B, A, s):
+    """W0 + s·B·A for a stack of clients, one fused batched product where the stack is 3-D."""
+    return torch.baddbmm(W0, B * s, A) if B.dim() == 3 else W0 + s * (B @ A)
 
 
 def _shared(W0, B) -> bool:

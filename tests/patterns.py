@@ -63,11 +63,11 @@ def _chain(method, gamma=0.05, **kw):
 
 
 def _federated(method, **kw):
-    def run(problem, rounds, seeds=0, *, lr=0.3, cohort=None, **run_kw):
-        cfg = make_federated(method, RANK, lr, cohort=cohort, **kw)
+    def run(problem, rounds, seeds=0, *, gamma=0.3, cohort=None, **run_kw):
+        cfg = make_federated(method, RANK, gamma, cohort=cohort, **kw)
         return cfg.run(problem, rounds, seeds=seeds, **run_kw)
 
-    return Case(method, "federated", run, matrix=_quadratics, diverge={"lr": 1e6})
+    return Case(method, "federated", run, matrix=_quadratics, diverge={"gamma": 1e6})
 
 
 def _quadratics():
@@ -139,13 +139,13 @@ _DIVERGENCE = {
     "cola": ({"gamma": 10.0}, _split(0, gamma=1.5, blowup=3.8e6), _split(1, gamma=1e2 / 3, blowup=2.3e5)),
     "rac_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=12.2), _split(0, gamma=1e3 / 3, blowup=320.0)),
     "bernoulli_lora": ({"gamma": 1e4}, _split(1, gamma=5.0, blowup=44.0), _split(0, gamma=1e3 / 3, blowup=320.0)),
-    "fslora": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=21.0), _split(1, lr=1e3 / 3, blowup=1.4e26)),
-    "fedit": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=3.0), _split(0, lr=10.0, cohort=2, blowup=1.6e4)),
-    "hetero_lora": ({"lr": 1e4}, _split(0, False, lr=2.0, blowup=1.84e17), _split(0, lr=10.0, cohort=2, blowup=11.0)),
-    "fslora_topk": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=8.5e5), _split(0, lr=1e3 / 3, blowup=6.6e24)),
-    "flex_lora": ({"lr": 1e4}, _split(0, False, lr=1.5, blowup=7.05e16), _split(0, False, lr=10.0, cohort=2, blowup=1.4e11)),
-    "fedstack_lora": ({"lr": 1e4}, _split(1, lr=30.0, blowup=1.3e5), _split(1, lr=1e3 / 3, blowup=33.0)),
-    "fed_rac_lora": ({"lr": 600.0}, _split(0, lr=10.0, blowup=9000.0), _split(1, lr=20.0, blowup=33.3)),
+    "fslora": ({"gamma": 1e4}, _split(0, False, gamma=1.5, blowup=21.0), _split(1, gamma=1e3 / 3, blowup=1e27)),
+    "fedit": ({"gamma": 1e4}, _split(0, False, gamma=1.5, blowup=3.0), _split(0, gamma=10.0, cohort=2, blowup=1.6e4)),
+    "hetero_lora": ({"gamma": 1e4}, _split(0, False, gamma=2.0, blowup=1.84e17), _split(0, gamma=10.0, cohort=2, blowup=100.0)),
+    "fslora_topk": ({"gamma": 1e4}, _split(0, False, gamma=1.5, blowup=8.5e5), _split(1, gamma=1e3 / 3, blowup=5e26)),
+    "flex_lora": ({"gamma": 1e4}, _split(0, False, gamma=1.5, blowup=7.05e16), _split(0, False, gamma=10.0, cohort=2, blowup=1.4e11)),
+    "fedstack_lora": ({"gamma": 1e4}, _split(1, gamma=30.0, blowup=1.3e5), _split(1, gamma=1e3 / 3, blowup=33.0)),
+    "fed_rac_lora": ({"gamma": 600.0}, _split(0, gamma=10.0, blowup=9000.0), _split(1, gamma=20.0, blowup=33.3)),
     "rw_lora": ({"gamma": 1e3}, _split(0, gamma=0.8, blowup=2.25e10), _split(0, gamma=1e2 / 3, blowup=5.2e15)),
     "gossip_lora": ({"gamma": 1e3}, _split(1, False, gamma=1.5, blowup=9.8e27), _split(1, gamma=1e2 / 3, blowup=2.4e16)),
     "fedavg": ({"gamma": 30.0, "blowup": 12.0}, _split(0, gamma=7.0, cohort=2, blowup=2.1738e9), _split(0, gamma=10.0, cohort=2, blowup=4.95)),

@@ -1,4 +1,5 @@
-"""The FSLoRA family and Fed-RAC-LoRA on a peft model (lorakit.adapters.federated)."""
+"""The FSLoRA family (lorakit.federated.lora) and Fed-RAC-LoRA (lorakit.federated.fed_rac) on a peft
+model: one engine each, the same as at matrix scale."""
 
 import math
 from dataclasses import dataclass
@@ -11,11 +12,10 @@ from peft_toys import toy_problem
 from torch import nn
 
 import lorakit as lk
-from lorakit.adapters import ModelProblem, adapter_state, sites
-from lorakit.adapters.federated import Upload, peft_keys, run_federated
+from lorakit.adapters import ModelProblem, sites
 from lorakit.adapters.grads import site_gradients
 from lorakit.federated import make_federated
-from lorakit.federated.lora import _Run
+from lorakit.federated.lora import FederatedRun, Upload
 from lorakit.problems.base import MatrixProblem
 from lorakit.problems.federated import FederatedProblem
 from lorakit.problems.regression import LinearRegression
@@ -31,7 +31,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def random_toy():
-    """Rank 3 with both factors random (peft's init_lora_weights=False): every slice moves."""
+    """Rank 3 with a random peft adapter (init_lora_weights=False), merged into the run's W^0."""
     return toy_problem(rank=3, clients=4, init_lora_weights=False)
 
 
@@ -43,10 +43,11 @@ def _factors(problem) -> list:
     return [(s.B.detach().clone(), s.A.detach().clone()) for s in problem.sites]
 
 
-def _initial_factors(problem) -> list:
-    """The factors every run starts from (the model holds the previous run's result)."""
-    problem.reset()
-    return _factors(problem)
+def _initial_factors(problem, cfg, seed) -> list:
+    """The factors every run of ``cfg`` with ``seed`` starts from (peft's init from the seed's
+    ``init`` stream: B = 0, A Kaiming-uniform)."""
+    _, B, A = FederatedRun(cfg, problem, seed).state()
+    return list(zip(B, A, strict=True))
 
 
 # -- FSLoRA with k_i = r is FedIT ------------------------------------------------------------------
@@ -83,51 +84,40 @@ def test_sketch_touches_exactly_the_k_chosen_columns_and_rows(random_toy):
     """Every upload: per module |I| = k_i, one I for B and A, every column of ΔB[:, I] and row of
     ΔA[I, :] moved (FSLoRA Lemma 3.2); the aggregate is the mean of the padded uploads."""
     p, uploads = random_toy, []
-    before = _initial_factors(p)
     cfg = make_federated("fslora", 3, 0.2, budgets=[1, 2, 3, 2], local_steps=2)
-    run_federated(cfg, p, 1, seeds=4, trace=uploads.append)
+    before = _initial_factors(p, cfg, 4)
+    cfg.run(p, 1, seeds=4, trace=uploads.append)
     assert [u.client for u in uploads] == [0, 1, 2, 3] and all(
         isinstance(u, Upload) for u in uploads
     )
-    keys = set(adapter_state(p.model))
     for u in uploads:
-        assert (
-            set(u.state) == keys
-        )  # the upload is a peft state dict (get_peft_model_state_dict keys)
-        for site in p.sites:
-            I, (kB, kA) = u.index[site.name], peft_keys(site)
+        for j, site in enumerate(p.sites):  # per site: I and the slice deltas ΔB[:, I], ΔA[I, :]
+            I, dB, dA = u.index[j], u.dB[j], u.dA[j]
             assert I.numel() == u.k and bool((I.diff() > 0).all())
-            assert u.state[kB].shape == (site.shape[0], u.k) and u.state[kA].shape == (
-                u.k,
-                site.shape[1],
-            )
-            assert bool((u.state[kB].abs().sum(0) > 0).all()) and bool(
-                (u.state[kA].abs().sum(1) > 0).all()
-            )
-        for (dB, dA), site in zip(u.padded(p), p.sites, strict=True):
-            I = u.index[site.name]
+            assert dB.shape == (site.shape[0], u.k) and dA.shape == (u.k, site.shape[1])
+            assert bool((dB.abs().sum(0) > 0).all()) and bool((dA.abs().sum(1) > 0).all())
+        for dB, dA, I in zip(*u.padded(3), u.index, strict=True):
             assert torch.equal(dB.abs().sum(0).nonzero().flatten(), I)
             assert torch.equal(dA.abs().sum(1).nonzero().flatten(), I)
     for j, (site, (B0, A0)) in enumerate(zip(p.sites, before, strict=True)):
-        mean_B = sum(u.padded(p)[j][0] for u in uploads) / 4
-        mean_A = sum(u.padded(p)[j][1] for u in uploads) / 4
+        mean_B = sum(u.padded(3)[0][j] for u in uploads) / 4
+        mean_A = sum(u.padded(3)[1][j] for u in uploads) / 4
         assert torch.allclose(site.B.detach() - B0, mean_B, atol=1e-15)
         assert torch.allclose(site.A.detach() - A0, mean_A, atol=1e-15)
     # a fresh I per module: over the 4 clients with k < r, the two modules do not always agree
-    sets = [[tuple(u.index[s.name].tolist()) for s in p.sites] for u in uploads if u.k < 3]
+    sets = [[tuple(I.tolist()) for I in u.index] for u in uploads if u.k < 3]
     assert any(a != b for a, b in sets)
 
 
 @pytest.mark.parametrize("shared", [False, True])
 def test_one_client_round_leaves_every_other_entry_bit_identical(random_toy, shared):
     p, uploads = random_toy, []
-    before = _initial_factors(p)
     cfg = make_federated("fslora", 3, 0.2, budgets=2, cohort=1, local_steps=3)
-    run_federated(cfg, p, 1, seeds=2, trace=uploads.append, shared_index=shared)
+    before = _initial_factors(p, cfg, 2)
+    cfg.run(p, 1, seeds=2, trace=uploads.append, shared_index=shared)
     (u,) = uploads
     changed = []
-    for site, (B0, A0) in zip(p.sites, before, strict=True):
-        I = u.index[site.name]
+    for site, (B0, A0), I in zip(p.sites, before, u.index, strict=True):
         out = torch.ones(3, dtype=torch.bool)
         out[I] = False
         cols = (site.B.detach() != B0).any(0).nonzero().flatten()
@@ -144,15 +134,14 @@ def test_index_draws_match_the_matrix_engine_per_module(random_toy):
     """Per module, in site order, the k_i-subsets are the matrix engine's ``sketch`` draws."""
     uploads = []
     cfg = make_federated("fslora", 3, 0.1, budgets=[1, 2, 1, 2])
-    run_federated(cfg, random_toy, 2, seeds=5, trace=uploads.append)
-    ref = _Run.__new__(_Run)
-    ref.cfg, ref.problem, ref.streams = cfg, random_toy, Streams(5)
+    cfg.run(random_toy, 2, seeds=5, trace=uploads.append)
+    ref = FederatedRun(cfg, random_toy, 5)
     k = torch.tensor([1, 2, 1, 2])
     for t in (1, 2):
-        for site in random_toy.sites:
+        for j in range(len(random_toy.sites)):
             chosen = ref.sketch(k) != 0
             for c, u in enumerate(x for x in uploads if x.round == t):
-                assert torch.equal(u.index[site.name], chosen[c].nonzero().flatten())
+                assert torch.equal(u.index[j], chosen[c].nonzero().flatten())
 
 
 # -- the model-scale round is the matrix-scale round ------------------------------------------------
@@ -216,7 +205,7 @@ def test_model_round_equals_matrix_round(method, kw):
     model_problem, matrix_problem = _matched_problems()
     cfg = make_federated(method, 3, 0.15, local_steps=3, **kw)
     a, ma = cfg.run(model_problem, 4, seeds=0, messages=True)
-    ref = _Run(cfg, matrix_problem, 0)
+    ref = FederatedRun(cfg, matrix_problem, 0)
     rows, mb = ref.run(4, 1)
     b = [r["loss"] for r in rows]
     np.testing.assert_allclose(a.loss.to_numpy(), b, rtol=1e-10, atol=1e-12)
@@ -249,15 +238,13 @@ def test_methods_lower_the_loss(toy, method, kw, margin):
 def test_fedstack_merges_the_mean_product_and_preserves_outputs(toy):
     """FedStackLoRA: W0 ← W0 + s·mean B_iA_i, then a fresh adapter with B = 0 (function unchanged)."""
     uploads = []
-    toy.reset()
-    before = [(s.W0.clone(), s.B.detach().clone(), s.A.detach().clone()) for s in toy.sites]
     cfg = make_federated("fedstack_lora", 2, 0.5, budgets=[1, 2, 1, 2], local_steps=2)
-    frame = run_federated(cfg, toy, 1, trace=uploads.append)
-    for site, (W0, B0, A0) in zip(toy.sites, before, strict=True):
+    before = list(zip(*FederatedRun(cfg, toy, 0).state(), strict=True))  # per site (W0, B, A)
+    frame = cfg.run(toy, 1, trace=uploads.append)
+    for j, (site, (W0, B0, A0)) in enumerate(zip(toy.sites, before, strict=True)):
         P = 0
         for u in uploads:
-            kB, kA = peft_keys(site)
-            P = P + (B0[:, : u.k] + u.state[kB]) @ (A0[: u.k, :] + u.state[kA])
+            P = P + (B0[:, : u.k] + u.dB[j]) @ (A0[: u.k, :] + u.dA[j])
         assert torch.allclose(site.W0, W0 + site.scaling * P / 4, rtol=0, atol=1e-13)
         assert bool((site.B == 0).all()) and not torch.equal(site.A.detach(), A0)
         assert float(site.A.detach().abs().max()) <= 1 / math.sqrt(
@@ -310,7 +297,7 @@ def test_a_later_divergent_round_keeps_the_previous_round(toy):
     cfg = make_federated("fslora", 2, 100.0, budgets=1, local_steps=3)
     # round 1's loss (1.7e8) is above the default threshold: blowup=1e12 lets round 2 happen
     with pytest.raises(lk.DivergenceError, match=r"round 2 .*updates are of size") as err:
-        run_federated(cfg, toy, 5, trace=snapshot, blowup=1e12)
+        cfg.run(toy, 5, trace=snapshot, blowup=1e12)
     assert err.value.frame["round"].tolist() == [0, 1]
     after = _state(toy.model)
     assert all(torch.equal(seen[2][k], after[k]) for k in after)
@@ -324,10 +311,9 @@ def test_bytes_are_the_formula(toy):
     _, msgs = make_federated("fslora", 2, 0.1, budgets=k).run(toy, 2, messages=True)
     assert msgs.bytes_up.tolist() == [4 * ki * width for ki in k] * 2
     assert msgs.bytes_down.tolist() == [4 * 2 * width + 4 * 2 * ki * (ki < 2) for ki in k] * 2
-    _, msgs = run_federated(
-        make_federated("fslora", 2, 0.1, budgets=k, download="slice"), toy, 1, messages=True,
-        shared_index=True,
-    )  # fmt: skip
+    _, msgs = make_federated("fslora", 2, 0.1, budgets=k, download="slice").run(
+        toy, 1, messages=True, shared_index=True
+    )
     assert msgs.bytes_down.tolist() == [4 * ki * width + 4 * ki * (ki < 2) for ki in k]
     _, msgs = make_federated("fslora_topk", 2, 0.1, budgets=k).run(toy, 1, messages=True)
     keep = [math.ceil(0.5 * ki * 14) + math.ceil(0.5 * ki * 11) for ki in k]
@@ -452,8 +438,6 @@ def test_fed_rac_on_a_one_site_model_is_the_matrix_run(kw):
 
 # -- options that do not map -----------------------------------------------------------------------
 def test_options_that_do_not_map_are_named(toy):
-    with pytest.raises(ValueError, match="sigma"):
-        make_federated("fslora", 2, 0.1, sigma=0.1).run(toy, 1)
     with pytest.raises(ValueError, match="peft adapter rank r = 2"):
         make_federated("fslora", 3, 0.1).run(toy, 1)
     with pytest.raises(ValueError, match="alpha = 4"):
@@ -463,10 +447,19 @@ def test_options_that_do_not_map_are_named(toy):
     with pytest.raises(ValueError, match="cohort must be in"):
         make_federated("fed_rac_lora", 2, 0.1, cohort=5).run(toy, 1)
     with pytest.raises(ValueError, match="shared_index"):
-        run_federated(make_federated("fslora", 2, 0.1), toy, 1, shared_index=1)
+        make_federated("fslora", 2, 0.1).run(toy, 1, shared_index=1)
 
 
 def test_matrix_progress_bar_runs():
     problem = lk.problems.heterogeneous_quadratics(3, 4, 4, L=1.0, spread=1.0, seed=0)
     frame = make_federated("fslora", 2, 0.1, budgets=1).run(problem, 2, seeds=[0, 1], progress=True)
     assert len(frame) == 6
+
+
+def test_gradient_noise_runs_at_model_scale(toy):
+    """sigma: N(0, σ²/D) noise on ∇_W f carried to the slices (lorakit.local), as at matrix scale."""
+    cfg = make_federated("fslora", 2, 0.3, budgets=1, local_steps=2)
+    plain = cfg.run(toy, 3)
+    noisy = cfg.with_params(sigma=0.5).run(toy, 3)
+    assert np.isfinite(noisy.loss).all() and noisy.loss.iloc[-1] != plain.loss.iloc[-1]
+    np.testing.assert_array_equal(noisy.loss, cfg.with_params(sigma=0.5).run(toy, 3).loss)

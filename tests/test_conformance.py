@@ -106,16 +106,16 @@ def federated_rows(method: str) -> list[Row]:
         {"budgets": [1, 2, 1, 2]} if method in ("hetero_lora", "flex_lora", "fedstack_lora") else {}
     )
 
-    def run(problem=None, rounds=2, seeds=0, rank=2, lr=0.1, **change):
+    def run(problem=None, rounds=2, seeds=0, rank=2, gamma=0.1, **change):
         problem = fed() if problem is None else problem
-        return make_federated(method, rank, lr, **{**kw, **change}).run(problem, rounds, seeds)
+        return make_federated(method, rank, gamma, **{**kw, **change}).run(problem, rounds, seeds)
 
-    step = "gamma" if method == "fed_rac_lora" else "lr"  # the step's name in the message
     rows = [
         Row(method, "rank=0", lambda: run(rank=0), ValueError, r"rank must be in \[1"),
         Row(method, "rank>min(m,n)", lambda: run(rank=4), ValueError, r"rank must be in \[1, 3\]"),
-        Row(method, "lr=inf", lambda: run(lr=float("inf")), ValueError, f"{step} must be a finite"),
-        Row(method, "lr=0", lambda: run(lr=0.0), ValueError, rf"{step} must be in \(0"),
+        Row(method, "gamma=inf", lambda: run(gamma=float("inf")), ValueError,
+            "gamma must be a finite"),
+        Row(method, "gamma=0", lambda: run(gamma=0.0), ValueError, r"gamma must be in \(0"),
         Row(method, "rounds=0", lambda: run(rounds=0), ValueError, "rounds must be in"),
         Row(method, "seeds=1.5", lambda: run(seeds=1.5), TypeError, "seeds must be a non-neg"),
         Row(method, "seeds=[]", lambda: run(seeds=[]), ValueError, "non-empty sequence"),

@@ -3,12 +3,14 @@
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import lorakit as lk
+from lorakit.config import Config
 from lorakit.federated import budgets, make_federated
-from lorakit.federated.lora import _Run
+from lorakit.federated.lora import FederatedRun
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def test_slice_and_mask_implementations_agree(problem, method):
 def test_sketch_touches_exactly_the_chosen_columns_and_rows(problem):
     """Only B[:, I_i] and A[I_i, :] move, with one I_i shared by A and B (FSLoRA Lemma 3.2)."""
     cfg = make_federated("fslora", 6, 0.05, budgets=2, local_steps=3)
-    run = _Run(cfg, problem, 0)
+    run = FederatedRun(cfg, problem, 0)
     run.B = torch.randn(8, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     clients = torch.arange(problem.M)
     svec = run.sketch(run.k[clients])
@@ -51,7 +53,7 @@ def test_sketch_touches_exactly_the_chosen_columns_and_rows(problem):
 
 def test_index_sets_are_uniform_k_subsets(problem):
     """Each of the C(r, k) subsets is equally likely (Definition 3.1): chi-square over 6000 draws."""
-    run = _Run(make_federated("fslora", 4, 0.1, budgets=2), problem, 0)
+    run = FederatedRun(make_federated("fslora", 4, 0.1, budgets=2), problem, 0)
     counts = {}
     for _ in range(1000):
         svec = run.sketch(torch.full((6,), 2))
@@ -75,7 +77,7 @@ def test_server_update_is_unbiased_for_the_sketched_gradient_with_one_local_step
     for I in subsets:  # every client gets the same I: the server update for that sketch
         svec = torch.zeros(problem.M, r, dtype=torch.float64)
         svec[:, list(I)] = r / k
-        run = _Run(make_federated("fslora", r, lr, budgets=k), problem, 0)
+        run = FederatedRun(make_federated("fslora", r, lr, budgets=k), problem, 0)
         run.B, run.A = B.clone(), A.clone()
         dB, dA = run.local_train(torch.arange(problem.M), svec)
         updates_B.append(dB.mean(0))
@@ -173,7 +175,7 @@ def test_fedit_rejects_budgets_and_non_federated_problems():
 def _one_round_products(problem, method, k):
     """The clients' adapters after one round, recomputed here from the run's own local step."""
     cfg = make_federated(method, 4, 0.05, budgets=k, local_steps=2)
-    run = _Run(cfg, problem, 0)
+    run = FederatedRun(cfg, problem, 0)
     B0, A0 = run.B.clone(), run.A.clone()
     clients = torch.arange(problem.M)
     svec = run.sketch(run.k[clients])
@@ -225,3 +227,35 @@ def test_client_budgets_are_what_the_run_uses(problem):
     _, msgs = cfg.run(problem, 2, seeds=3, messages=True)
     k = cfg.client_budgets(problem.M, 3)
     assert msgs.groupby("client").k.first().tolist() == k.tolist()
+
+
+def test_uploads_go_through_the_upload_compressor(problem):
+    """The identity compressor is the default, bit for bit; any compressor of lorakit.compressors
+    compresses each client's k_i(m + n) entries and its payload is what the message counts."""
+    from lorakit import compressors as cp
+
+    kw = dict(budgets=[1, 2, 3, 4, 2, 1], local_steps=2)
+    plain, _ = make_federated("fslora", 4, 0.05, **kw).run(problem, 4, messages=True)
+    same = make_federated("fslora", 4, 0.05, compressor=cp.identity(), **kw).run(problem, 4)
+    pd.testing.assert_frame_equal(plain, same, check_exact=True)
+    cfg = make_federated("fslora", 4, 0.05, compressor=cp.rand_k(5), **kw)
+    hist, msgs = cfg.run(problem, 4, messages=True)
+    assert (msgs.bytes_up == 5 * 4 + 5 * 4).all()  # payload (k, k) of rand-k, 4 bytes each
+    assert hist.loss.iloc[-1] != plain.loss.iloc[-1]
+    pd.testing.assert_frame_equal(hist, cfg.run(problem, 4), check_exact=True)
+    with pytest.raises(ValueError, match="not both"):
+        make_federated("fslora_topk", 4, 0.05, compressor=cp.top_k(2))
+    assert make_federated("fslora", 4, 0.05, compressor="identity").compressor == cp.identity()
+    with pytest.raises(ValueError, match="compressor must be one of"):
+        make_federated("fslora", 4, 0.05, compressor="top-k")
+
+
+def test_gamma_is_the_step_size_and_lr_is_deprecated(problem):
+    cfg = make_federated("fslora", 4, 0.05, budgets=2)
+    assert isinstance(cfg, Config) and cfg.gamma == 0.05
+    assert cfg.with_params(gamma=0.1).gamma == 0.1
+    with pytest.warns(DeprecationWarning, match="gamma"):
+        old = make_federated("fslora", rank=4, lr=0.05, budgets=2)
+    assert old == cfg
+    with pytest.raises(ValueError, match=r"gamma must be in \(0"):
+        cfg.with_params(gamma=0.0)

@@ -19,6 +19,7 @@ adapter file would lose training.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -38,6 +39,21 @@ from .saving import track_base
 from .sites import Site, sites, swapped
 
 __all__ = ["ModelProblem", "default_loss"]
+
+
+@contextmanager
+def _on_base(site_list, W0):
+    """The sites with base weights W0 (written only where they differ, so a run whose model
+    already holds W0 copies nothing); the previous bases are put back after."""
+    moved = [(s, w) for s, w in zip(site_list, W0, strict=True) if not torch.equal(s.W0, w)]
+    saved = [s.W0.clone() for s, _ in moved]
+    try:
+        for s, w in moved:
+            s.W0 = w
+        yield
+    finally:
+        for (s, _), w in zip(moved, saved, strict=True):
+            s.W0 = w
 
 
 def default_loss(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -285,24 +301,25 @@ class ModelProblem:
             (nn.Parameter(b.detach().clone()), nn.Parameter(a.detach().clone()))
             for b, a in zip(B, A, strict=True)
         ]
-        saved = [site.W0.clone() for site in self.sites]
-        with swapped(self.sites, factors, list(scalings)), torch.enable_grad():
+        with swapped(self.sites, factors, list(scalings)), _on_base(self.sites, W0):
             inputs = [t for site in self.sites for t in (site.B, site.A)]
-            try:
-                for site, w in zip(self.sites, W0, strict=True):
-                    site.W0 = w
-                grads = None
+            grads = None
+            with torch.enable_grad():
                 for batch, weight in self.chunks(client, idx):
                     g = torch.autograd.grad(self.objective(batch) * weight, inputs)
                     grads = (
                         list(g) if grads is None else [x + y for x, y in zip(grads, g, strict=True)]
                     )
-            finally:
-                for site, w in zip(self.sites, saved, strict=True):
-                    site.W0 = w
         per_site = zip(self.sites, grads[0::2], grads[1::2], strict=True)
         pairs = [(site.to_matrix(gB, "B"), site.to_matrix(gA, "A")) for site, gB, gA in per_site]
         return PerSite(b for b, _ in pairs), PerSite(a for _, a in pairs)
+
+    def factor_loss(self, W0, B, A, scalings) -> float:
+        """f at W = W0 + s·B·A as the model computes it: (B, A) swapped in as the adapter over
+        the base W0, so it equals :meth:`loss` after ``commit(W0, B, A)``, bit for bit."""
+        factors = [(b.detach().clone(), a.detach().clone()) for b, a in zip(B, A, strict=True)]
+        with swapped(self.sites, factors, list(scalings)), _on_base(self.sites, W0):
+            return self.loss()
 
     def commit(self, W: PerSite, B: PerSite | None = None, A: PerSite | None = None) -> None:
         """Write a run's result into the model: W0_l ← W_l, and the adapter ← (B_l, A_l) when

@@ -112,6 +112,10 @@ class MatrixProblem:
         """A matrix problem draws nothing of its own."""
         return nullcontext()
 
+    def factor_loss(self, W0, B, A, scalings) -> torch.Tensor:
+        """f(W0 + s·B·A)."""
+        return self.loss(W0 + self.tree(scalings) * (B @ A))
+
     def factor_grads(self, W0, B, A, scalings, client=None, idx=None):
         """(∇_B f, ∇_A f) at W = W0 + s·B·A by the chain rule: s·G·Aᵀ and s·BᵀG, G = ∇_W f
         (of client ``client``'s f_c when given; its rows ``idx`` of a finite sum).

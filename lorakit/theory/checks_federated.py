@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..federated import FedRACLoRA, make_federated
-from ..federated.lora import _Run
+from ..federated.lora import FederatedRun
 from ..problems import heterogeneous_quadratics
 from . import fslora, rac_lora  # noqa: F401  (registers the theorems)
 from .measure import mean_se, register_theorem_check, theorem_result
@@ -267,16 +267,14 @@ def _fslora_problem():
     )
 
 
-class _Recording(_Run):
-    """The engine's run, keeping the server adapter X^t = (B^t, A^t) at every logged round."""
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.iterates = []
-
-    def log(self, t, *args):
-        self.iterates.append((self.B.detach().clone(), self.A.detach().clone()))
-        return super().log(t, *args)
+def _iterates(cfg, problem, seed: int, T: int) -> list[tuple]:
+    """The engine's server adapter X^t = (B^t, A^t) for t = 0, …, T (one seed, round by round)."""
+    run = FederatedRun(cfg, problem, seed)
+    iterates = [run.state()[1:]]
+    for t in range(1, T + 1):
+        run.round(t)
+        iterates.append(run.state()[1:])
+    return iterates
 
 
 @dataclass(frozen=True)
@@ -295,10 +293,9 @@ def _measure(gamma: float, T: int, seeds: int):
     cfg = make_federated("fslora", d["r"], gamma, budgets=d["budgets"], local_steps=1)
     per_seed, B, A = [], [], []
     for seed in range(seeds):
-        run = _Recording(cfg, problem, seed)
-        run.run(T, 1)
-        B.extend(b for b, _ in run.iterates)
-        A.extend(a for _, a in run.iterates)
+        iterates = _iterates(cfg, problem, seed, T)
+        B.extend(b for b, _ in iterates)
+        A.extend(a for _, a in iterates)
     B, A = torch.stack(B), torch.stack(A)
     sg = sketched_gradients(problem, problem.W0, B, A, d["budgets"], cfg.scale)
     per_seed = sg.grad_norm_sq.reshape(seeds, T + 1)[:, :T].mean(dim=1).numpy()

@@ -1,7 +1,7 @@
 """One FSLoRA round on a tiny GPT-2 with 10 clients: lorakit against the authors' emulation.
 
 * **lorakit** trains only each client's k_i slice in the one shared peft model
-  (:mod:`lorakit.adapters.federated`: B[:, I], A[I, :] swapped in as the LoRA parameters with the
+  (:mod:`lorakit.federated.lora`: B[:, I], A[I, :] swapped in as the LoRA parameters with the
   scaling s·r/k_i; no copy of the model, no masks).
 * **masked emulation** is what the FSLoRA code does (prior_art.md §A.1, ``LoRA_Sketching.py``):
   a ``copy.deepcopy`` of the whole peft model per client, B ← B·S with S = (r/k_i)·diag(1_I) at
@@ -19,7 +19,7 @@ float32 and 1e-10 in float64.
 Measurements (float32, the dtype of simulated training):
 
 * time: best of 5 rounds, each from the same start (``ModelProblem.reset``), the two approaches
-  interleaved; lorakit's round is ``FederatedModelRun.round`` alone (no logging of the full-data
+  interleaved; lorakit's round is ``FederatedRun.round`` alone (no logging of the full-data
   loss), the reference its loop. One torch thread: this model's ops are too small to gain from
   threads, and on a shared machine threads make the timings noisy;
 * memory: the peak of the bytes held by torch's CPU allocator during the round, above the level at
@@ -38,8 +38,8 @@ import time
 import torch
 
 from lorakit.adapters import ModelProblem
-from lorakit.adapters.federated import FederatedModelRun, run_federated
 from lorakit.federated import budgets, make_federated
+from lorakit.federated.lora import FederatedRun
 
 CLIENTS, PER_CLIENT, TOKENS, STEPS, RANK, LR, REPEATS = 10, 4, 64, 5, 8, 0.05, 5
 
@@ -47,15 +47,11 @@ CLIENTS, PER_CLIENT, TOKENS, STEPS, RANK, LR, REPEATS = 10, 4, 64, 5, 8, 0.05, 5
 def gpt2_problem(dtype: torch.dtype) -> ModelProblem:
     """The zoo's tiny GPT-2 (2 layers, d = 64, byte vocabulary, pre-trained on the Language
     Reference) with LoRA r = 8, α = 16 on c_attn and c_proj, and 40 blocks of 64 bytes of the
-    Library Reference split into 10 clients of 4 blocks. B starts small and random (not peft's 0)
-    so both factors move from the first step and the B·S of the emulation matters."""
+    Library Reference split into 10 clients of 4 blocks."""
     from lorakit import zoo
 
     base = zoo.gpt2_problem(rank=RANK, lora_alpha=16, blocks=CLIENTS * PER_CLIENT)
     model = base.model.to(dtype).eval()  # eval: no GPT-2 dropout, so both runs see one function
-    g = torch.Generator().manual_seed(1)
-    for site in base.sites:
-        site.set_factors(B=0.02 * torch.randn(site.B.shape, generator=g, dtype=torch.float64))
     clients = [torch.arange(c * PER_CLIENT, (c + 1) * PER_CLIENT) for c in range(CLIENTS)]
     return ModelProblem(model, base.data, clients=clients, name="gpt2-pydoc")
 
@@ -146,15 +142,24 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def start(problem, cfg) -> None:
+    """The model holding the engine's start (W^0 and peft's init of seed 0), the reference's too."""
+    problem.commit(*FederatedRun(cfg, problem, 0).state())
+
+
+def by_name(problem, uploads) -> list[dict]:
+    """Each upload's index sets keyed by module name (the reference finds modules by name)."""
+    return [{s.name: I for s, I in zip(problem.sites, u.index, strict=True)} for u in uploads]
+
+
 def factors(problem) -> dict:
     return {s.name: (s.B.detach().clone(), s.A.detach().clone()) for s in problem.sites}
 
 
 # -- the two approaches, from the same start ---------------------------------------------------------
 def lorakit_round(problem, cfg):
-    """(round function, its index sets, its budgets): ``FederatedModelRun.round`` from the reset."""
-    run = FederatedModelRun(cfg, problem, 0)
-    problem.reset()
+    """The round function: ``FederatedRun.round`` from the run's start (building it resets)."""
+    run = FederatedRun(cfg, problem, 0)
     return lambda: run.round(1)
 
 
@@ -162,11 +167,11 @@ def both_agree(dtype) -> tuple[float, float, float, float]:
     """Run one round both ways; return (lorakit loss, reference loss, max |Δ adapter|, scale)."""
     problem, cfg = gpt2_problem(dtype), config()
     uploads = []
-    frame = run_federated(cfg, problem, 1, trace=uploads.append)
+    frame = cfg.run(problem, 1, trace=uploads.append)
     ours = factors(problem)
     k = cfg.client_budgets(CLIENTS, 0)
-    index = [u.index for u in uploads]
-    problem.reset()
+    index = by_name(problem, uploads)
+    start(problem, cfg)
     masked_emulation_round(problem, cfg, k, index)
     theirs = factors(problem)
     diff = max(
@@ -192,11 +197,11 @@ def test_fslora_round_lorakit_vs_masked_emulation():
     problem, cfg = gpt2_problem(torch.float32), config()
     k = cfg.client_budgets(CLIENTS, 0)
     uploads = []
-    run_federated(cfg, problem, 1, trace=uploads.append)
-    index = [u.index for u in uploads]
+    cfg.run(problem, 1, trace=uploads.append)
+    index = by_name(problem, uploads)
 
     def reference():
-        problem.reset()
+        start(problem, cfg)
         masked_emulation_round(problem, cfg, k, index)
 
     def ours():
@@ -209,7 +214,7 @@ def test_fslora_round_lorakit_vs_masked_emulation():
     finally:
         torch.set_num_threads(threads)
     m_ours, m_ref = peak_bytes(lorakit_round(problem, cfg)), 0
-    problem.reset()
+    start(problem, cfg)
     m_ref = peak_bytes(lambda: masked_emulation_round(problem, cfg, k, index))
     model_bytes = sum(p.numel() * p.element_size() for p in problem.model.parameters())
     loss32 = agreement[torch.float32]

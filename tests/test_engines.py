@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from patterns import CASES, M, RANK
+from patterns import CASES, RANK, M
 from peft_toys import toy_as_matrix, toy_problem
 
 from lorakit.methods import REGISTRY

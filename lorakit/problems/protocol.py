@@ -30,6 +30,13 @@ Members (a problem has them all; ``batched`` says which evaluation route is fast
                   (∇_B f, ∇_A f) at W = W0 + s·B·A: the chain rule ∇_B = s·G·Aᵀ, ∇_A = s·BᵀG
                   (RAC-LoRA eqs. (3)–(4)) at matrix scale; autograd through peft at model scale,
                   so LoRA dropout stays right
+``factor_loss(W0, B, A, scalings)``  f at W = W0 + s·B·A as the problem computes it (at model
+                  scale through the adapter, so it equals the model's own loss to the last digit)
+``weighted_f_star(weights)``  inf Σ_c w_c f_c where known in closed form, else None (RW-LoRA's f*_π)
+``stateful``      True when a run changes the problem (a model holds its weights), so a diverged
+                  run says what it put back; False for a matrix problem
+``adapter_dropout``  the first site whose LoRA dropout is active (the W-space updates refuse it),
+                  or None
 ``commit(W, B=None, A=None)``  write a run's result back: nothing for a matrix problem (the
                   result is the frame); at model scale W into the base weights, and the factors
                   (B, A) into the adapter where a pattern keeps them

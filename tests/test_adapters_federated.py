@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from bars import StopAfter
 from peft_toys import toy_problem
 from torch import nn
 
@@ -361,31 +362,8 @@ def test_fed_rac_is_untouched_by_lora_dropout():
     pd.testing.assert_frame_equal(plain, dropped)
 
 
-class _StopAfter:
-    """A progress bar (lorakit.progress.report_progress) that asks the run to stop after 3 rounds."""
-
-    def __init__(self, total=None, desc=None):
-        self.n = 0
-
-    @property
-    def stop(self):
-        return self.n >= 3
-
-    def update(self, n=1):
-        self.n += n
-
-    def set_postfix(self, refresh=True, **values):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
 def test_a_stopped_fed_rac_run_logs_and_commits_the_round_it_reached(toy):
-    with report_progress(_StopAfter):
+    with report_progress(StopAfter):
         frame = make_federated("fed_rac_lora", 2, 0.3).run(toy, 8, log_every=2)
     assert frame["round"].tolist() == [0, 2, 3]
     assert toy.loss() == pytest.approx(float(frame.loss.iloc[-1]), rel=1e-12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from bars import StopAfter
 
 from lorakit.asynchronous import AsyncFL
 from lorakit.asynchronous.clock import Simulation
@@ -253,37 +254,13 @@ def test_ctrl_c_raises_with_the_rows_so_far(problem, monkeypatch):
     assert last["update"] == ev.loc[ev["seed"] == 1, "applied"].sum()
 
 
-class _StopAfter:
-    """A progress bar (lorakit.progress.report_progress) that asks the run to stop after 3
-    updates, as notebook 07's Cancel does."""
-
-    def __init__(self, total=None, desc=None):
-        self.n = 0
-
-    @property
-    def stop(self):
-        return self.n >= 3
-
-    def update(self, n=1):
-        self.n += n
-
-    def set_postfix(self, refresh=True, **values):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
 def test_a_stop_request_ends_the_run_and_keeps_its_rows(problem):
     """The run ends before its next event batch; its rows so far and a last row at the stop (no
     update, every event counted) come back, and no further seed runs."""
     from lorakit.progress import report_progress
 
     cfg = AsyncFL("fedasync", 0.1, crash=0.3)
-    with report_progress(_StopAfter):
+    with report_progress(StopAfter):
         h = cfg.run(problem, 10, seeds=[0, 1])
     assert h["seed"].unique().tolist() == [0]
     assert h["update"].tolist() == [0, 1, 2, 3, 3] and h["applied"].iloc[-1] == 0

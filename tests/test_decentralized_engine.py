@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from bars import StopAfter
 from peft_toys import toy_problem
 
 import lorakit as lk
@@ -206,32 +207,12 @@ def test_lr_is_a_deprecated_name_of_gamma(make):
         make(rank=2)
 
 
-class _StopAfter:
-    """An app's progress bar whose Cancel is pressed after three hops or rounds."""
-
-    def __init__(self, total=None, desc=None):
-        self.n, self.stop = 0, False
-
-    def update(self, k: int = 1):
-        self.n += k
-        self.stop = self.n >= 3
-
-    def set_postfix(self, **kw):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 @pytest.mark.parametrize("make", [RWLoRA, GossipLoRA])
 @pytest.mark.parametrize("scale", ["matrix", "model"])
 def test_cancel_stops_the_run_and_keeps_the_state_reached(make, scale, square):
     problem = square if scale == "matrix" else toy_problem(clients=N)
     cfg = make(2, 0.3)
-    with report_progress(_StopAfter):
+    with report_progress(StopAfter):
         frame = cfg.run(problem, 20, graph=COMPLETE, log_every=5)
     unit = "hop" if make is RWLoRA else "round"
     assert frame[unit].tolist() == [0, 3]  # the state reached is logged, though not a 5th step

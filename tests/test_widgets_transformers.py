@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from bars import StopAfter
 
 import lorakit as lk
 from lorakit import progress
@@ -114,31 +115,8 @@ def test_cancel_stops_the_run_and_keeps_its_rows():
     assert app.frame["loss"].iloc[-1] < app.frame["loss"].iloc[0]  # the steps run trained
 
 
-class _StopAfter:
-    """A progress bar (lorakit.progress.report_progress) that asks the run to stop after 3 steps."""
-
-    def __init__(self, total=None, desc=None):
-        self.n = 0
-
-    @property
-    def stop(self):
-        return self.n >= 3
-
-    def update(self, n=1):
-        self.n += n
-
-    def set_postfix(self, refresh=True, **values):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
 def test_a_stopped_federated_run_keeps_its_rounds():
-    with progress.report_progress(_StopAfter):
+    with progress.report_progress(StopAfter):
         history, messages = tw.transformers_frame("digits", "fslora", steps=8)
     # log_every = max(1, 8 // LOG_POINTS) = 1: rounds 0..3 logged, then the stop.
     assert list(history["round"]) == [0, 1, 2, 3]
@@ -149,7 +127,7 @@ def test_a_stopped_federated_run_keeps_its_rounds():
 
 
 def test_a_stopped_chain_logs_the_step_it_reached():
-    with progress.report_progress(_StopAfter):
+    with progress.report_progress(StopAfter):
         history, _ = tw.transformers_frame("digits", "rac_lora", steps=40)
     # log_every = 40 // LOG_POINTS = 4: step 0 logged, stop before step 3, which is logged.
     assert list(history["step"]) == [0, 3]

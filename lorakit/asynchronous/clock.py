@@ -98,7 +98,6 @@ from .._validation import (
     check_byte_size,
     check_choice,
     check_int,
-    check_problem,
     check_real,
     check_seeds,
 )
@@ -107,7 +106,7 @@ from ..config import Config
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
 from ..local import Local, init_adapter, train, train_weights
 from ..lowrank import LowRank
-from ..problems.protocol import Problem, check_problem_protocol, site_scalings
+from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
 from ..progress import stop_requested
 from ..rng import Streams
@@ -339,9 +338,6 @@ class AsyncFL(Config):
         (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
         model keeps the global model of the update before.
         """
-        check_problem(
-            problem, Problem, "a FederatedProblem or a lorakit.adapters.ModelProblem with clients"
-        )
         check_problem_protocol(problem, clients=True)
         if not isinstance(progress, bool):
             raise ArgumentTypeError(f"progress must be True or False, got {progress!r}")

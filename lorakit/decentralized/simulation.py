@@ -42,7 +42,6 @@ import pandas as pd
 import torch
 
 from .._validation import (
-    ArgumentTypeError,
     check_byte_size,
     check_choice,
     check_int,
@@ -60,7 +59,7 @@ from ..divergence import (
     run_seeds,
 )
 from ..local import INITS, Local
-from ..problems.protocol import Problem, check_problem_protocol, site_scalings
+from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
 from ..progress import stop_requested
 from ..rng import Streams
@@ -186,11 +185,6 @@ class NodeConfig(Config):
 def check_problem(cfg: NodeConfig, problem) -> tuple[float, ...]:
     """Check that ``problem`` has clients (the graph's nodes) and fits ``cfg``'s rank and α;
     returns every site's scaling (:func:`~lorakit.problems.protocol.site_scalings`)."""
-    if not (isinstance(problem, Problem) and hasattr(problem, "client_losses")):
-        raise ArgumentTypeError(
-            "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
-            f"got {type(problem).__name__}"
-        )
     check_problem_protocol(problem, clients=True)
     check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
     return site_scalings(problem, cfg.rank, cfg.alpha)

@@ -63,7 +63,6 @@ import pandas as pd
 import torch
 
 from .._validation import (
-    ArgumentTypeError,
     check_byte_size,
     check_choice,
     check_int,
@@ -73,7 +72,7 @@ from .._validation import (
 from ..compressors import Compressor, make_compressor
 from ..config import Config
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
-from ..problems.protocol import Problem, site_scalings
+from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar, stop_requested
 from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
@@ -180,16 +179,7 @@ class FedRACLoRA(Config):
         (default 10³; a finite number > 1), stops the seed (:func:`~lorakit.divergence.run_seeds`:
         the error's frame keeps every finished seed); the problem commits its last good state.
         """
-        if not (isinstance(problem, Problem) and hasattr(problem, "client_losses")):
-            raise ArgumentTypeError(
-                "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with "
-                f"clients, got {type(problem).__name__}"
-            )
-        if getattr(problem, "clients", None) is None:
-            raise ValueError(
-                "a federated run needs clients: split the ModelProblem with "
-                "problem.split(num_clients)"
-            )
+        check_problem_protocol(problem, clients=True)
         rounds = check_int("rounds", rounds, low=1)
         log_every = check_int("log_every", log_every, low=1)
         check_choice("on_divergence", on_divergence, ("raise", "stop"))

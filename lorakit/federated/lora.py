@@ -64,7 +64,6 @@ import pandas as pd
 import torch
 
 from .._validation import (
-    ArgumentTypeError,
     check_byte_size,
     check_choice,
     check_int,
@@ -75,7 +74,7 @@ from ..compressors import Compressor, make_compressor, top_k
 from ..config import Config
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
 from ..local import Local, init_adapter, train
-from ..problems.protocol import Problem, site_scalings
+from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
 from ..progress import stop_requested
 from ..rng import Streams
@@ -304,15 +303,7 @@ def simulate(
     the last good round and is listed in ``frame.attrs["diverged"]`` (seed → round) while the other
     seeds run on. ``progress`` draws a bar over the seeds.
     """
-    if not (isinstance(problem, Problem) and hasattr(problem, "client_losses")):
-        raise ArgumentTypeError(
-            "problem must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
-            f"got {type(problem).__name__}"
-        )
-    if getattr(problem, "clients", None) is None:
-        raise ValueError(
-            "a federated run needs clients: split the ModelProblem with problem.split(num_clients)"
-        )
+    check_problem_protocol(problem, clients=True)
     rounds = check_int("rounds", rounds, low=1)
     log_every = check_int("log_every", log_every, low=1)
     check_choice("on_divergence", on_divergence, ("raise", "stop"))

@@ -83,20 +83,20 @@ def check_problem_protocol(problem, *, clients: bool = False, name: str = "probl
     """``problem`` if it implements :class:`Problem` (and has clients when ``clients``)."""
     from .._validation import ArgumentTypeError
 
+    if clients and not (isinstance(problem, Problem) and hasattr(problem, "client_losses")):
+        raise ArgumentTypeError(
+            f"{name} must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
+            f"got {type(problem).__name__}"
+        )
     if not isinstance(problem, Problem):
         raise ArgumentTypeError(
             f"{name} must be a lorakit problem (a MatrixProblem from lorakit.problems or a "
             f"lorakit.adapters.ModelProblem), got {type(problem).__name__}"
         )
-    if clients and not hasattr(problem, "client_losses"):
-        raise ArgumentTypeError(
-            f"{name} must have clients (a FederatedProblem, or a ModelProblem after "
-            f".split(M)), got {type(problem).__name__}"
-        )
     if clients and getattr(problem, "clients", None) is None:
         raise ValueError(
-            f"{name} has no clients: the method's clients are the problem's clients; split it "
-            "first (problem.split(M))"
+            f"{name} has no clients, and this method needs clients (they are the problem's "
+            "clients): split it first with problem.split(M)"
         )
     return problem
 

@@ -289,11 +289,7 @@ class _ChainRun:
         # LoRA dropout: the optimizers' factor gradients by autograd (module docstring "Scales").
         self.local = None
         if chain.update in OPTIMIZERS and problem.adapter_dropout is not None:
-            oracle = getattr(estimator, "oracle", None)
-            self.local = Local(
-                batch_size=getattr(oracle, "batch_size", None),
-                sigma=getattr(oracle, "sigma", None) or 0.0,
-            )
+            self.local = Local(estimator=estimator)
         # Message accounting (federated estimators only): this step's bytes and running totals.
         self.federated = estimator.federated
         self.msg = (0, 0.0, 0.0)  # (clients, bytes_up, bytes_down) of the step being logged

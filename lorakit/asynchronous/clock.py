@@ -88,7 +88,7 @@ import heapq
 import math
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -101,10 +101,11 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..compressors import Compressor, identity
-from ..config import Config
+from ..compressors import Compressor, make_compressor
+from ..config import Config, deprecated
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
-from ..local import Local, init_adapter, train, train_weights
+from ..estimators import Estimator
+from ..local import Local, init_adapter, local_estimator, train, train_weights
 from ..lowrank import LowRank
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
@@ -173,11 +174,14 @@ class AsyncFL(Config):
     scale : the mean compute time per local step.
     delay : the communication delay added to every job (≥ 0).
     crash : probability that a job crashes mid-update.
-    compressor : applied to each uploaded matrix, site by site.
+    compressor : applied to each uploaded matrix, site by site (a
+        :class:`~lorakit.compressors.Compressor` or a name; default the identity).
     rank : None (full deltas ΔW) or the LoRA rank r of the clients' adapters.
     lora_alpha : the LoRA α of the clients' adapters, scaling s = α/r (None: α = r, s = 1); on a
         peft model each site's own scaling is used and α, if given, must agree with it.
-    sigma : optional additive Gaussian gradient noise of variance σ² (``noise`` stream).
+    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
+        ``sgd(batch_size=b)`` (minibatches of the clients' rows) or ``sgd(sigma=σ)`` (additive
+        Gaussian noise of variance σ², ``noise`` stream); ``sigma=`` is its deprecated shorthand.
     """
 
     rule: str
@@ -196,13 +200,14 @@ class AsyncFL(Config):
     scale: float = 1.0
     delay: float = 0.0
     crash: float = 0.0
-    compressor: Compressor = field(default_factory=identity)
+    compressor: Compressor | str = "identity"
     rank: int | None = None
     lora_alpha: float | None = None
-    sigma: float | None = None
+    estimator: Estimator | str = "gd"
     bytes_per_float: int = 4
     bytes_per_index: int = 4
     method: str | None = None
+    sigma: float | None = deprecated()
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -233,8 +238,7 @@ class AsyncFL(Config):
         set_(self, "scale", check_real("scale", self.scale, low=0.0, low_open=True))
         set_(self, "delay", check_real("delay", self.delay, low=0.0))
         set_(self, "crash", check_real("crash", self.crash, low=0.0, high=1.0))
-        if not isinstance(self.compressor, Compressor):
-            raise ValueError(f"compressor must be a Compressor, got {type(self.compressor)}")
+        set_(self, "compressor", make_compressor(self.compressor))
         if self.rank is not None:
             set_(self, "rank", check_int("rank", self.rank, low=1))
         if self.lora_alpha is not None:
@@ -246,8 +250,8 @@ class AsyncFL(Config):
                     UserWarning,
                     stacklevel=3,
                 )
-        if self.sigma is not None:
-            set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
+        set_(self, "estimator", local_estimator(self.estimator, self.sigma, owner="AsyncFL"))
+        set_(self, "sigma", None)
         set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
         set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
         if self.method is None:
@@ -259,6 +263,7 @@ class AsyncFL(Config):
             "rule": self.rule,
             "speed": self.speed if isinstance(self.speed, str) else "fixed",
             "rank": self.rank if self.rank is not None else "full",
+            "estimator": str(self.estimator),
         }
 
     def weight(self, tau: int) -> float:
@@ -422,7 +427,7 @@ class Simulation:
     def __init__(self, cfg: AsyncFL, problem, seed: int, *, progress: bool = False):
         self.cfg, self.p, self.seed = cfg, problem, check_int("seed", seed, low=0)
         self.streams = Streams(seed)
-        self.local = Local(cfg.local_steps, cfg.gamma, sigma=cfg.sigma or 0.0)
+        self.local = Local(cfg.local_steps, cfg.gamma, estimator=cfg.estimator)
         self.scalings = None
         if cfg.rank is not None:
             self.scalings = site_scalings(problem, cfg.rank, cfg.lora_alpha)

@@ -162,7 +162,7 @@ class GossipLoRA(NodeConfig):
 
     Parameters
     ----------
-    rank, gamma, local_steps, optimizer, alpha, init, init_std, sigma, batch_size, compressor,
+    rank, gamma, local_steps, optimizer, alpha, init, init_std, estimator, compressor,
     bytes_per_float, bytes_per_index, optimizer_kwargs : how a node trains and what a message
         costs (:class:`~lorakit.decentralized.simulation.NodeConfig`; AdamW's state is per node);
         ``lr`` is ``gamma``'s deprecated name.
@@ -207,6 +207,7 @@ class GossipLoRA(NodeConfig):
             "rank": self.rank,
             "mixing": self.mixing if isinstance(self.mixing, str) else "custom",
             "optimizer": self.optimizer,
+            "estimator": str(self.estimator),
             "local_steps": self.local_steps,
         }
 

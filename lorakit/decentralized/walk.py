@@ -133,7 +133,7 @@ class RWLoRA(NodeConfig):
 
     Parameters
     ----------
-    rank, gamma, local_steps, optimizer, alpha, init, init_std, sigma, batch_size, compressor,
+    rank, gamma, local_steps, optimizer, alpha, init, init_std, estimator, compressor,
     bytes_per_float, bytes_per_index, optimizer_kwargs : how a node trains and what a transfer
         costs (:class:`~lorakit.decentralized.simulation.NodeConfig`); ``lr`` is ``gamma``'s
         deprecated name.
@@ -215,6 +215,7 @@ class RWLoRA(NodeConfig):
             "rank": self.rank,
             "transition": self.transition if isinstance(self.transition, str) else "custom",
             "optimizer": self.optimizer,
+            "estimator": str(self.estimator),
             "local_steps": self.local_steps,
         }
 

@@ -71,9 +71,10 @@ from .._validation import (
     check_seeds,
 )
 from ..compressors import Compressor, make_compressor, top_k
-from ..config import Config
+from ..config import Config, deprecated
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
-from ..local import Local, init_adapter, train
+from ..estimators import Estimator
+from ..local import Local, init_adapter, local_estimator, train
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
 from ..progress import stop_requested
@@ -124,8 +125,9 @@ class FederatedLoRA(Config):
         :func:`~lorakit.compressors.top_k`; FSLoRA App. C.2).
     compressor : the upload compressor of each site's message when ``topk_ratio`` is unset (a
         :class:`~lorakit.compressors.Compressor` or a name; default the identity).
-    sigma, batch_size : local gradients with additive noise of variance σ², or minibatches of
-        the clients' rows (:class:`lorakit.local.Local`); neither means exact local gradients.
+    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
+        ``sgd(batch_size=b)`` (minibatches of the clients' rows) or ``sgd(sigma=σ)`` (additive
+        noise of variance σ²); ``sigma=``/``batch_size=`` are its deprecated shorthand.
     alpha : LoRA scaling (the product is scaled by α/r); default α = r (a model: its own).
     download : ``"full"`` (Algorithm 1 line 3 broadcasts the whole adapter) or ``"slice"``.
     impl : ``"mask"`` (the cohort batched as stacked tensors) or ``"slice"`` (client by client);
@@ -145,8 +147,7 @@ class FederatedLoRA(Config):
     server_lr: float = 1.0
     topk_ratio: float | None = None
     compressor: Compressor | str = "identity"
-    sigma: float | None = None
-    batch_size: int | None = None
+    estimator: Estimator | str = "gd"
     alpha: float | None = None
     download: str = "full"
     impl: str = "mask"
@@ -154,6 +155,8 @@ class FederatedLoRA(Config):
     bytes_per_index: int = 4
     method: str = "fslora"
     adam_kwargs: dict = field(default_factory=dict)
+    sigma: float | None = deprecated()
+    batch_size: int | None = deprecated()
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -182,8 +185,12 @@ class FederatedLoRA(Config):
         set_(self, "compressor", make_compressor(self.compressor))
         if self.topk_ratio is not None and not self.compressor.is_identity:
             raise ValueError("give topk_ratio or compressor, not both")
-        # sigma and batch_size are checked by the local trainer
-        self.local()
+        estimator = local_estimator(
+            self.estimator, self.sigma, self.batch_size, owner="make_federated"
+        )
+        set_(self, "estimator", estimator)
+        set_(self, "sigma", None)
+        set_(self, "batch_size", None)
         if self.alpha is not None:
             check_real("alpha", self.alpha, low=0.0, low_open=True)
         check_choice("download", self.download, ("full", "slice"))
@@ -193,9 +200,7 @@ class FederatedLoRA(Config):
 
     def local(self) -> Local:
         """The clients' local trainer: H plain SGD steps of size γ (eq. (4))."""
-        return Local(
-            self.local_steps, self.gamma, batch_size=self.batch_size, sigma=self.sigma or 0.0
-        )
+        return Local(self.local_steps, self.gamma, estimator=self.estimator)
 
     def client_budgets(self, num_clients: int, seed: int) -> torch.Tensor:
         """The k_i a run with ``seed`` gives its clients (drawn once, from the ``budget`` stream)."""
@@ -223,6 +228,7 @@ class FederatedLoRA(Config):
             "method": self.method,
             "rank": self.rank,
             "budgets": str(self.budgets if self.budgets is not None else self.rank),
+            "estimator": str(self.estimator),
             "local_steps": self.local_steps,
             "server_optimizer": self.server_optimizer,
         }

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 
-from ._validation import check_real
+from ._validation import check_choice, check_flag, check_int, check_real, check_seeds
 from .progress import bar as progress_bar
 from .progress import stop_requested
 
@@ -28,6 +28,7 @@ __all__ = [
     "BLOWUP",
     "DivergenceError",
     "check_blowup",
+    "check_run",
     "exploded",
     "iterate",
     "restored_note",
@@ -41,6 +42,17 @@ BLOWUP = 1e3
 def check_blowup(blowup) -> float:
     """``blowup`` as a float: a finite number > 1 (the factor of :func:`exploded`)."""
     return check_real("blowup", blowup, low=1.0, low_open=True)
+
+
+def check_run(unit: str, count, seeds, log_every, on_divergence, blowup, **flags):
+    """A run's common arguments, checked (each error names the argument and its range): returns
+    (count, seeds, log_every, blowup); ``unit`` names the count (``"steps"``, ``"rounds"``, ...)
+    and every keyword flag (``messages=``, ``progress=``) must be True or False."""
+    for name, value in flags.items():
+        check_flag(name, value)
+    check_choice("on_divergence", on_divergence, ("raise", "stop"))
+    count, log_every = check_int(unit, count, low=1), check_int("log_every", log_every, low=1)
+    return count, check_seeds(seeds), log_every, check_blowup(blowup)
 
 
 def exploded(loss: float, reference: float, blowup: float = BLOWUP) -> bool:

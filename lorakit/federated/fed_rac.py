@@ -67,11 +67,10 @@ from .._validation import (
     check_choice,
     check_int,
     check_real,
-    check_seeds,
 )
 from ..compressors import Compressor, make_compressor
 from ..config import Config
-from ..divergence import BLOWUP, DivergenceError, check_blowup, iterate, run_seeds
+from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
@@ -179,15 +178,14 @@ class FedRACLoRA(Config):
         the error's frame keeps every finished seed); the problem commits its last good state.
         """
         check_problem_protocol(problem, clients=True)
-        rounds = check_int("rounds", rounds, low=1)
-        log_every = check_int("log_every", log_every, low=1)
-        check_choice("on_divergence", on_divergence, ("raise", "stop"))
-        blowup = check_blowup(blowup)
+        rounds, seeds, log_every, blowup = check_run(
+            "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
+            progress=progress,
+        )  # fmt: skip
         check_int("rank", self.rank, low=1, high=min(min(shape) for shape in problem.shapes))
         scalings = site_scalings(problem, self.rank, self.alpha)
         if self.cohort is not None:
             check_int("cohort", self.cohort, low=1, high=problem.M)
-        seeds = check_seeds(seeds)
         sizes = _Bytes(self, problem.shapes)
 
         frame, runs = run_seeds(

@@ -68,11 +68,10 @@ from .._validation import (
     check_choice,
     check_int,
     check_real,
-    check_seeds,
 )
 from ..compressors import Compressor, make_compressor, top_k
 from ..config import Config, deprecated
-from ..divergence import BLOWUP, DivergenceError, check_blowup, iterate, run_seeds
+from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
 from ..estimators import Estimator
 from ..local import Local, init_adapter, local_estimator, train
 from ..problems.protocol import check_problem_protocol, site_scalings
@@ -309,14 +308,13 @@ def simulate(
     seeds run on. ``progress`` draws a bar over the seeds.
     """
     check_problem_protocol(problem, clients=True)
-    rounds = check_int("rounds", rounds, low=1)
-    log_every = check_int("log_every", log_every, low=1)
-    check_choice("on_divergence", on_divergence, ("raise", "stop"))
-    blowup = check_blowup(blowup)
+    rounds, seeds, log_every, blowup = check_run(
+        "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
+        progress=progress,
+    )  # fmt: skip
     check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
     if cfg.cohort is not None:
         check_int("cohort", cfg.cohort, low=1, high=problem.M)
-    seeds = check_seeds(seeds)
 
     frame, runs = run_seeds(
         progress_bar(seeds, enabled=progress, desc=cfg.method),

@@ -147,13 +147,15 @@ def replay(p, cfg: AsyncFL, events, seed: int = 0):
 
 
 # -- in process, on the virtual clock ----------------------------------------------------------------
-@pytest.mark.parametrize("rank", [0, 2])
-def test_fedasync_equals_the_clock_update_by_update(tmp_path, rank):
-    """Clients of speeds 1, 2.5 and 4: the server's staleness of every applied update, its client
-    and the global model equal the virtual clock's, bit for bit (full deltas and rank-2 LoRA)."""
+@pytest.mark.parametrize(("rank", "max_staleness"), [(0, -1), (2, -1), (0, 1)])
+def test_fedasync_equals_the_clock_update_by_update(tmp_path, rank, max_staleness):
+    """Clients of speeds 1, 2.5 and 4: the server's staleness of every applied update, its client,
+    the updates discarded as too stale, and the global model equal the virtual clock's, bit for
+    bit (full deltas, rank-2 LoRA, max-staleness 1)."""
     speeds, seed, updates = (1.0, 2.5, 4.0), 0, 9
     config = {"rule": "fedasync", "gamma": 0.3, "local-steps": 2, "alpha": 0.7,
-              "staleness": "polynomial", "rank": rank, "updates": updates, "seed": seed}  # fmt: skip
+              "staleness": "polynomial", "rank": rank, "updates": updates, "seed": seed,
+              "max-staleness": max_staleness}  # fmt: skip
     result = serve(tmp_path, config, speeds, clock_order(seed, 3))
     cfg = fa.settings({**PROBLEM, **config}).cfg
     sim = Simulation(cfg.with_params(speed=speeds), problem(), seed)
@@ -162,7 +164,12 @@ def test_fedasync_equals_the_clock_update_by_update(tmp_path, rank):
     ours = result.events[result.events.status == "applied"].sort_values("update")
     assert ours.staleness.tolist() == [e["staleness"] for e in clock]
     assert ours.client.tolist() == [e["client"] for e in clock]
-    assert max(ours.staleness) >= 2  # the slow clients' updates are stale
+    dropped = result.events[result.events.status == "discarded"].sort_values("arrived")
+    assert dropped.client.tolist() == [e["client"] for e in sim.events if e["discarded"]]
+    if max_staleness < 0:
+        assert max(ours.staleness) >= 2 and dropped.empty  # the slow clients' updates are stale
+    else:
+        assert max(ours.staleness) <= 1 and len(dropped) >= 1  # ... and here too stale to apply
     assert result.history.loss.tolist() == [r["loss"] for r in sim.rows]
     assert torch.equal(result.W[0], sim.W)
 
@@ -212,7 +219,8 @@ def test_a_lost_node_loses_only_its_own_update(tmp_path):
     """Client 1's node answers with an error (the SuperLink's "node unavailable"): that job is
     lost and the node gets no further job; every other job is applied, and the global model is
     the in-process replay of exactly those jobs."""
-    config = {"rule": "fedasync", "gamma": 0.3, "alpha": 0.5, "staleness": "hinge", "updates": 6}
+    config = {"rule": "fedasync", "gamma": 0.3, "alpha": 0.5, "staleness": "polynomial",
+              "updates": 6}  # fmt: skip
     result = serve(tmp_path, config, (1.0, 1.5, 2.0), [0, 1, 2], fail=[1])
     ev = result.events
     lost = ev[ev.status == "lost"]

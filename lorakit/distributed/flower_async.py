@@ -97,6 +97,7 @@ __all__ = [
 ]
 
 
+_MODULE = "lorakit.distributed.flower_async"
 #: The asynchronous rules this server runs (synchronous FedAvg is FedBuff with K = nodes).
 RULES = ("fedasync", "fedbuff")
 
@@ -542,8 +543,8 @@ def write_app(directory, **run_config) -> Path:
         "tool": {"flwr": {"app": {
             "publisher": "lorakit",
             "components": {
-                "serverapp": f"{__name__}:server_app",
-                "clientapp": f"{__name__}:client_app",
+                "serverapp": f"{_MODULE}:server_app",  # not __name__: "__main__" under -m
+                "clientapp": f"{_MODULE}:client_app",
             },
             "config": {**RUN_CONFIG, **config},
         }}},

@@ -23,8 +23,8 @@ far) and runs until ``updates`` server updates or ``time-budget`` seconds:
   FedAsync always moves the model, so its nodes never wait. K must not exceed the number of nodes.
 * **arrival** — the replies of one pull are handled in dispatch order (the virtual clock's rule
   for equal finish times); staleness τ = version now − version downloaded. FedAsync mixes the
-  node's model W_start + ΔW in at once with α·s(τ); FedBuff buffers s(τ)·ΔW and steps when K are
-  in. An update staler than ``max-staleness`` is discarded and counted.
+  node's model W_start + ΔW in at once with α_t = α·s(τ); FedBuff buffers (τ, ΔW) and, when K are
+  in, steps by η_s·Σ s(τ_i)ΔW_i/K. An update staler than ``max-staleness`` is discarded.
 * **failures** — a job whose reply is an error (the ClientApp raised; the SuperLink reports the
   node unavailable or the message expired) or that is older than ``job-timeout`` seconds is lost,
   alone: the model and every other job are untouched, and that node gets no further job. Jobs
@@ -48,8 +48,8 @@ fresh rank-r adapter (:func:`~lorakit.local.train`, uploading B and A; the serve
 s·B·A). The node config's ``sleep`` (seconds, default 0) is added to every job: a node's speed.
 
 Run it: :func:`write_app` writes the app's ``pyproject.toml`` (``python -m
-lorakit.distributed.flower_async DIR``), then ``flwr run DIR`` against a SuperLink (README "Scaling
-out"). Not supported here: gradient noise and minibatches (each node would draw from its own
+lorakit.distributed.flower_async DIR``), then ``flwr run DIR`` against a SuperLink (README
+"Asynchronous aggregation on Flower" gives the commands). Not supported here: gradient noise and minibatches (each node would draw from its own
 stream, so the run could not equal the clock's), compressed uploads, model (peft) problems.
 """
 
@@ -198,7 +198,7 @@ def _problem_kwargs(text: str) -> dict:
 @lru_cache(maxsize=4)
 def problem_from(name: str, args: str):
     """The problem ``name`` of :data:`lorakit.problems.PROBLEMS` built with the JSON keyword
-    arguments ``args`` (cached per process: a Ray actor builds it once); it must have clients."""
+    arguments ``args`` (cached per process); it must have clients."""
     problem = make_problem(name, **_problem_kwargs(args))
     return check_problem_protocol(problem, clients=True)
 

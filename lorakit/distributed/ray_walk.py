@@ -58,17 +58,16 @@ except ImportError as error:  # pragma: no cover - the ray extra is missing
         "lorakit.distributed.ray_walk needs Ray: pip install 'lorakit[ray]'"
     ) from error
 
-from .._validation import ArgumentTypeError, check_int
+from .._validation import ArgumentTypeError, check_int, check_real
 from ..decentralized.markov import is_periodic
 from ..decentralized.simulation import (
     check_problem,
-    check_run,
     compress_factors,
     largest,
     run_simulations,
 )
 from ..decentralized.walk import RWLoRA, WalkSimulation
-from ..divergence import BLOWUP
+from ..divergence import BLOWUP, check_run
 from ..local import train
 from ..problems.federated import FederatedProblem
 from ..problems.protocol import check_problem_protocol
@@ -165,11 +164,16 @@ class RayNodes:
     context manager, or call :meth:`shutdown`.
 
     ``actors[v]`` is node v's actor handle (``ray.kill(nodes.actors[v])`` takes node v down).
+    ``timeout`` bounds every wait on an actor (seconds; None waits as long as it takes): a call
+    that does not answer in time raises Ray's ``GetTimeoutError`` instead of hanging the walk.
     """
 
-    def __init__(self, problem, *, actor_options: dict | None = None):
+    def __init__(self, problem, *, actor_options: dict | None = None, timeout: float | None = None):
         if actor_options is not None and not isinstance(actor_options, dict):
             raise ArgumentTypeError(f"actor_options must be a dict, got {actor_options!r}")
+        self.timeout = (
+            None if timeout is None else check_real("timeout", timeout, low=0.0, low_open=True)
+        )
         check_problem_protocol(problem, clients=True)
         self.problem, self.N = problem, problem.M
         model = getattr(problem, "model", None)
@@ -186,7 +190,7 @@ class RayNodes:
         model_ref = ray.put(model) if model is not None else None
         cls = ray.remote(_Node).options(**(actor_options or {}))
         self.actors = [cls.remote(v, kind, part, model_ref) for v, (kind, part) in enumerate(parts)]
-        ray.get([a.ping.remote() for a in self.actors])  # every actor up before the first hop
+        self.get([a.ping.remote() for a in self.actors])  # every actor up before the first hop
         self.dead: set[int] = set()
 
     def alive(self) -> np.ndarray:
@@ -195,10 +199,14 @@ class RayNodes:
         refs = [self.actors[v].ping.remote() for v in live]
         for v, ref in zip(live, refs, strict=True):
             try:
-                ray.get(ref)
+                self.get(ref)
             except RayActorError:
                 self.dead.add(v)
         return np.array([v not in self.dead for v in range(self.N)])
+
+    def get(self, refs):
+        """``ray.get`` bounded by ``timeout``."""
+        return ray.get(refs, timeout=self.timeout)
 
     def shutdown(self) -> None:
         """Stop every actor."""
@@ -231,7 +239,7 @@ class RayWalkSimulation(WalkSimulation):
         refs = [nodes.actors[v].begin.remote(self.seed, cfg, self.scalings, W0) for v in live]
         for v, ref in zip(live, refs, strict=True):
             try:
-                ray.get(ref)
+                nodes.get(ref)
             except RayActorError:
                 nodes.dead.add(v)
 
@@ -253,7 +261,7 @@ class RayWalkSimulation(WalkSimulation):
             self.B, self.A, self.visit_state(u), self.rng, send
         )
         try:
-            trained, sent, payload = ray.get(info)
+            trained, sent, payload = self.nodes.get(info)
         except RayActorError as error:
             self.nodes.dead.add(u)
             raise self.lost(u) from error
@@ -273,7 +281,7 @@ class RayWalkSimulation(WalkSimulation):
 
     def result(self, B, A) -> tuple:
         if isinstance(B, ray.ObjectRef):
-            B, A = ray.get([B, A])
+            B, A = self.nodes.get([B, A])
         return B, A
 
 
@@ -294,6 +302,7 @@ def run(
     graph,
     nodes: RayNodes | None = None,
     actor_options: dict | None = None,
+    timeout: float | None = None,
     log_every: int = 1,
     messages: bool = False,
     on_divergence: str = "raise",
@@ -304,14 +313,15 @@ def run(
     arguments, the same history (and message table with ``messages=True``), the same path.
 
     ``nodes`` reuses running actors (:class:`RayNodes`; a killed one counts as a down node);
-    otherwise actors are started (with ``actor_options``) and stopped at the end.
+    otherwise actors are started (with ``actor_options`` and ``timeout``) and stopped at the end.
     """
     if not isinstance(cfg, RWLoRA):
         raise ArgumentTypeError(f"cfg must be an RWLoRA configuration, got {type(cfg).__name__}")
     check_problem(cfg, problem)
     hops, seeds, log_every, blowup = check_run(
-        "hops", hops, seeds, log_every, messages, on_divergence, blowup, progress
-    )
+        "hops", hops, seeds, log_every, on_divergence, blowup, messages=messages,
+        progress=progress,
+    )  # fmt: skip
     P, pi = cfg.transition_matrix(problem, graph)
     if is_periodic(P):
         warnings.warn(
@@ -320,7 +330,7 @@ def run(
             stacklevel=2,
         )
     own = nodes is None
-    nodes = RayNodes(problem, actor_options=actor_options) if own else nodes
+    nodes = RayNodes(problem, actor_options=actor_options, timeout=timeout) if own else nodes
     try:
         frame, msgs, sims = run_simulations(
             cfg, seeds, hops,

@@ -202,6 +202,10 @@ def test_killed_actor_is_a_down_node(ray_session, quadratics):
         wait_dead(nodes.actors[holder])
         with pytest.raises(ray_walk.NodeLost, match=f"node {holder}'s Ray actor died"):
             ray_sim.hop()
+        # A walk cannot start on a dead node either (in process the holder is always up).
+        starts_dead = RWLoRA(rank=2, gamma=0.05, start=holder)
+        with pytest.raises(ray_walk.NodeLost, match=f"starts at node {holder} .* is dead"):
+            ray_walk.simulator(starts_dead, quadratics, graph, nodes=nodes)
 
 
 def test_bad_input_is_refused_before_ray_starts(quadratics):

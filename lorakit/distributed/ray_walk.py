@@ -242,6 +242,11 @@ class RayWalkSimulation(WalkSimulation):
                 nodes.get(ref)
             except RayActorError:
                 nodes.dead.add(v)
+        if self.node in nodes.dead:
+            raise NodeLost(
+                f"the walk starts at node {self.node} (seed {seed}), whose Ray actor is dead: "
+                "start the walk at a live node (RWLoRA(start=...))"
+            )
 
     def down_nodes(self, u: int) -> np.ndarray | None:
         """The walk's random failures (``node_failure``) and every node whose actor is dead."""

@@ -27,7 +27,8 @@ restricted to the live nodes (``failure`` stream; it waits at u when every node 
 down), and the message table lists the dead nodes in ``down``. Random ``node_failure`` draws still
 apply on top. The holder has the token, so it is up in the in-process walk; an actor that dies
 while it holds the token (between its check and its visit, or during it) raises
-:class:`NodeLost`, and the problem keeps the last logged token.
+:class:`NodeLost`, and the problem keeps the last logged token; so does a walk whose starting node
+is dead. ``timeout`` bounds every wait on an actor.
 
 **The log** (the π-weighted global objective Σ_v π_v f_v, its factor-gradient norm, a measurement
 and no step of Algorithm 1) is evaluated by the driver on its problem, exactly as the in-process

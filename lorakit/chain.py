@@ -95,7 +95,7 @@ from .rng import Streams
 from .sketches import Sketch, apply_basis, gram_pinv, make_sketch, orthonormal_basis
 from .tree import finite, leaves, sq_norm, tree_map
 
-__all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "exploded"]
+__all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "exploded", "link_factors"]
 
 UPDATES = ("projected", "factor", "sgd", "adamw")
 BROADCASTS = ("full", "factors")
@@ -270,6 +270,31 @@ class Chain(Config):
         return scalings, estimator
 
 
+def link_factors(chain: Chain, link: int, streams: Streams, shapes, dtype, device):
+    """(side, [B_l], [A_l]): link ``link``'s trained side and its starting factors, site by site.
+
+    The coin picks the side (``streams``' ``coin`` stream, one flip per link in link order); the
+    frozen factor is drawn, per site in site order, from the link's own sketch stream
+    ``streams.substream("sketch", link)`` (:mod:`lorakit.rng`): ``left`` draws B_S (m×r) and
+    starts A at 0, ``right`` draws A_S (r×n) and starts B at 0, and ``both`` (LoRA, COLA) draws A
+    from the right sketch with B = 0, peft's initialisation (RAC-LoRA Algorithm 1; Bernoulli-LoRA
+    Algorithm 1). So every link starts from ΔW = 0.
+    """
+    r = chain.rank
+    side = chain.coin.flip(link, streams)
+    # The link's own sketch stream: its draw never shifts with earlier links' sides (rng.py).
+    gen, kw = streams.substream("sketch", link), {"dtype": dtype, "device": device}
+    Bs, As = [], []
+    for m, n in shapes:  # site order
+        if side == "left":
+            Bs.append(chain.sketch.sample((m, r), gen, side="left", **kw))
+            As.append(torch.zeros(r, n, **kw))
+        else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
+            Bs.append(torch.zeros(m, r, **kw))
+            As.append(chain.sketch_right.sample((r, n), gen, side="right", **kw))
+    return side, Bs, As
+
+
 class _ChainRun:
     """One seeded run: W (or the base W and the link's factors B, A) as trees, the estimator, the
     link; ``run`` returns (rows, failure) and commits W^T, or the last good W, to the problem."""
@@ -294,23 +319,10 @@ class _ChainRun:
 
     # -- links ---------------------------------------------------------------------------------
     def start_link(self):
-        c, p, r = self.c, self.problem, self.c.rank
+        c, p = self.c, self.problem
         self.merge()
         self.link += 1
-        self.side = c.coin.flip(self.link, self.streams)
-        # The link's own sketch stream: its draw never shifts with earlier links' sides (rng.py).
-        gen, kw = (
-            self.streams.substream("sketch", self.link),
-            {"dtype": p.dtype, "device": p.device},
-        )
-        Bs, As = [], []
-        for m, n in p.shapes:  # site order
-            if self.side == "left":
-                Bs.append(c.sketch.sample((m, r), gen, side="left", **kw))
-                As.append(torch.zeros(r, n, **kw))
-            else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
-                Bs.append(torch.zeros(m, r, **kw))
-                As.append(c.sketch_right.sample((r, n), gen, side="right", **kw))
+        self.side, Bs, As = link_factors(c, self.link, self.streams, p.shapes, p.dtype, p.device)
         self.B, self.A = p.tree(Bs), p.tree(As)
         frozen = self.B if self.side == "left" else self.A
         if c.update == "projected":

@@ -73,6 +73,7 @@ __all__ = [
     "Simulation",
     "check_graph",
     "check_problem",
+    "compress_factors",
     "factor_trouble",
     "largest",
     "run_simulations",
@@ -260,18 +261,7 @@ class Simulation:
     def compress(self, B, A, batch_dims: int = 0) -> tuple:
         """(C(B), C(A), payload): the adapter as one message of d entries through the compressor
         (each of the first ``batch_dims`` indices its own message: every node's adapter)."""
-        C = self.cfg.compressor
-        mats = leaves(B) + leaves(A)
-        batch = mats[0].shape[:batch_dims]
-        sizes = [math.prod(x.shape[batch_dims:]) for x in mats]
-        payload = C.payload(sum(sizes))
-        if C.is_identity:
-            return B, A, payload
-        flat = torch.cat([x.reshape(*batch, -1) for x in mats], dim=-1)
-        out = C(flat, self.streams["compression"], batch_dims=batch_dims)
-        parts = [y.reshape(x.shape) for y, x in zip(out.split(sizes, -1), mats, strict=True)]
-        L = len(leaves(B))
-        return tree_like(B, parts[:L]), tree_like(A, parts[L:]), payload
+        return compress_factors(self.cfg.compressor, B, A, self.streams, batch_dims)
 
     def cost(self, payload: Payload, extra_floats: int = 0) -> tuple[int, int]:
         """(floats, bytes) of one message."""
@@ -371,3 +361,21 @@ def factor_trouble(new: float, old: float) -> str | None:
     if new > 1e6 * (1.0 + old):
         return f"the factors grew to size {new:.3g}"
     return None
+
+
+def compress_factors(compressor: Compressor, B, A, streams: Streams, batch_dims: int = 0) -> tuple:
+    """(C(B), C(A), payload): the adapter (B, A) as one message of d = Σ_l r(m_l + n_l) entries,
+    flattened B_1, …, B_L, A_1, …, A_L, through ``compressor`` (draws from ``streams``'
+    ``compression`` stream; each of the first ``batch_dims`` indices its own message). The
+    identity returns the factors themselves."""
+    mats = leaves(B) + leaves(A)
+    batch = mats[0].shape[:batch_dims]
+    sizes = [math.prod(x.shape[batch_dims:]) for x in mats]
+    payload = compressor.payload(sum(sizes))
+    if compressor.is_identity:
+        return B, A, payload
+    flat = torch.cat([x.reshape(*batch, -1) for x in mats], dim=-1)
+    out = compressor(flat, streams["compression"], batch_dims=batch_dims)
+    parts = [y.reshape(x.shape) for y, x in zip(out.split(sizes, -1), mats, strict=True)]
+    L = len(leaves(B))
+    return tree_like(B, parts[:L]), tree_like(A, parts[L:]), payload

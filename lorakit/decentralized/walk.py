@@ -377,11 +377,9 @@ class WalkSimulation(Simulation):
     def next_node(self, u: int) -> tuple[int, int, list[int]]:
         """(v_{t+1}, the down node first drawn or −1, the nodes down this hop)."""
         v = _sample(self.cum[u], self.streams.uniform("walk"))
-        if self.cfg.node_failure <= 0:
+        down = self.down_nodes(u)
+        if down is None:
             return v, -1, []
-        down = torch.rand(self.N, generator=self.streams["failure"], dtype=torch.float64)
-        down = (down < self.cfg.node_failure).numpy()
-        down[u] = False  # the holder is up: it has the token
         if not down[v]:
             return v, -1, np.flatnonzero(down).tolist()
         live = np.where(down, 0.0, self.P[u])
@@ -391,32 +389,32 @@ class WalkSimulation(Simulation):
             w = _sample(np.cumsum(live), self.streams.uniform("failure"))
         return w, v, np.flatnonzero(down).tolist()
 
+    def down_nodes(self, u: int) -> np.ndarray | None:
+        """The nodes down this hop as a boolean mask (None: no node can be down): each node other
+        than the holder u is down independently with probability ``node_failure`` (``failure``
+        stream; the holder is up: it has the token). A walk on other processes adds the nodes it
+        finds dead (:mod:`lorakit.distributed.ray_walk`)."""
+        if self.cfg.node_failure <= 0:
+            return None
+        down = torch.rand(self.N, generator=self.streams["failure"], dtype=torch.float64)
+        down = (down < self.cfg.node_failure).numpy()
+        down[u] = False
+        return down
+
     def hop(self) -> dict:
         """One hop of Algorithm 1 (lines 4–7); returns this hop's record."""
         cfg, u = self.cfg, self.node
         self.t += 1
-        B, A, state = train(
-            self.problem, self.W0, self.B, self.A, self.scalings, u, self.local, self.streams,
-            state=self.visit_state(u),
-        )  # fmt: skip
-        if self.size is None:
-            self.size = largest(self.B, self.A)
-        new_size = largest(B, A)
-        trouble = factor_trouble(new_size, self.size)
-        if trouble is not None:
-            raise self.diverged(
-                f"at hop {self.t} (seed {self.seed}, node {u}): {trouble}; the token keeps hop "
-                f"{self.t - 1}. f_v is Lb²-smooth in A and La²-smooth in B (Lemma 3)"
-            )
+        # The destination is drawn first: the walk's streams (walk, failure, loss) are not the
+        # update's (data, noise, compression), so the order changes no draw, and the holder then
+        # knows whether it sends.
         v, skipped, down = self.next_node(u)
         moved = v != u
         lost = moved and cfg.token_loss > 0 and self.streams.uniform("loss") < cfg.token_loss
+        B, A, state, new_size, payload = self.visit(u, moved)
         floats = sent = 0
         if moved:  # the adapter through the compressor; AdamW's travelling state as it is
-            B, A, payload = self.compress(B, A)
             floats, sent = self.cost(payload, 2 * self.d + 1 if cfg.state_travels else 0)
-            if not cfg.compressor.is_identity:
-                new_size = largest(B, A)
         self.local_updates += cfg.local_steps
         self.communicated += floats
         self.bytes += sent
@@ -441,6 +439,43 @@ class WalkSimulation(Simulation):
             )  # fmt: skip
         return {"node": u, "to": v, "lost": bool(lost), "skipped": skipped >= 0}
 
+    def visit(self, u: int, send: bool) -> tuple:
+        """Node u's part of a hop: its local steps on the token (:func:`lorakit.local.train`, from
+        the optimizer state :meth:`visit_state` gives), the divergence test (:meth:`check_token`)
+        and, when the token moves on (``send``), the token through the upload compressor.
+
+        Returns (B, A, the optimizer state after the steps, the largest entry of the token as
+        sent, the compressor's payload or None). A walk on other processes overrides this alone
+        (:class:`lorakit.distributed.ray_walk.RayWalkSimulation`: node u's actor does it)."""
+        B, A, state = train(
+            self.problem, self.W0, self.B, self.A, self.scalings, u, self.local, self.streams,
+            state=self.visit_state(u),
+        )  # fmt: skip
+        new_size = largest(B, A)
+        self.check_token(u, new_size)
+        payload = None
+        if send:
+            B, A, payload = self.compress(B, A)
+            if not self.cfg.compressor.is_identity:
+                new_size = largest(B, A)
+        return B, A, state, new_size, payload
+
+    def check_token(self, u: int, new_size: float) -> None:
+        """Raise :class:`~lorakit.divergence.DivergenceError` when node u's update made the token's
+        largest entry ``new_size`` non-finite or 10⁶-fold its last one (before it is kept)."""
+        if self.size is None:
+            self.size = largest(self.B, self.A)
+        trouble = factor_trouble(new_size, self.size)
+        if trouble is not None:
+            raise self.diverged(
+                f"at hop {self.t} (seed {self.seed}, node {u}): {trouble}; the token keeps hop "
+                f"{self.t - 1}. f_v is Lb²-smooth in A and La²-smooth in B (Lemma 3)"
+            )
+
+    def token(self) -> tuple:
+        """The token's factors (B, A) as tensors here (a walk on other processes fetches them)."""
+        return self.B, self.A
+
     # -- the loop (lorakit.decentralized.simulation.Simulation) ---------------------------------
     def step(self) -> dict:
         return self.hop()
@@ -454,12 +489,13 @@ class WalkSimulation(Simulation):
 
     def log(self, record: dict) -> dict:
         """The row of the current token: f = Σ_v π_v f_v, its factor-gradient norm², ‖A‖, ‖B‖."""
-        loss, G = self.objective(self.adapted(self.B, self.A), self.pi_weights)
-        grad_sq = self.factor_grad_sq(G, self.B, self.A)
+        B, A = self.token()
+        loss, G = self.objective(self.adapted(B, A), self.pi_weights)
+        grad_sq = self.factor_grad_sq(G, B, A)
         return {
             "seed": self.seed, "hop": self.t, **record,
             "loss": loss, "gap": loss - self.f_star, "grad_norm_sq": grad_sq,
-            "A_norm": math.sqrt(sq_norm(self.A)), "B_norm": math.sqrt(sq_norm(self.B)),
+            "A_norm": math.sqrt(sq_norm(A)), "B_norm": math.sqrt(sq_norm(B)),
             "communicated_params": self.communicated, "bytes": self.bytes,
             "transfers": self.transfers, "local_updates": self.local_updates,
             "lost_hops": self.lost_hops, "skipped_nodes": self.skipped_nodes, "mismatch": 0.0,

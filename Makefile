@@ -56,8 +56,13 @@ book: $(BIN)/.installed  ## the static site of the executed notebooks and theory
 verify: $(BIN)/.installed  ## the theory-check table
 	$(BIN)/lorakit verify
 
-bench: $(BIN)/.installed  ## benchmarks (speed targets), printing ratios
-	$(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -s -q
+# Every figure is a ratio of medians against its alternative, timed interleaved in one process
+# (tests/benchmarks/timing.py; no xdist: the figures are collected in that process). They go to
+# build/bench/results.csv (LORAKIT_BENCH_RESULTS), written also when a benchmark fails, and from
+# there into the README's performance section; make then exits with pytest's status.
+bench: $(BIN)/.installed  ## benchmarks (speed targets): ratios, build/bench/results.csv, README table
+	$(BIN)/python -m pytest tests/benchmarks -o python_files='bench_*.py' -s -q -p no:xdist; \
+	status=$$?; $(BIN)/python tests/benchmarks/report.py && exit $$status
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["RESULTS", "Timing", "Timings", "compare", "record"]
+__all__ = ["COLUMNS", "RESULTS", "Timing", "Timings", "compare", "record"]
 
+#: The results file's columns, one row per figure.
+COLUMNS = ("bench", "figure", "value", "unit", "target", "pass", "cores")
 #: Rows recorded during this pytest session (written to the results file at its end).
 RESULTS: list[dict] = []
 
@@ -67,18 +69,24 @@ def compare(
     *,
     repeats: int = 5,
     warmup: int = 1,
-    per: float = 1.0,
+    per: float | Mapping[str, float] = 1.0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Timings:
     """Time each candidate ``repeats`` times (≥ 5 for a reported figure), interleaved.
 
     Each candidate is called ``warmup`` times first (imports, caches, allocator). Repeat k calls
     the candidates in the order rotated by k, so no side always runs first or last. Times are
-    divided by ``per`` (steps or rounds per call) to give a per-unit figure.
+    divided by ``per`` (steps or rounds per call) to give a per-unit figure; a mapping gives each
+    candidate its own count (e.g. 10 steps per call against 200 copies per call).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     names = list(candidates)
+    if not names:
+        raise ValueError("candidates must name at least one function to time")
+    units = dict(per) if isinstance(per, Mapping) else dict.fromkeys(names, per)
+    if set(units) != set(names) or not all(u > 0 for u in units.values()):
+        raise ValueError(f"per must be > 0 for each of {names}, got {per!r}")
     for name in names:
         for _ in range(warmup):
             candidates[name]()
@@ -87,7 +95,7 @@ def compare(
         for name in names[k % len(names) :] + names[: k % len(names)]:
             start = clock()
             candidates[name]()
-            seconds[name].append((clock() - start) / per)
+            seconds[name].append((clock() - start) / units[name])
     return Timings((name, Timing(tuple(seconds[name]))) for name in names)
 
 
@@ -97,15 +105,6 @@ def record(
     """Add one row to the results file and return ``passed`` (so ``assert record(...)`` reads as
     the target). ``target`` is a human-readable bound such as ``">= 10"``; ``passed`` None marks
     a figure reported without a target."""
-    RESULTS.append(
-        {
-            "bench": bench,
-            "figure": figure,
-            "value": float(value),
-            "unit": unit,
-            "target": target,
-            "pass": "" if passed is None else bool(passed),
-            "cores": os.cpu_count(),
-        }
-    )
+    row = (bench, figure, float(value), unit, target, "" if passed is None else bool(passed))
+    RESULTS.append(dict(zip(COLUMNS, (*row, os.cpu_count()), strict=True)))
     return passed

@@ -140,7 +140,7 @@ def convergence_chart(
             .encode(
                 x=x_enc,
                 y=alt.Y("low:Q", scale=y_scale, title=y_title, axis=y_axis),
-                y2="high:Q",
+                y2=alt.Y2("high:Q"),
                 color=c_enc,
             )
         )
@@ -159,7 +159,7 @@ def convergence_chart(
         detail = ["seed:N"] if has_seed else []
         tooltip = [alt.Tooltip(f"{color}:N"), *(alt.Tooltip(d) for d in detail)]
         tooltip += [alt.Tooltip(f"{x}:Q"), alt.Tooltip("value:Q", title=y, format=".3e")]
-        enc = {"detail": detail[0]} if detail else {}
+        enc = {"detail": alt.Detail(detail[0])} if detail else {}
         layers.append(
             alt.Chart(lines[[c for c in lines if c != "diverged_at"]])
             .mark_line()
@@ -183,7 +183,8 @@ def divergence_layer(marks: pd.DataFrame, x, y, fields: list, unit: str = "step"
     """The red cross every app draws where a run diverged and stopped: one point per row of
     ``marks`` (its ``diverged_at`` column in the tooltip, "diverged at ``unit``"), at the
     encodings ``x``, ``y``, with ``fields`` (e.g. ``["method:N", "seed:N"]``) in the tooltip."""
-    tooltip = [*fields, alt.Tooltip("diverged_at:Q", title=f"diverged at {unit}")]
+    tooltip = [_channel(alt.Tooltip, f) for f in fields]
+    tooltip.append(alt.Tooltip("diverged_at:Q", title=f"diverged at {unit}"))
     return (
         alt.Chart(marks)
         .mark_point(shape="cross", size=120, filled=True, color="red")
@@ -192,6 +193,12 @@ def divergence_layer(marks: pd.DataFrame, x, y, fields: list, unit: str = "step"
 
 
 # ---------------------------------------------------------------------------------------------
+def _channel(kind, field):
+    """``field`` as the channel ``kind`` (e.g. alt.Tooltip): a shorthand string given to
+    ``encode`` makes altair build its schema table, about 15 ms a string, on every redraw."""
+    return field if isinstance(field, alt.SchemaBase) else kind(field)
+
+
 def _clean(data: pd.DataFrame, col: str, log: bool) -> pd.DataFrame:
     """Drop non-finite values; on a log axis also non-positive ones, and clip at FLOOR."""
     values = data[col]

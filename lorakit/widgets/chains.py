@@ -214,7 +214,9 @@ def _with_divergence_labels(chart: alt.LayerChart, frame: pd.DataFrame, color: s
         chart.layer.append(
             alt.Chart(marks.iloc[[i]])
             .mark_text(align="left", dx=8, dy=-8 + 16 * i, color="#c00", fontWeight="bold")
-            .encode(x=alt.X(f"{X_TITLE}:Q"), y=alt.Y("value:Q", scale=y_scale), text="text:N")
+            .encode(
+                x=alt.X(f"{X_TITLE}:Q"), y=alt.Y("value:Q", scale=y_scale), text=alt.Text("text:N")
+            )
         )
     return chart
 

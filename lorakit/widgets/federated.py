@@ -379,7 +379,10 @@ def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, pe
             alt.Chart(lines)
             .mark_area(opacity=0.15)
             .encode(
-                x=x_enc, y=alt.Y("low:Q", scale=y_scale, title=y_title), y2="high:Q", color=color
+                x=x_enc,
+                y=alt.Y("low:Q", scale=y_scale, title=y_title),
+                y2=alt.Y2("high:Q"),
+                color=color,
             )
         )
     marks = data[data["diverged_at"].notna()] if "diverged_at" in data else data.iloc[:0]
@@ -388,7 +391,7 @@ def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, pe
             columns={y: "value"}
         )
         layers.append(divergence_layer(marks, x_enc, y_enc, ["method:N", "seed:N"], "round"))
-    enc = {} if several else {"detail": "seed:N"}
+    enc = {} if several else {"detail": alt.Detail("seed:N")}
     layers.append(
         alt.Chart(lines)
         .mark_line(strokeWidth=2)
@@ -497,7 +500,7 @@ def budget_chart(data, rank: int | None = None, title: str | None = None) -> alt
         .encode(
             x=alt.X("k_i/r:O", sort=order, title="k_i / r", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("clients:Q", title="clients", axis=alt.Axis(tickMinStep=1)),
-            tooltip=["k_i/r:O", "k:Q", "clients:Q"],
+            tooltip=[alt.Tooltip("k_i/r:O"), alt.Tooltip("k:Q"), alt.Tooltip("clients:Q")],
         )
         .properties(width=520, height=180, title=title)
     )

@@ -33,6 +33,7 @@ Notes (kit choices, spec §4 and §9):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -155,10 +156,28 @@ def pca(X: torch.Tensor, rank: int | None = None, *, energy: float | None = None
     return _finish(X, A, Ahat, factors, k, "pca (centred)" if center else "pca")
 
 
+@functools.cache
+def _gesdd(m: int, n: int):
+    """LAPACK's gesdd for float64 and its optimal workspace for an m×n matrix: the routine and
+    workspace ``scipy.linalg.svd`` looks up on every call, looked up once per shape."""
+    gesdd, query = scipy.linalg.get_lapack_funcs(
+        ("gesdd", "gesdd_lwork"), (np.empty((m, n)),), ilp64="preferred"
+    )
+    work, info = query(m, n, compute_uv=1, full_matrices=0)
+    if info != 0:
+        raise ValueError(f"LAPACK gesdd's workspace query failed (info {info})")
+    return gesdd, int(work.real)
+
+
 def _svd(A: np.ndarray):
-    """Thin SVD of a finite float64 A (LAPACK gesdd, as ``scipy.linalg.svd``; finiteness is
-    checked once by the caller)."""
-    return scipy.linalg.svd(A, full_matrices=False, check_finite=False)
+    """Thin SVD U, s, Vᵀ of a finite float64 A (finiteness is checked once by the caller): the
+    LAPACK call ``scipy.linalg.svd(A, full_matrices=False)`` makes, so the same numbers, without
+    its per-call checks and look-ups (a third of the time of an 8×6 SVD, measured)."""
+    gesdd, lwork = _gesdd(*A.shape)
+    U, s, Vt, info = gesdd(A, compute_uv=1, lwork=lwork, full_matrices=0)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"SVD did not converge (LAPACK gesdd info {info})")
+    return U, s, Vt
 
 
 def _truncate(U, s, Vt, k: int):

@@ -170,28 +170,51 @@ MAX_PADDING = 4.0
 
 class SoftmaxClients:
     """M softmax clients of one shape evaluated together: f_l(W) and ∇f_l(W) of every client in
-    one batched product instead of one product (and one softmax) per client.
+    a few batched products instead of one product (and one softmax) per client.
 
-    The clients' rows are zero-padded to the largest N_l and kept in both layouts: ``X``
-    (M, N_max, n) and ``Xt`` (M, n, N_max), one-hot labels ``Yt`` (M, m, N_max) with zero
-    columns in the padding, ``mask`` (M, N_max) = 1 on real rows, ``size`` (M, 1) = N_l and
-    ``reg`` (M, 1, 1). The logits are formed as W·Xᵀ, (m, N_max) per client, so the softmax runs
-    over the m = C classes along a contiguous sample axis (torch's CPU softmax over a last axis of
-    10 classes took 7× as long, measured). A padded sample has x = 0, so it adds exactly nothing
-    to Σ_i (p_i − e_{y_i}) x_iᵀ, and the mask drops its cross-entropy; each client's mean is over
-    its own N_l (module docstring's f_l and ∇f_l, client by client). The sums run in another
-    order than one product per client, so values agree to rounding (≈1e-16 relative in float64),
-    not bit for bit.
+    The logits are formed as W·Xᵀ, (m, N) per client, so the softmax runs over the m = C classes
+    along a contiguous sample axis (torch's CPU softmax over a last axis of 10 classes took 7× as
+    long, measured). Two layouts of the clients' rows serve the two kinds of call:
+
+    * at one shared W (the global model: :meth:`losses`, :meth:`grads` without ``clients``), the
+      rows of all clients concatenated, ``Xc`` (N, n) and ``Xct`` (n, N), with one-hot labels
+      ``Yct`` (m, N): one product for every logit, per-client sums over each client's stretch of
+      rows (a third faster than the padded stack, measured);
+    * each client at its own iterate (a cohort's local steps: :meth:`grads` with W of shape
+      (M', m, n)), the rows zero-padded to the largest N_l, ``X`` (M, N_max, n), ``Xt``
+      (M, n, N_max), ``Yt`` (M, m, N_max) with zero columns in the padding, for one batched
+      product: a padded sample has x = 0, so it adds exactly nothing to Σ_i (p_i − e_{y_i}) x_iᵀ.
+
+    Each client's mean is over its own N_l (``size``, (M, 1)) and its regulariser is its own
+    ``reg`` ((M, 1, 1)): the module docstring's f_l and ∇f_l, client by client. The sums run in
+    another order than one product per client, so values agree to rounding (≈1e-16 relative in
+    float64), not bit for bit.
 
     Built by :meth:`of` from :class:`SoftmaxRegression` clients with equal (m, n), dtype and
-    device. :meth:`losses` takes one shared W of shape (m, n), :meth:`grads` that or one W per
-    client; :class:`FederatedProblem` keeps its client-by-client loop for W with more leading
+    device; :class:`FederatedProblem` keeps its client-by-client loop for W with more leading
     dimensions, whose padded intermediates would be M times larger than one client's.
     """
 
-    def __init__(self, X, Yt, mask, size, reg):
-        self.X, self.Xt, self.Yt = X, X.mT.contiguous(), Yt
-        self.mask, self.size, self.reg = mask, size, reg
+    def __init__(self, clients: tuple[SoftmaxRegression, ...]):
+        first = clients[0]
+        kw = {"dtype": first.dtype, "device": first.device}
+        sizes = [c.X.shape[0] for c in clients]
+        M, width = len(clients), max(sizes)
+        self.Xc = torch.cat([c.X for c in clients])
+        self.Xct = self.Xc.T.contiguous()
+        self.Yct = torch.cat([c._Y for c in clients]).T.contiguous()
+        self.owner = torch.repeat_interleave(
+            torch.arange(M, device=first.device), torch.tensor(sizes, device=first.device)
+        )
+        ends = np.cumsum(sizes).tolist()
+        self.spans = list(zip([0, *ends[:-1]], ends, strict=True))
+        self.X = torch.zeros(M, width, first.n, **kw)
+        self.Yt = torch.zeros(M, first.m, width, **kw)
+        for l, (c, N) in enumerate(zip(clients, sizes, strict=True)):
+            self.X[l, :N], self.Yt[l, :, :N] = c.X, c._Y.mT
+        self.Xt = self.X.mT.contiguous()
+        self.size = torch.tensor(sizes, **kw)[:, None]
+        self.reg = torch.tensor([c.reg for c in clients], **kw)[:, None, None]
 
     @classmethod
     def of(cls, clients) -> SoftmaxClients | None:
@@ -208,20 +231,11 @@ class SoftmaxClients:
                     f"be ({first.m}, {first.n}) in {first.dtype} on {first.device}"
                 )
         sizes = [c.X.shape[0] for c in clients]
-        width = max(sizes)
-        if len(clients) * width > MAX_PADDING * sum(sizes):
+        if len(clients) * max(sizes) > MAX_PADDING * sum(sizes):
             return None
-        M, kw = len(clients), {"dtype": first.dtype, "device": first.device}
-        X = torch.zeros(M, width, first.n, **kw)
-        Yt = torch.zeros(M, first.m, width, **kw)
-        mask = torch.zeros(M, width, **kw)
-        for l, (c, N) in enumerate(zip(clients, sizes, strict=True)):
-            X[l, :N], Yt[l, :, :N], mask[l, :N] = c.X, c._Y.mT, 1.0
-        size = torch.tensor(sizes, **kw)[:, None]
-        reg = torch.tensor([c.reg for c in clients], **kw)[:, None, None]
-        return cls(X, Yt, mask, size, reg)
+        return cls(clients)
 
-    def _rows(self, clients: torch.Tensor | None):
+    def _padded(self, clients: torch.Tensor | None):
         """(X, Xt, Yt, size, reg) of ``clients`` (all when None); views for a contiguous run."""
         parts = (self.X, self.Xt, self.Yt, self.size, self.reg)
         if clients is None:
@@ -235,17 +249,20 @@ class SoftmaxClients:
 
     def losses(self, W: torch.Tensor) -> torch.Tensor:
         """(f_l(W))_l for one W of shape (m, n): shape (M,)."""
-        Z = W @ self.Xt  # (M, m, N_max)
-        ce = torch.logsumexp(Z, dim=-2) - (Z * self.Yt).sum(dim=-2)
-        return (ce * self.mask).sum(dim=-1) / self.size[:, 0] + 0.5 * self.reg[
-            :, 0, 0
-        ] * W.square().sum()
+        Z = W @ self.Xct  # (m, N): every client's logits in one product
+        ce = torch.logsumexp(Z, dim=0) - (Z * self.Yct).sum(dim=0)
+        total = ce.new_zeros(self.size.shape[0]).index_add_(0, self.owner, ce)
+        return total / self.size[:, 0] + 0.5 * self.reg[:, 0, 0] * W.square().sum()
 
     def grads(self, W: torch.Tensor, clients: torch.Tensor | None = None) -> torch.Tensor:
         """∇f_l(W) for each client l of ``clients`` (all when None), shape (M', m, n): at one
         shared W of shape (m, n), or each client at its own iterate, W of shape (M', m, n)
         (a cohort's local steps)."""
-        X, Xt, Yt, size, reg = self._rows(clients)
+        if W.dim() == 2 and clients is None:
+            R = torch.softmax(W @ self.Xct, dim=0) - self.Yct  # (m, N): p_i − e_{y_i}
+            G = torch.stack([R[:, a:b] @ self.Xc[a:b] for a, b in self.spans])
+            return G / self.size[:, :, None] + self.reg * W
+        X, Xt, Yt, size, reg = self._padded(clients)
         P = torch.softmax(W @ Xt, dim=-2)  # (M', m, N_max): softmax over the classes
         return (P - Yt) @ X / size[:, :, None] + reg * W
 

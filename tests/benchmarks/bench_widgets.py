@@ -13,8 +13,6 @@ interleaved in one run (``timing.compare``) and the ratio of medians is recorded
 * the federated app's runs (5 methods × 30 rounds on the digits, 10 clients) on
   ``federated_digits`` with its softmax clients stacked (one batched pass per evaluation) against
   the same problem with ``batch_clients=False`` (one softmax per client);
-* the async app's uploads: ``LowRank`` compressing a message against the per-matrix function
-  (``pca(x, k).approx``) it used to call;
 * the federated app's chart specs without the Vega-Lite schema check (an app's redraws) against
   with it (its first draw).
 
@@ -31,7 +29,6 @@ from timing import compare, record
 
 from lorakit import problems, widgets
 from lorakit.federated import make_federated
-from lorakit.lowrank import LowRank, pca
 
 BUDGET_S = 1.0
 REDRAWS = 7
@@ -111,29 +108,6 @@ def test_federated_app_runs_stacked_clients_vs_client_by_client(full_mode):
     )
     assert record("widgets", "04 runs: client-by-client / stacked softmax clients", ratio, "x",
                   ">= 1.2", ratio >= 1.2)  # fmt: skip
-
-
-def test_lowrank_upload_vs_per_matrix_function():
-    gen = torch.Generator().manual_seed(0)
-    uploads = torch.randn(500, 8, 6, generator=gen, dtype=torch.float64)  # the async app's W
-    compressor = LowRank("pca", 2)
-    out = {}
-
-    def lean():
-        out["lean"] = torch.stack([compressor(x) for x in uploads])
-
-    def per_matrix():
-        out["per matrix"] = torch.stack([pca(x, 2).approx for x in uploads])
-
-    timings = compare({"LowRank": lean, "pca(x).approx": per_matrix}, repeats=7, per=500)
-    assert torch.equal(out["lean"], out["per matrix"])  # the same numbers, bit for bit
-    ratio = timings.ratio("pca(x).approx", "LowRank")
-    print(
-        f"\nPCA upload compression, 8x6 at rank 2, per upload ({_cores()})\n"
-        f"{timings.table(1e6, 'us')}\n  per-matrix function / LowRank = {ratio:.2f} (target >= 1.5)"
-    )
-    assert record("widgets", "06 uploads: pca(x).approx / LowRank per upload", ratio, "x",
-                  ">= 1.5", ratio >= 1.5)  # fmt: skip
 
 
 def test_chart_specs_without_vs_with_schema_check(full_mode):

@@ -251,6 +251,7 @@ def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerC
         y_title="optimality gap f(Wᵗ) − f*",
         title=f"RAC-LoRA counterexample: rank {rank}, γ = {sf:g}/L (L = 20)",
         theory=rate_frame,
+        series_styles=True,  # RAC-LoRA's line runs under Bernoulli-LoRA's (seed 1)
     )
     return _with_divergence_labels(chart, data, "method", "gap")
 

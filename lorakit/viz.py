@@ -30,10 +30,14 @@ from ._render import FORMATS, output, save
 __all__ = [
     "FLOOR",
     "FORMATS",
+    "SERIES_DASHES",
+    "SERIES_SHAPES",
     "convergence_chart",
     "divergence_layer",
+    "marker_rows",
     "output",
     "save",
+    "series_encodings",
     "theory_rate_frame",
 ]
 
@@ -46,6 +50,21 @@ WIDTH, HEIGHT = 520, 300
 MAX_STEPS = 600
 _DASHES = [[6, 4], [2, 2], [10, 3, 2, 3], [1, 4]]
 LABEL_LIMIT = 340  # legend labels (px) before truncation
+#: One stroke dash and one point shape per series (:func:`series_encodings`), so that lines which
+#: coincide stay distinguishable (issue 12 §4: FlexLoRA on FSLoRA, RAC-LoRA under Bernoulli-LoRA).
+SERIES_DASHES = ([1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 4], [14, 4], [2, 6], [6, 2, 2, 2])
+SERIES_SHAPES = (
+    "circle",
+    "square",
+    "triangle-up",
+    "diamond",
+    "cross",
+    "triangle-down",
+    "wedge",
+    "stroke",
+)
+#: About this many point markers per line (:func:`marker_rows`).
+MARKERS = 20
 
 
 def theory_rate_frame(steps, start: float, rate: float, label: str) -> pd.DataFrame:
@@ -86,6 +105,7 @@ def convergence_chart(
     y_title: str | None = None,
     width: int = WIDTH,
     height: int = HEIGHT,
+    series_styles: bool = False,
 ) -> alt.LayerChart:
     """Line chart of column ``y`` against ``x`` (default ``step``), one line per ``color`` group.
 
@@ -95,7 +115,9 @@ def convergence_chart(
     ``theory`` is an optional table with columns ``step``, ``value``, ``label`` (see
     :func:`theory_rate_frame`) drawn as dashed black lines. If ``frame`` has a ``diverged_at``
     column (the step where a run stopped, NaN otherwise) the last drawn point of each diverged run
-    is marked with a red cross.
+    is marked with a red cross. With ``series_styles`` every ``color`` group also gets its own
+    stroke dash and point markers (:func:`series_encodings`, :func:`marker_rows`), so a line
+    drawn under another (RAC-LoRA under Bernoulli-LoRA in notebook 01) stays visible.
     """
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
@@ -121,6 +143,10 @@ def convergence_chart(
             labelLimit=LABEL_LIMIT, symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1
         ),
     )
+    if series_styles:
+        names = list(dict.fromkeys(data[color]))
+        series = series_encodings(color, names, color)
+        c_enc = series["color"]
 
     if has_seed:
         seeds_per_group = data.groupby(color)["seed"].nunique()
@@ -140,7 +166,7 @@ def convergence_chart(
             .encode(
                 x=x_enc,
                 y=alt.Y("low:Q", scale=y_scale, title=y_title, axis=y_axis),
-                y2="high:Q",
+                y2=alt.Y2("high:Q"),
                 color=c_enc,
             )
         )
@@ -152,18 +178,34 @@ def convergence_chart(
             alt.Tooltip("high:Q", title="max", format=".3e"),
             alt.Tooltip("seeds:Q"),
         ]
-        line = alt.Chart(agg).mark_line()
-        layers.append(line.encode(x=x_enc, y=y_enc, color=c_enc, tooltip=tooltip))
+        lines, enc = agg, {}
     else:
         lines = data.rename(columns={y: "value"})
         detail = ["seed:N"] if has_seed else []
         tooltip = [alt.Tooltip(f"{color}:N"), *(alt.Tooltip(d) for d in detail)]
         tooltip += [alt.Tooltip(f"{x}:Q"), alt.Tooltip("value:Q", title=y, format=".3e")]
-        enc = {"detail": detail[0]} if detail else {}
+        enc = {"detail": alt.Detail(detail[0])} if detail else {}
+        lines = lines[[c for c in lines if c != "diverged_at"]]
+    if not series_styles:
+        line = alt.Chart(lines).mark_line()
+        layers.append(line.encode(x=x_enc, y=y_enc, color=c_enc, tooltip=tooltip, **enc))
+    else:
+        # One layer per series, its dash a property of the mark: no dash scale to share with
+        # the theory layer's, and the legend names each series by colour and marker.
+        for i, name in enumerate(names):
+            line = alt.Chart(lines).transform_filter(
+                alt.FieldEqualPredicate(field=color, equal=name)
+            )
+            dash = SERIES_DASHES[i % len(SERIES_DASHES)]
+            layers.append(
+                line.mark_line(strokeDash=dash).encode(
+                    x=x_enc, y=y_enc, color=c_enc, tooltip=tooltip, **enc
+                )
+            )
         layers.append(
-            alt.Chart(lines[[c for c in lines if c != "diverged_at"]])
-            .mark_line()
-            .encode(x=x_enc, y=y_enc, color=c_enc, tooltip=tooltip, **enc)
+            alt.Chart(marker_rows(lines, color, names))
+            .mark_point(size=45, filled=False, strokeWidth=1.5, opacity=1)
+            .encode(x=x_enc, y=y_enc, color=c_enc, shape=series["shape"], tooltip=tooltip)
         )
 
     marks = _divergence_marks(data, x, y, color)
@@ -179,11 +221,44 @@ def convergence_chart(
     return chart
 
 
+def series_encodings(field: str, names: list, title: str) -> dict:
+    """Colour, stroke dash and point shape of the series ``field`` (values ``names``, in legend
+    order), one legend for the three: every series gets its own dash (:data:`SERIES_DASHES`) and
+    marker (:data:`SERIES_SHAPES`) besides its colour, so a line hidden under another shows
+    through its dashes and markers. Returns ``{"color", "strokeDash", "shape"}`` encodings."""
+    legend = alt.Legend(labelLimit=LABEL_LIMIT, symbolStrokeWidth=2, symbolSize=60)
+    kinds = {"color": (alt.Color, None), "strokeDash": (alt.StrokeDash, SERIES_DASHES),
+             "shape": (alt.Shape, SERIES_SHAPES)}  # fmt: skip
+    out = {}
+    for channel, (kind, styles) in kinds.items():
+        scale = alt.Scale(domain=list(names))
+        if styles is not None:
+            scale = alt.Scale(
+                domain=list(names), range=[styles[i % len(styles)] for i in range(len(names))]
+            )
+        out[channel] = kind(f"{field}:N", title=title, scale=scale, legend=legend)
+    return out
+
+
+def marker_rows(lines: pd.DataFrame, field: str, names: list) -> pd.DataFrame:
+    """About :data:`MARKERS` rows of every line of ``lines`` (one line per ``field`` value and
+    seed, its rows in drawing order), staggered between the series ``names`` so that the markers
+    of lines that coincide fall side by side rather than on top of each other."""
+    if lines.empty:
+        return lines
+    groups = [field, "seed"] if "seed" in lines else [field]
+    order = lines.groupby(groups, sort=False).cumcount()
+    stride = max(1, math.ceil(int(order.max()) / MARKERS))
+    phase = lines[field].map({name: i * stride // len(names) for i, name in enumerate(names)})
+    return lines[(order + phase) % stride == 0]
+
+
 def divergence_layer(marks: pd.DataFrame, x, y, fields: list, unit: str = "step") -> alt.Chart:
     """The red cross every app draws where a run diverged and stopped: one point per row of
     ``marks`` (its ``diverged_at`` column in the tooltip, "diverged at ``unit``"), at the
     encodings ``x``, ``y``, with ``fields`` (e.g. ``["method:N", "seed:N"]``) in the tooltip."""
-    tooltip = [*fields, alt.Tooltip("diverged_at:Q", title=f"diverged at {unit}")]
+    tooltip = [_channel(alt.Tooltip, f) for f in fields]
+    tooltip.append(alt.Tooltip("diverged_at:Q", title=f"diverged at {unit}"))
     return (
         alt.Chart(marks)
         .mark_point(shape="cross", size=120, filled=True, color="red")
@@ -192,6 +267,12 @@ def divergence_layer(marks: pd.DataFrame, x, y, fields: list, unit: str = "step"
 
 
 # ---------------------------------------------------------------------------------------------
+def _channel(kind, field):
+    """``field`` as the channel ``kind`` (e.g. alt.Tooltip): a shorthand string given to
+    ``encode`` makes altair build its schema table, about 15 ms a string, on every redraw."""
+    return field if isinstance(field, alt.SchemaBase) else kind(field)
+
+
 def _clean(data: pd.DataFrame, col: str, log: bool) -> pd.DataFrame:
     """Drop non-finite values; on a log axis also non-positive ones, and clip at FLOOR."""
     values = data[col]

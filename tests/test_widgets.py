@@ -158,6 +158,20 @@ def test_counterexample_chart_draws_the_pl_rate_only_where_it_applies(ce_frame):
     assert not dashed(widgets.counterexample_frame(("rac_lora",), step_factor=2.0, steps=5))
 
 
+def test_counterexample_chart_gives_each_method_a_dash_and_a_marker(ce_frame):
+    """RAC-LoRA's line runs under Bernoulli-LoRA's (issue 12, seed 1): every method is its own
+    line layer with its own stroke dash, and a point layer marks each with its own shape."""
+    layers = widgets.counterexample_chart(ce_frame).to_dict()["layer"]
+    lines = [layer for layer in layers if "filter" in str(layer.get("transform", ""))]
+    dashes = [str(layer["mark"]["strokeDash"]) for layer in lines]
+    assert len(lines) == len(ALL) and len(set(dashes)) == len(ALL)
+    (points,) = [layer for layer in layers if "shape" in layer["encoding"]]
+    shape = points["encoding"]["shape"]["scale"]
+    assert len(shape["domain"]) == len(ALL) and "RAC-LoRA" in shape["domain"]
+    assert len(set(shape["range"])) == len(ALL)
+    assert points["encoding"]["color"]["scale"]["domain"] == shape["domain"]  # one legend
+
+
 # ---------------------------------------------------------------------------------------------
 # explorer_frame / explorer_theory (Bernoulli-LoRA Sec. 7.1, Theorem 1)
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,12 @@ class FederatedProblem(MatrixProblem):
     ``f_star``; ``delta_star`` = f* − mean f_l* whenever both are known.
 
     Batched evaluation: ``loss``/``grad`` take W of shape (..., m, n); ``client_losses`` returns
-    (..., M) and ``client_grads`` (..., M, m, n).
+    (..., M) and ``client_grads`` (..., M, m, n). Diagonal-quadratic clients are stacked tensors
+    (module docstring); clients whose class has a ``stacked(clients)`` classmethod
+    (:meth:`~lorakit.problems.softmax.SoftmaxRegression.stacked`) are evaluated through the
+    object it returns (``losses(W)``, ``grads(W, clients)``) for one W of shape (m, n) and in
+    ``local_grads``, so a round's logging and a cohort's local steps are one pass over the
+    clients; otherwise, and for W with leading batch dimensions, client by client.
     """
 
     clients: Sequence[MatrixProblem] = ()
@@ -58,6 +63,9 @@ class FederatedProblem(MatrixProblem):
     delta_star: float | None = None
     sigma2: float | None = None
     name: str = field(default="federated")
+    #: Evaluate the clients in one pass where their class can stack them (``stacked``); False
+    #: keeps the client-by-client loop (the reference path the benchmarks compare against).
+    batch_clients: bool = True
 
     def __post_init__(self):
         clients = tuple(self.clients)
@@ -89,6 +97,15 @@ class FederatedProblem(MatrixProblem):
                 torch.stack([c.W_star for c in clients]),  # C (M, m, n)
                 torch.tensor([c.offset for c in clients], dtype=self.dtype, device=self.device),
             )
+        if not isinstance(self.batch_clients, bool):
+            raise ValueError(f"batch_clients must be True or False, got {self.batch_clients!r}")
+        # Clients whose class can stack them (SoftmaxRegression.stacked) are evaluated in one
+        # batched pass too; the hook is duck-typed so this module imports no client class.
+        self._batch = None
+        stacked = getattr(type(clients[0]), "stacked", None)
+        if self.batch_clients and self._stack is None and stacked is not None:
+            if all(type(c) is type(clients[0]) for c in clients):
+                self._batch = stacked(clients)
         super().__post_init__()
         if self.L is None and all(c.L is not None for c in clients):
             self.L = max(float(c.L) for c in clients)
@@ -157,6 +174,8 @@ class FederatedProblem(MatrixProblem):
             lam, C, c = self._stack
             diff = W.unsqueeze(-3) - C
             return 0.5 * (lam * diff * diff).sum(dim=(-2, -1)) + c
+        if self._batch is not None and W.dim() == 2:
+            return self._batch.losses(W)
         return torch.stack([cl.loss(W) for cl in self.clients], dim=-1)
 
     def client_grads(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,6 +186,8 @@ class FederatedProblem(MatrixProblem):
             if idx is not None:
                 lam, C = lam[idx], C[idx]
             return lam * (W.unsqueeze(-3) - C)
+        if self._batch is not None and W.dim() == 2:
+            return self._batch.grads(W, None if idx is None else torch.as_tensor(idx).flatten())
         clients = self.clients if idx is None else [self.clients[int(i)] for i in idx]
         return torch.stack([cl.grad(W) for cl in clients], dim=-3)
 
@@ -187,6 +208,8 @@ class FederatedProblem(MatrixProblem):
             else:
                 lam, C = lam[clients], C[clients]
             return (W - C).mul_(lam)
+        if self._batch is not None and idx is None and W.dim() == 3:
+            return self._batch.grads(W, clients)
         return torch.stack(
             [
                 self.clients[int(l)].grad(W[c], None if idx is None else idx[c])

@@ -214,7 +214,9 @@ def _with_divergence_labels(chart: alt.LayerChart, frame: pd.DataFrame, color: s
         chart.layer.append(
             alt.Chart(marks.iloc[[i]])
             .mark_text(align="left", dx=8, dy=-8 + 16 * i, color="#c00", fontWeight="bold")
-            .encode(x=alt.X(f"{X_TITLE}:Q"), y=alt.Y("value:Q", scale=y_scale), text="text:N")
+            .encode(
+                x=alt.X(f"{X_TITLE}:Q"), y=alt.Y("value:Q", scale=y_scale), text=alt.Text("text:N")
+            )
         )
     return chart
 
@@ -249,6 +251,7 @@ def counterexample_chart(frame: pd.DataFrame, theory: bool = True) -> alt.LayerC
         y_title="optimality gap f(Wᵗ) − f*",
         title=f"RAC-LoRA counterexample: rank {rank}, γ = {sf:g}/L (L = 20)",
         theory=rate_frame,
+        series_styles=True,  # RAC-LoRA's line runs under Bernoulli-LoRA's (seed 1)
     )
     return _with_divergence_labels(chart, data, "method", "gap")
 

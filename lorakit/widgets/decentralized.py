@@ -191,18 +191,23 @@ def tv_chart(frame: pd.DataFrame) -> alt.LayerChart:
     starts = (
         alt.Chart(data[~data["worst"]])
         .mark_line(opacity=0.45, strokeWidth=1)
-        .encode(x=x, y=y, color=alt.Color("start:N", legend=None), tooltip=["start", "t", "tv"])
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color("start:N", legend=None),
+            tooltip=[alt.Tooltip("start"), alt.Tooltip("t"), alt.Tooltip("tv")],
+        )
     )
     worst = (
         alt.Chart(data[data["worst"]])
         .mark_line(color="black", strokeWidth=3)
-        .encode(x=x, y=y, tooltip=["t", "tv"])
+        .encode(x=x, y=y, tooltip=[alt.Tooltip("t"), alt.Tooltip("tv")])
     )
     eps = frame.attrs.get("eps", EPS)
     rule = (
         alt.Chart(pd.DataFrame({"eps": [eps]}))
         .mark_rule(strokeDash=[6, 4], color="#c00")
-        .encode(y="eps:Q")
+        .encode(y=alt.Y("eps:Q"))
     )
     title = f"TV distance from every start (bold: worst); τ_mix({eps:g}) = "
     title += str(frame.attrs.get("tau_mix", "?"))
@@ -320,9 +325,15 @@ def visits_chart(visits: pd.DataFrame) -> alt.LayerChart:
     bars = (
         alt.Chart(data)
         .mark_bar(opacity=0.7)
-        .encode(x=x, y=alt.Y("frequency:Q", title="share of hops"), tooltip=list(data))
+        .encode(
+            x=x,
+            y=alt.Y("frequency:Q", title="share of hops"),
+            tooltip=[alt.Tooltip(c) for c in data],
+        )
     )
-    target = alt.Chart(data).mark_tick(color="#c00", thickness=2, size=14).encode(x=x, y="pi:Q")
+    target = (
+        alt.Chart(data).mark_tick(color="#c00", thickness=2, size=14).encode(x=x, y=alt.Y("pi:Q"))
+    )
     total = int(data["visits"].sum())
     title = f"Visit frequencies over {total} hops (bars) against π (red)"
     return (bars + target).properties(width=WIDTH, height=HEIGHT, title=title)
@@ -388,7 +399,7 @@ def comm_chart(rw: pd.DataFrame, gossip: pd.DataFrame, *, trend: int = TREND) ->
             ),
             color=alt.Color("method:N"),
             tooltip=[
-                "method",
+                alt.Tooltip("method"),
                 alt.Tooltip(f"{X_SENT}:Q"),
                 alt.Tooltip("value:Q", title=f"running mean of {y_title}", format=".3g"),
             ],
@@ -424,7 +435,7 @@ def mismatch_chart(gossip: pd.DataFrame) -> alt.Chart:
         return (
             alt.Chart(note)
             .mark_text(size=13)
-            .encode(text="text:N")
+            .encode(text=alt.Text("text:N"))
             .properties(width=WIDTH, height=HEIGHT, title="Bilinear mismatch")
         )
     data = gossip[["round", "mismatch"]].copy()
@@ -439,7 +450,7 @@ def mismatch_chart(gossip: pd.DataFrame) -> alt.Chart:
             y=alt.Y(
                 "mismatch:Q", title="largest node mismatch ‖ℳ_i‖_F", scale=alt.Scale(type="log")
             ),
-            tooltip=["round", "mismatch"],
+            tooltip=[alt.Tooltip("round"), alt.Tooltip("mismatch")],
         )
         .properties(
             width=WIDTH, height=HEIGHT, title="Gossip bilinear mismatch per round (RW-LoRA: 0)"
@@ -510,7 +521,9 @@ def token_path_chart(
     axis = {"axis": None, "scale": alt.Scale(zero=False, nice=False)}
     X, Y = alt.X("x:Q", **axis), alt.Y("y:Q", **axis)
     layers = [
-        alt.Chart(edges).mark_rule(color="#bbb").encode(x=X, y=Y, x2="x2:Q", y2="y2:Q"),
+        alt.Chart(edges)
+        .mark_rule(color="#bbb")
+        .encode(x=X, y=Y, x2=alt.X2("x2:Q"), y2=alt.Y2("y2:Q")),
     ]
     if not hops.empty:
         opacity = alt.Opacity(
@@ -519,7 +532,14 @@ def token_path_chart(
         layers.append(
             alt.Chart(hops)
             .mark_rule(color="#f58518", strokeWidth=3)
-            .encode(x=X, y=Y, x2="x2:Q", y2="y2:Q", opacity=opacity, tooltip=["hop"])
+            .encode(
+                x=X,
+                y=Y,
+                x2=alt.X2("x2:Q"),
+                y2=alt.Y2("y2:Q"),
+                opacity=opacity,
+                tooltip=[alt.Tooltip("hop")],
+            )
         )
         layers.append(
             alt.Chart(hops)
@@ -543,12 +563,16 @@ def token_path_chart(
                 scale=alt.Scale(domain=[0, size_max], range=[60, 900]),
                 legend=None,
             ),
-            color=alt.condition("datum.holder", alt.value("#c00"), alt.value("#4c78a8")),
-            tooltip=["node", "visits", "holder"],
+            color=alt.ColorValue(
+                **alt.condition("datum.holder", alt.value("#c00"), alt.value("#4c78a8"))
+            ),
+            tooltip=[alt.Tooltip("node"), alt.Tooltip("visits"), alt.Tooltip("holder")],
         )
     )
     layers.append(
-        alt.Chart(nodes).mark_text(color="white", fontSize=10).encode(x=X, y=Y, text="node:N")
+        alt.Chart(nodes)
+        .mark_text(color="white", fontSize=10)
+        .encode(x=X, y=Y, text=alt.Text("node:N"))
     )
     title = f"Token after {step} hops: at node {holder} (red); last {trail} hops in orange"
     return alt.layer(*layers).properties(width=360, height=320, title=title)
@@ -642,7 +666,9 @@ def random_walks_app(
         start = time.perf_counter()
         value = min(step.value, len(state["path"]) - 1)
         chart = token_path_chart(state["graph"], state["path"], value, pos=state["pos"])
-        path_out.outputs = (output(chart, static=False),)
+        # the schema check once, on the first draw (as App.redraw does)
+        spec = chart.to_dict(validate=state["chart"] is None)
+        path_out.outputs = (output(spec, static=False),)
         state["chart"], state["seconds"] = chart, time.perf_counter() - start
 
     def compute(kind, N, laziness, pi, methods):
@@ -653,7 +679,7 @@ def random_walks_app(
             charts.append(
                 alt.Chart(pd.DataFrame({"t": ["RW-LoRA not run: no visits"]}))
                 .mark_text(size=13)
-                .encode(text="t:N")
+                .encode(text=alt.Text("t:N"))
                 .properties(width=WIDTH, height=HEIGHT)
             )
         else:

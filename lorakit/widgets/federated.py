@@ -29,7 +29,7 @@ from .._validation import check_choice, check_int, check_real
 from ..federated import budgets as bud
 from ..federated import make_federated
 from ..mode import by_mode
-from ..viz import FLOOR, HEIGHT, LABEL_LIMIT, WIDTH, divergence_layer
+from ..viz import FLOOR, HEIGHT, WIDTH, divergence_layer, marker_rows, series_encodings
 from ._app import App
 
 __all__ = [
@@ -280,31 +280,7 @@ METHOD_LABELS = {
     "flex_lora": "FlexLoRA",
     "fedstack_lora": "FedStackLoRA",
 }
-#: One stroke dash and one point shape per line, so coinciding lines stay distinguishable
-#: (FlexLoRA sits on FSLoRA with every k_i/r = 1/2; issue 12 §4).
-_DASHES = ([1, 0], [8, 4], [2, 3], [10, 3, 2, 3], [4, 4], [14, 4], [2, 6], [6, 2, 2, 2])
-_SHAPES = (
-    "circle",
-    "square",
-    "triangle-up",
-    "diamond",
-    "cross",
-    "triangle-down",
-    "wedge",
-    "stroke",
-)
 _X_TITLES = {"round": "server round", MB_COL: MB_COL}
-_MARKERS = 20
-
-
-def _marker_rows(lines: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """About :data:`_MARKERS` points per line, staggered between methods so that the markers of
-    coinciding lines fall side by side rather than on top of each other."""
-    groups = ["method", "seed"] if "seed" in lines else ["method"]
-    order = lines.groupby(groups, sort=False).cumcount()
-    stride = max(1, math.ceil(int(order.max()) / _MARKERS)) if len(lines) else 1
-    phase = lines["method"].map({name: i * stride // len(names) for i, name in enumerate(names)})
-    return lines[(order + phase) % stride == 0]
 
 
 def method_label(name: str) -> str:
@@ -357,20 +333,8 @@ def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, pe
     y_scale = alt.Scale(type="log", domain=domain, nice=False)
     x_enc = alt.X(f"{x}:Q", title=_X_TITLES.get(x, x), scale=alt.Scale(nice=False))
     y_enc = alt.Y("value:Q", title=y_title, scale=y_scale, axis=axis)
-    legend = alt.Legend(labelLimit=LABEL_LIMIT, symbolStrokeWidth=2, symbolSize=60)
-    color = alt.Color("method:N", title="method", scale=alt.Scale(domain=names), legend=legend)
-    dash = alt.StrokeDash(
-        "method:N",
-        title="method",
-        scale=alt.Scale(domain=names, range=[_DASHES[i % len(_DASHES)] for i in range(len(names))]),
-        legend=legend,
-    )
-    shape = alt.Shape(
-        "method:N",
-        title="method",
-        scale=alt.Scale(domain=names, range=[_SHAPES[i % len(_SHAPES)] for i in range(len(names))]),
-        legend=legend,
-    )
+    series = series_encodings("method", names, "method")
+    color, dash, shape = series["color"], series["strokeDash"], series["shape"]
     tooltip = [alt.Tooltip("method:N"), alt.Tooltip(f"{x}:Q", title=_X_TITLES.get(x, x))]
     tooltip.append(alt.Tooltip("value:Q", title=y_title, format=".4g"))
     layers = []
@@ -379,7 +343,10 @@ def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, pe
             alt.Chart(lines)
             .mark_area(opacity=0.15)
             .encode(
-                x=x_enc, y=alt.Y("low:Q", scale=y_scale, title=y_title), y2="high:Q", color=color
+                x=x_enc,
+                y=alt.Y("low:Q", scale=y_scale, title=y_title),
+                y2=alt.Y2("high:Q"),
+                color=color,
             )
         )
     marks = data[data["diverged_at"].notna()] if "diverged_at" in data else data.iloc[:0]
@@ -388,14 +355,14 @@ def _loss_chart(data: pd.DataFrame, x: str, y: str, y_title: str, title: str, pe
             columns={y: "value"}
         )
         layers.append(divergence_layer(marks, x_enc, y_enc, ["method:N", "seed:N"], "round"))
-    enc = {} if several else {"detail": "seed:N"}
+    enc = {} if several else {"detail": alt.Detail("seed:N")}
     layers.append(
         alt.Chart(lines)
         .mark_line(strokeWidth=2)
         .encode(x=x_enc, y=y_enc, color=color, strokeDash=dash, tooltip=tooltip, **enc)
     )
     layers.append(
-        alt.Chart(_marker_rows(lines, names))
+        alt.Chart(marker_rows(lines, "method", names))
         .mark_point(size=45, filled=False, strokeWidth=1.5, opacity=1)
         .encode(x=x_enc, y=y_enc, color=color, shape=shape, tooltip=tooltip)
     )
@@ -497,7 +464,7 @@ def budget_chart(data, rank: int | None = None, title: str | None = None) -> alt
         .encode(
             x=alt.X("k_i/r:O", sort=order, title="k_i / r", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("clients:Q", title="clients", axis=alt.Axis(tickMinStep=1)),
-            tooltip=["k_i/r:O", "k:Q", "clients:Q"],
+            tooltip=[alt.Tooltip("k_i/r:O"), alt.Tooltip("k:Q"), alt.Tooltip("clients:Q")],
         )
         .properties(width=520, height=180, title=title)
     )

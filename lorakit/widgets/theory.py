@@ -296,7 +296,7 @@ def projector_eigen_chart(frame: pd.DataFrame) -> alt.VConcatChart:
             .mark_bar(color="#4c78a8", opacity=0.8)
             .encode(
                 x=alt.X("lo:Q", bin="binned", title="eigenvalue", scale=x_scale),
-                x2="hi:Q",
+                x2=alt.X2("hi:Q"),
                 y=alt.Y(
                     "count:Q",
                     title="number of eigenvalues in the bin",
@@ -315,8 +315,10 @@ def projector_eigen_chart(frame: pd.DataFrame) -> alt.VConcatChart:
             .encode(
                 x=alt.X("value:Q", scale=x_scale),
                 color=color,
-                strokeDash=alt.condition(
-                    alt.datum.reference == _REF_LABELS[2], alt.value([6, 4]), alt.value([1, 0])
+                strokeDash=alt.StrokeDashValue(
+                    **alt.condition(
+                        alt.datum.reference == _REF_LABELS[2], alt.value([6, 4]), alt.value([1, 0])
+                    )
                 ),
                 tooltip=[alt.Tooltip("reference:N"), alt.Tooltip("value:Q", format=".4f")],
             )
@@ -418,7 +420,7 @@ def theorem_curve_chart(curve_frame: pd.DataFrame, theorem) -> alt.LayerChart:
         .mark_rect(opacity=0.12)
         .encode(
             x=alt.X("T0:Q", scale=alt.Scale(nice=False, zero=False), title=f"T ({unit})"),
-            x2="T1:Q",
+            x2=alt.X2("T1:Q"),
             fill=alt.Fill(
                 "region:N",
                 title="step size",
@@ -429,7 +431,7 @@ def theorem_curve_chart(curve_frame: pd.DataFrame, theorem) -> alt.LayerChart:
         ),
         alt.Chart(band)
         .mark_area(opacity=0.25, color=_CURVE_COLORS[0])
-        .encode(x=x, y=alt.Y("low:Q", scale=y_scale, title=y_title), y2="high:Q"),
+        .encode(x=x, y=alt.Y("low:Q", scale=y_scale, title=y_title), y2=alt.Y2("high:Q")),
         alt.Chart(lines)
         .mark_line(point=alt.OverlayMarkDef(size=12), strokeWidth=2)
         .encode(

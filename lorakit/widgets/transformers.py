@@ -243,7 +243,11 @@ def transformers_charts(history: pd.DataFrame, messages: pd.DataFrame | None) ->
                 x=alt.X("round:Q", title="round", axis=alt.Axis(tickMinStep=1, format="d")),
                 y=alt.Y("MiB:Q", title="MiB sent so far (all clients)"),
                 color=alt.Color("direction:N", title="direction"),
-                tooltip=["round", "direction", alt.Tooltip("MiB:Q", format=".3f")],
+                tooltip=[
+                    alt.Tooltip("round"),
+                    alt.Tooltip("direction"),
+                    alt.Tooltip("MiB:Q", format=".3f"),
+                ],
             )
             .properties(title="bytes communicated", width=WIDTH, height=HEIGHT)
         )
@@ -282,7 +286,7 @@ def transformers_charts(history: pd.DataFrame, messages: pd.DataFrame | None) ->
             .mark_text(size=13, align="center")
             .encode(
                 y=alt.Y("row:O", axis=None),
-                text="line:N",
+                text=alt.Text("line:N"),
             )
             .properties(title="bytes communicated: none (chain)", width=WIDTH, height=HEIGHT)
         )

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+from pathlib import Path
+
+import jupyter_server_mathjax
 
 project = "lorakit"
 author = "the lorakit authors"
@@ -19,6 +23,26 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
 # -- MyST: the notebooks' and the theory cards' maths ($…$, $$…$$) ------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath"]
+# Offline: MathJax 2.7 from jupyter-server-mathjax is copied into the site (_copy_mathjax), not
+# loaded from a CDN. MyST's own MathJax settings are for MathJax 3/4, so they are off; Sphinx
+# writes the maths as \(…\) and \[…\], which tex2jax reads.
+MATHJAX = Path(jupyter_server_mathjax.__file__).parent / "static"
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+myst_update_mathjax = False
+mathjax2_config = {
+    "tex2jax": {
+        "inlineMath": [["\\(", "\\)"]],
+        "displayMath": [["\\[", "\\]"]],
+        "processEscapes": True,
+    },
+    # jupyter-server-mathjax ships the STIX-Web fonts only (as Jupyter's classic notebook used)
+    "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None},
+    "SVG": {"font": "STIX-Web"},
+}
+# The apps need a kernel: no widget manager from a CDN; each app's page shows its HTML note
+# (lorakit.widgets.App._repr_mimebundle_) in place of the widget view.
+nb_ipywidgets_js = {}
+nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
 suppress_warnings = [
     "myst.header",  # the theory cards start at "#", then skip levels
     # MyST-NB parses every type of a chart's bundle before it picks the PNG: the Vega-Lite spec,
@@ -64,7 +88,13 @@ if REPOSITORY:
     }
 
 
+def _copy_mathjax(app, exception):
+    if exception is None and app.builder.format == "html":
+        shutil.copytree(MATHJAX, Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+
+
 def setup(app):
+    app.connect("build-finished", _copy_mathjax)
     if not REPOSITORY:
         from sphinx.util import logging
 

@@ -142,3 +142,16 @@ def test_compute_runs_on_one_torch_thread_and_the_setting_is_restored():
         assert seen == [2]
     finally:
         torch.set_num_threads(1)
+
+
+def test_outside_a_kernel_an_app_shows_a_note_with_its_status(cuda):
+    """The widget view for JupyterLab; a text/html note for the book, nbviewer and GitHub, which
+    cannot run the controls, holding the status line at the current controls."""
+    cuda(False)
+    app, _ = _recording_app(with_device=False)
+    app.controls["k"].value = 3
+    bundle = app._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == app.model_id
+    note = bundle["text/html"]
+    assert "Interactive app <code>t</code>" in note and "need a running kernel" in note
+    assert "k=3" in note

@@ -161,6 +161,20 @@ class App(widgets.VBox):
         self.device.observe(self._on_change, names="value")
         self.redraw(static=True)
 
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget view, plus an HTML note for a page without a kernel (the book, nbviewer,
+        GitHub), where the controls cannot run: JupyterLab shows the widget, those show the note
+        with the app's status line at its default controls."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            bundle["text/html"] = (
+                f'<div class="lorakit-app-static"><p><em>Interactive app <code>{html.escape(self.name)}'
+                "</code>: its controls need a running kernel. Open this notebook in JupyterLab "
+                "(<code>make lab</code>) or on Binder to use it.</em></p>"
+                f"<p>At its default controls: {self.status.value}</p></div>"
+            )
+        return bundle
+
     @property
     def values(self) -> dict:
         return {name: control.value for name, control in self.controls.items()}

@@ -1,0 +1,175 @@
+"""Certified worst cases (lorakit.theory.pep, lorakit.theory.pep_model) against closed forms, and
+the ordering measured ≤ certified worst case ≤ bound on the registered rows.
+
+Closed forms (derived here, not by the code under test): for a random orthogonal projector H with
+E[H] = λI, E‖x − γHg − x*‖² = (1 − λ)‖x − x*‖² + λ‖x − γg − x*‖², so one step of any such sketch on
+L-smooth μ-strongly convex functions has the tight rate 1 − λ + λ·ρ², ρ = max(|1 − γμ|, |1 − γL|)
+(GD: λ = 1; randomized block coordinate descent over d blocks: λ = 1/d, as in PEPit's
+randomized-coordinate-descent example; Bernoulli-LoRA: λ = p·r/m + (1 − p)·r/n).
+Tolerance: the SDP is solved by Clarabel to relative gap 1e-9; values are compared to 1e-6.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lorakit import problems as pb
+from lorakit.methods import run
+from lorakit.theory import checks  # noqa: F401  (registers the theorems' scenarios)
+from lorakit.theory.pep import TIGHT, Certificate, certify, grid_for, pep_row
+from lorakit.theory.pep_model import (
+    BlockSketch,
+    FunctionClass,
+    Initial,
+    Measure,
+    Method,
+    solve_pep,
+)
+from lorakit.theory.theorem import THEOREMS
+
+TOL = 1e-6
+SC = FunctionClass("strongly_convex", L=1.0, mu=0.1)
+
+
+def _one_step_dist(sketch: BlockSketch, gamma: float) -> float:
+    return solve_pep(Method(sketch, gamma), SC, Measure("dist", 1), Initial(R0=1.0))
+
+
+def _rate(lam: float, gamma: float, L: float = 1.0, mu: float = 0.1) -> float:
+    rho = max(abs(1 - gamma * mu), abs(1 - gamma * L))
+    return 1 - lam + lam * rho**2
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 1.8])
+def test_gd_one_step_is_the_tight_rate(gamma):
+    """d = 1 block kept always: plain GD, worst case max(|1 − γμ|, |1 − γL|)²."""
+    value = _one_step_dist(BlockSketch(1, 1, 1, 1.0), gamma)
+    assert value == pytest.approx(_rate(1.0, gamma), abs=TOL)
+
+
+def test_randomized_block_coordinate_descent_one_step():
+    """A right sketch keeping 1 of 3 block-columns is uniform block coordinate descent, d = 3."""
+    value = _one_step_dist(BlockSketch(1, 3, 1, 0.0), 1.0)
+    assert value == pytest.approx(1 - 1 / 3 + (1 / 3) * 0.81, abs=TOL)
+
+
+def test_bernoulli_lora_gd_one_step_issue_value():
+    """m = n = 2 blocks, r = 1, λ = ½, L = 1, μ = 0.1, γ = 1/L: 0.905 (issue 15's trial run)."""
+    sketch = BlockSketch(2, 2, 1, 0.5)
+    assert sketch.lam == 0.5
+    assert _one_step_dist(sketch, 1.0) == pytest.approx(0.905, abs=TOL)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_bernoulli_lora_gd_one_step_every_p(p):
+    """On a 2 × 3 grid λ = p/2 + (1 − p)/3 moves with p; the rate follows it."""
+    sketch = BlockSketch(2, 3, 1, p)
+    assert _one_step_dist(sketch, 1.0) == pytest.approx(_rate(p / 2 + (1 - p) / 3, 1.0), abs=TOL)
+
+
+def test_pep_is_deterministic():
+    args = (Method(BlockSketch(2, 2, 1, 0.5), 1.0), SC, Measure("gap", 1), Initial(Delta0=1.0))
+    assert solve_pep(*args) == solve_pep(*args)
+
+
+def test_grid_keeps_lambda():
+    assert grid_for(6, 8, 2) == (3, 4, 1)
+    assert grid_for(8, 12, 2) == (4, 6, 1)
+    assert grid_for(5, 7, 3) == (5, 7, 3)
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="p must"):
+        BlockSketch(2, 2, 1, 1.5)
+    with pytest.raises(ValueError, match="mu must"):
+        FunctionClass("strongly_convex", L=1.0, mu=1.0)
+    with pytest.raises(ValueError, match="kind must"):
+        FunctionClass("convex", L=1.0)
+    with pytest.raises(ValueError, match="which must"):
+        certify("rac_lora.theorem_5.5", which="primal")
+
+
+# ---------------------------------------------------------------------------------------------
+# measured (lorakit, finite-support sketch) ≤ certified ≤ bound
+# ---------------------------------------------------------------------------------------------
+def test_measured_below_certified_below_bound_pl():
+    """Bernoulli-LoRA GD, one step, coordinate sketch on a 2 × 3 μ-strongly convex quadratic (a PL
+    function): the mean over 400 seeds (3 SE slack) ≤ the PEP ≤ Theorem 9's (1 − γμλ)Δ^0."""
+    L, mu, p, gamma = 1.0, 0.1, 0.3, 1.0
+    problem = pb.quadratic(2, 3, L=L, mu=mu, seed=0)
+    delta0 = float(problem.loss(problem.W0)) - problem.f_star
+    frame = run("bernoulli_lora", problem, 1, seeds=list(range(400)), rank=1, p=p, gamma=gamma,
+                sketch="coordinate")  # fmt: skip
+    gap = frame[frame.step == 1].gap
+    measured, se = gap.mean(), gap.std() / math.sqrt(len(gap))
+    sketch = BlockSketch(2, 3, 1, p)
+    certified = solve_pep(
+        Method(sketch, gamma), FunctionClass("pl", L, mu), Measure("gap", 1), Initial(Delta0=delta0)
+    )
+    bound = THEOREMS["bernoulli_lora.theorem_9"].bound(
+        gamma=gamma, L=L, mu=mu, lam_min=sketch.lam, Delta0=delta0, T=1
+    )
+    assert measured - 3 * se <= certified
+    assert certified <= bound + TOL
+
+
+def test_measured_below_certified_nonconvex():
+    """RAC-LoRA GD (left coordinate sketch, r = 1 of 3 rows) on the smooth non-convex 3 × 3 sum,
+    L = 2, γ = 1/L: (1/2)Σ_{t<2} E‖∇f(W^t)‖² over 400 seeds ≤ the PEP ≤ Theorem 5.3's bound."""
+    problem = pb.smooth_nonconvex(3, 3, seed=0)
+    L, gamma = problem.L, 1 / problem.L
+    delta0 = float(problem.loss(problem.W0)) - problem.f_star
+    frame = run("rac_lora", problem, 1, seeds=list(range(400)), rank=1, gamma=gamma,
+                sketch="coordinate")  # fmt: skip
+    per_seed = frame.groupby("seed").grad_norm_sq.mean()
+    measured, se = per_seed.mean(), per_seed.std() / math.sqrt(len(per_seed))
+    certified = solve_pep(
+        Method(BlockSketch(3, 3, 1, 1.0), gamma),
+        FunctionClass("smooth", L),
+        Measure("avg_grad", 2),
+        Initial(Delta0=delta0),
+    )
+    bound = THEOREMS["rac_lora.theorem_5.3"].bound(
+        gamma=gamma, L=L, lam_min=1 / 3, Delta0=delta0, T=2
+    )
+    assert measured - 3 * se <= certified <= bound + TOL
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["rac_lora.theorem_5.3", "rac_lora.theorem_5.5", "bernoulli_lora.theorem_1",
+     "bernoulli_lora.theorem_9"],
+)  # fmt: skip
+def test_registered_rows_certified_below_bound(key):
+    """Each covered theorem's own configuration: certified worst case ≤ corrected bound."""
+    cert = certify(key, fast=True)
+    assert math.isfinite(cert.value)
+    assert cert.value <= cert.bound * (1 + TOL)
+    assert cert.status == "tight" or cert.status.startswith("loose by")
+
+
+def test_isotropic_pl_rows_are_tight():
+    """½‖W − W*‖² at γ = 1/L attains (1 − γμλ)Δ^0 (μ = L): the certified value equals the bound."""
+    for key in ("rac_lora.theorem_5.5", "bernoulli_lora.theorem_9"):
+        cert = certify(key, fast=True)
+        assert cert.value == pytest.approx(cert.bound, rel=1e-6)
+
+
+def test_status_words():
+    def c(value, bound, printed=None, exact=True):
+        return Certificate("k", value, bound, printed, exact, "").status
+
+    assert c(1.0, 1.0 + TIGHT / 2) == "tight"
+    assert c(1.0, 1.5) == "loose by 50%"
+    assert c(1.0, 1.5, printed=0.9) == "printed bound below certified worst case"
+    assert (
+        c(1.0, 1.5, printed=0.9, exact=False) == "printed bound below relaxed value (inconclusive)"
+    )
+    assert c(math.nan, 1.0) == "not posed"
+
+
+def test_unposed_row_says_why():
+    row = pep_row("fslora.no_such_theorem")
+    assert not row.posed and row.why

@@ -72,8 +72,10 @@ def table(frame, pep: bool = False) -> str:
     ``pep``: with the certified worst case and its status (``lorakit verify --pep``)."""
     columns = ["paper", "claim", "measured", "relation", "bound", "printed_bound", "status"]
     if pep:
-        columns += ["worst_case", "pep"]
-    shown = frame[columns].rename(columns={"printed_bound": "printed", "worst_case": "worst case"})
+        columns += ["pep_T", "worst_case", "pep_bound", "pep"]
+    names = {"printed_bound": "printed", "pep_T": "T_pep", "worst_case": "worst case",
+             "pep_bound": "bound@T_pep"}  # fmt: skip
+    shown = frame[columns].rename(columns=names)
     shown["claim"] = shown.claim.map(lambda c: c if len(c) <= 58 else c[:57] + "…")
     if pep:
         shown["pep"] = shown.pep.map(lambda c: c if len(c) <= 60 else c[:59] + "…")

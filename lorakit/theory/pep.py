@@ -67,6 +67,7 @@ class PepRow:
     constants: dict | None = None
     relaxation: str = ""
     why: str = ""
+    power: int = 1
 
     @property
     def posed(self) -> bool:
@@ -84,6 +85,7 @@ class Certificate:
     exact: bool
     note: str
     seconds: float = 0.0
+    T: int = 0
 
     @property
     def status(self) -> str:
@@ -157,8 +159,11 @@ def _chain_row(key: str, fast: bool, kind: str) -> PepRow:
     method = Method(sketch, gamma, "sgd" if sgd else "gd", clients=2 if sgd else 1)
     initial = Initial(Delta0=base["Delta0"], sigma2=sigma2)
     noise = f", noise ±c with ‖c‖² ≤ σ²={sigma2:g}" if sgd else ""
+    power = 1
     if kind == "pl":
         T = 1
+        if not sgd:  # homogeneous: the one-step ratio ρ holds from every W^t, so ρ^T bounds T steps
+            power = scenario.T
         fclass = FunctionClass("pl", base["L"], base["mu"])
         measure = Measure("gap", T)
         relaxation = _PL_RELAX
@@ -170,13 +175,17 @@ def _chain_row(key: str, fast: bool, kind: str) -> PepRow:
         lhs = scenario.theorem.lhs
         measure = Measure("min_grad" if lhs.startswith("min") else "avg_grad", T)
         relaxation = _NC_RELAX
-    constants = scenario.theorem.select({**base, "gamma": gamma, "T": T})
+    constants = scenario.theorem.select({**base, "gamma": gamma, "T": T * power})
     config = f"{grid}, γ={gamma:.4g}, L={base['L']:g}" + (
         f", μ={base['mu']:g}" if kind == "pl" else ""
     )
-    return PepRow(
-        key, f"{config}{noise}, T={T}", method, fclass, measure, initial, constants, relaxation
-    )
+    if power > 1:
+        relaxation = (
+            f"{relaxation}; the T={power} value is Δ^0·ρ^T with ρ the certified one-step "
+            "contraction (an upper bound on the T-step worst case)"
+        )
+    return PepRow(key, f"{config}{noise}, T={T}", method, fclass, measure, initial, constants,
+                  relaxation, power=power)  # fmt: skip
 
 
 # GD (RAC-LoRA 5.3/5.5, Bernoulli-LoRA 1/9) and SGD with additive noise (E.2/E.3, 2/8): the
@@ -236,17 +245,21 @@ def certify(key: str, fast: bool = False, which: str = "dual") -> Certificate:
     start = time.perf_counter()
     lower = which == "lower"
     value = solve_pep(row.method, row.fclass, row.measure, row.initial, exact_subclass=lower)
+    if row.power > 1:
+        delta0 = row.initial.Delta0
+        value = delta0 * (value / delta0) ** row.power
+        # ρ^T is an upper bound on the T-step worst case even where ρ is exact
     seconds = time.perf_counter() - start
     bound = thm.bound("corrected", outside="evaluate", **row.constants)
     printed = thm.bound("printed", outside="evaluate", **row.constants) if thm.corrected else None
-    exact = lower or not row.relaxation
+    exact = (lower and row.power == 1) or not row.relaxation
     note = row.config + (
         "; lower bound: exact PEP over the subclass with interpolation conditions"
         if lower
         else ("" if exact else f"; relaxed: {row.relaxation}")
     )
-    cert = Certificate(key, value, bound, printed, exact, note, seconds)
-    if "inconclusive" in cert.status and not lower and _has_exact_subclass(row.fclass):
+    cert = Certificate(key, value, bound, printed, exact, note, seconds, row.constants.get("T", 0))
+    if "inconclusive" in cert.status and which == "dual" and _has_exact_subclass(row.fclass):
         # A relaxed value above a bound proves nothing: the exact subclass's worst case (a lower
         # bound on the class's, attained by a function) decides whether it is a counterexample.
         low = certify(key, fast, "lower")
@@ -261,27 +274,34 @@ def _has_exact_subclass(fclass: FunctionClass) -> bool:
 
 
 def pep_columns(frame, fast: bool = False):
-    """``frame`` (:func:`lorakit.checks.verify`'s table) with the columns ``worst_case`` (the
-    certified value, NaN where there is none), ``pep`` (:attr:`Certificate.status`, or ``not
+    """``frame`` (:func:`lorakit.checks.verify`'s table) with the columns ``pep_T`` (the PEP's
+    horizon), ``pep_bound`` (the corrected bound at that horizon), ``worst_case`` (the certified
+    value there, NaN where there is none), ``pep`` (:attr:`Certificate.status`, or ``not
     posed: why``; empty for a check that is not a theorem) and ``pep_note`` (the PEP's
     configuration and relaxation, or the reason in full)."""
     from .theorem import THEOREMS
 
-    values, statuses, notes = [], [], []
+    values, statuses, notes, Ts, bounds = [], [], [], [], []
     for key in frame["check"]:
         if key not in THEOREMS:
             values.append(math.nan)
             statuses.append("")
             notes.append("")
+            Ts.append(math.nan)
+            bounds.append(math.nan)
             continue
         try:
             cert = certify(key, fast)
         except ValueError as error:  # the solver found no finite worst case
             cert = Certificate(key, math.nan, math.nan, None, False, str(error))
         values.append(cert.value)
+        Ts.append(cert.T if cert.T else math.nan)
+        bounds.append(cert.bound)
         statuses.append(cert.status if cert.status != "not posed" else f"not posed: {cert.note}")
         notes.append(cert.note)
     out = frame.copy()
+    out["pep_T"] = Ts
+    out["pep_bound"] = bounds
     out["worst_case"] = values
     out["pep"] = statuses
     out["pep_note"] = notes

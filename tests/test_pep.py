@@ -18,7 +18,7 @@ import pytest
 from lorakit import problems as pb
 from lorakit.methods import run
 from lorakit.theory import checks  # noqa: F401  (registers the theorems' scenarios)
-from lorakit.theory.pep import TIGHT, Certificate, certify, grid_for, pep_row
+from lorakit.theory.pep import TIGHT, Certificate, certify, grid_for, pep_columns, pep_row
 from lorakit.theory.pep_model import (
     BlockSketch,
     FunctionClass,
@@ -173,3 +173,26 @@ def test_status_words():
 def test_unposed_row_says_why():
     row = pep_row("fslora.no_such_theorem")
     assert not row.posed and row.why
+
+
+def test_pep_columns_and_table():
+    """``lorakit verify --pep``'s columns: a value and status for a posed theorem, the reason for
+    one that cannot be posed, nothing for a check that is not a theorem."""
+    import pandas as pd
+
+    from lorakit.cli import table
+
+    keys = ["rac_lora.theorem_5.3", "rac_lora.theorem_d.2", "full_rank_chain_is_gd"]
+    frame = pd.DataFrame(
+        {"paper": "RAC-LoRA", "claim": keys, "check": keys, "measured": 1.0, "relation": "<=",
+         "bound": 2.0, "printed_bound": None, "status": "holds"}
+    )  # fmt: skip
+    out = pep_columns(frame, fast=True)
+    posed, unposed, other = out.to_dict(orient="records")
+    assert posed["pep_T"] == 2 and posed["worst_case"] <= posed["pep_bound"]
+    assert posed["pep"].startswith("loose by")
+    assert unposed["pep"].startswith("not posed: random reshuffling")
+    assert math.isnan(unposed["worst_case"]) and other["pep"] == ""
+    lines = table(out, pep=True).splitlines()
+    assert lines[0].split()[-5:] == ["T_pep", "worst", "case", "bound@T_pep", "pep"]
+    assert "loose by" in lines[1] and "not posed" in lines[2]

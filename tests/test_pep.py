@@ -28,6 +28,7 @@ from lorakit.theory.pep_model import (
     solve_pep,
 )
 from lorakit.theory.theorem import THEOREMS
+from lorakit.widgets.pep import PEP_FAMILIES, pep_app, pep_frame
 
 TOL = 1e-6
 SC = FunctionClass("strongly_convex", L=1.0, mu=0.1)
@@ -196,3 +197,24 @@ def test_pep_columns_and_table():
     lines = table(out, pep=True).splitlines()
     assert lines[0].split()[-5:] == ["T_pep", "worst", "case", "bound@T_pep", "pep"]
     assert "loose by" in lines[1] and "not posed" in lines[2]
+
+
+@pytest.mark.parametrize("family", list(PEP_FAMILIES))
+def test_notebook_chart_orders_measured_certified_bound(family):
+    """Notebook 03's chart: at every γ, measured (coordinate sketch, 40 seeds, 3 SE) ≤ certified
+    worst case ≤ corrected bound."""
+    frame = pep_frame(family, 0.3, seeds=40)
+    assert len(frame) == 5
+    assert (frame.measured - 3 * frame.stderr <= frame.certified).all()
+    assert (frame.certified <= frame.bound * (1 + TOL)).all()
+
+
+def test_pep_app_redraws_and_refuses_bad_input():
+    with pytest.raises(ValueError, match="family must"):
+        pep_frame("GD, convex")
+    with pytest.raises(ValueError, match="p must"):
+        pep_frame(next(iter(PEP_FAMILIES)), 1.5)
+    app = pep_app(p=0.3)
+    assert "certified worst case" in app.status.value and len(app.charts) == 1
+    app.controls["step"].value = 0.4
+    assert "at γ = 0.4" in app.status.value

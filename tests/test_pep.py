@@ -218,3 +218,12 @@ def test_pep_app_redraws_and_refuses_bad_input():
     assert "certified worst case" in app.status.value and len(app.charts) == 1
     app.controls["step"].value = 0.4
     assert "at γ = 0.4" in app.status.value
+
+
+@pytest.mark.parametrize("key", ["bernoulli_lora.theorem_1", "bernoulli_lora.theorem_8"])
+def test_exact_subclass_is_a_lower_bound(key):
+    """The exact PEP over the convex (non-convex class) or strongly convex (PL class) subclass is
+    attained by a function of the class, so it lies below the relaxed upper bound."""
+    low, high = certify(key, fast=True, which="lower"), certify(key, fast=True)
+    assert low.exact and not high.exact
+    assert 0 < low.value <= high.value * (1 + TOL)

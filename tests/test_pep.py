@@ -90,6 +90,8 @@ def test_bad_input_names_the_argument():
         FunctionClass("convex", L=1.0)
     with pytest.raises(ValueError, match="which must"):
         certify("rac_lora.theorem_5.5", which="primal")
+    with pytest.raises(ValueError, match="which='lower' needs a subclass"):
+        certify("rac_lora.theorem_5.5", which="lower")  # μ = L: no strongly convex subclass
 
 
 # ---------------------------------------------------------------------------------------------

@@ -244,8 +244,13 @@ def certify(key: str, fast: bool = False, which: str = "dual") -> Certificate:
     if not row.posed:
         return Certificate(key, math.nan, math.nan, None, False, row.why)
     thm = THEOREMS[key]
-    start = time.perf_counter()
     lower = which == "lower"
+    if lower and not _has_exact_subclass(row.fclass):
+        raise ValueError(
+            f"which='lower' needs a subclass with interpolation conditions; {key}'s class "
+            f"({row.fclass.kind}, μ = L) has none"
+        )
+    start = time.perf_counter()
     value = solve_pep(row.method, row.fclass, row.measure, row.initial, exact_subclass=lower)
     if row.power > 1:
         delta0 = row.initial.Delta0

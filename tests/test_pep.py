@@ -12,13 +12,22 @@ Tolerance: the SDP is solved by Clarabel to relative gap 1e-9; values are compar
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from lorakit import problems as pb
 from lorakit.methods import run
 from lorakit.theory import checks  # noqa: F401  (registers the theorems' scenarios)
-from lorakit.theory.pep import TIGHT, Certificate, certify, grid_for, pep_columns, pep_row
+from lorakit.theory.pep import (
+    PEP_ROWS,
+    TIGHT,
+    Certificate,
+    certify,
+    grid_for,
+    pep_columns,
+    pep_row,
+)
 from lorakit.theory.pep_model import (
     BlockSketch,
     FunctionClass,
@@ -140,17 +149,33 @@ def test_measured_below_certified_nonconvex():
     assert measured - 3 * se <= certified <= bound + TOL
 
 
-@pytest.mark.parametrize(
-    "key",
-    ["rac_lora.theorem_5.3", "rac_lora.theorem_5.5", "bernoulli_lora.theorem_1",
-     "bernoulli_lora.theorem_9"],
-)  # fmt: skip
-def test_registered_rows_certified_below_bound(key):
-    """Each covered theorem's own configuration: certified worst case ≤ corrected bound."""
+POSED = [key for key in PEP_ROWS if pep_row(key, fast=True).posed]
+CARDS = Path(__file__).parents[1] / "theory"
+
+
+def test_every_gd_and_sgd_chain_theorem_is_posed():
+    assert sorted(POSED) == sorted(
+        f"{paper}.theorem_{n}" for paper, ns in
+        (("rac_lora", ("5.3", "5.5", "e.2", "e.3")), ("bernoulli_lora", ("1", "2", "8", "9")))
+        for n in ns
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("key", POSED)
+def test_registered_rows_certified_below_bound_as_the_card_says(key):
+    """Each covered theorem's own configuration: certified worst case ≤ corrected bound, and the
+    theory card's "Worst case" line states this status and value."""
     cert = certify(key, fast=True)
     assert math.isfinite(cert.value)
     assert cert.value <= cert.bound * (1 + TOL)
     assert cert.status == "tight" or cert.status.startswith("loose by")
+    paper, _ = key.split(".", 1)
+    card = (CARDS / f"{paper}.md").read_text(encoding="utf-8")
+    section = card[card.index(f"`{key}`") :].split("\n## ")[0]
+    line = next(x for x in section.splitlines() if x.startswith("Worst case (PEP"))
+    assert f"**{cert.status}**" in line
+    if cert.status != "tight":
+        assert f"{cert.value:.4g}" in line
 
 
 def test_isotropic_pl_rows_are_tight():

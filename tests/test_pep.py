@@ -29,6 +29,7 @@ from lorakit.theory.pep import (
     pep_row,
 )
 from lorakit.theory.pep_model import (
+    BlockCompressor,
     BlockSketch,
     FunctionClass,
     Initial,
@@ -254,3 +255,34 @@ def test_exact_subclass_is_a_lower_bound(key):
     low, high = certify(key, fast=True, which="lower"), certify(key, fast=True)
     assert low.exact and not high.exact
     assert 0 < low.value <= high.value * (1 + TOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Federated estimators (pep_model's clients, compressors and the Δ* condition)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("estimator", ["qgd", "marina", "ef21"])
+def test_federated_estimators_with_identity_compressor_are_gd(estimator):
+    """Rand-1 of 1 block keeps everything, so Fed-QGD/MARINA/EF21 (G^0 = ∇f_l) take a GD step on
+    f = mean of two μ-strongly convex clients: the worst case is GD's ρ² = 0.81 (f_1 = f_2 = f
+    attains it; f is μ-strongly convex, so nothing does worse)."""
+    method = Method(BlockSketch(1, 1, 1, 1.0), 1.0, estimator, clients=2,
+                    compressor=BlockCompressor(1), q=0.5)  # fmt: skip
+    assert solve_pep(method, SC, Measure("dist", 1), Initial(R0=1.0)) == pytest.approx(
+        0.81, abs=TOL
+    )
+
+
+def test_fed_qgd_needs_heterogeneity_bound_and_stays_below_theorem_18():
+    """Rand-1 of 2 blocks (ω = 1) on two strongly convex clients: without a bound on Δ* the
+    compressed gradients at W* are unbounded, so is the worst case; with Δ* = 0.1 the exact PEP
+    (a lower bound on Theorem 18's PL class) stays below the corrected bound at an admissible γ."""
+    sketch, omega, M, gamma = BlockSketch(1, 2, 1, 0.0), 1.0, 2, 0.1
+    method = Method(sketch, gamma, "qgd", clients=M, compressor=BlockCompressor(1))
+    # Clarabel reports the unbounded SDP as unbounded or fails on it, depending on γ
+    with pytest.raises(ValueError, match=r"no finite worst case|solver CLARABEL failed"):
+        solve_pep(method, SC, Measure("dist", 1), Initial(R0=1.0))
+    value = solve_pep(method, SC, Measure("gap", 1), Initial(Delta0=1.0, Delta_star=0.1))
+    constants = dict(gamma=gamma, L=1.0, mu=0.1, M=M, omega=omega, lam_min=sketch.lam,
+                     lam_max=sketch.lam, Delta_star=0.1, Delta0=1.0, T=1)  # fmt: skip
+    bound = THEOREMS["bernoulli_lora.theorem_18"].bound(**constants)
+    assert 0 < value <= bound

@@ -286,3 +286,21 @@ def test_fed_qgd_needs_heterogeneity_bound_and_stays_below_theorem_18():
                      lam_max=sketch.lam, Delta_star=0.1, Delta0=1.0, T=1)  # fmt: skip
     bound = THEOREMS["bernoulli_lora.theorem_18"].bound(**constants)
     assert 0 < value <= bound
+
+
+def test_pep_certifies_the_theorem_e3_erratum():
+    """RAC-LoRA Theorem E.3 prints (1 − γμλ)^T Δ^0 with no noise floor. Started at W* (Δ^0 = 0),
+    one SGD step with noise ±c, ‖c‖² ≤ σ² = 1, right sketch on 3 × 4 blocks (λ = 1/4), γ = 1/2,
+    L = 1, μ = 1/2: the exact PEP over strongly convex functions (attained by a function of the
+    PL class) is (L/2)γ²λσ² = 1/32 (f = (L/2)‖W − W*‖², E‖Hc‖² = λ‖c‖²), above the printed 0 and
+    below the corrected bound."""
+    sketch = BlockSketch(3, 4, 1, 0.0)
+    method = Method(sketch, 0.5, "sgd", clients=2)
+    pl = FunctionClass("pl", 1.0, 0.5)
+    initial = Initial(Delta0=0.0, sigma2=1.0)
+    value = solve_pep(method, pl, Measure("gap", 1), initial, exact_subclass=True)
+    assert value == pytest.approx(0.5 * 0.25 * 0.25, abs=TOL)
+    thm = THEOREMS["rac_lora.theorem_e.3"]
+    constants = dict(gamma=0.5, L=1.0, mu=0.5, lam_min=0.25, lam_max=0.25, A1=0.0, B1=1.0,
+                     C1=1.0, Delta0=0.0, T=1)  # fmt: skip
+    assert thm.bound("printed", **constants) == 0.0 < value <= thm.bound(**constants)

@@ -49,6 +49,10 @@ def _verify(args) -> int:
 
     start = time.perf_counter()
     frame = verify(paper=args.paper, fast=args.fast)
+    if args.pep:
+        from .theory.pep import pep_columns
+
+        frame = pep_columns(frame, fast=args.fast)
     if args.json:
         records = [
             {key: _json_value(value) for key, value in record.items()}
@@ -56,19 +60,26 @@ def _verify(args) -> int:
         ]
         print(json.dumps(records, indent=2, default=float, ensure_ascii=False, allow_nan=False))
     else:
-        print(table(frame))
+        print(table(frame, pep=args.pep))
         print(f"\n{summary(frame)}")
         # The time goes to stderr, so that stdout depends on the code alone.
         print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     return OK if (frame.status != "violated").all() else VIOLATED
 
 
-def table(frame) -> str:
-    """The table ``lorakit verify`` prints: one line per check (claims cut at 58 characters)."""
+def table(frame, pep: bool = False) -> str:
+    """The table ``lorakit verify`` prints: one line per check (claims cut at 58 characters);
+    ``pep``: with the certified worst case and its status (``lorakit verify --pep``)."""
     columns = ["paper", "claim", "measured", "relation", "bound", "printed_bound", "status"]
-    shown = frame[columns].rename(columns={"printed_bound": "printed"})
+    if pep:
+        columns += ["pep_T", "worst_case", "pep_bound", "pep"]
+    names = {"printed_bound": "printed", "pep_T": "T_pep", "worst_case": "worst case",
+             "pep_bound": "bound@T_pep"}  # fmt: skip
+    shown = frame[columns].rename(columns=names)
     shown["claim"] = shown.claim.map(lambda c: c if len(c) <= 58 else c[:57] + "…")
-    left = {c: _left(shown[c]) for c in ("paper", "claim", "status")}
+    if pep:
+        shown["pep"] = shown.pep.map(lambda c: c if len(c) <= 60 else c[:59] + "…")
+    left = {c: _left(shown[c]) for c in ("paper", "claim", "status") + (("pep",) if pep else ())}
     text = shown.to_string(
         index=False,
         float_format=lambda v: f"{v:.4g}",
@@ -128,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         help="print strict JSON records instead of a table (a non-finite number is null)",
     )
     v.add_argument("--fast", action="store_true", help="fewer seeds and steps")
+    v.add_argument(
+        "--pep",
+        action="store_true",
+        help="add each theorem's certified worst case (a PEP solved by PEPit; needs the pep extra) "
+        "and whether the bound is tight, loose by x%%, or below it",
+    )
     v.set_defaults(fn=_verify)
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -14,6 +14,9 @@ executing a notebook (CI, ``nbmake``) runs the same code path a reader's slider 
   :func:`theory_constants_app` — the spectrum of the Monte Carlo E[H_B], E[H_A] against r/m, r/n
   and λ^p (RAC-LoRA Assumption 5.1, Bernoulli-LoRA Assumption 1), and a theorem's check run
   (:mod:`lorakit.theory.scenarios`) against its printed and corrected bounds.
+* :func:`pep_frame` / :func:`pep_chart` / :func:`pep_app` — a theorem family's measured value, its
+  certified worst case (a PEP, :mod:`lorakit.theory.pep_model`) and its bound against γ, with p
+  and the step as controls (notebook 03; needs the pep extra).
 * :func:`federated_frame` / :func:`federated_charts` / :func:`budget_chart` /
   :func:`federated_app` — FSLoRA and its baselines (FedIT, HeteroLoRA, FlexLoRA, FedStackLoRA)
   on the digits under a Dirichlet label skew: the gap against the round and against the uploaded
@@ -82,6 +85,7 @@ from .federated import (
     federated_charts,
     federated_frame,
 )
+from .pep import PEP_FAMILIES, pep_app, pep_chart, pep_frame
 from .theory import (
     THEORY_SAMPLES,
     THEORY_SKETCHES,
@@ -109,6 +113,7 @@ __all__ = [
     "EXPLORER_SKETCHES",
     "FEDERATED_APP_METHODS",
     "FEDERATED_PROBLEMS",
+    "PEP_FAMILIES",
     "RATIO_MIXES",
     "THEORY_SAMPLES",
     "THEORY_SKETCHES",
@@ -143,6 +148,9 @@ __all__ = [
     "final_values",
     "mismatch_chart",
     "nonuniform_marginals",
+    "pep_app",
+    "pep_chart",
+    "pep_frame",
     "projector_eigen_chart",
     "projector_eigen_frame",
     "random_walks_app",

@@ -1,0 +1,315 @@
+"""Certified worst cases next to the bounds: one performance-estimation problem (PEP) per theorem.
+
+A theorem's check (:mod:`lorakit.theory.scenarios`) runs its method on one problem; the PEP of the
+same configuration (method, p, estimator, γ, the constants L, μ, Δ^0, σ², and the function class of
+the theorem's assumptions) computes the worst value of the left-hand side over the **whole class**
+(:mod:`lorakit.theory.pep_model`). So each row reads measured ≤ certified worst case ≤ bound, and
+:attr:`Certificate.status` says how far the bound is from the worst case:
+
+* ``tight``: the bound is within 1% of the certified worst case;
+* ``loose by x%``: bound / worst case − 1 = x%;
+* ``printed bound below certified worst case``: a counterexample to the printed form (only from an
+  exact PEP: a relaxed value is an upper bound, so a bound below it proves nothing, and the status
+  says ``bound below relaxed value (inconclusive)``).
+
+**Finite-support sketch.** The theorems use the sketch only through λ_min(E[H]) and H being an
+orthogonal projector, so a coordinate sketch is a fair instance of every one of them. The PEP
+keeps r of m block-rows (left) or of n block-columns (right) on the smallest block grid with the
+run's λ = p·r/m + (1 − p)·r/n (m, n, r divided by their gcd): the run's 6 × 8, r = 2 becomes
+3 × 4, r = 1. The outcome tree grows as (outcomes per step)^T, so the PEP horizon T is small:
+one step for the linear-rate theorems (PL), T = 2 (``fast``) or 3 for the non-convex ones.
+
+A theorem the PEP cannot pose gets a row with the reason (:attr:`PepRow.why`) instead of a value.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from .._validation import check_choice
+from .pep_model import BlockSketch, FunctionClass, Initial, Measure, Method, solve_pep
+
+__all__ = [
+    "PEP_ROWS",
+    "TIGHT",
+    "Certificate",
+    "PepRow",
+    "certify",
+    "grid_for",
+    "pep_columns",
+    "pep_row",
+]
+
+#: A bound within this fraction of the certified worst case is ``tight``.
+TIGHT = 0.01
+#: The solver's relative tolerance, allowed when comparing a bound with a certified value.
+SOLVER_SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class PepRow:
+    """The PEP of one theorem's configuration, or why there is none (``why`` non-empty).
+
+    ``constants`` are the theorem's constants at the PEP's horizon (what :meth:`Theorem.bound`
+    takes); ``relaxation`` says which necessary conditions replace missing interpolation
+    conditions (empty when the PEP is exact, i.e. its value is attained by a function of the class).
+    """
+
+    key: str
+    config: str
+    method: Method | None = None
+    fclass: FunctionClass | None = None
+    measure: Measure | None = None
+    initial: Initial | None = None
+    constants: dict | None = None
+    relaxation: str = ""
+    why: str = ""
+    power: int = 1
+
+    @property
+    def posed(self) -> bool:
+        return not self.why
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A theorem's certified worst case beside its bound (corrected form) and printed form."""
+
+    key: str
+    value: float
+    bound: float
+    printed: float | None
+    exact: bool
+    note: str
+    seconds: float = 0.0
+    T: int = 0
+
+    @property
+    def status(self) -> str:
+        if math.isnan(self.value):
+            return "not posed"
+        tol = SOLVER_SLACK * max(1.0, abs(self.value))
+        for label, b in (("printed bound", self.printed), ("bound", self.bound)):
+            if b is not None and not math.isnan(b) and b < self.value - tol:
+                if not self.exact:
+                    return f"{label} below relaxed value (inconclusive)"
+                return f"{label} below certified worst case"
+        if self.bound <= (1 + TIGHT) * self.value + tol:
+            return "tight"
+        return f"loose by {100 * (self.bound / self.value - 1):.0f}%"
+
+
+def grid_for(m: int, n: int, r: int) -> tuple[int, int, int]:
+    """The smallest block grid (m', n', r') with r'/m' = r/m and r'/n' = r/n: the same λ^p."""
+    g = math.gcd(m, n, r)
+    return m // g, n // g, r // g
+
+
+# --------------------------------------------------------------------------------------------
+# Rows: built from the theorem's scenario (the check's own configuration)
+# --------------------------------------------------------------------------------------------
+#: theorem key → ``build(fast) -> PepRow``.
+PEP_ROWS: dict[str, Callable[[bool], PepRow]] = {}
+
+_PL_RELAX = (
+    "PL: PEPit has no interpolation conditions for PL functions; the PEP imposes f − f* ≥ "
+    "‖∇f‖²/(2L) and f − f* ≤ ‖∇f‖²/(2μ) at the visited points (upper bound)"
+)
+_NC_RELAX = (
+    "f* is a lower bound, not attained: f − f* ≥ ‖∇f‖²/(2L) at the visited points (upper bound)"
+)
+
+
+def _row(key: str):
+    def wrap(build):
+        PEP_ROWS[key] = build
+        return build
+
+    return wrap
+
+
+def _sketch_of(spec) -> tuple[BlockSketch, str]:
+    """The finite-support block sketch with the run's λ, and its description."""
+    opts = spec.options
+    r = opts["rank"]
+    if spec.method == "rac_lora":
+        p = 0.0 if opts.get("side", "left") == "right" else 1.0
+    else:
+        p = float(opts.get("p", 0.5))
+    m, n, r_ = grid_for(spec.problem.m, spec.problem.n, r)
+    sketch = BlockSketch(m, n, r_, p)
+    return sketch, f"{m}×{n} blocks, r={r_}, p={p:g} (λ={sketch.lam:.4g})"
+
+
+def _chain_row(key: str, fast: bool, kind: str) -> PepRow:
+    """GD/SGD chain rows: PL one-step contraction, or the non-convex average over t < T."""
+    from .scenarios import get_scenario
+
+    scenario = get_scenario(key)
+    spec = scenario.spec
+    base = spec.base
+    sketch, grid = _sketch_of(spec)
+    gamma = float(scenario.reference_gamma())
+    est = spec.options.get("estimator")
+    sgd = est is not None
+    sigma2 = base.get("C1") if sgd else None
+    method = Method(sketch, gamma, "sgd" if sgd else "gd", clients=2 if sgd else 1)
+    initial = Initial(Delta0=base["Delta0"], sigma2=sigma2)
+    noise = f", noise ±c with ‖c‖² ≤ σ²={sigma2:g}" if sgd else ""
+    power = 1
+    if kind == "pl":
+        T = 1
+        if not sgd:  # homogeneous: the one-step ratio ρ holds from every W^t, so ρ^T bounds T steps
+            power = scenario.T
+        fclass = FunctionClass("pl", base["L"], base["mu"])
+        measure = Measure("gap", T)
+        relaxation = _PL_RELAX
+    else:
+        # The tree has outcomes^(T−1) leaves of d blocks each: T = 3 only where that stays small.
+        outcomes = len(sketch.outcomes()) * (2 if sgd else 1)
+        T = 2 if fast or outcomes**2 * sketch.d > 100 else 3
+        fclass = FunctionClass("smooth", base["L"])
+        lhs = scenario.theorem.lhs
+        measure = Measure("min_grad" if lhs.startswith("min") else "avg_grad", T)
+        relaxation = _NC_RELAX
+    constants = scenario.theorem.select({**base, "gamma": gamma, "T": T * power})
+    config = f"{grid}, γ={gamma:.4g}, L={base['L']:g}" + (
+        f", μ={base['mu']:g}" if kind == "pl" else ""
+    )
+    if power > 1:
+        relaxation = (
+            f"{relaxation}; the T={power} value is Δ^0·ρ^T with ρ the certified one-step "
+            "contraction (an upper bound on the T-step worst case)"
+        )
+    return PepRow(key, f"{config}{noise}, T={T}", method, fclass, measure, initial, constants,
+                  relaxation, power=power)  # fmt: skip
+
+
+# GD (RAC-LoRA 5.3/5.5, Bernoulli-LoRA 1/9) and SGD with additive noise (E.2/E.3, 2/8): the
+# noise becomes ±c with ‖c‖² ≤ σ², a finite-support instance of (A_1, B_1, C_1) = (0, 1, σ²).
+for _key in ("rac_lora.theorem_5.5", "bernoulli_lora.theorem_9", "rac_lora.theorem_e.3",
+             "bernoulli_lora.theorem_8"):  # fmt: skip
+    _row(_key)(lambda fast, _key=_key: _chain_row(_key, fast, "pl"))
+for _key in ("rac_lora.theorem_5.3", "bernoulli_lora.theorem_1", "rac_lora.theorem_e.2",
+             "bernoulli_lora.theorem_2"):  # fmt: skip
+    _row(_key)(lambda fast, _key=_key: _chain_row(_key, fast, "nonconvex"))
+
+
+def _not_posed(key: str, why: str) -> None:
+    _row(key)(lambda fast: PepRow(key, "", why=why))
+
+
+# Measured: one Fed-QGD round of M = 2 clients on 2 × 2 blocks with rand-2 has 4·C(4, 2)² = 144
+# outcomes, and its SDP did not finish in 5 minutes on 2 cores; the checks run M = 10.
+_FED = "M clients × rand-k: C(d, k)^M outcomes a round; M = 2 on 2×2 blocks already > 5 min"
+for _key in ("theorem_5", "theorem_18", "theorem_6", "theorem_20", "theorem_21", "theorem_22"):
+    _not_posed(f"bernoulli_lora.{_key}", _FED)
+for _key in ("theorem_13", "theorem_14", "theorem_15", "theorem_16"):
+    _not_posed(
+        f"bernoulli_lora.{_key}",
+        "estimator with memory over T ≥ 30 steps: the horizon is too long for an outcome tree",
+    )
+for _key in ("theorem_d.2", "theorem_d.3"):
+    _not_posed(f"rac_lora.{_key}", "random reshuffling of N = 5: 5!·outcomes per link, too large")
+for _key in ("theorem_f.2", "theorem_f.3"):
+    _not_posed(f"rac_lora.{_key}", "federated RR local steps: the outcome tree is too large")
+for _key in ("constant_step", "optimal_step", "polyak_step"):
+    _not_posed(
+        f"bernoulli_lora.theorem_10_{_key}",
+        "T ≥ 100 subgradient steps: the horizon is too long (the Polyak step is not fixed)",
+    )
+
+
+def pep_row(key: str, fast: bool = False) -> PepRow:
+    """The PEP row of theorem ``key`` (a row with ``why`` for a theorem without a PEP)."""
+    if key not in PEP_ROWS:
+        return PepRow(key, "", why="no PEP registered for this theorem")
+    return PEP_ROWS[key](fast)
+
+
+def certify(key: str, fast: bool = False, which: str = "dual") -> Certificate:
+    """Solve the PEP of theorem ``key`` and put its value beside the theorem's bounds.
+
+    ``which="dual"``: the class's worst case (exact, or an upper bound where ``relaxation`` says
+    so); ``"lower"``: the exact worst case over the subclass with interpolation conditions
+    (strongly convex for PL, convex for non-convex), a certified lower bound on the class's.
+    """
+    from .theorem import THEOREMS
+
+    check_choice("which", which, ("dual", "lower"))
+    row = pep_row(key, fast)
+    if not row.posed:
+        return Certificate(key, math.nan, math.nan, None, False, row.why)
+    thm = THEOREMS[key]
+    lower = which == "lower"
+    if lower and not _has_exact_subclass(row.fclass):
+        raise ValueError(
+            f"which='lower' needs a subclass with interpolation conditions; {key}'s class "
+            f"({row.fclass.kind}, μ = L) has none"
+        )
+    start = time.perf_counter()
+    value = solve_pep(row.method, row.fclass, row.measure, row.initial, exact_subclass=lower)
+    if row.power > 1:
+        delta0 = row.initial.Delta0
+        value = delta0 * (value / delta0) ** row.power
+        # ρ^T is an upper bound on the T-step worst case even where ρ is exact
+    seconds = time.perf_counter() - start
+    bound = thm.bound("corrected", outside="evaluate", **row.constants)
+    printed = thm.bound("printed", outside="evaluate", **row.constants) if thm.corrected else None
+    exact = (lower and row.power == 1) or not row.relaxation
+    note = row.config + (
+        "; lower bound: exact PEP over the subclass with interpolation conditions"
+        if lower
+        else ("" if exact else f"; relaxed: {row.relaxation}")
+    )
+    cert = Certificate(key, value, bound, printed, exact, note, seconds, row.constants.get("T", 0))
+    if "inconclusive" in cert.status and which == "dual" and _has_exact_subclass(row.fclass):
+        # A relaxed value above a bound proves nothing: the exact subclass's worst case (a lower
+        # bound on the class's, attained by a function) decides whether it is a counterexample.
+        low = certify(key, fast, "lower")
+        if "below certified" in low.status:
+            return replace(low, seconds=seconds + low.seconds)
+    return cert
+
+
+def _has_exact_subclass(fclass: FunctionClass) -> bool:
+    """Strongly convex (μ < L) inside PL, convex inside smooth: PEPit interpolates both exactly."""
+    return fclass.kind == "smooth" or (fclass.kind == "pl" and fclass.mu < fclass.L)
+
+
+def pep_columns(frame, fast: bool = False):
+    """``frame`` (:func:`lorakit.checks.verify`'s table) with the columns ``pep_T`` (the PEP's
+    horizon), ``pep_bound`` (the corrected bound at that horizon), ``worst_case`` (the certified
+    value there, NaN where there is none), ``pep`` (:attr:`Certificate.status`, or ``not
+    posed: why``; empty for a check that is not a theorem) and ``pep_note`` (the PEP's
+    configuration and relaxation, or the reason in full)."""
+    from .theorem import THEOREMS
+
+    values, statuses, notes, Ts, bounds = [], [], [], [], []
+    for key in frame["check"]:
+        if key not in THEOREMS:
+            values.append(math.nan)
+            statuses.append("")
+            notes.append("")
+            Ts.append(math.nan)
+            bounds.append(math.nan)
+            continue
+        try:
+            cert = certify(key, fast)
+        except ValueError as error:  # the solver found no finite worst case
+            cert = Certificate(key, math.nan, math.nan, None, False, str(error))
+        values.append(cert.value)
+        Ts.append(cert.T if cert.T else math.nan)
+        bounds.append(cert.bound)
+        statuses.append(cert.status if cert.status != "not posed" else f"not posed: {cert.note}")
+        notes.append(cert.note)
+    out = frame.copy()
+    out["pep_T"] = Ts
+    out["pep_bound"] = bounds
+    out["worst_case"] = values
+    out["pep"] = statuses
+    out["pep_note"] = notes
+    return out

@@ -24,17 +24,18 @@ RUN_ALL_S = 600  # one notebook in fast mode; 07 (model scale) takes ~3 CPU-minu
 DRAW_S = 60
 REDRAW_S = 240  # 07 retrains a peft model
 
-#: The app control each test moves, by its name in the app's ``controls`` (the CSS class
-#: ``lorakit-control-<name>``); a notebook not listed has no app. A pair (name, button) also
-#: clicks the app's button of CSS class ``button`` after the move: 07's model runs start from Run.
+#: The control each test moves in each app of a notebook, in page order, by its name in the app's
+#: ``controls`` (the CSS class ``lorakit-control-<name>``); a notebook not listed has no app. A
+#: pair (name, button) also clicks the app's button of CSS class ``button`` after the move: 07's
+#: model runs start from Run.
 CONTROLS = {
-    "01_why_lora_fails.ipynb": "seed",
-    "02_bernoulli_explorer.ipynb": "estimator",
-    "03_theory_constants.ipynb": "theorem",
-    "04_federated_sketching.ipynb": "ratio_mix",
-    "05_random_walks.ipynb": "kind",
-    "06_async_federated.ipynb": "stragglers",
-    "07_transformers.ipynb": ("method", "lorakit-run"),
+    "01_why_lora_fails.ipynb": ["seed"],
+    "02_bernoulli_explorer.ipynb": ["estimator"],
+    "03_theory_constants.ipynb": ["theorem", "family"],
+    "04_federated_sketching.ipynb": ["ratio_mix"],
+    "05_random_walks.ipynb": ["kind"],
+    "06_async_federated.ipynb": ["stragglers"],
+    "07_transformers.ipynb": [("method", "lorakit-run")],
 }
 NOTEBOOK_FILES = sorted(p.name for p in (Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 
@@ -108,9 +109,9 @@ def test_notebook_runs_and_draws_offline(notebook, lab, browser, screenshots):
         # app drew at least one chart.
         assert static.count() == report["charts"]
         assert charts.count() >= 1
-        assert apps.count() == (1 if notebook in CONTROLS else 0)
-        if apps.count():
-            assert apps.first.locator(CHART).count() >= 1
+        assert apps.count() == len(CONTROLS.get(notebook, ()))
+        for i in range(apps.count()):
+            assert apps.nth(i).locator(CHART).count() >= 1
         text = page.locator(".jp-Notebook").inner_text()
         for message in ("Error loading script", "Error displaying widget", "Javascript Error"):
             assert message not in text
@@ -118,11 +119,10 @@ def test_notebook_runs_and_draws_offline(notebook, lab, browser, screenshots):
         if static.count():
             static.first.screenshot(path=screenshots / f"{stem}-chart.png")
 
-        if notebook in CONTROLS:
-            name, *click = (
-                (CONTROLS[notebook],) if isinstance(CONTROLS[notebook], str) else CONTROLS[notebook]
-            )
-            _move_control_and_see_redraw(page, apps.first, name, screenshots / stem, *click)
+        for i, control in enumerate(CONTROLS.get(notebook, ())):
+            name, *click = (control,) if isinstance(control, str) else control
+            shots = screenshots / (stem if i == 0 else f"{stem}-app{i + 1}")
+            _move_control_and_see_redraw(page, apps.nth(i), name, shots, *click)
         blocked = browser.blocked[blocked_before:]
         assert blocked == [], f"requests to non-loopback hosts: {blocked}"
         assert not [e for e in page_errors if re.search("vega|widget|script", e, re.I)], page_errors

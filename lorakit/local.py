@@ -129,17 +129,23 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
     if local.batch_size is not None:
         idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
-    if single or not problem.batched:  # the problem's own factor gradients, client by client
-        out = [
-            problem.factor_grads(
-                W0 if single or _shared(W0, B) else _pick(W0, k), _pick(B, k, single),
-                _pick(A, k, single), scalings, client=c, idx=idx[k],
+    if single or not problem.batched:  # the problem's own factor gradients
+        if not single and _cohort(problem, W0, B):  # a model's cohort: one pass of the model
+            rows = idx if local.batch_size is not None else None
+            gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=rows)
+        else:  # client by client
+            out = [
+                problem.factor_grads(
+                    W0 if single or _shared(W0, B) else _pick(W0, k), _pick(B, k, single),
+                    _pick(A, k, single), scalings, client=c, idx=idx[k],
+                )
+                for k, c in enumerate(nodes)
+            ]  # fmt: skip
+            gB, gA = (
+                out[0]
+                if single
+                else (_stack(B, [o[0] for o in out]), _stack(A, [o[1] for o in out]))
             )
-            for k, c in enumerate(nodes)
-        ]  # fmt: skip
-        gB, gA = (
-            out[0] if single else (_stack(B, [o[0] for o in out]), _stack(A, [o[1] for o in out]))
-        )
         if local.sigma:  # ξ on ∇_W f, carried to the factors: s·ξ·Aᵀ and s·Bᵀ·ξ
             W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
             xi = _noise(problem, W, local.sigma, streams["noise"])
@@ -156,6 +162,12 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
         tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
         tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
     )
+
+
+def _cohort(problem, W0, B) -> bool:
+    """True when the problem takes a stack of clients' factors in one program (a model's cohort
+    pass: ``problem.batched_factors``) and W0 is shared by the stack."""
+    return problem.batched_factors and _shared(W0, B)
 
 
 def _stacked_weights(W0, B, A, s):

@@ -34,6 +34,7 @@ from .._validation import (
 )
 from ..problems.partition import partition
 from ..tree import PerSite
+from .cohort import cohort_blocker, cohort_factor_grads
 from .grads import at_weights, backward, dropout_active, model_rng
 from .saving import track_base
 from .sites import Site, sites, swapped
@@ -76,6 +77,11 @@ class ModelProblem:
         clients), or None (one node).
     eval_batch_size : chunk size when the full loss is evaluated.
     name : shown in tables.
+    cohort_rows : the most rows one forward pass holds when a cohort of clients trains at once
+        (:mod:`~lorakit.adapters.cohort`: their rows side by side, a grouped product per client at
+        each LoRA site), ≥ 1; None trains the clients one after another. Memory grows with it; on
+        a CPU a pass of a few dozen rows of a small model runs fastest (the working set stays in
+        cache), on a GPU a larger one does.
     """
 
     model: nn.Module
@@ -85,6 +91,7 @@ class ModelProblem:
     adapter: str = "default"
     eval_batch_size: int = 256
     name: str = "model"
+    cohort_rows: int | None = 64
     _initial: dict = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -100,6 +107,9 @@ class ModelProblem:
         if len(set(sizes.values())) != 1:
             raise ValueError(f"data tensors must share their first dimension, got {sizes}")
         self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, low=1)
+        if self.cohort_rows is not None:
+            self.cohort_rows = check_int("cohort_rows", self.cohort_rows, low=1)
+        self._row_wise = True  # until a cohort pass finds otherwise (cohort_factor_grads)
         self.sites: list[Site] = sites(self.model, self.adapter)
         # Half precision: the runners' per-site linear algebra (sketch bases, SVDs) has no CPU
         # float16/bfloat16 kernels and mixes float32 buffers in; convert with model.float().
@@ -222,8 +232,15 @@ class ModelProblem:
         return total / rows.numel()
 
     # -- the problem protocol (lorakit.problems.protocol): one site per LoRA layer ----------
-    #: Client gradients loop over the clients (a model is evaluated client by client).
+    #: ∇f at stacked weights loops over the clients (``local_grads``: one model, one W at a time).
     batched = False
+
+    @property
+    def batched_factors(self) -> bool:
+        """True when a cohort's factor gradients take one pass of the model
+        (:meth:`factor_grads` with a tensor of clients; :mod:`~lorakit.adapters.cohort` says
+        when: linear sites, no active dropout, a row-wise model, ``cohort_rows`` set)."""
+        return self.cohort_rows is not None and self._row_wise and cohort_blocker(self) is None
     #: ``commit`` writes a run's result into the model, which the caller keeps.
     stateful = True
 
@@ -296,7 +313,17 @@ class ModelProblem:
     def factor_grads(self, W0, B, A, scalings, client=None, idx=None):
         """(∇_B f, ∇_A f) per site at W = W0 + s·B·A by autograd through peft: the factors (any
         rank k) swapped in as the adapter over the base W0, so LoRA dropout acts as in training.
-        The gradients are taken at the tensors each site stores and read back as matrices."""
+        The gradients are taken at the tensors each site stores and read back as matrices.
+
+        ``client`` may be a 1-D tensor of clients with B and A stacked on a leading client axis
+        (per site (C, m, k), (C, k, n)), ``scalings`` per site a float or C per-client values and
+        ``idx`` a list of per-client row positions: then the stacked gradients, from one pass of
+        the model per ``cohort_rows`` rows when :attr:`batched_factors` (a base W0 with a client
+        axis, or a model that is not row-wise, evaluates client by client; the numbers agree up
+        to rounding).
+        """
+        if isinstance(client, torch.Tensor):
+            return self._cohort_factor_grads(W0, B, A, scalings, client, idx)
         factors = [
             (nn.Parameter(b.detach().clone()), nn.Parameter(a.detach().clone()))
             for b, a in zip(B, A, strict=True)
@@ -313,6 +340,28 @@ class ModelProblem:
         per_site = zip(self.sites, grads[0::2], grads[1::2], strict=True)
         pairs = [(site.to_matrix(gB, "B"), site.to_matrix(gA, "A")) for site, gB, gA in per_site]
         return PerSite(b for b, _ in pairs), PerSite(a for _, a in pairs)
+
+    def _cohort_factor_grads(self, W0, B, A, scalings, clients, idx):
+        """:meth:`factor_grads` of a stack of clients: one pass per ``cohort_rows`` rows, or
+        client by client (a stacked W0, a model that cannot take a cohort pass)."""
+        shared = W0[0].dim() < B[0].dim()
+        if shared and self.batched_factors:
+            with _on_base(self.sites, W0):
+                out = cohort_factor_grads(self, B, A, scalings, clients, idx)
+            if out is not None:
+                return out
+            self._row_wise = False  # found out in the pass: not again for this problem
+        C = clients.numel()
+        per = [torch.as_tensor(s).reshape(-1).expand(C).tolist() for s in scalings]
+        out = [
+            self.factor_grads(
+                W0 if shared else PerSite(w[k] for w in W0), PerSite(b[k] for b in B),
+                PerSite(a[k] for a in A), [s[k] for s in per], client=int(c),
+                idx=None if idx is None else idx[k],
+            )
+            for k, c in enumerate(clients.tolist())
+        ]  # fmt: skip
+        return tuple(PerSite(torch.stack(g) for g in zip(*part, strict=True)) for part in zip(*out))
 
     def factor_loss(self, W0, B, A, scalings) -> float:
         """f at W = W0 + s·B·A as the model computes it: (B, A) swapped in as the adapter over

@@ -90,13 +90,39 @@ def cohort_blocker(problem: ModelProblem) -> str | None:
     return None
 
 
+def _bmm(a: torch.Tensor, b: torch.Tensor, narrow: bool) -> torch.Tensor:
+    """a @ b per block; ``narrow``: the product's last dimension is the rank k, and (bᵀaᵀ)ᵀ then
+    runs several times faster on a CPU (a k-column output is a poor shape for the GEMM kernels;
+    tests/benchmarks/bench_peft_fslora.py). The same sums either way, in another order."""
+    return torch.bmm(b.mT, a.mT).mT if narrow else torch.bmm(a, b)
+
+
+class _GroupedProduct(torch.autograd.Function):
+    """Y_j = X_j·W_jᵀ for every block j, with a backward that puts the rank k in the fast place
+    (:func:`_bmm`): W_j is (k, n) at a LoRA A and (m, k) at a LoRA B."""
+
+    @staticmethod
+    def forward(ctx, xs, weight):  # xs (S, L, in), weight (S, out, in)
+        ctx.save_for_backward(xs, weight)
+        out, inn = weight.shape[-2:]
+        return _bmm(xs, weight.mT, out < inn)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad (S, L, out)
+        xs, weight = ctx.saved_tensors
+        out, inn = weight.shape[-2:]
+        grad_x = _bmm(grad, weight, inn < out) if ctx.needs_input_grad[0] else None
+        grad_w = _bmm(grad.mT, xs, inn < out) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w
+
+
 class _Grouped(nn.Module):
     """Stands in for a LoRA site's ``lora_A`` or ``lora_B`` (an ``nn.Linear`` without bias) in a
-    cohort pass: row block j of the input times ``weight[j]``ᵀ (times ``scale[j]``)."""
+    cohort pass: row block j of the input times ``weight[j]``ᵀ (B's blocks carry their scaling)."""
 
-    def __init__(self, weight: torch.Tensor, plan: _Pass, scale: torch.Tensor | None = None):
+    def __init__(self, weight: torch.Tensor, plan: _Pass):
         super().__init__()
-        self.weight, self.plan, self.scale = weight, plan, scale  # weight: (S, out, in)
+        self.weight, self.plan = weight, plan  # weight: (S, out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self.plan
@@ -108,9 +134,7 @@ class _Grouped(nn.Module):
         else:  # each block padded with zero rows to the largest
             padded = x.new_zeros(S, plan.longest, *x.shape[1:]).index_put((plan.block, plan.pos), x)
             xs = padded.reshape(S, -1, n)
-        y = torch.bmm(xs, self.weight.mT)
-        if self.scale is not None:
-            y = y * self.scale[:, None, None]
+        y = _GroupedProduct.apply(xs, self.weight)
         if plan.equal:
             return y.reshape(*x.shape[:-1], y.shape[-1])
         return y.reshape(S, plan.longest, *inner, y.shape[-1])[plan.block, plan.pos]
@@ -152,14 +176,15 @@ def _passes(rows: list[torch.Tensor], capacity: int, device) -> list[_Pass]:
 def _grouped(sites, B, A, scales, plan: _Pass):
     """Every site computing s_c·B_c·A_c·x_c on client c's rows (per-block factors); restored after.
     peft's forward is ``result + lora_B(lora_A(dropout(x))) * scaling``: the grouped modules take
-    the place of lora_A and lora_B, and the scaling (applied per block by lora_B) is set to 1."""
+    the place of lora_A and lora_B, and the scaling, folded into each block's B (a k-column
+    matrix, not the m-column output), is set to 1."""
     saved = []
     try:
         for site, b, a, s in zip(sites, B, A, scales, strict=True):
             layer, key = site.layer, site.adapter
             saved.append((layer, key, layer.lora_A[key], layer.lora_B[key], layer.scaling[key]))
             layer.lora_A[key] = _Grouped(a, plan)
-            layer.lora_B[key] = _Grouped(b, plan, s)
+            layer.lora_B[key] = _Grouped(b * s[:, None, None], plan)
             layer.scaling[key] = 1.0
         yield
     finally:
@@ -198,7 +223,9 @@ def cohort_factor_grads(
     if idx is not None:
         rows = [r if i is None else r[i.to(device)] for r, i in zip(rows, idx, strict=True)]
     size = torch.tensor([r.numel() for r in rows], dtype=dtype, device=device)
-    scales = [torch.as_tensor(s, dtype=dtype, device=device).reshape(-1).expand(C) for s in scalings]
+    scales = [
+        torch.as_tensor(s, dtype=dtype, device=device).reshape(-1).expand(C) for s in scalings
+    ]
     gB = [torch.zeros_like(b) for b in B]
     gA = [torch.zeros_like(a) for a in A]
     with torch.enable_grad():

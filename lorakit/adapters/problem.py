@@ -241,6 +241,7 @@ class ModelProblem:
         (:meth:`factor_grads` with a tensor of clients; :mod:`~lorakit.adapters.cohort` says
         when: linear sites, no active dropout, a row-wise model, ``cohort_rows`` set)."""
         return self.cohort_rows is not None and self._row_wise and cohort_blocker(self) is None
+
     #: ``commit`` writes a run's result into the model, which the caller keeps.
     stateful = True
 
@@ -361,7 +362,8 @@ class ModelProblem:
             )
             for k, c in enumerate(clients.tolist())
         ]  # fmt: skip
-        return tuple(PerSite(torch.stack(g) for g in zip(*part, strict=True)) for part in zip(*out))
+        gB, gA = zip(*out, strict=True)
+        return tuple(PerSite(torch.stack(g) for g in zip(*p, strict=True)) for p in (gB, gA))
 
     def factor_loss(self, W0, B, A, scalings) -> float:
         """f at W = W0 + s·B·A as the model computes it: (B, A) swapped in as the adapter over

@@ -50,7 +50,13 @@ from .sites import LinearSite
 if TYPE_CHECKING:
     from .problem import ModelProblem
 
-__all__ = ["cohort_blocker", "cohort_factor_grads", "draws_randomness"]
+__all__ = [
+    "CohortRefused",
+    "cohort_blocker",
+    "cohort_factor_grads",
+    "cohort_probe",
+    "draws_randomness",
+]
 
 _DROPOUTS = (
     nn.Dropout,
@@ -60,6 +66,15 @@ _DROPOUTS = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
+
+
+class CohortRefused(Exception):
+    """The model turned out, during a cohort pass, not to allow one (the message says why); the
+    model and the generator are as they were before the pass."""
+
+
+NOT_ROW_WISE = "a LoRA site saw an input whose first dimension is not the batch's rows"
+DRAWS = "the forward pass drew from the random generator (a dropout)"
 
 
 class _NotRowWise(Exception):
@@ -208,6 +223,28 @@ def _rng_watch(device: torch.device):
             torch.set_rng_state(state)
 
 
+def cohort_probe(problem: ModelProblem) -> str | None:
+    """Why a cohort pass fails on this model's code, found by one small forward pass (no gradient)
+    of two rows as two clients with zero rank-1 adapters: a forward that draws randomness (a
+    functional dropout no module shows) or a LoRA site whose input is not row-wise. None: the
+    pass works. Run once per problem before any training, so a run takes one route throughout
+    (the generator is put back)."""
+    device, dtype = problem.device, problem.dtype
+    rows = problem.indices()[:2].to(device)
+    plan = _Pass([(k, rows[k : k + 1]) for k in range(rows.numel())], device)
+    S = len(plan.sizes)
+    zeros = [(torch.zeros(S, m, 1, dtype=dtype, device=device),
+              torch.zeros(S, 1, n, dtype=dtype, device=device)) for m, n in problem.shapes]  # fmt: skip
+    ones = [torch.ones(S, dtype=dtype, device=device)] * len(zeros)
+    with torch.no_grad(), _rng_watch(device) as drawn:
+        try:
+            with _grouped(problem.sites, [b for b, _ in zeros], [a for _, a in zeros], ones, plan):
+                problem.objective(problem.batch(plan.indices))
+        except _NotRowWise:
+            return NOT_ROW_WISE
+    return DRAWS if drawn else None
+
+
 def cohort_factor_grads(
     problem: ModelProblem, B: PerSite, A: PerSite, scalings, clients: torch.Tensor, idx=None
 ) -> tuple[PerSite, PerSite] | None:
@@ -215,8 +252,9 @@ def cohort_factor_grads(
     site) at W = W0 + s_c·B_c·A_c, the base weights being the model's, in passes of at most
     ``problem.cohort_rows`` rows (module docstring). ``scalings``: per site a float or a length-C
     tensor of per-client scalings (any shape with C entries); ``idx``: per client the positions
-    of its rows to use (None: all). Returns None, with the generator as it was, when the model
-    turned out not to allow a cohort pass (randomness drawn, a site not row-wise)."""
+    of its rows to use (None: all). Raises :class:`CohortRefused`, with the generator as it was,
+    when the model turns out not to allow a cohort pass (randomness drawn, a site not row-wise).
+    """
     sites, device, dtype = problem.sites, problem.device, problem.dtype
     C = clients.numel()
     rows = [problem.indices(int(c)).to(device) for c in clients.tolist()]
@@ -244,10 +282,10 @@ def cohort_factor_grads(
                         plan,
                     ):
                         loss = problem.objective(problem.batch(plan.indices))
-                except _NotRowWise:
-                    return None
+                except _NotRowWise as e:
+                    raise CohortRefused(NOT_ROW_WISE) from e
             if drawn:
-                return None
+                raise CohortRefused(DRAWS)
             grads = torch.autograd.grad(loss, Bp + Ap)
             # the pass's loss weighs client c by (its rows here)/N: rescale to ∇f_c's weight
             weight = (plan.rows / size[first:last])[:, None, None]

@@ -18,6 +18,7 @@ adapter file would lose training.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,7 +35,7 @@ from .._validation import (
 )
 from ..problems.partition import partition
 from ..tree import PerSite
-from .cohort import cohort_blocker, cohort_factor_grads
+from .cohort import CohortRefused, cohort_blocker, cohort_factor_grads, cohort_probe
 from .grads import at_weights, backward, dropout_active, model_rng
 from .saving import track_base
 from .sites import Site, sites, swapped
@@ -109,7 +110,7 @@ class ModelProblem:
         self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, low=1)
         if self.cohort_rows is not None:
             self.cohort_rows = check_int("cohort_rows", self.cohort_rows, low=1)
-        self._row_wise = True  # until a cohort pass finds otherwise (cohort_factor_grads)
+        self._refused = None  # why this model's code refuses a cohort pass ("": it does not)
         self.sites: list[Site] = sites(self.model, self.adapter)
         # Half precision: the runners' per-site linear algebra (sketch bases, SVDs) has no CPU
         # float16/bfloat16 kernels and mixes float32 buffers in; convert with model.float().
@@ -240,7 +241,28 @@ class ModelProblem:
         """True when a cohort's factor gradients take one pass of the model
         (:meth:`factor_grads` with a tensor of clients; :mod:`~lorakit.adapters.cohort` says
         when: linear sites, no active dropout, a row-wise model, ``cohort_rows`` set)."""
-        return self.cohort_rows is not None and self._row_wise and cohort_blocker(self) is None
+        return self.cohort_fallback is None
+
+    @property
+    def cohort_fallback(self) -> str | None:
+        """Why a cohort trains client by client on this model (None: it takes one pass of the
+        model per ``cohort_rows`` rows, :mod:`~lorakit.adapters.cohort`)."""
+        if self.cohort_rows is None:
+            return "cohort_rows is None"
+        blocked = cohort_blocker(self)
+        if blocked is None and self._refused is None:  # once: the model's code does not change
+            self._refused = cohort_probe(self) or ""
+            if self._refused:
+                self._warn_refused(self._refused)
+        return blocked or self._refused or None
+
+    def _warn_refused(self, why: str) -> None:
+        warnings.warn(
+            f"{self.name}: a cohort's clients train one after another ({why}); set "
+            "cohort_rows=None to say so and silence this",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     #: ``commit`` writes a run's result into the model, which the caller keeps.
     stateful = True
@@ -347,11 +369,12 @@ class ModelProblem:
         client by client (a stacked W0, a model that cannot take a cohort pass)."""
         shared = W0[0].dim() < B[0].dim()
         if shared and self.batched_factors:
-            with _on_base(self.sites, W0):
-                out = cohort_factor_grads(self, B, A, scalings, clients, idx)
-            if out is not None:
-                return out
-            self._row_wise = False  # found out in the pass: not again for this problem
+            try:
+                with _on_base(self.sites, W0):
+                    return cohort_factor_grads(self, B, A, scalings, clients, idx)
+            except CohortRefused as e:  # the probe missed it: not again for this problem
+                self._refused = str(e)
+                self._warn_refused(self._refused)
         C = clients.numel()
         per = [torch.as_tensor(s).reshape(-1).expand(C).tolist() for s in scalings]
         out = [

@@ -16,24 +16,39 @@ is rescaled by N/b_c: exactly the per-client gradients of
 of rows share a pass: the grouped product pads each client's block of rows with zero rows to the
 largest block (the zero rows give zero products and zero gradients, and the base layers never see
 them). A pass holds at most ``cohort_rows`` rows (a client with more spans several passes), so
-memory and cache use stay bounded; that is also the size at which a CPU runs this model fastest
-(tests/benchmarks/bench_peft_fslora.py).
+memory and cache use stay bounded.
 
-When it applies (:func:`cohort_blocker` says why not, and the caller trains client by client):
+Why it is faster, and by how much. The arithmetic is the same as client by client (the same
+products, on the same rows): a pass saves the per-operation overhead of many small passes (on a GPU,
+kernel launches) and lets one GEMM serve every client at the base layers. The grouped products
+keep the rank k in the fast place of the GEMM kernels (:func:`_bmm`), and each client's scaling is
+folded into its k-column B. On a CPU the round of a small model is bound by that arithmetic, so the
+gain is at most the share of overhead in the client-by-client round
+(tests/benchmarks/bench_peft_fslora.py measures the floor of the bare passes beside it).
+
+When it applies (:attr:`~lorakit.adapters.ModelProblem.cohort_fallback` says why not, and the
+caller trains client by client, as it would without the cohort pass):
 
 * every site is a :class:`~lorakit.adapters.LinearSite` (``nn.Linear``, GPT-2's ``Conv1D``) with
-  plain LoRA: peft calls its ``lora_A``/``lora_B`` modules, which the grouped products stand in
-  for. Embedding and conv sites read their factors as tensors inside peft's forward; DoRA and a
-  LoRA bias change the product;
-* the forward draws no randomness. Dropout (LoRA's or the model's) in one pass draws one mask for
-  the whole batch, where the client-by-client path draws one per client from the run's ``model``
-  stream in client order: the two cannot give the same numbers, so with active dropout the
-  clients train one after another, as before. A forward that draws from the generator anyway
-  (a functional dropout) is caught: the generator is put back and the clients are evaluated one
-  by one;
+  plain LoRA (:func:`cohort_blocker`): peft calls its ``lora_A``/``lora_B`` modules, which the
+  grouped products stand in for. Embedding and conv sites read their factors as tensors inside
+  peft's forward; DoRA and a LoRA bias change the product;
+* the forward draws no randomness. Dropout (LoRA's or the model's) in one pass would draw one mask
+  for the whole batch, where the clients trained one after another draw theirs client by client
+  from the run's ``model`` stream: the two cannot give the same numbers, so with any active
+  dropout module (:func:`draws_randomness`) the clients train one after another, exactly as
+  without the cohort pass. A forward that draws from the generator anyway (a functional dropout)
+  is found by :func:`cohort_probe`, once per problem before any training (a warning), and, should
+  the probe miss it, by every pass (:class:`CohortRefused`: the generator is put back and the
+  stack is evaluated client by client);
 * the model is row-wise: every LoRA site sees the batch's rows along its first dimension, and
   rows do not interact (no batch statistics, as any chunked evaluation already assumes). A site
-  whose input's first dimension is not the batch's rows makes the pass give up (client by client).
+  whose input's first dimension is not the batch's rows is found the same way.
+
+Randomness that is the run's own (minibatches, additive noise) is drawn by the local trainer
+(:mod:`lorakit.local`) for the stack, client after client within each step, as for a matrix
+problem's stack; the clients trained one after another (FSLoRA's ``impl="slice"``) draw all of a
+client's steps first, so with minibatches the two see other rows (same distribution).
 """
 
 from __future__ import annotations

@@ -80,9 +80,9 @@ class ModelProblem:
     name : shown in tables.
     cohort_rows : the most rows one forward pass holds when a cohort of clients trains at once
         (:mod:`~lorakit.adapters.cohort`: their rows side by side, a grouped product per client at
-        each LoRA site), ≥ 1; None trains the clients one after another. Memory grows with it; on
-        a CPU a pass of a few dozen rows of a small model runs fastest (the working set stays in
-        cache), on a GPU a larger one does.
+        each LoRA site), ≥ 1; None trains the clients one after another. Memory (activations)
+        grows with it; :attr:`cohort_fallback` says why a model trains client by client anyway
+        (active dropout, embedding or conv sites, a model that is not row-wise).
     """
 
     model: nn.Module

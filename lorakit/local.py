@@ -22,7 +22,10 @@ oracle, the noise, the optimizer and the adapter's initialisation are the same e
 
 A stack of clients (a 1-D tensor ``clients`` and factors with a leading client axis) is evaluated in
 one tensor operation when the problem is ``batched`` (the many-client fast path of a matrix
-problem), client by client otherwise (a model).
+problem), in one pass of the model per ``cohort_rows`` rows when it has ``batched_factors`` (a
+model's cohort, :mod:`lorakit.adapters.cohort`: an FSLoRA cohort, gossip's nodes), client by client
+otherwise. Either way a stack draws each step's minibatches and noise for its clients in order,
+step after step (so a one-site model's stack gives its matrix problem's numbers).
 """
 
 from __future__ import annotations
@@ -192,17 +195,24 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
     if local.batch_size is not None:
         idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
-    if single or not problem.batched:  # the problem's own factor gradients, client by client
-        out = [
-            problem.factor_grads(
-                W0 if single or _shared(W0, B) else _pick(W0, k), _pick(B, k, single),
-                _pick(A, k, single), scalings, client=c, idx=idx[k],
+    if single or not problem.batched:  # the problem's own factor gradients
+        if not single and _cohort(problem, W0, B):  # a model's cohort: one pass of the model
+            rows = idx if local.batch_size is not None else None
+            gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=rows)
+        else:  # client by client
+            out = [
+                problem.factor_grads(
+                    W0 if single or _shared(W0, B) else _pick(W0, k), _pick(B, k, single),
+                    _pick(A, k, single), scalings if single else _scalings_of(scalings, k),
+                    client=c, idx=idx[k],
+                )
+                for k, c in enumerate(nodes)
+            ]  # fmt: skip
+            gB, gA = (
+                out[0]
+                if single
+                else (_stack(B, [o[0] for o in out]), _stack(A, [o[1] for o in out]))
             )
-            for k, c in enumerate(nodes)
-        ]  # fmt: skip
-        gB, gA = (
-            out[0] if single else (_stack(B, [o[0] for o in out]), _stack(A, [o[1] for o in out]))
-        )
         if local.sigma:  # ξ on ∇_W f, carried to the factors: s·ξ·Aᵀ and s·Bᵀ·ξ
             W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
             xi = _noise(problem, W, local.sigma, streams["noise"])
@@ -219,6 +229,20 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
         tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
         tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
     )
+
+
+def _cohort(problem, W0, B) -> bool:
+    """True when the problem takes a stack of clients' factors in one program (a model's cohort
+    pass: ``problem.batched_factors``) and W0 is shared by the stack."""
+    return problem.batched_factors and _shared(W0, B)
+
+
+def _scalings_of(scalings, k: int) -> list:
+    """Client k's scaling per site from a stack's scalings (a float, or one per client)."""
+    return [
+        float(s.reshape(-1)[k]) if isinstance(s, torch.Tensor) and s.numel() > 1 else s
+        for s in scalings
+    ]
 
 
 def _stacked_weights(W0, B, A, s):

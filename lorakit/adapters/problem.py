@@ -18,6 +18,7 @@ adapter file would lose training.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ from .._validation import (
 )
 from ..problems.partition import partition
 from ..tree import PerSite
+from .cohort import CohortRefused, cohort_blocker, cohort_factor_grads, cohort_probe
 from .grads import at_weights, backward, dropout_active, model_rng
 from .saving import track_base
 from .sites import Site, sites, swapped
@@ -76,6 +78,11 @@ class ModelProblem:
         clients), or None (one node).
     eval_batch_size : chunk size when the full loss is evaluated.
     name : shown in tables.
+    cohort_rows : the most rows one forward pass holds when a cohort of clients trains at once
+        (:mod:`~lorakit.adapters.cohort`: their rows side by side, a grouped product per client at
+        each LoRA site), ≥ 1; None trains the clients one after another. Memory (activations)
+        grows with it; :attr:`cohort_fallback` says why a model trains client by client anyway
+        (active dropout, embedding or conv sites, a model that is not row-wise).
     """
 
     model: nn.Module
@@ -85,6 +92,7 @@ class ModelProblem:
     adapter: str = "default"
     eval_batch_size: int = 256
     name: str = "model"
+    cohort_rows: int | None = 64
     _initial: dict = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -100,6 +108,9 @@ class ModelProblem:
         if len(set(sizes.values())) != 1:
             raise ValueError(f"data tensors must share their first dimension, got {sizes}")
         self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, low=1)
+        if self.cohort_rows is not None:
+            self.cohort_rows = check_int("cohort_rows", self.cohort_rows, low=1)
+        self._refused = None  # why this model's code refuses a cohort pass ("": it does not)
         self.sites: list[Site] = sites(self.model, self.adapter)
         # Half precision: the runners' per-site linear algebra (sketch bases, SVDs) has no CPU
         # float16/bfloat16 kernels and mixes float32 buffers in; convert with model.float().
@@ -222,8 +233,37 @@ class ModelProblem:
         return total / rows.numel()
 
     # -- the problem protocol (lorakit.problems.protocol): one site per LoRA layer ----------
-    #: Client gradients loop over the clients (a model is evaluated client by client).
+    #: ∇f at stacked weights loops over the clients (``local_grads``: one model, one W at a time).
     batched = False
+
+    @property
+    def batched_factors(self) -> bool:
+        """True when a cohort's factor gradients take one pass of the model
+        (:meth:`factor_grads` with a tensor of clients; :mod:`~lorakit.adapters.cohort` says
+        when: linear sites, no active dropout, a row-wise model, ``cohort_rows`` set)."""
+        return self.cohort_fallback is None
+
+    @property
+    def cohort_fallback(self) -> str | None:
+        """Why a cohort trains client by client on this model (None: it takes one pass of the
+        model per ``cohort_rows`` rows, :mod:`~lorakit.adapters.cohort`)."""
+        if self.cohort_rows is None:
+            return "cohort_rows is None"
+        blocked = cohort_blocker(self)
+        if blocked is None and self._refused is None:  # once: the model's code does not change
+            self._refused = cohort_probe(self) or ""
+            if self._refused:
+                self._warn_refused(self._refused)
+        return blocked or self._refused or None
+
+    def _warn_refused(self, why: str) -> None:
+        warnings.warn(
+            f"{self.name}: a cohort's clients train one after another ({why}); set "
+            "cohort_rows=None to say so and silence this",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
     #: ``commit`` writes a run's result into the model, which the caller keeps.
     stateful = True
 
@@ -296,7 +336,17 @@ class ModelProblem:
     def factor_grads(self, W0, B, A, scalings, client=None, idx=None):
         """(∇_B f, ∇_A f) per site at W = W0 + s·B·A by autograd through peft: the factors (any
         rank k) swapped in as the adapter over the base W0, so LoRA dropout acts as in training.
-        The gradients are taken at the tensors each site stores and read back as matrices."""
+        The gradients are taken at the tensors each site stores and read back as matrices.
+
+        ``client`` may be a 1-D tensor of clients with B and A stacked on a leading client axis
+        (per site (C, m, k), (C, k, n)), ``scalings`` per site a float or C per-client values and
+        ``idx`` a list of per-client row positions: then the stacked gradients, from one pass of
+        the model per ``cohort_rows`` rows when :attr:`batched_factors` (a base W0 with a client
+        axis, or a model that is not row-wise, evaluates client by client; the numbers agree up
+        to rounding).
+        """
+        if isinstance(client, torch.Tensor):
+            return self._cohort_factor_grads(W0, B, A, scalings, client, idx)
         factors = [
             (nn.Parameter(b.detach().clone()), nn.Parameter(a.detach().clone()))
             for b, a in zip(B, A, strict=True)
@@ -313,6 +363,30 @@ class ModelProblem:
         per_site = zip(self.sites, grads[0::2], grads[1::2], strict=True)
         pairs = [(site.to_matrix(gB, "B"), site.to_matrix(gA, "A")) for site, gB, gA in per_site]
         return PerSite(b for b, _ in pairs), PerSite(a for _, a in pairs)
+
+    def _cohort_factor_grads(self, W0, B, A, scalings, clients, idx):
+        """:meth:`factor_grads` of a stack of clients: one pass per ``cohort_rows`` rows, or
+        client by client (a stacked W0, a model that cannot take a cohort pass)."""
+        shared = W0[0].dim() < B[0].dim()
+        if shared and self.batched_factors:
+            try:
+                with _on_base(self.sites, W0):
+                    return cohort_factor_grads(self, B, A, scalings, clients, idx)
+            except CohortRefused as e:  # the probe missed it: not again for this problem
+                self._refused = str(e)
+                self._warn_refused(self._refused)
+        C = clients.numel()
+        per = [torch.as_tensor(s).reshape(-1).expand(C).tolist() for s in scalings]
+        out = [
+            self.factor_grads(
+                W0 if shared else PerSite(w[k] for w in W0), PerSite(b[k] for b in B),
+                PerSite(a[k] for a in A), [s[k] for s in per], client=int(c),
+                idx=None if idx is None else idx[k],
+            )
+            for k, c in enumerate(clients.tolist())
+        ]  # fmt: skip
+        gB, gA = zip(*out, strict=True)
+        return tuple(PerSite(torch.stack(g) for g in zip(*p, strict=True)) for p in (gB, gA))
 
     def factor_loss(self, W0, B, A, scalings) -> float:
         """f at W = W0 + s·B·A as the model computes it: (B, A) swapped in as the adapter over

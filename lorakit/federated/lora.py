@@ -39,7 +39,9 @@ every site's peft rank and ``alpha``, if given, must give each site's own scalin
 How the cohort trains. On a ``batched`` problem (a matrix problem) with ``impl="mask"`` the cohort
 trains as one stack: each client's factors zero outside I_i and scaling s·c_i, which is the slice
 problem exactly (the zero rows and columns get zero gradients), in chunks of clients whose iterates
-stay in cache. Otherwise (``impl="slice"``, or a model) each client trains its k_i columns and rows
+stay in cache; a model whose cohort takes one pass (``batched_factors``: no active dropout, linear
+sites; :mod:`lorakit.adapters.cohort`) trains the same stack in passes of the model. Otherwise
+(``impl="slice"``, or a model with dropout) each client trains its k_i columns and rows
 alone, as a device would, client after client (so minibatches are drawn client by client, where
 a chunk of the stack draws them step by step). A model is never copied: the slices are swapped into
 the one peft model as its LoRA parameters (:meth:`~lorakit.adapters.ModelProblem.factor_grads`),
@@ -129,7 +131,7 @@ class FederatedLoRA(Config):
     alpha : LoRA scaling (the product is scaled by α/r); default α = r (a model: its own).
     download : ``"full"`` (Algorithm 1 line 3 broadcasts the whole adapter) or ``"slice"``.
     impl : ``"mask"`` (the cohort batched as stacked tensors) or ``"slice"`` (client by client);
-        a model always trains client by client.
+        a model trains as a stack when its cohort takes one pass, else client by client.
     bytes_per_float, bytes_per_index : message accounting.
     """
 
@@ -399,10 +401,11 @@ class FederatedRun:
         """H local steps of eq. (4) per cohort client, group by group: yields (positions in the
         cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I)."""
         p, B0, A0 = self.problem, _detached(self.B), _detached(self.A)
-        if p.batched and self.cfg.impl == "mask":
-            # Chunks of clients small enough that a chunk's (m×n) iterates stay in cache.
+        if (p.batched or p.batched_factors) and self.cfg.impl == "mask":
+            # Chunks of clients small enough that a chunk's (m×n) iterates stay in cache (a model
+            # sizes its own passes: ModelProblem.cohort_rows).
             size = sum(m * n for m, n in p.shapes) * leaves(self.W0)[0].element_size()
-            chunk = max(1, _CACHE_BYTES // size)
+            chunk = max(1, _CACHE_BYTES // size) if p.batched else clients.numel()
             for i in range(0, clients.numel(), chunk):
                 part = slice(i, i + chunk)
                 on = tree_map(lambda v: (v[part] != 0).to(v.dtype), svec)  # noqa: B023

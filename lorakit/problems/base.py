@@ -86,6 +86,8 @@ class MatrixProblem:
     ranks = None
     scalings = None
     batched = True
+    #: A stack of clients goes through ``local_grads`` (``batched``), not ``factor_grads``.
+    batched_factors = False
     M = 1
     #: No LoRA dropout: ∇_W f is also the factors' gradient through W = W0 + s·B·A.
     adapter_dropout = None

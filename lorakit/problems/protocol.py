@@ -17,6 +17,11 @@ Members (a problem has them all; ``batched`` says which evaluation route is fast
 ``M``             the number of clients (1 without a split)
 ``batched``       True when ``local_grads`` evaluates a stack of clients in one tensor operation
                   (the many-client fast path); False when it loops (a model, client by client)
+``batched_factors``  True when ``factor_grads`` takes a stack of clients (``client`` a 1-D tensor,
+                  B and A with a leading client axis, per-client scalings and ``idx`` lists) in
+                  one program: a model whose cohort trains in one pass of the model
+                  (:mod:`lorakit.adapters.cohort`); False for a matrix problem (its stacks go
+                  through ``local_grads``). :func:`lorakit.local.factor_grads` picks the route
 ``tree(mats)``     the tree holding one matrix per site (a bare tensor for one site at matrix scale)
 ``client_size(c)``  the number of rows of client c (None when it is not a finite sum)
 ``reset()``       back to the state the problem was built in (every seed starts there)
@@ -29,7 +34,7 @@ Members (a problem has them all; ``batched`` says which evaluation route is fast
 ``factor_grads(W0, B, A, scalings, client=None, idx=None)``
                   (∇_B f, ∇_A f) at W = W0 + s·B·A: the chain rule ∇_B = s·G·Aᵀ, ∇_A = s·BᵀG
                   (RAC-LoRA eqs. (3)–(4)) at matrix scale; autograd through peft at model scale,
-                  so LoRA dropout stays right
+                  so LoRA dropout stays right; a stack of clients where ``batched_factors``
 ``factor_loss(W0, B, A, scalings)``  f at W = W0 + s·B·A as the problem computes it (at model
                   scale through the adapter, so it equals the model's own loss to the last digit)
 ``weighted_f_star(weights)``  inf Σ_c w_c f_c where known in closed form, else None (RW-LoRA's f*_π)

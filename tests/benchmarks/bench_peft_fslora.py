@@ -263,23 +263,17 @@ def test_fslora_round_lorakit_vs_masked_emulation():
             print(f"  client by client / cohort {slice_ratio:.2f}x; emulation / floor "
                   f"{floor_ratio:.2f}x (the most anything can gain over the emulation here); "
                   f"cohort / floor {over_floor:.2f}x")  # fmt: skip
-            # Issue 14's target, >= 3x over the emulation, is asserted where the machine allows
-            # it (emulation / floor >= 3.75, a cohort within 1.25x of the bare passes); where
-            # the bare passes alone take more than a third of the emulation's time (a CPU, where
-            # this round is bound by its arithmetic) no implementation reaches it, and the
-            # figure is recorded as failed, not asserted: the cohort must then be within 1.5x of
-            # the floor, and faster than client by client.
-            reachable = floor_ratio >= 3.75
-            record("bench_peft_fslora", "emulation / cohort, 10 clients", ratio, "x", ">= 3",
-                   ratio >= 3)  # fmt: skip
+            # Issue 14's target, >= 3x over the emulation, is asserted as stated. Where the bare
+            # passes alone take more than a third of the emulation's time (a CPU, where this
+            # round is bound by its arithmetic) no implementation can reach it: the benchmark
+            # then fails and says so, and the floor figures show how close the cohort is.
+            passed.append(record("bench_peft_fslora", "emulation / cohort, 10 clients", ratio,
+                                 "x", ">= 3", ratio >= 3))  # fmt: skip
             record("bench_peft_fslora", "emulation / floor, 10 clients", floor_ratio, "x")
-            if reachable:
-                passed.append(ratio >= 3)
-            else:
+            record("bench_peft_fslora", "cohort / floor, 10 clients", over_floor, "x")
+            if floor_ratio < 3:
                 print(f"  >= 3x over the emulation is out of reach here: the bare passes take "
                       f"1/{floor_ratio:.2f} of its time")  # fmt: skip
-                passed.append(record("bench_peft_fslora", "cohort / floor, 10 clients",
-                                     over_floor, "x", "<= 1.5", over_floor <= 1.5))  # fmt: skip
             passed.append(record("bench_peft_fslora", "client by client / cohort, 10 clients",
                                  slice_ratio, "x", ">= 1.2", slice_ratio >= 1.2))  # fmt: skip
     finally:

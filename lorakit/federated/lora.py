@@ -89,6 +89,7 @@ __all__ = [
     "FederatedLoRA",
     "FederatedRun",
     "Upload",
+    "client_update",
     "simulate",
 ]
 
@@ -331,6 +332,19 @@ def simulate(
     return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
+def client_update(problem, W0, B, A, scalings, client: int, local: Local, streams):
+    """One client's work in a round (FSLoRA Algorithm 1 lines 4–6, eq. (4)): H local steps of
+    ``local`` on its k_i columns B = B[:, I] (m×k_i) and rows A = A[I, :] (k_i×n) per site, with
+    the scalings s·c_i (W0 + s·B S A = W0 + s·c_i·B_I A_I), on client ``client``'s rows; returns
+    its upload before compression, the deltas (ΔB[:, I], ΔA[I, :]) per site.
+
+    The in-process round calls it client by client (``impl="slice"``, a model); a client in
+    another process calls it as well (:mod:`lorakit.distributed.flower`), so the two compute the
+    same numbers."""
+    new_B, new_A, _ = train(problem, W0, B, A, scalings, client, local, streams)
+    return new_B - B, new_A - A
+
+
 @dataclass(frozen=True)
 class Upload:
     """One client's upload in one round (FSLoRA Algorithm 1 line 7), per site (trees in site
@@ -398,9 +412,12 @@ class FederatedRun:
         draws = [d.to(self.problem.device) for d in draws]
         return tree_like(self.B, draws * sites if self.shared_index else draws)
 
-    def trained(self, clients: torch.Tensor, svec):
+    def trained(self, clients: torch.Tensor, svec, dropped=None):
         """H local steps of eq. (4) per cohort client, group by group: yields (positions in the
-        cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I)."""
+        cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I), in cohort
+        order. ``dropped`` (a (C,) bool tensor, or None) names the clients that will drop out after
+        their local steps: they train here as the others do (a subclass that trains elsewhere, such
+        as :mod:`lorakit.distributed.flower`, uses it to skip their uploads)."""
         p, B0, A0 = self.problem, _detached(self.B), _detached(self.A)
         if p.batched and self.cfg.impl == "mask":
             # Chunks of clients small enough that a chunk's (m×n) iterates stay in cache.
@@ -424,8 +441,8 @@ class FederatedRun:
             I = _index(svec, c)
             B_I, A_I = _sliced(B0, A0, I)
             scalings = tuple(s * factor[c] for s in self.scalings)
-            B, A, _ = train(p, self.W0, B_I, A_I, scalings, l, self.local, self.streams)
-            dB, dA = _padded(B - B_I, A - A_I, I, self.cfg.rank)
+            dB, dA = client_update(p, self.W0, B_I, A_I, scalings, l, self.local, self.streams)
+            dB, dA = _padded(dB, dA, I, self.cfg.rank)
             yield slice(c, c + 1), tree_map(lambda x: x[None], dB), tree_map(lambda x: x[None], dA)
 
     def local_train(self, clients: torch.Tensor, svec):
@@ -435,13 +452,8 @@ class FederatedRun:
 
     def upload(self, dB, dA, svec, k: torch.Tensor) -> torch.Tensor:
         """Compress each client's message per site (in place) and return the bytes each sends."""
-        cfg, shapes = self.cfg, self.problem.shapes
-        sent = {}
-        for kc in set(k.tolist()):
-            payloads = [
-                cfg.upload_compressor(kc * (m + n)).payload(kc * (m + n)) for m, n in shapes
-            ]
-            sent[kc] = sum(f * cfg.bytes_per_float + i * cfg.bytes_per_index for f, i in payloads)
+        cfg = self.cfg
+        sent = self.upload_bytes(k)
         if cfg.compresses:
             gen = self.streams["compression"]
             for c in range(k.numel()):
@@ -452,6 +464,18 @@ class FederatedRun:
                     out = cfg.upload_compressor(message.numel())(message, gen)
                     db[c][:, I] = out[: part_B.numel()].view_as(part_B)
                     da[c][I, :] = out[part_B.numel() :].view_as(part_A)
+        return sent
+
+    def upload_bytes(self, k: torch.Tensor) -> torch.Tensor:
+        """The bytes each client of budgets ``k`` uploads: per site the compressor's payload of
+        its k_i(m + n) entries (module docstring)."""
+        cfg, shapes = self.cfg, self.problem.shapes
+        sent = {}
+        for kc in set(k.tolist()):
+            payloads = [
+                cfg.upload_compressor(kc * (m + n)).payload(kc * (m + n)) for m, n in shapes
+            ]
+            sent[kc] = sum(f * cfg.bytes_per_float + i * cfg.bytes_per_index for f, i in payloads)
         return torch.tensor([sent[kc] for kc in k.tolist()], dtype=torch.long)
 
     def download_bytes(self, k: torch.Tensor) -> torch.Tensor:
@@ -558,7 +582,7 @@ class FederatedRun:
             reported = ~dropped
             w = reported.to(dtype=p.dtype, device=p.device)
             sums, up = None, []
-            for part, dB, dA in self.trained(clients, svec):  # every upload is in, then Δ
+            for part, dB, dA in self.trained(clients, svec, dropped):  # every upload, then Δ
                 mine = tree_map(lambda v: v[part], svec)  # noqa: B023
                 up.append(self.upload(dB, dA, mine, k[part]))
                 if self.trace is not None:

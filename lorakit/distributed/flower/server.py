@@ -124,6 +124,8 @@ def start_ray(num_cpus: int | None = None, attempts: int = 3) -> None:
     simulation uses a Ray that is already running (and shuts it down at its end)."""
     import ray
 
+    # A loaded machine starts the raylet slowly: wait for it longer than Ray's 30 s default.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     for attempt in range(attempts):
         try:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -167,8 +168,19 @@ class RunSpec:
         return _DTYPES[self.run["dtype"]]
 
     def method_kwargs(self) -> dict:
-        """The configuration's keyword arguments (``lk.make(method, **kwargs)``)."""
+        """The configuration's keyword arguments (``lk.make(method, **kwargs)``). Keys the
+        method's configuration does not have (one table serves every method: ``budgets`` means
+        nothing to ``fed_rac_lora``) are left out with a warning."""
         kwargs = {key.replace("-", "_"): _value(value) for key, value in self.config.items()}
+        accepted = {f.name for f in fields(methods.REGISTRY[self.name].config)}
+        ignored = sorted(key for key in kwargs if key not in accepted)
+        if ignored:
+            warnings.warn(
+                f"run config keys {[k.replace('_', '-') for k in ignored]} do not apply to "
+                f"{self.name}: ignored",
+                stacklevel=2,
+            )
+            kwargs = {key: value for key, value in kwargs.items() if key in accepted}
         if "budgets" in kwargs:
             kwargs["budgets"] = _budgets(kwargs["budgets"])
         if kwargs.get("compressor") is not None:

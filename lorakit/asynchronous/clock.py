@@ -14,6 +14,10 @@ as such (spec §3.8, §9 "optional, clearly labelled extensions"):
 * ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): arriving deltas are buffered, weighted by s(τ);
   when K are in, the server applies W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
 
+The two server steps are :meth:`AsyncFL.mix` (FedAsync) and :meth:`AsyncFL.aggregate` (FedBuff,
+FedAvg), so another engine applies the same rule (the asynchronous Flower server,
+:mod:`lorakit.distributed.flower_async`).
+
 One engine for both scales (README "Architecture"): the global model W is a tree of per-site
 weights (:mod:`lorakit.tree`; one matrix for a :class:`~lorakit.problems.federated.
 FederatedProblem`, every LoRA site's W_l = W0_l + s_l·B_l·A_l of a split
@@ -269,6 +273,20 @@ class AsyncFL(Config):
     def weight(self, tau: int) -> float:
         """s(τ) of this configuration."""
         return staleness_weight(self.staleness, tau, self.a, self.b)
+
+    def mix(self, W, W_new, tau: int):
+        """FedAsync's server step for one arriving model x_new trained from a model τ updates old
+        (Xie et al. 2019, Algorithm 1): x ← (1 − α_t)x + α_t x_new with α_t = α·s(τ), computed as
+        W + α_t(x_new − W); W and x_new are trees (:mod:`lorakit.tree`)."""
+        a_t = self.alpha * self.weight(tau)
+        return W + a_t * (W_new - W)
+
+    def aggregate(self, W, buffer: list):
+        """FedBuff's server step for a full buffer of (τ_i, Δ_i) (Nguyen et al. 2022, Algorithm 1):
+        W + η_s·(Σ_i s(τ_i)Δ_i)/K with K = len(buffer); synchronous FedAvg weighs every Δ_i by 1."""
+        weights = [self.weight(tau) if self.rule == "fedbuff" else 1.0 for tau, _ in buffer]
+        mean = sum(w * d for w, (_, d) in zip(weights, buffer, strict=True)) / len(buffer)
+        return W + self.server_lr * mean
 
     def estimated_events(
         self, clients: int, updates: int | None = None, time_budget: float | None = None
@@ -582,20 +600,17 @@ class Simulation:
             return
         self.record(job, tau, applied=True, sent=sent)
         if cfg.rule == "fedasync":
-            a_t = cfg.alpha * cfg.weight(tau)
-            self.apply(self.W + a_t * (W_start + delta - self.W), [tau])
+            self.apply(cfg.mix(self.W, W_start + delta, tau), [tau])
         else:
             buffer.append((tau, delta))
             if cfg.rule == "fedbuff" and len(buffer) == cfg.buffer:
                 self.flush(buffer)
 
     def flush(self, buffer: list) -> None:
-        cfg = self.cfg
-        weights = [cfg.weight(tau) if cfg.rule == "fedbuff" else 1.0 for tau, _ in buffer]
-        mean = sum(w * d for w, (_, d) in zip(weights, buffer, strict=True)) / len(buffer)
+        W_new = self.cfg.aggregate(self.W, buffer)
         stale = [tau for tau, _ in buffer]
         buffer.clear()
-        self.apply(self.W + cfg.server_lr * mean, stale)
+        self.apply(W_new, stale)
 
     def done(self, updates) -> bool:
         return updates is not None and self.version >= updates

@@ -46,14 +46,12 @@ from .._validation import (
     check_choice,
     check_int,
     check_real,
-    check_seeds,
 )
 from ..compressors import Compressor, Payload, make_compressor
 from ..config import Config, deprecated
 from ..divergence import (
     BLOWUP,
     DivergenceError,
-    check_blowup,
     exploded,
     restored_note,
     run_seeds,
@@ -73,10 +71,8 @@ __all__ = [
     "OPTIMIZERS",
     "NodeConfig",
     "Simulation",
-    "check_flag",
     "check_graph",
     "check_problem",
-    "check_run",
     "factor_trouble",
     "largest",
     "run_simulations",
@@ -204,13 +200,6 @@ def square_matrix(name: str, value) -> np.ndarray:
         raise ValueError(f"{name} must have finite non-negative entries")
     X.setflags(write=False)
     return X
-
-
-def check_flag(name: str, value) -> bool:
-    """``value`` if it is True or False (a ValueError naming ``name`` otherwise)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 class Simulation:
@@ -344,23 +333,12 @@ class Simulation:
         self.good = (self.t, self.B, self.A)
 
 
-def check_run(unit: str, count, seeds, log_every, messages, on_divergence, blowup, progress):
-    """The arguments of a run, checked: (count, seeds, log_every, blowup); ``unit`` names the
-    count ("hops", "rounds")."""
-    count = check_int(unit, count, low=1)
-    log_every = check_int("log_every", log_every, low=1)
-    check_flag("messages", messages)
-    check_choice("on_divergence", on_divergence, ("raise", "stop"))
-    check_flag("progress", progress)
-    return count, check_seeds(seeds), log_every, check_blowup(blowup)
-
-
 def run_simulations(
     cfg, seeds, count: int, make, *, log_every: int, on_divergence: str, blowup: float,
     progress: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list]:  # fmt: skip
     """Run ``make(seed)`` (a :class:`Simulation`) for each seed over ``count`` hops or rounds
-    (arguments checked by :func:`check_run`): (the frame with ``cfg.describe()``'s columns
+    (arguments checked by :func:`lorakit.divergence.check_run`): (the frame with ``cfg.describe()``'s columns
     first, every message, the simulations).
 
     A diverging seed (factors blowing up, or a logged loss above ``blowup``·max(1, |f_0|)) raises

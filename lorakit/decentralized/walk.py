@@ -72,7 +72,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..divergence import BLOWUP
+from ..divergence import BLOWUP, check_run
 from ..local import init_adapter, train
 from ..tree import leaves, sq_norm
 from .markov import (
@@ -89,10 +89,8 @@ from .simulation import (
     OPTIMIZERS,
     NodeConfig,
     Simulation,
-    check_flag,
     check_graph,
     check_problem,
-    check_run,
     factor_trouble,
     largest,
     run_simulations,
@@ -114,9 +112,6 @@ TRANSITIONS = ("mh", "lazy", "metropolis")
 PIS = ("uniform", "sizes")
 STARTS = ("uniform", "stationary")
 OPTIMIZER_STATES = ("token", "node", "reset")
-
-#: The flag check under the name lorakit.asynchronous.clock imports (until that engine's port).
-_check_flag = check_flag
 
 
 def _sample(cum: np.ndarray, u: float) -> int:
@@ -320,8 +315,9 @@ class RWLoRA(NodeConfig):
         """
         check_problem(self, problem)
         hops, seeds, log_every, blowup = check_run(
-            "hops", hops, seeds, log_every, messages, on_divergence, blowup, progress
-        )
+            "hops", hops, seeds, log_every, on_divergence, blowup, messages=messages,
+            progress=progress,
+        )  # fmt: skip
         P, pi = self.transition_matrix(problem, graph)
         if is_periodic(P):
             warnings.warn(

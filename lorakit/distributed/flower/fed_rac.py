@@ -51,18 +51,18 @@ class FlowerFedRACRun(FedRACRun):
         self.updates: dict[int, tuple] = {}  # round → (X, mean): the merged update's factors
         self.sent: dict[int, int] = {}  # node → last round whose update it got
 
-    def round(self, W, t: int, rows: list):
+    def round(self, t: int, rows: list):
         self.t = t
         first = len(self.messages)
-        W_next, counts = super().round(W, t, rows)
+        counts = super().round(t, rows)
         for row, up, down in zip(
             self.messages[first:], self.link.last_up, self.link.last_down, strict=True
         ):
             row.update(wire_up=up, wire_down=down)
         self.link.log_round(self.cfg.method, t, counts[2], counts[3], self.mb_up + self.mb_down)
         if self.keep_rounds:
-            self.rounds.append({"round": t, "W": [w.clone() for w in leaves(W_next)]})
-        return W_next, counts
+            self.rounds.append({"round": t, "W": [w.clone() for w in leaves(self.W)]})
+        return counts
 
     def compress(self, hats):
         return hats  # the clients compressed their uploads themselves

@@ -29,8 +29,10 @@ site_scalings`: α/r, or peft's own). Each round (FSLoRA Algorithm 1):
 Bytes per client and round, summed over the sites: up, the compressor's payload of each site's
 k_i(m + n) entries (``bytes_per_float`` per float, ``bytes_per_index`` per index); down,
 r(m + n) floats per site (``download="full"``: Algorithm 1 line 3), k_i(m + n) (``"slice"``) or
-the stacked factors of every client, (Σ_j k_j)(m + n) (FedStackLoRA), plus the k_i indices of each
-site's I when FSLoRA draws them (one I for all sites with ``shared_index``).
+the stacked factors of the previous round's reports, (Σ_j k_j)(m + n) over the clients j that
+reported in round t − 1 (FedStackLoRA: nothing in round 1, when there is nothing to stack), plus
+the k_i indices of each site's I when FSLoRA draws them (one I for all sites with
+``shared_index``).
 
 A client that drops out mid-round (after its local steps) uploads nothing; the round completes with
 the rest, and the global adapter changes only after every upload is in. On a model ``rank`` is
@@ -382,6 +384,7 @@ class FederatedRun:
             params = [x.requires_grad_(True) for x in leaves(self.B) + leaves(self.A)]
             self.opt = torch.optim.Adam(params, lr=cfg.server_lr, **cfg.adam_kwargs)
         self.mb_up = self.mb_down = 0.0
+        self.stacked = 0  # FedStackLoRA: Σ k_j of the last round's reports (its download)
         self.messages = []  # kept on the run: a diverged seed's messages survive
 
     # -- one round -----------------------------------------------------------------------------
@@ -478,8 +481,8 @@ class FederatedRun:
     def download_bytes(self, k: torch.Tensor) -> torch.Tensor:
         cfg, r = self.cfg, self.cfg.rank
         width = sum(m + n for m, n in self.problem.shapes)  # Σ_sites (m + n)
-        if cfg.aggregation == "stack":  # the stacked factors of every client of the last round
-            floats = torch.full_like(k, int(self.k.sum()) * width)
+        if cfg.aggregation == "stack":  # the stacked factors of the last round's reports
+            floats = torch.full_like(k, self.stacked * width)
         elif cfg.download == "full":
             floats = torch.full_like(k, r * width)
         else:
@@ -589,6 +592,7 @@ class FederatedRun:
                 sums = self.accumulate(sums, dB, dA, mine, w[part])
             up = torch.where(reported, torch.cat(up), 0)
             down = self.download_bytes(k)
+            self.stacked = int(k[reported].sum())  # what next round's download stacks
             delta = self.aggregate(sums, int(reported.sum()))
             if delta is not None:
                 self.check_finite(t, delta, rows)

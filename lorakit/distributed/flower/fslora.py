@@ -17,13 +17,12 @@ with ``shared_index``); up, the compressed ΔB[:, I], ΔA[I, :] of each site (de
 protocol's framing, as Flower's round number is.
 
 FedStackLoRA's clients download the stacked factors of the previous round's reports
-(Σ_j k_j(m + n) floats per site, ``SB.j.l``/``SA.j.l``) and merge them into the base they keep
-(the node's ``Context.state``), with the server's own product s·mean_j B_j A_j; the fresh adapter
-of a round is peft's init from the run's ``init`` stream, which a node replays rather than
-receives (the table counts no floats for it). A node that missed rounds gets every stack it
-missed (more than the table counts: lorakit's accounting assumes every client applies every
-broadcast). In round 1 the table counts Σ_j k_j(m + n) floats that no client needs (there is no
-previous round): the wire carries none.
+(Σ_j k_j(m + n) floats per site, ``SB.u.j.l``/``SA.u.j.l``; nothing in round 1) and merge them
+into the base they keep (the node's ``Context.state``; a node holding two cohort clients merges
+once), with the server's own product s·mean_j B_j A_j; the fresh adapter of a round is peft's
+init from the run's ``init`` stream, which a node replays rather than receives (the table counts
+no floats for it). A node that missed rounds also gets every stack it missed (more than the table
+counts: lorakit's accounting assumes every client applies every broadcast).
 """
 
 from __future__ import annotations
@@ -127,14 +126,14 @@ class FlowerRun(FederatedRun):
             self.stacks[t] = reports
 
     def stack_downloads(self, clients) -> list[list]:
-        """FedStackLoRA: per cohort client, the (round, stacked factors) its node has not had."""
-        out, nodes = [], {}
+        """FedStackLoRA: per cohort client, the (round, stacked factors) of round t − 1 (what the
+        table counts) and of any earlier round its node has not had (partial participation)."""
+        out, t = [], self.t
         for l in clients.tolist():
             node = self.link.node_of(l)
-            done = self.sent.get(node, 0)
-            out.append([(u, self.stacks[u]) for u in range(done + 1, self.t) if u in self.stacks])
-            nodes[node] = self.t - 1
-        self.sent.update(nodes)
+            rounds = sorted(set(range(self.sent.get(node, 0) + 1, t)) | {t - 1})
+            out.append([(u, self.stacks[u]) for u in rounds if u in self.stacks])
+            self.sent[node] = t - 1
         return out
 
     def decode(self, up: ArrayRecord, k: int):

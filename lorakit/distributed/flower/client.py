@@ -74,7 +74,8 @@ class NodeState:
 def problem_of(spec: RunSpec):
     """(configuration, problem) of ``spec``, built once per process."""
     if spec.key not in _CACHE:
-        with torch.enable_grad():  # the zoo pre-trains its base model (the caller may be in no_grad)
+        # The zoo pre-trains its base model, and the caller may be in no_grad.
+        with torch.enable_grad():
             problem = spec.problem()
         problem.reset()
         _CACHE[spec.key] = (spec.method(), problem)

@@ -56,9 +56,7 @@ def node_map(grid, timeout: float, poll: float = 0.2) -> dict[int, int]:
     deadline = time.monotonic() + timeout
     while True:
         new = [n for n in grid.get_node_ids() if n not in known]
-        queries = [
-            Message(RecordDict(), dst_node_id=n, message_type="query") for n in sorted(new)
-        ]
+        queries = [Message(RecordDict(), dst_node_id=n, message_type="query") for n in sorted(new)]
         for message, reply in zip(queries, _replies(grid, queries, timeout), strict=True):
             node = reply.content["node"]
             if PARTITION_ID not in node or NUM_PARTITIONS not in node:
@@ -117,8 +115,7 @@ class Link:
         self.last_down = [payload_bytes(down) for _, _, down in work]
         contents = [r.content for r in replies]
         self.last_up = [
-            payload_bytes(c.array_records["up"]) if "up" in c.array_records else 0
-            for c in contents
+            payload_bytes(c.array_records["up"]) if "up" in c.array_records else 0 for c in contents
         ]
         return contents
 

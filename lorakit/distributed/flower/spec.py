@@ -94,9 +94,11 @@ def _budgets(value):
     kinds = ("fixed", "mix", "uniform", "normal", "heavy_tail")
     check_choice("budgets", name, kinds)
     numbers = [float(a) if "." in a else int(a) for a in args]
-    return budget_lib.mix(tuple(numbers)) if name == "mix" and numbers else getattr(
-        budget_lib, name
-    )(*numbers)
+    return (
+        budget_lib.mix(tuple(numbers))
+        if name == "mix" and numbers
+        else getattr(budget_lib, name)(*numbers)
+    )
 
 
 def _compressor(value):

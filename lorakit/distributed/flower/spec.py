@@ -199,8 +199,9 @@ class RunSpec:
     def method(self):
         """The method's configuration object (a ``FederatedLoRA`` or ``FedRACLoRA``)."""
         kwargs = self.method_kwargs()
-        if "rank" not in kwargs:
-            raise ValueError("the run config must give the adapter's rank (rank = 4)")
+        for key, example in (("rank", "rank = 4"), ("gamma", "gamma = 0.1")):
+            if key not in kwargs:
+                raise ValueError(f"the run config must give {key} ({example})")
         return methods.make(self.name, **kwargs)
 
     def problem(self):

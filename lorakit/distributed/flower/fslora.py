@@ -1,5 +1,11 @@
 """The FSLoRA family on Flower: the in-process round with its clients on SuperNodes.
 
+The methods (spec ``fslora.md`` §3): FSLoRA (Algorithm 1: random k_i-subsets, eq. (5)'s average),
+FedIT (Zhang et al. 2024; k_i = r), HeteroLoRA (Cho et al. 2024; leading k_i, zero-padded
+average), FSLoRA with top-k uploads (App. C.2), FlexLoRA (Bai et al. 2024, arXiv 2402.11505; the
+mean product B_iA_i re-factored by truncated SVD) and FedStackLoRA (FLoRA, Wang et al. 2024,
+arXiv 2409.05976; stacked factors merged into the base).
+
 Server: :class:`FlowerRun` is :class:`lorakit.federated.lora.FederatedRun` (the same cohort, index
 sets, dropout draws, aggregation, server step, divergence checks, history and message table), with
 its clients' local training (:meth:`~FlowerRun.trained`) sent to the nodes. Client:

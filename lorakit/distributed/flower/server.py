@@ -73,11 +73,15 @@ class FlowerResult:
         return path
 
 
-def run_flower(grid, spec: RunSpec) -> FlowerResult:
-    """Run ``spec``'s method for ``rounds`` rounds with seed ``seed`` on the nodes of ``grid``."""
-    cfg, problem = spec.method(), spec.problem()
+def run_flower(grid, spec: RunSpec, *, problem=None, nodes=None) -> FlowerResult:
+    """Run ``spec``'s method for ``rounds`` rounds with seed ``seed`` on the nodes of ``grid``.
+    ``problem`` (the server's copy, :meth:`RunSpec.problem`) and ``nodes`` (:func:`node_map`)
+    are built here unless given (a caller running the spec again: the benchmark)."""
+    cfg = spec.method()
+    problem = spec.problem() if problem is None else problem
     timeout = float(spec.run["timeout"])
-    link = Link(grid, spec.record(), node_map(grid, timeout), timeout)
+    nodes = node_map(grid, timeout) if nodes is None else nodes
+    link = Link(grid, spec.record(), nodes, timeout)
     keep = bool(spec.run["keep-rounds"])
     runs = []
     rounds, seed, every = int(spec.run["rounds"]), int(spec.run["seed"]), spec.run["log-every"]

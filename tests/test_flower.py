@@ -251,7 +251,7 @@ def test_the_repository_is_a_flower_app():
 
 # -- Flower's simulation on Ray, and real processes ----------------------------------------------------
 SIM = {
-    "fslora": {**BASE, "method": "fslora", "budgets": "2,3,4,2,3,4,2,3"},
+    "fslora": {**BASE, "method": "fslora", "clients": 4, "budgets": "2,3,4,2"},
     "flex_lora": {**BASE, "method": "flex_lora", "budgets": "1,2,3,4,1,2,3,4", "cohort": 6},
 }
 SIM_TIMEOUT = 1200  # seconds: Ray starts its processes and each actor builds the digits problem
@@ -311,7 +311,8 @@ def simulation(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(SIM))
 def test_ray_simulation_equals_the_engine_round_by_round(simulation, name):
-    """4 simulated SuperNodes (8 clients, 2 each): the global adapter after every round, the
+    """4 simulated SuperNodes (FSLoRA: 4 clients, one each; FlexLoRA: 8 clients, a cohort of 6,
+    2 per node): the global adapter after every round, the
     losses (1e-12, float64) and the message table equal the in-process run; wire = table."""
     assert_same_run(*load(simulation / name), reference(SIM[name]))
 

@@ -51,9 +51,13 @@ class Federation:
         self.procs.append(proc)
         return proc
 
-    def superlink(self):
+    def superlink(self, simulation: bool = False):
+        """The SuperLink; with ``simulation`` its runs execute on Flower's simulation runtime
+        (the SuperNodes are virtual, on Ray; ``flwr run --federation-config
+        "num-supernodes=N"`` sets how many)."""
         self.start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--disable-runtime-dependency-installation")  # fmt: skip
+                   "--port", str(self.port), "--disable-runtime-dependency-installation",
+                   *(["--simulation"] if simulation else []))  # fmt: skip
 
         def listening():
             with socket.socket() as s:
@@ -68,12 +72,17 @@ class Federation:
             "--port", str(free_port()), "--node-config", node_config,
         )  # fmt: skip
 
-    def flwr_run(self, app: Path, run_config: str | None = None, timeout: float = 120.0) -> str:
-        """Submit the app in directory ``app`` with ``flwr run`` (``--run-config`` if given);
-        its output. Fails with the output when ``flwr run`` does."""
+    def flwr_run(
+        self, app: Path, run_config: str | None = None, timeout: float = 120.0, federation=None
+    ) -> str:
+        """Submit the app in directory ``app`` with ``flwr run`` (``--run-config`` and
+        ``--federation-config`` if given); its output. Fails with the output when ``flwr run``
+        does."""
         args = [str(BIN / "flwr"), "run", str(app), "local"]
         if run_config is not None:
             args += ["--run-config", run_config]
+        if federation is not None:
+            args += ["--federation-config", federation]
         done = subprocess.run(
             args, env=self.env, cwd=self.tmp, timeout=timeout, capture_output=True, text=True
         )

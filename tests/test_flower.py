@@ -7,16 +7,15 @@ engine's own seed loop, recording the global state after every round):
   it is addressed to, each node with its own Context): every federated method, the history, the
   global adapter of every round and the message table equal, and the bytes that crossed the wire
   equal the table's (float64 with ``bytes-per-float = 8``);
-* Flower's simulation on the Ray backend (4 SuperNodes, in a child process with a bounded time):
-  FSLoRA and FlexLoRA on the digits MLP, round by round to 1e-12 in float64;
+* Flower's simulation on the Ray backend (``flwr run`` of the repository root on a
+  ``flower-superlink --simulation``, 4 SuperNodes, bounded time): FSLoRA and FlexLoRA on the
+  digits MLP, round by round to 1e-12 in float64;
 * real processes on 127.0.0.1 (a SuperLink and two SuperNodes, ``flwr run`` from the repository
   root): three FSLoRA rounds, equal to the simulation's.
 """
 
 import json
 import os
-import subprocess
-import sys
 import warnings
 from itertools import count
 from pathlib import Path
@@ -254,28 +253,14 @@ SIM = {
     "fslora": {**BASE, "method": "fslora", "clients": 4, "budgets": "2,3,4,2"},
     "flex_lora": {**BASE, "method": "flex_lora", "budgets": "1,2,3,4,1,2,3,4", "cohort": 6},
 }
-SIM_TIMEOUT = 1200  # seconds: Ray starts its processes and each actor builds the digits problem
-_SIMULATE = """
-import json, sys
-from lorakit.distributed.flower import simulate
-specs, out = json.loads(sys.argv[1]), sys.argv[2]
-print(simulate(specs, num_supernodes=4, out_dir=out, num_cpus=2))
-"""
+SIM_TIMEOUT = 900  # seconds per run: Ray starts its processes, each actor builds the problem
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    import psutil
-
-    try:
-        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+def run_config(config: dict) -> str:
+    """A run config as ``flwr run --run-config`` takes it (TOML values)."""
+    return " ".join(
+        f"{k}={str(v).lower() if isinstance(v, bool) else json.dumps(v)}" for k, v in config.items()
+    )
 
 
 def load(out: Path):
@@ -285,28 +270,26 @@ def load(out: Path):
 
 @pytest.fixture(scope="module")
 def simulation(tmp_path_factory):
-    """FSLoRA and FlexLoRA in one Flower simulation on Ray with 4 SuperNodes (2 Ray CPUs), in a
-    child process bounded by SIM_TIMEOUT and killed with everything it started."""
-    out = tmp_path_factory.mktemp("simulation")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FLWR_TELEMETRY_ENABLED": "0",
-           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SIMULATE, json.dumps(SIM), str(out)], env=env, cwd=out,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+    """FSLoRA and FlexLoRA, each a ``flwr run`` of the repository root on a simulation SuperLink
+    (``flower-superlink --simulation``, 4 virtual SuperNodes on Ray), one after the other; each
+    run waits at most SIM_TIMEOUT for its result, and the SuperLink (with Ray) is always stopped."""
+    fed = Federation(tmp_path_factory.mktemp("simulation"))
+    fed.env["RAY_USAGE_STATS_ENABLED"] = "0"
     try:
-        output, _ = proc.communicate(timeout=SIM_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _kill_tree(proc)
-        output = proc.communicate()[0]
-        pytest.fail(
-            f"Flower's Ray simulation did not finish within {SIM_TIMEOUT} s (a loaded machine "
-            f"starts Ray slowly; raise SIM_TIMEOUT):\n{output[-4000:]}"
-        )
+        fed.superlink(simulation=True)
+        for name, config in SIM.items():
+            out = fed.tmp / name
+            fed.flwr_run(ROOT, run_config({**config, "out-dir": str(out)}),
+                         federation="num-supernodes=4")  # fmt: skip
+            fed.wait_for(
+                (out / "result.pt").exists,
+                f"result of the Ray simulation of {name} (a loaded machine starts Ray slowly: "
+                "raise SIM_TIMEOUT)",
+                SIM_TIMEOUT,
+            )
+        yield fed.tmp
     finally:
-        _kill_tree(proc)
-    assert proc.returncode == 0, f"the Ray simulation failed:\n{output[-4000:]}"
-    return out
+        fed.stop()
 
 
 @pytest.mark.parametrize("name", list(SIM))
@@ -335,10 +318,7 @@ def test_real_processes_equal_the_simulation(federation, simulation):
     separate processes): three FSLoRA rounds give the simulation's history, message table and
     global adapter of every round (1e-12, float64)."""
     out = federation.tmp / "fslora"
-    overrides = {**SIM["fslora"], "out-dir": str(out)}
-    text = " ".join(f"{k}={json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
-                    for k, v in overrides.items())  # fmt: skip
-    federation.flwr_run(ROOT, text)
+    federation.flwr_run(ROOT, run_config({**SIM["fslora"], "out-dir": str(out)}))
     federation.wait_for((out / "result.pt").exists, f"result in {out}", 900)
     history, messages, rounds = load(out)
     sim_history, sim_messages, sim_rounds = load(simulation / "fslora")

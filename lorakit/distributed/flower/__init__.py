@@ -15,10 +15,10 @@ whole adapter with ``download="full"``), and each round logs its communication a
 Modules: :mod:`.spec` (the run config), :mod:`.wire` (trees and compressed messages in
 ``ArrayRecord``), :mod:`.link` (nodes, partitions, one exchange per round), :mod:`.fslora` and
 :mod:`.fed_rac` (each method's server run and client round), :mod:`.client` (the ``ClientApp``),
-:mod:`.server` (the ``ServerApp``, :func:`run_flower`, :func:`simulate`).
+:mod:`.server` (the ``ServerApp``, :func:`run_flower`).
 
 Run it with ``flwr run .`` from the repository root (``[tool.flwr.app]`` in ``pyproject.toml``;
-README "Scaling out"), or in Python with :func:`simulate` (Flower's simulation on Ray).
+README "Scaling out") on real SuperNodes or on a simulation SuperLink (Ray).
 Equality with ``lk.run``: bit for bit where local training draws nothing (estimator ``gd``, a
 deterministic compressor, no LoRA dropout), in distribution otherwise (:mod:`.client`).
 """
@@ -29,7 +29,7 @@ from .fed_rac import FlowerFedRACRun
 from .fed_rac import client_round as fed_rac_client_round
 from .fslora import FlowerRun, client_round
 from .link import Link, node_map
-from .server import FlowerResult, run_flower, simulate, start_ray
+from .server import FlowerResult, run_flower, start_ray
 from .server import app as server_app
 from .spec import DEFAULTS, RunSpec, build_problem
 from .wire import decode_message, encode_message, pack, pack_into, payload_bytes, unpack
@@ -57,7 +57,6 @@ __all__ = [
     "payload_bytes",
     "run_flower",
     "server_app",
-    "simulate",
     "start_ray",
     "unpack",
 ]

@@ -9,9 +9,9 @@ are the nodes. The history and message table are therefore the in-process run's,
 column, plus ``wire_up``/``wire_down`` (the payload that crossed, :mod:`.wire`).
 
 ``app`` is the ServerApp ``flwr run .`` starts (``[tool.flwr.app.components]`` in
-``pyproject.toml``); with ``out-dir`` set it writes the result there (:meth:`FlowerResult.save`).
-:func:`simulate` runs several specs in one in-process Flower simulation on Ray (one Ray start for
-all of them: the tests' and the benchmark's way in).
+``pyproject.toml``), on real SuperNodes or on a ``flower-superlink --simulation`` (Flower's
+simulation runtime on Ray); with ``out-dir`` set it writes the result there
+(:meth:`FlowerResult.save`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .fslora import FlowerRun
 from .link import Link, node_map
 from .spec import RunSpec
 
-__all__ = ["FlowerResult", "app", "run_flower", "simulate", "start_ray"]
+__all__ = ["FlowerResult", "app", "run_flower", "start_ray"]
 
 
 @dataclass
@@ -125,7 +125,7 @@ def _main(grid, context: Context) -> None:
 def start_ray(num_cpus: int | None = None, attempts: int = 3) -> None:
     """``ray.init`` without the dashboard, retried: on a loaded machine the raylet can give up on
     its metrics agent after a fixed 15 s (ray-project/ray#65983) before any code runs. Flower's
-    simulation uses a Ray that is already running (and shuts it down at its end)."""
+    in-process ``run_simulation`` (the benchmark's way in) uses a Ray that is already running."""
     import ray
 
     # A loaded machine starts the raylet slowly: wait for it longer than Ray's 30 s default.
@@ -139,49 +139,3 @@ def start_ray(num_cpus: int | None = None, attempts: int = 3) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(1.0)
-
-
-def simulate(
-    specs: dict,
-    num_supernodes: int,
-    out_dir,
-    *,
-    num_cpus: int | None = None,
-    client_cpus: float = 1.0,
-) -> dict[str, float]:
-    """Run each named run config of ``specs`` (name → flat dict, :class:`~.spec.RunSpec`) in turn
-    in one Flower simulation (Ray backend, ``num_supernodes`` SuperNodes; ``num_cpus`` for Ray,
-    ``client_cpus`` per ClientApp actor) and save each result under ``out_dir/name``
-    (:meth:`FlowerResult.save`). Returns the seconds each spec took (``timings.json`` too)."""
-    import json
-
-    from flwr.simulation import run_simulation
-
-    from .client import app as client_app
-
-    parsed = {name: RunSpec.parse(dict(spec)) for name, spec in specs.items()}  # fail early
-    out_dir = Path(out_dir)
-    timings: dict[str, float] = {}
-    server = ServerApp()
-
-    @server.main()
-    def _all(grid, context: Context) -> None:
-        for name, spec in parsed.items():
-            start = time.perf_counter()
-            run_flower(grid, spec).save(out_dir / name)
-            timings[name] = time.perf_counter() - start
-
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    start_ray(num_cpus)
-    run_simulation(
-        server,
-        client_app,
-        num_supernodes=num_supernodes,
-        backend_config={"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0}},
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "timings.json").write_text(json.dumps(timings))
-    missing = sorted(set(parsed) - set(timings))
-    if missing:
-        raise RuntimeError(f"the simulation ended before the runs {missing} finished")
-    return timings

@@ -232,7 +232,8 @@ def test_bad_run_config_is_refused_by_name():
         warnings.simplefilter("always")
         spec = fl.RunSpec.parse({"method": "fed_rac_lora", "rank": 4, "gamma": 0.1, "budgets": "2"})
     assert any("budgets" in str(w.message) and "ignored" in str(w.message) for w in caught)
-    assert "budgets" not in spec.method_kwargs()
+    with pytest.warns(UserWarning, match="budgets"):
+        assert "budgets" not in spec.method_kwargs()
 
 
 def test_the_repository_is_a_flower_app():

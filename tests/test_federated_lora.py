@@ -199,8 +199,10 @@ def test_fedstack_lora_merges_the_mean_product_into_the_base(problem):
     assert hist.loss.iloc[1] == pytest.approx(
         float(problem.loss(problem.W0 + mean_product)), rel=1e-12
     )
-    # Every client downloads the stack of all clients' factors: (Σ_j k_j)(m + n) values.
-    assert (msgs.bytes_down == 6 * 3 * 16 * 4).all()
+    # Every client downloads the stack of the previous round's factors, (Σ_j k_j)(m + n) values
+    # over the 6 clients of budget 3 that reported; nothing in round 1 (nothing to stack yet).
+    assert (msgs.bytes_down[msgs["round"] == 1] == 0).all()
+    assert (msgs.bytes_down[msgs["round"] == 2] == 6 * 3 * 16 * 4).all()
 
 
 def test_product_aggregations_need_leading_components():

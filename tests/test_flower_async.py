@@ -17,12 +17,6 @@ Two kinds of test:
 import heapq
 import json
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no network beyond loopback
@@ -32,6 +26,7 @@ import torch
 
 pytest.importorskip("flwr", reason="the Flower extra: pip install 'lorakit[flower]'")
 
+from flower_processes import Federation
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 
@@ -258,154 +253,34 @@ def test_write_app_is_a_flower_app(tmp_path):
 
 
 # -- real processes: a SuperLink and SuperNodes on 127.0.0.1 ------------------------------------------
-BIN = Path(sys.executable).parent
+class AsyncFederation(Federation):
+    """:class:`flower_processes.Federation` with the async app's SuperNodes, submission and
+    results."""
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Federation:
-    """A SuperLink and SuperNodes as process groups this test starts and always stops."""
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.procs, self.killed = tmp, [], []
-        self.port = _free_port()
-        home = tmp / "flwr-home"
-        home.mkdir()
-        (home / "config.toml").write_text(
-            f'[superlink]\ndefault = "local"\n[superlink.local]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
-        )
-        self.env = {
-            **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(ROOT), "FLWR_HOME": str(home),
-            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        }  # fmt: skip
-
-    def start(self, name: str, *args) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen(
-            [str(BIN / args[0]), *args[1:]], stdout=log, stderr=subprocess.STDOUT,
-            env=self.env, start_new_session=True, cwd=self.tmp,
-        )  # fmt: skip
-        proc.name = name
-        self.procs.append(proc)
-        return proc
-
-    def superlink(self):
-        self.start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--disable-runtime-dependency-installation")  # fmt: skip
-
-        def listening():
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        self.wait_for(listening, "SuperLink listening", 60)
-
-    def supernode(self, client: int, sleep: float) -> subprocess.Popen:
-        return self.start(
-            f"supernode{client}", "flower-supernode", "--insecure",
-            "--superlink", f"127.0.0.1:{self.port}", "--port", str(_free_port()),
-            "--node-config", f"partition-id={client} sleep={sleep}",
-        )  # fmt: skip
+    def supernode(self, client: int, sleep: float):
+        return super().supernode(f"supernode{client}", f"partition-id={client} sleep={sleep}")
 
     def submit(self, name: str, budget: float, **config) -> Path:
         """Write the app with ``config`` and submit it with ``flwr run``; its output directory."""
         out = self.tmp / name
         app = fa.write_app(self.tmp / f"app-{name}", **config, time_budget=budget, out=str(out))
-        done = subprocess.run(
-            [str(BIN / "flwr"), "run", str(app.parent), "local"],
-            env=self.env, cwd=self.tmp, timeout=120, capture_output=True, text=True,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
+        self.flwr_run(app.parent)
         return out
-
-    def wait_for(self, condition, what: str, timeout: float = 300.0) -> None:
-        """Poll ``condition`` until true; fail (with the logs) after ``timeout`` seconds or when
-        a process of the federation has died unasked."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            died = [p.name for p in self.procs if p.poll() is not None and p not in self.killed]
-            if died or time.monotonic() > deadline:
-                why = f"{died} exited" if died else f"not within {timeout:g} s"
-                raise AssertionError(f"no {what}: {why}\n" + self.logs())
-            time.sleep(0.2)
 
     def result(self, out: Path, budget: float) -> fa.Result:
         """The run's result, once the server has written it (within its budget + 60 s)."""
         self.wait_for((out / "result.pt").exists, f"result in {out}", budget + 60)
         return fa.load_result(out)
 
-    def node_id(self, proc) -> int:
-        """A SuperNode's id, from its log."""
-        path = self.tmp / f"{proc.name}.log"
-        found = []
-        self.wait_for(lambda: found.extend(re.findall(r"SuperNode ID: (\d+)", path.read_text()))
-                      or found, f"id of {proc.name}", 120)  # fmt: skip
-        return int(found[0])
-
     def events(self, out: Path) -> list[dict]:
         path = out / "events.jsonl"
         return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-
-    def kill(self, proc: subprocess.Popen) -> None:
-        """SIGKILL a SuperNode and everything it started (its ClientApp processes)."""
-        import psutil
-
-        group = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        for pid in group:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait(10)
-        self.killed.append(proc)
-
-    def stop(self) -> None:
-        import psutil
-
-        pids = set()
-        for proc in self.procs:
-            try:
-                pids |= {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(True)}
-            except psutil.NoSuchProcess:
-                pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            _, alive = psutil.wait_procs(
-                [p for p in map(_process, pids) if p is not None], timeout=10
-            )
-            pids = {p.pid for p in alive}
-            if not pids:
-                break
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n" + (self.tmp / f"{p.name}.log").read_text()[-3000:] for p in self.procs
-        )
-
-
-def _process(pid):
-    import psutil
-
-    try:
-        return psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return None
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     """A SuperLink and three SuperNodes (clients 0, 1, 2) of speeds sleep = 0, 0.5 and 2 s."""
-    fed = Federation(tmp_path_factory.mktemp("federation"))
+    fed = AsyncFederation(tmp_path_factory.mktemp("federation"))
     try:
         fed.superlink()
         for client, sleep in enumerate((0.0, 0.5, 2.0)):

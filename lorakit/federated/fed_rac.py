@@ -76,7 +76,7 @@ from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
 from ..tree import leaves, sq_norm, tree_map
 
-__all__ = ["DOWNLOADS", "FedRACLoRA"]
+__all__ = ["DOWNLOADS", "FedRACLoRA", "FedRACRun", "simulate"]
 
 DOWNLOADS = ("adapter", "full")
 
@@ -177,27 +177,50 @@ class FedRACLoRA(Config):
         (default 10³; a finite number > 1), stops the seed (:func:`~lorakit.divergence.run_seeds`:
         the error's frame keeps every finished seed); the problem commits its last good state.
         """
-        check_problem_protocol(problem, clients=True)
-        rounds, seeds, log_every, blowup = check_run(
-            "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
-            progress=progress,
+        return simulate(
+            self, problem, rounds, seeds, log_every=log_every, messages=messages,
+            on_divergence=on_divergence, blowup=blowup, progress=progress,
         )  # fmt: skip
-        check_int("rank", self.rank, low=1, high=min(min(shape) for shape in problem.shapes))
-        scalings = site_scalings(problem, self.rank, self.alpha)
-        if self.cohort is not None:
-            check_int("cohort", self.cohort, low=1, high=problem.M)
-        sizes = _Bytes(self, problem.shapes)
 
-        frame, runs = run_seeds(
-            seeds,
-            lambda seed: _Run(self, problem, seed, scalings, sizes),
-            lambda run: run.run(rounds, log_every, progress),
-            self.frame,
-            on_divergence=on_divergence,
-            blowup=blowup,
-        )
-        msgs = [m for run in runs for m in run.messages]  # a diverged seed's messages survive
-        return (frame, pd.DataFrame(msgs)) if messages else frame
+
+def simulate(
+    cfg: FedRACLoRA,
+    problem,
+    rounds: int,
+    seeds=0,
+    *,
+    log_every: int = 1,
+    messages: bool = False,
+    on_divergence: str = "raise",
+    blowup: float = BLOWUP,
+    progress: bool = False,
+    runner=None,
+):
+    """The seed loop of :meth:`FedRACLoRA.run`: validate, run each seed with
+    ``runner(cfg, problem, seed, scalings, sizes)`` (default :class:`FedRACRun`; a subclass runs
+    the clients elsewhere, as :mod:`lorakit.distributed.flower` does), build the frames."""
+    check_problem_protocol(problem, clients=True)
+    rounds, seeds, log_every, blowup = check_run(
+        "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
+        progress=progress,
+    )  # fmt: skip
+    check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
+    scalings = site_scalings(problem, cfg.rank, cfg.alpha)
+    if cfg.cohort is not None:
+        check_int("cohort", cfg.cohort, low=1, high=problem.M)
+    sizes = _Bytes(cfg, problem.shapes)
+    runner = FedRACRun if runner is None else runner
+
+    frame, runs = run_seeds(
+        seeds,
+        lambda seed: runner(cfg, problem, seed, scalings, sizes),
+        lambda run: run.run(rounds, log_every, progress),
+        cfg.frame,
+        on_divergence=on_divergence,
+        blowup=blowup,
+    )
+    msgs = [m for run in runs for m in run.messages]  # a diverged seed's messages survive
+    return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
 class _Bytes:
@@ -216,12 +239,17 @@ class _Bytes:
             self.first, self.later = sketch, 2 * sketch + sum(factors) * per_float
 
 
-class _Run:
-    """One seed: the server's W^t (a tree) and the round loop."""
+class FedRACRun:
+    """One seed of a :class:`FedRACLoRA`: the server's W^t (a tree) and the round loop (module
+    docstring). ``scalings`` and ``sizes`` default to the problem's site scalings and the
+    configuration's message sizes."""
 
     blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
-    def __init__(self, cfg: FedRACLoRA, problem, seed: int, scalings: tuple, sizes: _Bytes):
+    def __init__(self, cfg: FedRACLoRA, problem, seed: int, scalings=None, sizes=None):
+        if scalings is None:
+            scalings = site_scalings(problem, cfg.rank, cfg.alpha)
+        sizes = _Bytes(cfg, problem.shapes) if sizes is None else sizes
         self.cfg, self.problem, self.seed, self.sizes = cfg, problem, seed, sizes
         self.scalings, self.s = scalings, problem.tree(scalings)
         self.left = cfg.side == "left"
@@ -245,17 +273,13 @@ class _Run:
     def round(self, t: int, rows: list):
         """Server round t: W^t becomes W^{t+1}; returns the round's (cohort size, mean local
         steps, bytes up, bytes down)."""
-        cfg, W = self.cfg, self.W
+        W = self.W
         clients = self.cohort()
         X, P = self.draw_sketches(t)
         steps, hats = self.local_train(W, clients, X, P)
-        gen = self.streams["compression"]
         with torch.no_grad():  # Algorithm 2 line 11: W ← W + β·s·B_S·mean Â (right: mean B̂·A_S)
-            mean = tree_map(lambda h: cfg.compressor(h, gen, batch_dims=1).mean(dim=0), hats)
-            delta = tree_map(
-                lambda x, h, s: cfg.server_lr * s * ((x @ h) if self.left else (h @ x)),
-                X, mean, self.s,
-            )  # fmt: skip
+            mean = tree_map(lambda h: h.mean(dim=0), self.compress(hats))
+            delta = self.merged_update(X, mean)
         self.check_finite(t, delta, W, rows)
         C = clients.numel()
         up, down = self.sizes.up, self.sizes.first if t == 1 else self.sizes.later
@@ -268,6 +292,20 @@ class _Run:
         )  # fmt: skip
         self.W = W + delta
         return C, float(steps.double().mean()), C * up, C * down
+
+    def compress(self, hats):
+        """The uploads as the server receives them: each client's trained factors through the
+        compressor (one message per site and client, ``compression`` stream)."""
+        gen = self.streams["compression"]
+        return tree_map(lambda h: self.cfg.compressor(h, gen, batch_dims=1), hats)
+
+    def merged_update(self, X, mean):
+        """Algorithm 2 line 11's update β·s·B_S·mean Â per site (right: β·s·mean B̂·A_S), which a
+        client holding W^t adds to form W^{t+1}."""
+        return tree_map(
+            lambda x, h, s: self.cfg.server_lr * s * ((x @ h) if self.left else (h @ x)),
+            X, mean, self.s,
+        )  # fmt: skip
 
     def cohort(self) -> torch.Tensor:
         M, C = self.problem.M, self.cfg.cohort
@@ -285,13 +323,20 @@ class _Run:
         """
         p, r, side = self.problem, self.cfg.rank, self.cfg.side
         gen = self.streams.substream("sketch", t - 1)
-        Xs, Ps = [], []
+        Xs = []
         for m, n in p.shapes:
             shape = (m, r) if self.left else (r, n)
-            X = self.cfg.sketch.sample(shape, gen, side=side, dtype=p.dtype, device=p.device)
-            Xs.append(X)
-            Ps.append(gram_pinv(X, side) @ X.mT if self.left else X.mT @ gram_pinv(X, side))
-        return p.tree(Xs), p.tree(Ps)
+            Xs.append(self.cfg.sketch.sample(shape, gen, side=side, dtype=p.dtype, device=p.device))
+        X = p.tree(Xs)
+        return X, self.preconditioners(X)
+
+    def preconditioners(self, X):
+        """P of each site's frozen factor X (:meth:`draw_sketches`), so a client that receives
+        the sketch forms the same step."""
+        side = self.cfg.side
+        return tree_map(
+            lambda x: gram_pinv(x, side) @ x.mT if self.left else x.mT @ gram_pinv(x, side), X
+        )
 
     def local_train(self, W, clients: torch.Tensor, X, P):
         """Every cohort client's reshuffled epoch from W^t (module docstring, step 2); returns

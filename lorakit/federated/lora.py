@@ -29,8 +29,10 @@ site_scalings`: α/r, or peft's own). Each round (FSLoRA Algorithm 1):
 Bytes per client and round, summed over the sites: up, the compressor's payload of each site's
 k_i(m + n) entries (``bytes_per_float`` per float, ``bytes_per_index`` per index); down,
 r(m + n) floats per site (``download="full"``: Algorithm 1 line 3), k_i(m + n) (``"slice"``) or
-the stacked factors of every client, (Σ_j k_j)(m + n) (FedStackLoRA), plus the k_i indices of each
-site's I when FSLoRA draws them (one I for all sites with ``shared_index``).
+the stacked factors of the previous round's reports, (Σ_j k_j)(m + n) over the clients j that
+reported in round t − 1 (FedStackLoRA: nothing in round 1, when there is nothing to stack), plus
+the k_i indices of each site's I when FSLoRA draws them (one I for all sites with
+``shared_index``).
 
 A client that drops out mid-round (after its local steps) uploads nothing; the round completes with
 the rest, and the global adapter changes only after every upload is in. On a model ``rank`` is
@@ -89,6 +91,7 @@ __all__ = [
     "FederatedLoRA",
     "FederatedRun",
     "Upload",
+    "client_update",
     "simulate",
 ]
 
@@ -330,6 +333,19 @@ def simulate(
     return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
+def client_update(problem, W0, B, A, scalings, client: int, local: Local, streams):
+    """One client's work in a round (FSLoRA Algorithm 1 lines 4–6, eq. (4)): H local steps of
+    ``local`` on its k_i columns B = B[:, I] (m×k_i) and rows A = A[I, :] (k_i×n) per site, with
+    the scalings s·c_i (W0 + s·B S A = W0 + s·c_i·B_I A_I), on client ``client``'s rows; returns
+    its upload before compression, the deltas (ΔB[:, I], ΔA[I, :]) per site.
+
+    The in-process round calls it client by client (``impl="slice"``, a model); a client in
+    another process calls it as well (:mod:`lorakit.distributed.flower`), so the two compute the
+    same numbers."""
+    new_B, new_A, _ = train(problem, W0, B, A, scalings, client, local, streams)
+    return new_B - B, new_A - A
+
+
 @dataclass(frozen=True)
 class Upload:
     """One client's upload in one round (FSLoRA Algorithm 1 line 7), per site (trees in site
@@ -370,6 +386,7 @@ class FederatedRun:
             params = [x.requires_grad_(True) for x in leaves(self.B) + leaves(self.A)]
             self.opt = torch.optim.Adam(params, lr=cfg.server_lr, **cfg.adam_kwargs)
         self.mb_up = self.mb_down = 0.0
+        self.stacked = 0  # FedStackLoRA: Σ k_j of the last round's reports (its download)
         self.messages = []  # kept on the run: a diverged seed's messages survive
 
     # -- one round -----------------------------------------------------------------------------
@@ -397,9 +414,12 @@ class FederatedRun:
         draws = [d.to(self.problem.device) for d in draws]
         return tree_like(self.B, draws * sites if self.shared_index else draws)
 
-    def trained(self, clients: torch.Tensor, svec):
+    def trained(self, clients: torch.Tensor, svec, dropped=None):
         """H local steps of eq. (4) per cohort client, group by group: yields (positions in the
-        cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I)."""
+        cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I), in cohort
+        order. ``dropped`` (a (C,) bool tensor, or None) names the clients that will drop out after
+        their local steps: they train here as the others do (a subclass that trains elsewhere, such
+        as :mod:`lorakit.distributed.flower`, uses it to skip their uploads)."""
         p, B0, A0 = self.problem, _detached(self.B), _detached(self.A)
         if (p.batched or p.batched_factors) and self.cfg.impl == "mask":
             # Chunks of clients small enough that a chunk's (m×n) iterates stay in cache (a model
@@ -424,8 +444,8 @@ class FederatedRun:
             I = _index(svec, c)
             B_I, A_I = _sliced(B0, A0, I)
             scalings = tuple(s * factor[c] for s in self.scalings)
-            B, A, _ = train(p, self.W0, B_I, A_I, scalings, l, self.local, self.streams)
-            dB, dA = _padded(B - B_I, A - A_I, I, self.cfg.rank)
+            dB, dA = client_update(p, self.W0, B_I, A_I, scalings, l, self.local, self.streams)
+            dB, dA = _padded(dB, dA, I, self.cfg.rank)
             yield slice(c, c + 1), tree_map(lambda x: x[None], dB), tree_map(lambda x: x[None], dA)
 
     def local_train(self, clients: torch.Tensor, svec):
@@ -435,13 +455,8 @@ class FederatedRun:
 
     def upload(self, dB, dA, svec, k: torch.Tensor) -> torch.Tensor:
         """Compress each client's message per site (in place) and return the bytes each sends."""
-        cfg, shapes = self.cfg, self.problem.shapes
-        sent = {}
-        for kc in set(k.tolist()):
-            payloads = [
-                cfg.upload_compressor(kc * (m + n)).payload(kc * (m + n)) for m, n in shapes
-            ]
-            sent[kc] = sum(f * cfg.bytes_per_float + i * cfg.bytes_per_index for f, i in payloads)
+        cfg = self.cfg
+        sent = self.upload_bytes(k)
         if cfg.compresses:
             gen = self.streams["compression"]
             for c in range(k.numel()):
@@ -452,13 +467,25 @@ class FederatedRun:
                     out = cfg.upload_compressor(message.numel())(message, gen)
                     db[c][:, I] = out[: part_B.numel()].view_as(part_B)
                     da[c][I, :] = out[part_B.numel() :].view_as(part_A)
+        return sent
+
+    def upload_bytes(self, k: torch.Tensor) -> torch.Tensor:
+        """The bytes each client of budgets ``k`` uploads: per site the compressor's payload of
+        its k_i(m + n) entries (module docstring)."""
+        cfg, shapes = self.cfg, self.problem.shapes
+        sent = {}
+        for kc in set(k.tolist()):
+            payloads = [
+                cfg.upload_compressor(kc * (m + n)).payload(kc * (m + n)) for m, n in shapes
+            ]
+            sent[kc] = sum(f * cfg.bytes_per_float + i * cfg.bytes_per_index for f, i in payloads)
         return torch.tensor([sent[kc] for kc in k.tolist()], dtype=torch.long)
 
     def download_bytes(self, k: torch.Tensor) -> torch.Tensor:
         cfg, r = self.cfg, self.cfg.rank
         width = sum(m + n for m, n in self.problem.shapes)  # Σ_sites (m + n)
-        if cfg.aggregation == "stack":  # the stacked factors of every client of the last round
-            floats = torch.full_like(k, int(self.k.sum()) * width)
+        if cfg.aggregation == "stack":  # the stacked factors of the last round's reports
+            floats = torch.full_like(k, self.stacked * width)
         elif cfg.download == "full":
             floats = torch.full_like(k, r * width)
         else:
@@ -558,7 +585,7 @@ class FederatedRun:
             reported = ~dropped
             w = reported.to(dtype=p.dtype, device=p.device)
             sums, up = None, []
-            for part, dB, dA in self.trained(clients, svec):  # every upload is in, then Δ
+            for part, dB, dA in self.trained(clients, svec, dropped):  # every upload, then Δ
                 mine = tree_map(lambda v: v[part], svec)  # noqa: B023
                 up.append(self.upload(dB, dA, mine, k[part]))
                 if self.trace is not None:
@@ -568,6 +595,7 @@ class FederatedRun:
                 sums = self.accumulate(sums, dB, dA, mine, w[part])
             up = torch.where(reported, torch.cat(up), 0)
             down = self.download_bytes(k)
+            self.stacked = int(k[reported].sum())  # what next round's download stacks
             delta = self.aggregate(sums, int(reported.sum()))
             if delta is not None:
                 self.check_finite(t, delta, rows)

@@ -261,3 +261,20 @@ def test_gamma_is_the_step_size_and_lr_is_deprecated(problem):
     assert old == cfg
     with pytest.raises(ValueError, match=r"gamma must be in \(0"):
         cfg.with_params(gamma=0.0)
+
+
+def test_flexlora_factors_have_a_fixed_sign():
+    """FlexLoRA's B = U_r Σ_r, A = V_rᵀ: the best rank-r factorisation (Eckart–Young), each pair's
+    sign fixed by U's largest |entry| (positive), so the factors do not depend on which sign LAPACK
+    returns (the Flower app and the engine round the same P differently and must agree)."""
+    from lorakit.federated.lora import svd_factors
+
+    P = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    B, A = svd_factors(P, 3)
+    U, S, Vh = torch.linalg.svd(P)
+    torch.testing.assert_close(B @ A, U[:, :3] @ torch.diag(S[:3]) @ Vh[:3], rtol=0, atol=1e-13)
+    pivots = B.gather(0, B.abs().argmax(0, keepdim=True))[0]
+    assert (pivots > 0).all()
+    B2, A2 = svd_factors(-P, 3)  # every singular vector flips: the rule puts the sign on A
+    torch.testing.assert_close(B2, B, rtol=0, atol=1e-13)
+    torch.testing.assert_close(A2, -A, rtol=0, atol=1e-13)

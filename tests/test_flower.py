@@ -186,11 +186,13 @@ def assert_same_run(history, messages, rounds, ref, tol=TOL):
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_method_through_the_app_equals_the_engine(case):
     """Three nodes holding 8 clients (client l on partition l mod 3): the Flower run is the
-    engine's run, round by round, and the wire carries exactly the table's bytes (slices and
-    index sets, top-k pairs, stacks, sketches sent as seeds, compressed factors)."""
+    engine's run, round by round (to 1e-12: the engine trains a cohort in batched passes of the
+    model, a node one client at a time, so the sums round differently), and the wire carries
+    exactly the table's bytes (slices and index sets, top-k pairs, stacks, sketches sent as
+    seeds, compressed factors)."""
     run_config = {**BASE, **CASES[case]}
     ours = fl.run_flower(InlineGrid(3), fl.RunSpec.parse(run_config))
-    assert_same_run(ours.history, ours.messages, ours.rounds, reference(run_config), tol=0.0)
+    assert_same_run(ours.history, ours.messages, ours.rounds, reference(run_config))
 
 
 def test_the_round_log_is_flowertune_s_communication_line(caplog):

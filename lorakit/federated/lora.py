@@ -93,6 +93,7 @@ __all__ = [
     "Upload",
     "client_update",
     "simulate",
+    "svd_factors",
 ]
 
 SELECTIONS = ("random", "leading")
@@ -333,6 +334,18 @@ def simulate(
     return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
+def svd_factors(P: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlexLoRA's re-factorisation: B = U_r Σ_r, A = V_rᵀ of the truncated SVD of P, each singular
+    pair's sign fixed so that the largest |entry| of U's column is positive (scikit-learn's
+    ``svd_flip``). A singular vector's sign is arbitrary, so without the rule the factors could
+    flip between two computations of the same P that round differently (B·A would not)."""
+    U, S, Vh = torch.linalg.svd(P, full_matrices=False)
+    U, S, Vh = U[:, :r], S[:r], Vh[:r]
+    pivot = U.gather(0, U.abs().argmax(0, keepdim=True))[0]
+    sign = torch.where(pivot < 0, -1.0, 1.0).to(U)
+    return U * (S * sign), Vh * sign[:, None]
+
+
 def client_update(problem, W0, B, A, scalings, client: int, local: Local, streams):
     """One client's work in a round (FSLoRA Algorithm 1 lines 4–6, eq. (4)): H local steps of
     ``local`` on its k_i columns B = B[:, I] (m×k_i) and rows A = A[I, :] (k_i×n) per site, with
@@ -536,9 +549,9 @@ class FederatedRun:
         """Apply the aggregate in one step, after every upload is in, site by site."""
         cfg, r = self.cfg, self.cfg.rank
         if cfg.aggregation == "svd":  # FlexLoRA: the best rank-r factorisation of the mean product
-            svds = [torch.linalg.svd(P, full_matrices=False) for P in leaves(delta[0])]
-            self.B = tree_like(self.B, [U[:, :r] * S[:r] for U, S, _ in svds])
-            self.A = tree_like(self.A, [Vh[:r, :] for _, _, Vh in svds])
+            pairs = [svd_factors(P, r) for P in leaves(delta[0])]
+            self.B = tree_like(self.B, [B for B, _ in pairs])
+            self.A = tree_like(self.A, [A for _, A in pairs])
         elif cfg.aggregation == "stack":  # FedStackLoRA: merge into the base, restart the adapter
             s = tree_like(self.W0, self.scalings)
             self.W0 = tree_map(lambda w, P, s: w + s * P, self.W0, delta[0], s)

@@ -20,6 +20,7 @@ __all__ = [
     "check_device_match",
     "check_disjoint",
     "check_dtype",
+    "check_flag",
     "check_generator",
     "check_int",
     "check_problem",
@@ -67,6 +68,13 @@ def check_real(
     if below or above:
         interval = f"{'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be in {interval}, got {value:g}")
+    return value
+
+
+def check_flag(name: str, value) -> bool:
+    """``value`` if it is True or False (a ValueError naming ``name`` otherwise)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
 
 

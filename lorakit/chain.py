@@ -75,14 +75,13 @@ from ._validation import (
     check_int,
     check_problem,
     check_real,
-    check_seeds,
 )
 from .coins import Coin, bernoulli
 from .config import Config
 from .divergence import (
     BLOWUP,
     DivergenceError,
-    check_blowup,
+    check_run,
     exploded,
     restored_note,
     run_seeds,
@@ -228,11 +227,9 @@ class Chain(Config):
         last logged step whose loss passed (the step before the diverged one when
         ``log_every=1``), committed as a run of that many steps commits it.
         """
-        steps = check_int("steps", steps, low=1)
-        log_every = check_int("log_every", log_every, low=1)
-        check_choice("on_divergence", on_divergence, ("raise", "stop"))
-        blowup = check_blowup(blowup)
-        seeds = check_seeds(seeds)
+        steps, seeds, log_every, blowup = check_run(
+            "steps", steps, seeds, log_every, on_divergence, blowup, progress=progress
+        )
         check_problem(
             problem,
             Problem,
@@ -289,11 +286,7 @@ class _ChainRun:
         # LoRA dropout: the optimizers' factor gradients by autograd (module docstring "Scales").
         self.local = None
         if chain.update in OPTIMIZERS and problem.adapter_dropout is not None:
-            oracle = getattr(estimator, "oracle", None)
-            self.local = Local(
-                batch_size=getattr(oracle, "batch_size", None),
-                sigma=getattr(oracle, "sigma", None) or 0.0,
-            )
+            self.local = Local(estimator=estimator)
         # Message accounting (federated estimators only): this step's bytes and running totals.
         self.federated = estimator.federated
         self.msg = (0, 0.0, 0.0)  # (clients, bytes_up, bytes_down) of the step being logged

@@ -9,11 +9,17 @@ configurations compare equal, a configuration can be reused for any number of ru
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import field, fields, replace
 
 import pandas as pd
 
-__all__ = ["Config"]
+__all__ = ["Config", "deprecated"]
+
+
+def deprecated():
+    """A field kept only as the deprecated name of another (e.g. ``lr`` for ``gamma``): None
+    after validation, not compared, not shown, not among :meth:`Config.get_params`."""
+    return field(default=None, repr=False, compare=False, metadata={"deprecated": True})
 
 
 class Config:
@@ -21,7 +27,7 @@ class Config:
 
     def get_params(self) -> dict:
         """Every field and its value (scikit-learn's ``get_params``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata}
 
     def with_params(self, **changes):
         """A copy with some fields replaced, validated again (scikit-learn's ``set_params``,

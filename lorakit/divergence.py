@@ -2,7 +2,8 @@
 
 Every pattern (chain, federated, decentralized, asynchronous) at both scales uses the same test
 (:func:`exploded`), the same error (:class:`DivergenceError`) and the same seed loop
-(:func:`run_seeds`), so they stop at the same point and keep the same rows.
+(:func:`run_seeds`), so they stop at the same point and keep the same rows; the round patterns
+also share one seed's loop over its rounds (:func:`iterate`).
 
 The threshold. A run has diverged when its loss is NaN or infinite, or when
 |f| > ``blowup``·max(1, |f(W^0)|). The default ``blowup`` = 10³: a run that raises its loss a
@@ -19,9 +20,20 @@ from collections.abc import Callable, Iterable
 
 import pandas as pd
 
-from ._validation import check_real
+from ._validation import check_choice, check_flag, check_int, check_real, check_seeds
+from .progress import bar as progress_bar
+from .progress import stop_requested
 
-__all__ = ["BLOWUP", "DivergenceError", "check_blowup", "exploded", "restored_note", "run_seeds"]
+__all__ = [
+    "BLOWUP",
+    "DivergenceError",
+    "check_blowup",
+    "check_run",
+    "exploded",
+    "iterate",
+    "restored_note",
+    "run_seeds",
+]
 
 #: The default divergence threshold: a loss above 10³·max(1, |f(W^0)|) has diverged.
 BLOWUP = 1e3
@@ -30,6 +42,17 @@ BLOWUP = 1e3
 def check_blowup(blowup) -> float:
     """``blowup`` as a float: a finite number > 1 (the factor of :func:`exploded`)."""
     return check_real("blowup", blowup, low=1.0, low_open=True)
+
+
+def check_run(unit: str, count, seeds, log_every, on_divergence, blowup, **flags):
+    """A run's common arguments, checked (each error names the argument and its range): returns
+    (count, seeds, log_every, blowup); ``unit`` names the count (``"steps"``, ``"rounds"``, ...)
+    and every keyword flag (``messages=``, ``progress=``) must be True or False."""
+    for name, value in flags.items():
+        check_flag(name, value)
+    check_choice("on_divergence", on_divergence, ("raise", "stop"))
+    count, log_every = check_int(unit, count, low=1), check_int("log_every", log_every, low=1)
+    return count, check_seeds(seeds), log_every, check_blowup(blowup)
 
 
 def exploded(loss: float, reference: float, blowup: float = BLOWUP) -> bool:
@@ -94,3 +117,47 @@ def run_seeds(
     out = frame(rows)
     out.attrs["diverged"] = diverged
     return out, sims
+
+
+def iterate(run, count: int, log_every: int, *, unit: str, progress: bool) -> list[dict]:
+    """One seed's loop over ``count`` iterations (rounds) of ``run``; returns its rows.
+
+    ``run`` has ``problem``, ``streams``, ``seed``, ``blowup``, ``cfg.method`` and
+    ``round(t, rows)`` (iteration t = 1, 2, …; returns what ``log`` needs, or raises
+    :class:`DivergenceError`), ``log(t, counts)`` (the row after iteration t; ``counts`` is ``()``
+    at t = 0), ``state()`` (the state as a value: trees are values), ``commit(t, state)`` (write it
+    into the problem; t = 0 is the start) and ``diverged(t, what, rows)`` (raises, with the hint).
+
+    A row is logged at t = 0, every ``log_every``-th iteration and the last; a logged loss above
+    ``blowup``·max(1, |f_0|) (:func:`exploded`) raises, and the problem then holds the state of the
+    last logged iteration that passed (a model says so in the message). A stop asked by the
+    progress bar (:func:`lorakit.progress.stop_requested`) logs where the run stands and ends it.
+    The draws of a model's own randomness come from the run's streams (``problem.seeded``);
+    ``progress`` shows a bar over the iterations.
+    """
+    p, counts = run.problem, ()
+    bar = progress_bar(enabled=progress, total=count, desc=f"{run.cfg.method} seed {run.seed}")
+    with p.seeded(run.streams), bar:
+        rows = [run.log(0, counts)]
+        good = (0, run.state())
+        try:
+            for t in range(1, count + 1):
+                if stop_requested(bar):  # cancelled: log the last iteration done
+                    if t > 1 and rows[-1][unit] < t - 1:
+                        rows.append(run.log(t - 1, counts))
+                    break
+                counts = run.round(t, rows)
+                if t % log_every == 0 or t == count:
+                    rows.append(run.log(t, counts))
+                    loss = rows[-1]["loss"]
+                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                    if exploded(loss, rows[0]["loss"], run.blowup):
+                        run.diverged(t, f"the loss is {loss:g}", rows)
+                    good = (t, run.state())
+                bar.update()
+        except DivergenceError as error:
+            run.commit(*good)
+            if p.stateful:  # a model, put back
+                error.append(restored_note(unit, good[0]))
+            raise
+    return rows

@@ -97,7 +97,8 @@ class Estimate(NamedTuple):
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Oracle:
-    """How ∇f_ξ is sampled: additive Gaussian noise with E‖∇f_ξ − ∇f‖² = σ², or a minibatch.
+    """How ∇f_ξ is sampled: a minibatch of ``batch_size`` rows, additive Gaussian noise with
+    E‖∇f_ξ − ∇f‖² = σ², or both (the noise on the minibatch gradient).
 
     With noise, (A_1, B_1, C_1) = (0, 1, σ²) in Assumption 4: ξ has i.i.d. N(0, σ²/D) entries,
     D = Σ_l m_l n_l over the sites, drawn per site in site order (one m×n draw for a matrix).
@@ -108,39 +109,42 @@ class Oracle:
     batch_size: int | None = None
 
     def resolve(self, problem) -> Oracle:
-        if self.sigma is not None:
+        if self.sigma is not None and self.batch_size is None:
             return self
         if problem.n_samples is None:
             raise ValueError(
                 f"problem {problem.name!r} is not a finite sum: give sigma (additive noise) "
-                "to the stochastic estimator"
+                "alone to the stochastic estimator"
             )
         batch = check_int("batch_size", self.batch_size or 1, low=1, high=problem.n_samples)
-        return Oracle(batch_size=batch)
+        return Oracle(self.sigma, batch)
 
     def draw(self, problem, streams: Streams):
+        """(rows or None, ξ or None): the minibatch from the ``data`` stream, ξ from ``noise``."""
+        idx = xi = None
+        if self.batch_size is not None:
+            perm = torch.randperm(problem.n_samples, generator=streams["data"])
+            idx = perm[: self.batch_size].to(problem.device)
         if self.sigma is not None:
             scale = self.sigma / math.sqrt(sum(m * n for m, n in problem.shapes))
             gen, dtype = streams["noise"], problem.dtype
-            return problem.tree(
+            xi = problem.tree(
                 (scale * torch.randn(m, n, generator=gen, dtype=dtype)).to(problem.device)
                 for m, n in problem.shapes
             )
-        perm = torch.randperm(problem.n_samples, generator=streams["data"])
-        return perm[: self.batch_size].to(problem.device)
+        return idx, xi
 
-    def grad(self, problem, W, xi):
-        if self.sigma is not None:
-            return problem.grad(W) + xi
-        return problem.grad(W, xi)
+    def grad(self, problem, W, sample):
+        idx, xi = sample
+        G = problem.grad(W) if idx is None else problem.grad(W, idx)
+        return G if xi is None else G + xi
 
     def __str__(self) -> str:
-        return f"sigma={self.sigma:g}" if self.sigma is not None else f"batch={self.batch_size}"
+        parts = [f"sigma={self.sigma:g}"] if self.sigma is not None else []
+        return ",".join(parts + ([f"batch={self.batch_size}"] if self.batch_size else []))
 
 
 def _oracle(sigma, batch_size) -> Oracle:
-    if sigma is not None and batch_size is not None:
-        raise ValueError("give either sigma (additive noise) or batch_size (minibatch), not both")
     if sigma is not None:
         sigma = check_real("sigma", sigma, low=0.0)
     if batch_size is not None:
@@ -287,7 +291,8 @@ def gd() -> Estimator:
 
 
 def sgd(*, sigma: float | None = None, batch_size: int | None = None) -> Estimator:
-    """Additive noise of variance σ² (``sigma``) or minibatches of ``batch_size`` (default 1)."""
+    """Minibatches of ``batch_size`` rows (default 1), additive noise of variance σ² (``sigma``),
+    or both."""
     return SGD(_oracle(sigma, batch_size))
 
 

@@ -4,11 +4,15 @@ pattern (FSLoRA, Fed-RAC-LoRA, RW-LoRA, gossip, the asynchronous clients).
 One trainer, written once against the problem protocol (:mod:`lorakit.problems.protocol`), so the
 oracle, the noise, the optimizer and the adapter's initialisation are the same everywhere:
 
-* the oracle (:func:`factor_grads`): the factor gradients of client c at W = W0 + s·B·A, both at
-  the same W (RW-LoRA eqs. (7)–(8) and (12); FSLoRA Lemma 3.2), on every row of the client or on a
-  minibatch of ``batch_size`` of them drawn without replacement (``data`` stream), plus additive
-  noise ξ with i.i.d. N(0, σ²/D) entries on ∇_W f (``noise`` stream; D = Σ_l m_l n_l, so
-  E‖ξ‖²_F = σ², the variance of RW-LoRA Assumption 4), carried to the factors by the chain rule;
+* the oracle (:func:`factor_grads`), given by an estimator of :mod:`lorakit.estimators` as in the
+  chain: the factor gradients of client c at W = W0 + s·B·A, both at the same W (RW-LoRA eqs.
+  (7)–(8) and (12); FSLoRA Lemma 3.2), on every row of the client (``gd``), or with
+  ``sgd(batch_size=b)`` on a minibatch of b of them drawn without replacement (``data`` stream;
+  ``sgd()``: b = 1), or with ``sgd(sigma=σ)`` plus additive noise ξ with i.i.d. N(0, σ²/D)
+  entries on ∇_W f (``noise`` stream; D = Σ_l m_l n_l, so E‖ξ‖²_F = σ², the variance of RW-LoRA
+  Assumption 4), carried to the factors by the chain rule. One oracle call per local step, so the
+  estimators with state across steps (``page``, ``mvr``, ``rr``) and the federated ones (``qgd``,
+  ``marina``, ``ef21``) stay the chain's: a local trainer refuses them;
 * the step (:func:`train`): a torch optimizer (``torch.optim.SGD`` or ``AdamW``) on the trained
   factors; its state can travel (an RW-LoRA token) as ``optimizer.state_dict()``;
 * full fine-tuning (:func:`train_weights`): the same oracle, with plain SGD on W itself (the
@@ -25,11 +29,13 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
 from ._validation import check_choice, check_int, check_real
+from .estimators import GD, SGD, Estimator, make_estimator, sgd
 from .sketches import gaussian, kaiming_uniform
 from .tree import leaves, tree_like, tree_map
 
@@ -39,12 +45,15 @@ __all__ = [
     "Local",
     "factor_grads",
     "init_adapter",
+    "local_estimator",
     "minibatch",
     "train",
     "train_weights",
 ]
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+#: The AdamW settings ``optimizer_kwargs`` may change (torch's defaults otherwise).
+ADAMW_KWARGS = ("betas", "eps", "weight_decay")
 INITS = ("kaiming", "gaussian")
 
 
@@ -56,26 +65,80 @@ class Local:
     ----------
     steps : local steps per visit (round, hop, job), ≥ 1.
     gamma : the step size (the optimizer's learning rate), > 0.
-    optimizer : ``"sgd"`` or ``"adamw"`` (torch's), with ``optimizer_kwargs``.
-    batch_size : rows per step drawn from the client's rows (None: every row).
-    sigma : σ ≥ 0 of the additive gradient noise (module docstring).
+    optimizer : ``"sgd"`` or ``"adamw"`` (torch's), with ``optimizer_kwargs`` (AdamW's
+        ``betas``, ``eps``, ``weight_decay``; torch's defaults otherwise).
+    estimator : the oracle, ``"gd"`` or ``sgd(...)`` (module docstring).
     """
 
     steps: int = 1
     gamma: float = 0.1
     optimizer: str = "sgd"
     optimizer_kwargs: dict = field(default_factory=dict)
-    batch_size: int | None = None
-    sigma: float = 0.0
+    estimator: Estimator | str = "gd"
 
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "steps", check_int("local_steps", self.steps, low=1))
         set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
         check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
-        if self.batch_size is not None:
-            set_(self, "batch_size", check_int("batch_size", self.batch_size, low=1))
-        set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
+        _check_optimizer_kwargs(self.optimizer, self.optimizer_kwargs)
+        set_(self, "estimator", local_estimator(self.estimator))
+
+    @property
+    def batch_size(self) -> int | None:
+        """Rows per step (None: every row): ``sgd(batch_size=b)``'s b, 1 for a bare ``sgd()``."""
+        oracle = getattr(self.estimator, "oracle", None)
+        if oracle is None or oracle.sigma is not None:
+            return getattr(oracle, "batch_size", None)
+        return oracle.batch_size or 1
+
+    @property
+    def sigma(self) -> float:
+        """σ of the additive noise (0: none)."""
+        return getattr(getattr(self.estimator, "oracle", None), "sigma", None) or 0.0
+
+
+def _check_optimizer_kwargs(optimizer: str, kwargs: dict) -> None:
+    if optimizer == "sgd" and kwargs:
+        raise ValueError(f"optimizer_kwargs apply to optimizer='adamw' only, got {kwargs}")
+    unknown = set(kwargs) - set(ADAMW_KWARGS)
+    if unknown:
+        raise ValueError(
+            f"optimizer_kwargs may set {sorted(ADAMW_KWARGS)}, got unknown {sorted(unknown)}"
+        )
+    if "betas" in kwargs:
+        b1, b2 = kwargs["betas"]
+        check_real("betas[0]", b1, low=0.0, high=1.0, high_open=True)
+        check_real("betas[1]", b2, low=0.0, high=1.0, high_open=True)
+    if "eps" in kwargs:
+        check_real("eps", kwargs["eps"], low=0.0, low_open=True)
+    if "weight_decay" in kwargs:
+        check_real("weight_decay", kwargs["weight_decay"], low=0.0)
+
+
+def local_estimator(estimator, sigma=None, batch_size=None, *, owner: str = "") -> Estimator:
+    """``estimator`` checked for local training (``gd`` or ``sgd``; module docstring), or the
+    earlier shorthand ``sigma=``/``batch_size=`` of a pattern's configuration ``owner``, now
+    ``estimator=sgd(sigma=σ)`` / ``sgd(batch_size=b)`` (a ``DeprecationWarning``)."""
+    if sigma is not None or batch_size is not None:
+        warnings.warn(
+            f"{owner}(sigma=..., batch_size=...) is deprecated: pass estimator=lk.sgd(sigma=σ) "
+            "or estimator=lk.sgd(batch_size=b)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        if estimator not in (None, "gd"):
+            raise ValueError("give estimator= or the deprecated sigma=/batch_size=, not both")
+        estimator = sgd(sigma=sigma, batch_size=batch_size)
+    if isinstance(estimator, Estimator) or estimator in ("gd", "sgd"):
+        estimator = make_estimator(estimator)
+    if not isinstance(estimator, (GD, SGD)):
+        raise ValueError(
+            f"estimator must be 'gd' or 'sgd' (a minibatch or additive noise) for local training, "
+            f"got {estimator}: one oracle call per local step; the estimators with a state across "
+            "steps (page, mvr, rr) and the federated ones (qgd, marina, ef21) are the chain's"
+        )
+    return estimator
 
 
 def init_adapter(problem, rank: int, gen: torch.Generator, init: str = "kaiming", std=None):

@@ -315,7 +315,7 @@ def test_noise_is_spread_over_every_site_with_total_variance_sigma_squared():
     tolerance 4 standard errors."""
     problem, sigma = toy_problem(rank=2), 0.7
     est, streams = lk.sgd(sigma=sigma).bind(problem), lk.Streams(0)
-    draws = [est.oracle.draw(problem, streams) for _ in range(2000)]
+    draws = [est.oracle.draw(problem, streams)[1] for _ in range(2000)]  # (rows, ξ)
     assert all(tuple(x.shape) == shape for x, shape in zip(draws[0], problem.shapes, strict=True))
     D = sum(m * n for m, n in problem.shapes)
     for l, (m, n) in enumerate(problem.shapes):
@@ -374,7 +374,7 @@ def test_under_lora_dropout_the_factor_gradients_come_from_autograd_through_peft
     W0 = problem.start()
     B = PerSite(lk.sketches.gaussian().sample((m, 2), gen, side="left") for m, _ in problem.shapes)
     A = PerSite(torch.zeros(2, n, dtype=torch.float64) for _, n in problem.shapes)
-    local = Local(batch_size=None if estimator == "gd" else 8)
+    local = Local(estimator="gd" if estimator == "gd" else lk.sgd(batch_size=8))
     with problem.seeded(streams):  # the engine's order of model draws: f(W^0), then the step
         problem.loss(W0)
         _, gA = factor_grads(problem, W0, B, A, problem.scalings, None, local, streams)

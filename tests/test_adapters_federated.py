@@ -53,7 +53,7 @@ def _initial_factors(problem, cfg, seed) -> list:
 
 # -- FSLoRA with k_i = r is FedIT ------------------------------------------------------------------
 def test_fslora_with_full_budgets_is_fedit(toy):
-    kw = dict(local_steps=3, batch_size=8, cohort=3, dropout=0.2)
+    kw = dict(local_steps=3, estimator=lk.sgd(batch_size=8), cohort=3, dropout=0.2)
     a = make_federated("fslora", 2, 0.3, budgets=2, **kw).run(toy, 6, seeds=1)
     fa = _factors(toy)
     b = make_federated("fedit", 2, 0.3, **kw).run(toy, 6, seeds=1)
@@ -68,7 +68,9 @@ def test_fslora_with_full_budgets_is_fedit(toy):
 
 
 def test_same_seed_same_numbers_and_seeds_differ(toy):
-    cfg = make_federated("fslora", 2, 0.3, budgets=[1, 2, 1, 2], batch_size=4, local_steps=2)
+    cfg = make_federated(
+        "fslora", 2, 0.3, budgets=[1, 2, 1, 2], estimator=lk.sgd(batch_size=4), local_steps=2
+    )
     a, b = cfg.run(toy, 3, seeds=[0, 1]), cfg.run(toy, 3, seeds=[0, 1], progress=True)
     np.testing.assert_array_equal(a.loss.to_numpy(), b.loss.to_numpy())
     assert a.loss[a.seed == 0].iloc[-1] != a.loss[a.seed == 1].iloc[-1]
@@ -228,7 +230,13 @@ def test_model_round_equals_matrix_round(method, kw):
         ("flex_lora", dict(budgets=[1, 2, 1, 2]), 0.1),
         ("fedstack_lora", dict(budgets=[1, 2, 1, 2]), 0.04),
         ("fslora_topk", dict(budgets=1), 0.1),
-        ("fslora", dict(budgets=1, batch_size=4, server_optimizer="adam", server_lr=0.02), 0.04),
+        (
+            "fslora",
+            dict(
+                budgets=1, estimator=lk.sgd(batch_size=4), server_optimizer="adam", server_lr=0.02
+            ),
+            0.04,
+        ),
     ],
 )
 def test_methods_lower_the_loss(toy, method, kw, margin):
@@ -438,6 +446,8 @@ def test_gradient_noise_runs_at_model_scale(toy):
     """sigma: N(0, σ²/D) noise on ∇_W f carried to the slices (lorakit.local), as at matrix scale."""
     cfg = make_federated("fslora", 2, 0.3, budgets=1, local_steps=2)
     plain = cfg.run(toy, 3)
-    noisy = cfg.with_params(sigma=0.5).run(toy, 3)
+    noisy = cfg.with_params(estimator=lk.sgd(sigma=0.5)).run(toy, 3)
     assert np.isfinite(noisy.loss).all() and noisy.loss.iloc[-1] != plain.loss.iloc[-1]
-    np.testing.assert_array_equal(noisy.loss, cfg.with_params(sigma=0.5).run(toy, 3).loss)
+    np.testing.assert_array_equal(
+        noisy.loss, cfg.with_params(estimator=lk.sgd(sigma=0.5)).run(toy, 3).loss
+    )

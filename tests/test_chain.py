@@ -231,13 +231,27 @@ def test_divergence_stops_with_the_step_and_a_hint():
             lambda P: lk.run("rac_lora", P, 5, rank=1, gamma=0.1, estimator=lk.sgd()),
             "not a finite sum",
         ),
-        (lambda P: lk.sgd(sigma=1.0, batch_size=2), "either sigma"),
+        (lambda P: lk.sgd(sigma=-1.0), "sigma must be"),
         (lambda P: lk.run("rac_lora", P, 5, rank=1, gamma="polyak", update="sgd"), "W-space"),
     ],
 )
 def test_bad_input_is_rejected_with_the_argument_and_range(call, match):
     with pytest.raises(ValueError, match=match):
         call(pb.counterexample())
+
+
+def test_sgd_with_a_minibatch_and_noise_is_the_minibatch_gradient_plus_the_noise():
+    """sgd(sigma=σ, batch_size=b): ∇f_idx(W) + ξ with idx from the ``data`` stream and ξ from
+    ``noise``, each stream drawn as the one-part oracles draw it."""
+    from lorakit.rng import Streams
+
+    problem = pb.linear_regression(6, 5, n_pretrain=50, n_finetune=40)
+    W = problem.W0 + 0.1
+    both = lk.sgd(sigma=0.7, batch_size=8).bind(problem).update(problem, W, None, Streams(3)).G
+    rows = lk.sgd(batch_size=8).bind(problem).update(problem, W, None, Streams(3)).G
+    noisy = lk.sgd(sigma=0.7).bind(problem).update(problem, W, None, Streams(3)).G
+    torch.testing.assert_close(both, rows + (noisy - problem.grad(W)), rtol=0, atol=1e-12)
+    assert not torch.allclose(both, rows)
 
 
 def test_minibatch_larger_than_the_data_is_rejected():

@@ -85,9 +85,13 @@ def assert_same_frames(a: pd.DataFrame, b: pd.DataFrame, rtol: float = 1e-10):
 @pytest.mark.parametrize(
     "cfg",
     [
-        RWLoRA(2, 0.5, transition="lazy", batch_size=8, sigma=0.1, token_loss=0.2),
+        RWLoRA(
+            2, 0.5, transition="lazy", estimator=lk.sgd(sigma=0.1, batch_size=8), token_loss=0.2
+        ),
         RWLoRA(2, 0.05, optimizer="adamw", pi=[1, 2, 3, 4], start="uniform"),
-        GossipLoRA(2, 0.5, local_steps=2, batch_size=8, sigma=0.1, link_failure=0.3),
+        GossipLoRA(
+            2, 0.5, local_steps=2, estimator=lk.sgd(sigma=0.1, batch_size=8), link_failure=0.3
+        ),
         GossipLoRA(2, 0.05, optimizer="adamw", mixing="uniform"),
     ],
     ids=["walk-sgd", "walk-adamw", "gossip-sgd", "gossip-adamw"],

@@ -3,6 +3,9 @@ by hand from the problems' W-space gradients (RW-LoRA eqs. (7)–(8), (12))."""
 
 from __future__ import annotations
 
+import networkx as nx
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from peft_toys import toy_problem
@@ -52,7 +55,7 @@ def test_a_stack_of_clients_equals_client_by_client():
     gen = torch.Generator().manual_seed(3)
     B = torch.randn(3, 6, 2, generator=gen, dtype=torch.float64)
     A = torch.randn(3, 2, 4, generator=gen, dtype=torch.float64)
-    local = Local(sigma=0.3)
+    local = Local(estimator=lk.sgd(sigma=0.3))
     gB, gA = factor_grads(problem, problem.W0, B, A, s, C, local, Streams(5))
     problem.batched = False  # the loop every model takes
     lB, lA = factor_grads(problem, problem.W0, B, A, s, C, local, Streams(5))
@@ -63,7 +66,7 @@ def test_noise_has_the_stated_variance():
     problem = _quadratics()
     B = torch.zeros(6, 2, dtype=torch.float64)
     A = torch.eye(2, 4, dtype=torch.float64)  # ∇_B = s·G·Aᵀ: the noise's first two columns
-    local = Local(sigma=2.0)
+    local = Local(estimator=lk.sgd(sigma=2.0))
     clean, _ = factor_grads(problem, problem.W0, B, A, (1.0,), 0, Local(), Streams(0))
     draws = torch.stack(
         [
@@ -105,3 +108,47 @@ def test_local_refuses_bad_settings():
         Local(gamma=0.0)
     with pytest.raises(ValueError, match="optimizer"):
         Local(optimizer="adam")
+    with pytest.raises(ValueError, match="estimator must be 'gd' or 'sgd'"):
+        Local(estimator=lk.page(0.5))
+    with pytest.raises(ValueError, match="estimator must be 'gd' or 'sgd'"):
+        Local(estimator="mvr")
+    with pytest.raises(ValueError, match="optimizer_kwargs apply to optimizer='adamw' only"):
+        Local(optimizer_kwargs={"eps": 1e-8})
+
+
+# -- the estimator axis in every pattern ----------------------------------------------------------
+LOCAL_METHODS = sorted(
+    name
+    for name, m in lk.REGISTRY.items()
+    if m.pattern != "chain" and name != "fed_rac_lora"  # Fed-RAC: Algorithm 2's reshuffled epoch
+)
+
+
+@pytest.fixture(scope="module")
+def toy_clients():
+    return toy_problem(rank=2, clients=4)
+
+
+def _local_run(method, problem, **kw):
+    options = {"graph": nx.complete_graph(4)} if lk.REGISTRY[method].pattern == "decentralized" else {}
+    steps = 4 if lk.REGISTRY[method].pattern != "asynchronous" else 6
+    return lk.run(method, problem, steps, rank=2, gamma=0.1, **options, **kw)
+
+
+@pytest.mark.parametrize("method", LOCAL_METHODS)
+def test_every_pattern_takes_an_estimator(method, toy_clients):
+    """estimator=lk.sgd(batch_size=4) changes the run (minibatches of 4 of a client's 16 rows),
+    is named in the frame, and the run repeats exactly; the deprecated ``batch_size=`` shorthand,
+    where a pattern had it, gives the same frame with a DeprecationWarning."""
+    gd = _local_run(method, toy_clients)
+    sgd = _local_run(method, toy_clients, estimator=lk.sgd(batch_size=4))
+    assert (gd.estimator == "gd").all() and (sgd.estimator == "sgd(batch=4)").all()
+    assert not np.allclose(gd.loss.iloc[1:], sgd.loss.iloc[1:], rtol=1e-6)
+    again = _local_run(method, toy_clients, estimator=lk.sgd(batch_size=4))
+    pd.testing.assert_frame_equal(sgd, again, check_exact=True)
+    with pytest.raises(ValueError, match="estimator must be 'gd' or 'sgd'"):
+        _local_run(method, toy_clients, estimator=lk.page(0.5))
+    if lk.REGISTRY[method].pattern != "asynchronous":  # AsyncFL had sigma= only
+        with pytest.warns(DeprecationWarning, match="estimator=lk.sgd"):
+            old = _local_run(method, toy_clients, batch_size=4)
+        pd.testing.assert_frame_equal(sgd, old, check_exact=True)

@@ -76,7 +76,7 @@ from peft_toys import toy_problem
 chain = lk.run("bernoulli_lora", toy_problem(rank=2), 12, seeds=[0, 1], rank=2, gamma=0.5, p=0.5,
                estimator=lk.sgd(batch_size=8), steps_per_link=2)
 nodes = toy_problem(rank=2).split(4)  # the README's route: the default split seed
-walk = RWLoRA(2, 0.3, batch_size=4, transition="lazy").run(nodes, 12, seeds=0, graph=nx.cycle_graph(4))
+walk = RWLoRA(2, 0.3, estimator=lk.sgd(batch_size=4), transition="lazy").run(nodes, 12, seeds=0, graph=nx.cycle_graph(4))
 """
 
 

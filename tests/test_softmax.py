@@ -174,7 +174,9 @@ def test_federated_solution_is_that_of_the_uniform_client_mean(fed):
 
 def test_fslora_on_federated_digits_reduces_the_loss(fed):
     # lr = 0.5: stable with r/k = 2 sketches (lr = 2 diverges within 15 rounds on this problem).
-    method = lorakit.federated.make_federated("fslora", 4, 0.5, budgets=2, batch_size=16)
+    method = lorakit.federated.make_federated(
+        "fslora", 4, 0.5, budgets=2, estimator=lorakit.sgd(batch_size=16)
+    )
     frame = method.run(fed, 30)
     loss = frame["loss"].to_numpy()
     assert np.isfinite(loss).all()

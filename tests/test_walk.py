@@ -297,12 +297,22 @@ def test_token_loss_resumes_from_the_previous_copy(problem):
 
 
 def test_seeds_are_reproducible_and_distinct(problem):
-    cfg, G = RWLoRA(2, 0.05, sigma=0.5, start="uniform"), nx.complete_graph(M_NODES)
+    cfg, G = (
+        RWLoRA(2, 0.05, estimator=lk.sgd(sigma=0.5), start="uniform"),
+        nx.complete_graph(M_NODES),
+    )
     a = cfg.run(problem, 30, seeds=[0, 1], graph=G)
     b = cfg.run(problem, 30, seeds=[0, 1], graph=G)
     np.testing.assert_array_equal(a.loss.to_numpy(), b.loss.to_numpy())
     assert a.attrs["path"][0] != a.attrs["path"][1]
-    assert list(a.columns[:5]) == ["method", "rank", "transition", "optimizer", "local_steps"]
+    assert list(a.columns[:6]) == [
+        "method",
+        "rank",
+        "transition",
+        "optimizer",
+        "estimator",
+        "local_steps",
+    ]
 
 
 def test_divergence_stops_before_a_bad_state_is_kept(problem):

@@ -14,6 +14,10 @@ as such (spec §3.8, §9 "optional, clearly labelled extensions"):
 * ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): arriving deltas are buffered, weighted by s(τ);
   when K are in, the server applies W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
 
+The two server steps are :meth:`AsyncFL.mix` (FedAsync) and :meth:`AsyncFL.aggregate` (FedBuff,
+FedAvg), so another engine applies the same rule (the asynchronous Flower server,
+:mod:`lorakit.distributed.flower_async`).
+
 One engine for both scales (README "Architecture"): the global model W is a tree of per-site
 weights (:mod:`lorakit.tree`; one matrix for a :class:`~lorakit.problems.federated.
 FederatedProblem`, every LoRA site's W_l = W0_l + s_l·B_l·A_l of a split
@@ -88,7 +92,7 @@ import heapq
 import math
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -101,10 +105,11 @@ from .._validation import (
     check_real,
     check_seeds,
 )
-from ..compressors import Compressor, identity
-from ..config import Config
+from ..compressors import Compressor, make_compressor
+from ..config import Config, deprecated
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
-from ..local import Local, init_adapter, train, train_weights
+from ..estimators import Estimator
+from ..local import Local, init_adapter, local_estimator, train, train_weights
 from ..lowrank import LowRank
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
@@ -173,11 +178,14 @@ class AsyncFL(Config):
     scale : the mean compute time per local step.
     delay : the communication delay added to every job (≥ 0).
     crash : probability that a job crashes mid-update.
-    compressor : applied to each uploaded matrix, site by site.
+    compressor : applied to each uploaded matrix, site by site (a
+        :class:`~lorakit.compressors.Compressor` or a name; default the identity).
     rank : None (full deltas ΔW) or the LoRA rank r of the clients' adapters.
     lora_alpha : the LoRA α of the clients' adapters, scaling s = α/r (None: α = r, s = 1); on a
         peft model each site's own scaling is used and α, if given, must agree with it.
-    sigma : optional additive Gaussian gradient noise of variance σ² (``noise`` stream).
+    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
+        ``sgd(batch_size=b)`` (minibatches of the clients' rows) or ``sgd(sigma=σ)`` (additive
+        Gaussian noise of variance σ², ``noise`` stream); ``sigma=`` is its deprecated shorthand.
     """
 
     rule: str
@@ -196,13 +204,14 @@ class AsyncFL(Config):
     scale: float = 1.0
     delay: float = 0.0
     crash: float = 0.0
-    compressor: Compressor = field(default_factory=identity)
+    compressor: Compressor | str = "identity"
     rank: int | None = None
     lora_alpha: float | None = None
-    sigma: float | None = None
+    estimator: Estimator | str = "gd"
     bytes_per_float: int = 4
     bytes_per_index: int = 4
     method: str | None = None
+    sigma: float | None = deprecated()
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -233,8 +242,7 @@ class AsyncFL(Config):
         set_(self, "scale", check_real("scale", self.scale, low=0.0, low_open=True))
         set_(self, "delay", check_real("delay", self.delay, low=0.0))
         set_(self, "crash", check_real("crash", self.crash, low=0.0, high=1.0))
-        if not isinstance(self.compressor, Compressor):
-            raise ValueError(f"compressor must be a Compressor, got {type(self.compressor)}")
+        set_(self, "compressor", make_compressor(self.compressor))
         if self.rank is not None:
             set_(self, "rank", check_int("rank", self.rank, low=1))
         if self.lora_alpha is not None:
@@ -246,8 +254,8 @@ class AsyncFL(Config):
                     UserWarning,
                     stacklevel=3,
                 )
-        if self.sigma is not None:
-            set_(self, "sigma", check_real("sigma", self.sigma, low=0.0))
+        set_(self, "estimator", local_estimator(self.estimator, self.sigma, owner="AsyncFL"))
+        set_(self, "sigma", None)
         set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
         set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
         if self.method is None:
@@ -259,11 +267,26 @@ class AsyncFL(Config):
             "rule": self.rule,
             "speed": self.speed if isinstance(self.speed, str) else "fixed",
             "rank": self.rank if self.rank is not None else "full",
+            "estimator": str(self.estimator),
         }
 
     def weight(self, tau: int) -> float:
         """s(τ) of this configuration."""
         return staleness_weight(self.staleness, tau, self.a, self.b)
+
+    def mix(self, W, W_new, tau: int):
+        """FedAsync's server step for one arriving model x_new trained from a model τ updates old
+        (Xie et al. 2019, Algorithm 1): x ← (1 − α_t)x + α_t x_new with α_t = α·s(τ), computed as
+        W + α_t(x_new − W); W and x_new are trees (:mod:`lorakit.tree`)."""
+        a_t = self.alpha * self.weight(tau)
+        return W + a_t * (W_new - W)
+
+    def aggregate(self, W, buffer: list):
+        """FedBuff's server step for a full buffer of (τ_i, Δ_i) (Nguyen et al. 2022, Algorithm 1):
+        W + η_s·(Σ_i s(τ_i)Δ_i)/K with K = len(buffer); synchronous FedAvg weighs every Δ_i by 1."""
+        weights = [self.weight(tau) if self.rule == "fedbuff" else 1.0 for tau, _ in buffer]
+        mean = sum(w * d for w, (_, d) in zip(weights, buffer, strict=True)) / len(buffer)
+        return W + self.server_lr * mean
 
     def estimated_events(
         self, clients: int, updates: int | None = None, time_budget: float | None = None
@@ -422,7 +445,7 @@ class Simulation:
     def __init__(self, cfg: AsyncFL, problem, seed: int, *, progress: bool = False):
         self.cfg, self.p, self.seed = cfg, problem, check_int("seed", seed, low=0)
         self.streams = Streams(seed)
-        self.local = Local(cfg.local_steps, cfg.gamma, sigma=cfg.sigma or 0.0)
+        self.local = Local(cfg.local_steps, cfg.gamma, estimator=cfg.estimator)
         self.scalings = None
         if cfg.rank is not None:
             self.scalings = site_scalings(problem, cfg.rank, cfg.lora_alpha)
@@ -577,20 +600,17 @@ class Simulation:
             return
         self.record(job, tau, applied=True, sent=sent)
         if cfg.rule == "fedasync":
-            a_t = cfg.alpha * cfg.weight(tau)
-            self.apply(self.W + a_t * (W_start + delta - self.W), [tau])
+            self.apply(cfg.mix(self.W, W_start + delta, tau), [tau])
         else:
             buffer.append((tau, delta))
             if cfg.rule == "fedbuff" and len(buffer) == cfg.buffer:
                 self.flush(buffer)
 
     def flush(self, buffer: list) -> None:
-        cfg = self.cfg
-        weights = [cfg.weight(tau) if cfg.rule == "fedbuff" else 1.0 for tau, _ in buffer]
-        mean = sum(w * d for w, (_, d) in zip(weights, buffer, strict=True)) / len(buffer)
+        W_new = self.cfg.aggregate(self.W, buffer)
         stale = [tau for tau, _ in buffer]
         buffer.clear()
-        self.apply(self.W + cfg.server_lr * mean, stale)
+        self.apply(W_new, stale)
 
     def done(self, updates) -> bool:
         return updates is not None and self.version >= updates

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..divergence import BLOWUP
+from ..divergence import BLOWUP, check_run
 from ..local import init_adapter, train
 from ..tree import leaves, tree_map
 from .markov import metropolis_weights
@@ -67,7 +67,6 @@ from .simulation import (
     Simulation,
     check_graph,
     check_problem,
-    check_run,
     factor_trouble,
     largest,
     run_simulations,
@@ -162,7 +161,7 @@ class GossipLoRA(NodeConfig):
 
     Parameters
     ----------
-    rank, gamma, local_steps, optimizer, alpha, init, init_std, sigma, batch_size, compressor,
+    rank, gamma, local_steps, optimizer, alpha, init, init_std, estimator, compressor,
     bytes_per_float, bytes_per_index, optimizer_kwargs : how a node trains and what a message
         costs (:class:`~lorakit.decentralized.simulation.NodeConfig`; AdamW's state is per node);
         ``lr`` is ``gamma``'s deprecated name.
@@ -207,6 +206,7 @@ class GossipLoRA(NodeConfig):
             "rank": self.rank,
             "mixing": self.mixing if isinstance(self.mixing, str) else "custom",
             "optimizer": self.optimizer,
+            "estimator": str(self.estimator),
             "local_steps": self.local_steps,
         }
 
@@ -270,8 +270,9 @@ class GossipLoRA(NodeConfig):
         """
         check_problem(self, problem)
         rounds, seeds, log_every, blowup = check_run(
-            "rounds", rounds, seeds, log_every, messages, on_divergence, blowup, progress
-        )
+            "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
+            progress=progress,
+        )  # fmt: skip
         M = self.mixing_matrix(problem, graph)
         _, adj = check_graph(graph, problem)
         make = lambda seed: GossipSimulation(self, problem, seed, M, adj, messages)  # noqa: E731

@@ -46,19 +46,19 @@ from .._validation import (
     check_choice,
     check_int,
     check_real,
-    check_seeds,
 )
 from ..compressors import Compressor, Payload, make_compressor
-from ..config import Config
+from ..config import Config, deprecated
 from ..divergence import (
     BLOWUP,
     DivergenceError,
-    check_blowup,
     exploded,
     restored_note,
     run_seeds,
 )
-from ..local import INITS, Local
+from ..estimators import Estimator
+from ..local import INITS, Local, local_estimator
+from ..local import OPTIMIZERS as LOCAL_OPTIMIZERS
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
 from ..progress import stop_requested
@@ -67,24 +67,19 @@ from ..tree import leaves, sq_norm, tree_like, tree_map
 from .graphs import as_graph, check_connected
 
 __all__ = [
-    "ADAMW_KWARGS",
     "INITS",
     "OPTIMIZERS",
     "NodeConfig",
     "Simulation",
-    "check_flag",
     "check_graph",
     "check_problem",
-    "check_run",
     "factor_trouble",
     "largest",
     "run_simulations",
     "square_matrix",
 ]
 
-OPTIMIZERS = ("sgd", "adamw")
-#: The AdamW settings ``optimizer_kwargs`` may change (torch's defaults otherwise).
-ADAMW_KWARGS = ("betas", "eps", "weight_decay")
+OPTIMIZERS = tuple(LOCAL_OPTIMIZERS)
 
 
 @dataclass(frozen=True)
@@ -103,9 +98,10 @@ class NodeConfig(Config):
         uses each site's own scaling; ``alpha`` may then be left unset or must agree.
     init, init_std : A^(0) ~ ``"gaussian"`` N(0, init_std²) (default 1/r, peft's gaussian init) or
         ``"kaiming"`` (peft's default); B^(0) = 0 (:func:`lorakit.local.init_adapter`).
-    sigma : additive gradient noise with E‖ξ‖² = σ² (RW-LoRA Assumption 4's σ² for exact local
-        gradients; :mod:`lorakit.local`).
-    batch_size : minibatch of finite-sum nodes (drawn without replacement per step).
+    estimator : a node's oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
+        ``sgd(batch_size=b)`` (a minibatch of a finite-sum node, drawn without replacement per
+        step) or ``sgd(sigma=σ)`` (additive noise with E‖ξ‖² = σ², RW-LoRA Assumption 4's σ²).
+        ``sigma=``/``batch_size=`` are its deprecated shorthand.
     compressor : the upload compressor of every message (a :class:`~lorakit.compressors.Compressor`
         or a name of :data:`lorakit.compressors.COMPRESSORS`); default identity.
     bytes_per_float, bytes_per_index : message accounting (module docstring).
@@ -118,14 +114,15 @@ class NodeConfig(Config):
     alpha: float | None = None
     init: str = "gaussian"
     init_std: float | None = None
-    sigma: float | None = None
-    batch_size: int | None = None
+    estimator: Estimator | str = "gd"
     compressor: Compressor | str = "identity"
     bytes_per_float: int = 4
     bytes_per_index: int = 4
     method: str = ""
     optimizer_kwargs: dict = field(default_factory=dict)
-    lr: float | None = field(default=None, repr=False, compare=False)
+    lr: float | None = deprecated()
+    sigma: float | None = deprecated()
+    batch_size: int | None = deprecated()
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -144,42 +141,28 @@ class NodeConfig(Config):
         set_(self, "rank", check_int("rank", self.rank, low=1))
         set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
         set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.alpha is not None:
             check_real("alpha", self.alpha, low=0.0, low_open=True)
         check_choice("init", self.init, INITS)
         if self.init_std is not None:
             check_real("init_std", self.init_std, low=0.0, low_open=True)
-        if self.sigma is not None:
-            check_real("sigma", self.sigma, low=0.0)
-        if self.batch_size is not None:
-            check_int("batch_size", self.batch_size, low=1)
+        estimator = local_estimator(
+            self.estimator, self.sigma, self.batch_size, owner=type(self).__name__
+        )
+        set_(self, "estimator", estimator)
+        set_(self, "sigma", None)
+        set_(self, "batch_size", None)
         set_(self, "compressor", make_compressor(self.compressor))
         for name in ("bytes_per_float", "bytes_per_index"):
             set_(self, name, check_byte_size(name, getattr(self, name)))
-        kwargs = dict(self.optimizer_kwargs)
-        if self.optimizer == "sgd" and kwargs:
-            raise ValueError(f"optimizer_kwargs apply to optimizer='adamw' only, got {kwargs}")
-        unknown = set(kwargs) - set(ADAMW_KWARGS)
-        if unknown:
-            raise ValueError(
-                f"optimizer_kwargs may set {sorted(ADAMW_KWARGS)}, got unknown {sorted(unknown)}"
-            )
-        if "betas" in kwargs:
-            b1, b2 = kwargs["betas"]
-            check_real("betas[0]", b1, low=0.0, high=1.0, high_open=True)
-            check_real("betas[1]", b2, low=0.0, high=1.0, high_open=True)
-        if "eps" in kwargs:
-            check_real("eps", kwargs["eps"], low=0.0, low_open=True)
-        if "weight_decay" in kwargs:
-            check_real("weight_decay", kwargs["weight_decay"], low=0.0)
+        self.local()  # checks optimizer and optimizer_kwargs
 
     def local(self) -> Local:
         """The local trainer of a node (:class:`lorakit.local.Local`)."""
-        kwargs = dict(self.optimizer_kwargs)
         return Local(
-            self.local_steps, self.gamma, self.optimizer, kwargs, self.batch_size, self.sigma or 0.0
-        )
+            self.local_steps, self.gamma, self.optimizer, dict(self.optimizer_kwargs),
+            self.estimator,
+        )  # fmt: skip
 
 
 def check_problem(cfg: NodeConfig, problem) -> tuple[float, ...]:
@@ -217,13 +200,6 @@ def square_matrix(name: str, value) -> np.ndarray:
         raise ValueError(f"{name} must have finite non-negative entries")
     X.setflags(write=False)
     return X
-
-
-def check_flag(name: str, value) -> bool:
-    """``value`` if it is True or False (a ValueError naming ``name`` otherwise)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 class Simulation:
@@ -357,23 +333,12 @@ class Simulation:
         self.good = (self.t, self.B, self.A)
 
 
-def check_run(unit: str, count, seeds, log_every, messages, on_divergence, blowup, progress):
-    """The arguments of a run, checked: (count, seeds, log_every, blowup); ``unit`` names the
-    count ("hops", "rounds")."""
-    count = check_int(unit, count, low=1)
-    log_every = check_int("log_every", log_every, low=1)
-    check_flag("messages", messages)
-    check_choice("on_divergence", on_divergence, ("raise", "stop"))
-    check_flag("progress", progress)
-    return count, check_seeds(seeds), log_every, check_blowup(blowup)
-
-
 def run_simulations(
     cfg, seeds, count: int, make, *, log_every: int, on_divergence: str, blowup: float,
     progress: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list]:  # fmt: skip
     """Run ``make(seed)`` (a :class:`Simulation`) for each seed over ``count`` hops or rounds
-    (arguments checked by :func:`check_run`): (the frame with ``cfg.describe()``'s columns
+    (arguments checked by :func:`lorakit.divergence.check_run`): (the frame with ``cfg.describe()``'s columns
     first, every message, the simulations).
 
     A diverging seed (factors blowing up, or a logged loss above ``blowup``·max(1, |f_0|)) raises

@@ -72,7 +72,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice, check_int, check_real
-from ..divergence import BLOWUP
+from ..divergence import BLOWUP, check_run
 from ..local import init_adapter, train
 from ..tree import leaves, sq_norm
 from .markov import (
@@ -89,10 +89,8 @@ from .simulation import (
     OPTIMIZERS,
     NodeConfig,
     Simulation,
-    check_flag,
     check_graph,
     check_problem,
-    check_run,
     factor_trouble,
     largest,
     run_simulations,
@@ -115,9 +113,6 @@ PIS = ("uniform", "sizes")
 STARTS = ("uniform", "stationary")
 OPTIMIZER_STATES = ("token", "node", "reset")
 
-#: The flag check under the name lorakit.asynchronous.clock imports (until that engine's port).
-_check_flag = check_flag
-
 
 def _sample(cum: np.ndarray, u: float) -> int:
     """Inverse-CDF draw from cumulative weights (never a zero-weight entry)."""
@@ -133,7 +128,7 @@ class RWLoRA(NodeConfig):
 
     Parameters
     ----------
-    rank, gamma, local_steps, optimizer, alpha, init, init_std, sigma, batch_size, compressor,
+    rank, gamma, local_steps, optimizer, alpha, init, init_std, estimator, compressor,
     bytes_per_float, bytes_per_index, optimizer_kwargs : how a node trains and what a transfer
         costs (:class:`~lorakit.decentralized.simulation.NodeConfig`); ``lr`` is ``gamma``'s
         deprecated name.
@@ -215,6 +210,7 @@ class RWLoRA(NodeConfig):
             "rank": self.rank,
             "transition": self.transition if isinstance(self.transition, str) else "custom",
             "optimizer": self.optimizer,
+            "estimator": str(self.estimator),
             "local_steps": self.local_steps,
         }
 
@@ -319,8 +315,9 @@ class RWLoRA(NodeConfig):
         """
         check_problem(self, problem)
         hops, seeds, log_every, blowup = check_run(
-            "hops", hops, seeds, log_every, messages, on_divergence, blowup, progress
-        )
+            "hops", hops, seeds, log_every, on_divergence, blowup, messages=messages,
+            progress=progress,
+        )  # fmt: skip
         P, pi = self.transition_matrix(problem, graph)
         if is_periodic(P):
             warnings.warn(

@@ -64,12 +64,13 @@ def _adapter_counts(rank: int = 4) -> list[int]:
 def fslora_upload_bytes(k: int | None, rank: int = 8, clients: int = 4) -> float:
     """Bytes one client uploads in one round of FSLoRA with budget ``k`` (None: FedIT, all r)
     on the toy, read from the run's message table."""
+    from ..estimators import sgd
     from ..federated import make_federated
 
     problem = toy_problem(rank, clients)
     method = "fedit" if k is None else "fslora"
     config = {} if k is None else {"budgets": k}
-    fed = make_federated(method, rank, 0.1, local_steps=1, batch_size=8, **config)
+    fed = make_federated(method, rank, 0.1, local_steps=1, estimator=sgd(batch_size=8), **config)
     _, messages = fed.run(problem, 1, messages=True)
     return float(messages["bytes_up"].iloc[0])
 
@@ -95,11 +96,17 @@ def merge_restart_change(seed: int = 0) -> float:
 def _largest_quarter_budget(rank: int = 8) -> int:
     """The largest k whose FSLoRA upload is at most a quarter of FedIT's (measured: one FSLoRA
     round with client i on budget k = i + 1, and one FedIT round)."""
+    from ..estimators import sgd
     from ..federated import make_federated
 
     problem = toy_problem(rank, rank)
     fed = make_federated(
-        "fslora", rank, 0.1, local_steps=1, batch_size=8, budgets=list(range(1, rank + 1))
+        "fslora",
+        rank,
+        0.1,
+        local_steps=1,
+        estimator=sgd(batch_size=8),
+        budgets=list(range(1, rank + 1)),
     )
     _, messages = fed.run(problem, 1, messages=True)
     quarter = fslora_upload_bytes(None, rank) / 4

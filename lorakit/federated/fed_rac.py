@@ -67,13 +67,11 @@ from .._validation import (
     check_choice,
     check_int,
     check_real,
-    check_seeds,
 )
 from ..compressors import Compressor, make_compressor
 from ..config import Config
-from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
+from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
 from ..problems.protocol import check_problem_protocol, site_scalings
-from ..progress import bar, stop_requested
 from ..rng import Streams
 from ..sketches import Sketch, gram_pinv, make_sketch
 from ..tree import leaves, sq_norm, tree_map
@@ -180,15 +178,14 @@ class FedRACLoRA(Config):
         the error's frame keeps every finished seed); the problem commits its last good state.
         """
         check_problem_protocol(problem, clients=True)
-        rounds = check_int("rounds", rounds, low=1)
-        log_every = check_int("log_every", log_every, low=1)
-        check_choice("on_divergence", on_divergence, ("raise", "stop"))
-        blowup = check_blowup(blowup)
+        rounds, seeds, log_every, blowup = check_run(
+            "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
+            progress=progress,
+        )  # fmt: skip
         check_int("rank", self.rank, low=1, high=min(min(shape) for shape in problem.shapes))
         scalings = site_scalings(problem, self.rank, self.alpha)
         if self.cohort is not None:
             check_int("cohort", self.cohort, low=1, high=problem.M)
-        seeds = check_seeds(seeds)
         sizes = _Bytes(self, problem.shapes)
 
         frame, runs = run_seeds(
@@ -232,40 +229,23 @@ class _Run:
         self.messages, self.mb_up, self.mb_down = [], 0.0, 0.0
 
     def run(self, rounds: int, log_every: int, progress: bool) -> list[dict]:
-        p = self.problem
-        p.reset()
-        desc = f"{self.cfg.method} seed {self.seed}"
-        with p.seeded(self.streams), bar(enabled=progress, total=rounds, desc=desc) as shown:
-            W = p.start()
-            rows = [self.log(W, 0, 0, 0.0, 0.0, 0.0)]
-            good, counts = (0, W), ()
-            try:
-                for t in range(1, rounds + 1):
-                    if stop_requested(shown):  # cancelled: log the last round done
-                        if t > 1 and rows[-1]["round"] < t - 1:
-                            rows.append(self.log(W, t - 1, *counts))
-                        break
-                    W, counts = self.round(W, t, rows)
-                    if t % log_every == 0 or t == rounds:
-                        rows.append(self.log(W, t, *counts))
-                        loss = rows[-1]["loss"]
-                        shown.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                        if exploded(loss, rows[0]["loss"], self.blowup):
-                            self.diverged(t, f"the loss is {loss:g}", rows)
-                        good = (t, W)  # trees are values: the last logged round that passed
-                    shown.update()
-            except DivergenceError as error:
-                p.commit(good[1])
-                error.append(restored_note("round", good[0]))
-                raise
-            p.commit(W)
+        self.problem.reset()
+        self.W = self.problem.start()
+        rows = iterate(self, rounds, log_every, unit="round", progress=progress)
+        self.problem.commit(self.W)
         return rows
 
+    def state(self):
+        return self.W  # a tree: a value
+
+    def commit(self, t: int, W) -> None:
+        self.problem.commit(W)
+
     # -- one round -------------------------------------------------------------------------------
-    def round(self, W, t: int, rows: list):
-        """Server round t on W^t; returns W^{t+1} and the round's (cohort size, mean local steps,
-        bytes up, bytes down)."""
-        cfg = self.cfg
+    def round(self, t: int, rows: list):
+        """Server round t: W^t becomes W^{t+1}; returns the round's (cohort size, mean local
+        steps, bytes up, bytes down)."""
+        cfg, W = self.cfg, self.W
         clients = self.cohort()
         X, P = self.draw_sketches(t)
         steps, hats = self.local_train(W, clients, X, P)
@@ -286,7 +266,8 @@ class _Run:
              "bytes_up": up, "bytes_down": down}
             for l, n in zip(clients.tolist(), steps.tolist(), strict=True)
         )  # fmt: skip
-        return W + delta, (C, float(steps.double().mean()), C * up, C * down)
+        self.W = W + delta
+        return C, float(steps.double().mean()), C * up, C * down
 
     def cohort(self) -> torch.Tensor:
         M, C = self.problem.M, self.cfg.cohort
@@ -379,8 +360,9 @@ class _Run:
             frame=pd.DataFrame(rows),
         )
 
-    def log(self, W, t: int, reported: int, steps: float, up: float, down: float) -> dict:
-        p = self.problem
+    def log(self, t: int, counts: tuple) -> dict:
+        p, W = self.problem, self.W
+        reported, steps, up, down = counts or (0, 0.0, 0.0, 0.0)
         loss = float(p.loss(W))
         return {
             "seed": self.seed, "round": t, "loss": loss,

@@ -68,15 +68,14 @@ from .._validation import (
     check_choice,
     check_int,
     check_real,
-    check_seeds,
 )
 from ..compressors import Compressor, make_compressor, top_k
-from ..config import Config
-from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
-from ..local import Local, init_adapter, train
+from ..config import Config, deprecated
+from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
+from ..estimators import Estimator
+from ..local import Local, init_adapter, local_estimator, train
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..progress import bar as progress_bar
-from ..progress import stop_requested
 from ..rng import Streams
 from ..tree import leaves, sq_norm, tree_like, tree_map
 from .budgets import Budget, describe, resolve_budgets
@@ -124,8 +123,9 @@ class FederatedLoRA(Config):
         :func:`~lorakit.compressors.top_k`; FSLoRA App. C.2).
     compressor : the upload compressor of each site's message when ``topk_ratio`` is unset (a
         :class:`~lorakit.compressors.Compressor` or a name; default the identity).
-    sigma, batch_size : local gradients with additive noise of variance σ², or minibatches of
-        the clients' rows (:class:`lorakit.local.Local`); neither means exact local gradients.
+    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
+        ``sgd(batch_size=b)`` (minibatches of the clients' rows) or ``sgd(sigma=σ)`` (additive
+        noise of variance σ²); ``sigma=``/``batch_size=`` are its deprecated shorthand.
     alpha : LoRA scaling (the product is scaled by α/r); default α = r (a model: its own).
     download : ``"full"`` (Algorithm 1 line 3 broadcasts the whole adapter) or ``"slice"``.
     impl : ``"mask"`` (the cohort batched as stacked tensors) or ``"slice"`` (client by client);
@@ -145,8 +145,7 @@ class FederatedLoRA(Config):
     server_lr: float = 1.0
     topk_ratio: float | None = None
     compressor: Compressor | str = "identity"
-    sigma: float | None = None
-    batch_size: int | None = None
+    estimator: Estimator | str = "gd"
     alpha: float | None = None
     download: str = "full"
     impl: str = "mask"
@@ -154,6 +153,8 @@ class FederatedLoRA(Config):
     bytes_per_index: int = 4
     method: str = "fslora"
     adam_kwargs: dict = field(default_factory=dict)
+    sigma: float | None = deprecated()
+    batch_size: int | None = deprecated()
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -182,8 +183,12 @@ class FederatedLoRA(Config):
         set_(self, "compressor", make_compressor(self.compressor))
         if self.topk_ratio is not None and not self.compressor.is_identity:
             raise ValueError("give topk_ratio or compressor, not both")
-        # sigma and batch_size are checked by the local trainer
-        self.local()
+        estimator = local_estimator(
+            self.estimator, self.sigma, self.batch_size, owner="make_federated"
+        )
+        set_(self, "estimator", estimator)
+        set_(self, "sigma", None)
+        set_(self, "batch_size", None)
         if self.alpha is not None:
             check_real("alpha", self.alpha, low=0.0, low_open=True)
         check_choice("download", self.download, ("full", "slice"))
@@ -193,9 +198,7 @@ class FederatedLoRA(Config):
 
     def local(self) -> Local:
         """The clients' local trainer: H plain SGD steps of size γ (eq. (4))."""
-        return Local(
-            self.local_steps, self.gamma, batch_size=self.batch_size, sigma=self.sigma or 0.0
-        )
+        return Local(self.local_steps, self.gamma, estimator=self.estimator)
 
     def client_budgets(self, num_clients: int, seed: int) -> torch.Tensor:
         """The k_i a run with ``seed`` gives its clients (drawn once, from the ``budget`` stream)."""
@@ -223,6 +226,7 @@ class FederatedLoRA(Config):
             "method": self.method,
             "rank": self.rank,
             "budgets": str(self.budgets if self.budgets is not None else self.rank),
+            "estimator": str(self.estimator),
             "local_steps": self.local_steps,
             "server_optimizer": self.server_optimizer,
         }
@@ -304,14 +308,13 @@ def simulate(
     seeds run on. ``progress`` draws a bar over the seeds.
     """
     check_problem_protocol(problem, clients=True)
-    rounds = check_int("rounds", rounds, low=1)
-    log_every = check_int("log_every", log_every, low=1)
-    check_choice("on_divergence", on_divergence, ("raise", "stop"))
-    blowup = check_blowup(blowup)
+    rounds, seeds, log_every, blowup = check_run(
+        "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
+        progress=progress,
+    )  # fmt: skip
     check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
     if cfg.cohort is not None:
         check_int("cohort", cfg.cohort, low=1, high=problem.M)
-    seeds = check_seeds(seeds)
 
     frame, runs = run_seeds(
         progress_bar(seeds, enabled=progress, desc=cfg.method),
@@ -587,43 +590,20 @@ class FederatedRun:
         """(W0, B, A) now: W0 is replaced, never changed in place; B and A are copied."""
         return self.W0, _copy(self.B), _copy(self.A)
 
-    # -- the loop ------------------------------------------------------------------------------
+    def commit(self, t: int, state) -> None:
+        """Write ``state`` into the problem (round 0: the problem as it was built)."""
+        if t == 0:
+            self.problem.reset()
+        else:
+            self.problem.commit(*state)
+
     def run(self, rounds: int, log_every: int):
-        cfg, p = self.cfg, self.problem
-        bar = progress_bar(
-            enabled=self.progress, total=rounds, desc=f"{cfg.method} seed {self.seed}"
-        )
-        with p.seeded(self.streams), bar:
-            rows = [self.log(0, 0, 0, 0.0, 0.0)]
-            good, counts = (0, self.state()), ()
-            try:
-                for t in range(1, rounds + 1):
-                    if stop_requested(bar):  # cancelled (report_progress): log the last round done
-                        if t > 1 and rows[-1]["round"] < t - 1:
-                            rows.append(self.log(t - 1, *counts))
-                        break
-                    counts = self.round(t, rows)
-                    if t % log_every == 0 or t == rounds:
-                        rows.append(self.log(t, *counts))
-                        loss = rows[-1]["loss"]
-                        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                        if exploded(loss, rows[0]["loss"], self.blowup):
-                            self.diverged(t, f"the loss is {loss:g}", rows)
-                        good = (t, self.state())
-                    bar.update()
-            except DivergenceError as error:
-                # the last logged round that passed (round 0: the problem as it was built)
-                if good[0] == 0:
-                    p.reset()
-                else:
-                    p.commit(*good[1])
-                if p.stateful:  # a model, put back
-                    error.append(restored_note("round", good[0]))
-                raise
+        """(rows, messages) of ``rounds`` rounds (:func:`lorakit.divergence.iterate`)."""
+        rows = iterate(self, rounds, log_every, unit="round", progress=self.progress)
         return rows, self.messages
 
-    def log(self, t: int, reported: int, dropped: int, up: float, down: float) -> dict:
-        p = self.problem
+    def log(self, t: int, counts: tuple) -> dict:
+        p, (reported, dropped, up, down) = self.problem, counts or (0, 0, 0.0, 0.0)
         B, A = _detached(self.B), _detached(self.A)
         with torch.no_grad():
             loss = float(p.factor_loss(self.W0, B, A, self.scalings))

@@ -47,6 +47,7 @@ from ..decentralized.markov import (
     tv_distance_curve,
 )
 from ..decentralized.walk import RWLoRA, WalkSimulation
+from ..estimators import sgd
 from ..problems import heterogeneous_quadratics
 from . import rw_lora  # noqa: F401  (registers the theorems)
 from .measure import mean_se, register_theorem_check, theorem_result
@@ -120,7 +121,12 @@ def theorem_1_run(kind: str, fast: bool, T: int | None = None) -> Theorem1Run:
     T = max(tau**2, 1764) if T is None else T
     eta = 1 / (4 * L * math.sqrt(T))
     cfg = RWLoRA(
-        d["r"], eta, transition=transition, sigma=d["noise"], init_std=d["init_std"], start=0
+        d["r"],
+        eta,
+        transition=transition,
+        estimator=sgd(sigma=d["noise"]),
+        init_std=d["init_std"],
+        start=0,
     )
     rows = []
     for seed in range(4 if fast else 16):

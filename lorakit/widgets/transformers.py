@@ -154,7 +154,7 @@ def transformers_frame(
             rank,
             lr or cfg["fed_lr"],
             local_steps=LOCAL_STEPS,
-            batch_size=cfg["batch"],
+            estimator=sgd(batch_size=cfg["batch"]),
             **config,
         ).run(
             problem,

@@ -121,11 +121,18 @@ class Sketch:
     factor when ``shape = (r, n)``; which one is asked for is passed as ``side``. A family draws
     a (d, r) matrix for the projected dimension d and transposes it for the right side, so E[H_B]
     and E[H_A] have the same form. ``batch`` prepends Monte Carlo dimensions.
+
+    ``exchangeable`` marks a law invariant under permuting the d coordinates (P·B_S ~ B_S for every
+    permutation P): then H_{PB} = P H_B Pᵀ (Bernoulli-LoRA Lemma 4), so every diagonal entry of H
+    has one law and every off-diagonal entry another. True for the Gaussian, Haar, uniform
+    coordinate and Kaiming-uniform families; :func:`lorakit.theory.expected_projector` pools its
+    standard errors over those two groups of entries.
     """
 
     name: str
     _draw: Callable = field(repr=False, compare=False)
     params: tuple = ()
+    exchangeable: bool = field(default=False, compare=False)
 
     def sample(
         self,
@@ -161,7 +168,7 @@ def gaussian(scale: float = 1.0) -> Sketch:
     def draw(d, r, batch, gen, dtype, fan_in, side):
         return scale * torch.randn(*batch, d, r, generator=gen, dtype=dtype)
 
-    return Sketch("gaussian", draw, (scale,) if scale != 1.0 else ())
+    return Sketch("gaussian", draw, (scale,) if scale != 1.0 else (), exchangeable=True)
 
 
 def haar() -> Sketch:
@@ -171,7 +178,7 @@ def haar() -> Sketch:
         Q, R = torch.linalg.qr(torch.randn(*batch, d, r, generator=gen, dtype=dtype))
         return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
 
-    return Sketch("haar", draw)
+    return Sketch("haar", draw, exchangeable=True)
 
 
 def coordinate() -> Sketch:
@@ -183,7 +190,7 @@ def coordinate() -> Sketch:
         out = torch.zeros(*batch, d, r, dtype=dtype)
         return out.scatter_(-2, idx.unsqueeze(-2), 1.0)
 
-    return Sketch("coordinate", draw)
+    return Sketch("coordinate", draw, exchangeable=True)
 
 
 def nonuniform_coordinate(marginals) -> Sketch:
@@ -259,7 +266,7 @@ def kaiming_uniform(a: float = math.sqrt(5)) -> Sketch:
         bound = math.sqrt(2.0 / (1.0 + a * a)) * math.sqrt(3.0 / fan_in)
         return (2 * torch.rand(*batch, d, r, generator=gen, dtype=dtype) - 1) * bound
 
-    return Sketch("kaiming_uniform", draw)
+    return Sketch("kaiming_uniform", draw, exchangeable=True)
 
 
 def fixed(matrix: torch.Tensor) -> Sketch:

@@ -1,39 +1,62 @@
 """The least-squares gradient Dᵀ(Dx − b)/N of a finite sum, computed the cheap way for its size.
 
-Bernoulli-LoRA's linear regression (§7.1; :class:`~lorakit.problems.LinearRegression`) spends
-almost all of a GD step here: D is N×d with d = m·n (1,000 × 4,096 at 64×64), so each of the two
-matrix-vector products reads N·d floats from memory and does one multiply-add per float read.
-They are bound by memory traffic, not arithmetic, so the kernel is chosen to read less:
+Bernoulli-LoRA's linear regression (§7.1, App. J.1; :class:`~lorakit.problems.LinearRegression`)
+spends almost all of a GD step here: D is N×d with d = m·n (1,000 × 4,096 at 64×64, 1,000 × 65,536
+at 256×256), and the two matrix-vector products of the direct form each read all N·d floats of D
+for one multiply-add per float. They are bound by memory traffic, so the kernel reads less:
 
-* **Gram** (d ≤ N): DᵀD/N and Dᵀb/N are formed once, and ∇ = (DᵀD/N)x − Dᵀb/N reads d² floats
-  per call instead of 2·N·d. The Gram matrix is then no larger than D.
-* **fused row blocks** (d > N, the benchmark's 64×64 and 256×256 with N = 1,000): the Gram matrix
-  would be larger than D, so D is read once per call in blocks of rows small enough to stay in a
-  core's L2 cache (``BLOCK_BYTES``): r_k = D_k x − b_k, then ∇ += D_kᵀ r_k while D_k is still in
-  cache. The second product then costs a cache read, not a memory read (two memory passes become
-  one).
+* **Gram** (d ≤ N, e.g. the paper's 64×64 with its 10,000 fine-tuning samples): DᵀD/N and Dᵀb/N
+  are formed once, and ∇ = (DᵀD/N)x − Dᵀb/N reads d² floats per call instead of 2·N·d.
+* **fused row blocks** (d > N, the benchmark's 64×64 and 256×256 with N = 1,000, where the Gram
+  matrix would be larger than D): D is read once per call, in blocks of rows of ``BLOCK_BYTES``:
+  r_k = D_k x − b_k, then ∇ += D_kᵀ r_k while D_k is still in cache, so the second product reads
+  the cache, not memory (two memory passes become one).
 
-On the CPU both run on NumPy's BLAS (OpenBLAS) through zero-copy views of the tensors: on the
-benchmark machine (AMD EPYC, 2 cores) its dgemv was about 25% faster than the MKL dgemv behind
-torch's ``mv`` (tests/benchmarks/bench_chain.py). Elsewhere (CUDA, or an ``x`` that requires
-grad) the same formulas run in torch.
+On the CPU both run on NumPy's BLAS through zero-copy views of the tensors, one BLAS thread per
+worker (threadpoolctl) and the rows split between ``torch.get_num_threads()`` workers. Measured
+on the 2-core benchmark machine under load (tests/benchmarks/bench_chain.py, 64×64): the direct
+form took 30 ms per gradient with OpenBLAS's own two threads (its threads spin while the other
+core is busy), 10.5 ms with one, torch's two-pass ``mv`` 6.6 ms, the fused blocks 4.2 ms
+(median of 5). Float32 data with float64 accumulation took about 40% of the float64 time but
+changes the problem by up to 2⁻²⁴ relative in every entry of D (the iterates by about 1e-7),
+far above float64 rounding: not used, the data stay in the problem's dtype. Elsewhere (CUDA, an
+``x`` that requires grad, a dtype NumPy lacks) the same formulas run in torch.
 
-Every path is exact to float64 rounding: only the order of the sums changes, so the error stays
-within the usual bound (d + N)·eps·(|D|ᵀ(|D||x| + |b|))/N of the direct formula (test:
-tests/test_problems.py). The data stay in the problem's dtype (no float32 copy: that would change
-the problem by 6e-8 relative, far above float64 rounding).
+Every path is exact to rounding in the problem's dtype: only the order of the sums changes, so
+the error stays within the usual bound (d + N)·eps·|D|ᵀ(|D||x| + |b|)/N of the direct formula
+(tests/test_problems.py).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["BLOCK_BYTES", "LeastSquaresGradient"]
+__all__ = ["BLOCK_BYTES", "MIN_ELEMENTS", "LeastSquaresGradient"]
 
-#: Bytes of one block of rows of D in the fused pass: a core's L2 cache on the benchmark machine
-#: (1 MiB), so the second product of a block reads it from cache.
-BLOCK_BYTES = 1 << 20
+#: Bytes of one block of rows of D in the fused pass: a core's L2 cache (1 MiB on the benchmark
+#: machine) and its share of L3, so the second product of a block reads it from cache. Of 0.5, 1,
+#: 2 and 4 MiB, 2 MiB was fastest on the benchmark machine (within the noise of 1 MiB).
+BLOCK_BYTES = 2 << 20
+#: Elements of D (or of the Gram matrix) from which the NumPy kernels and a second worker pay:
+#: below, a call costs microseconds and torch's direct formulas run.
+MIN_ELEMENTS = 1 << 18
+
+
+@cache
+def _controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="lorakit-lsq")
 
 
 class LeastSquaresGradient:
@@ -41,14 +64,19 @@ class LeastSquaresGradient:
 
     ``D`` (N, d) and ``b`` (N,) are read, never copied on the CPU (a non-contiguous D is made
     contiguous once); the Gram matrix is formed at the first call. Module docstring for the
-    choice and its exactness.
+    choice, its measurements and its exactness.
     """
 
     def __init__(self, D: torch.Tensor, b: torch.Tensor):
         self.D, self.b = D, b
         self.N, self.d = D.shape
         self.kind = "gram" if self.d <= self.N else "fused"
-        self.numpy = D.device.type == "cpu" and D.dtype in (torch.float32, torch.float64)
+        self.elements = self.d * (self.d if self.kind == "gram" else self.N)
+        self.numpy = (
+            D.device.type == "cpu"
+            and D.dtype in (torch.float32, torch.float64)
+            and self.elements >= MIN_ELEMENTS
+        )
         self._gram_np = self._gram_t = None
         if self.numpy:
             self._Dn = np.ascontiguousarray(D.detach().numpy())
@@ -56,41 +84,72 @@ class LeastSquaresGradient:
             self.block = max(1, BLOCK_BYTES // (self.d * self._Dn.itemsize))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.numpy and not x.requires_grad and x.device.type == "cpu" and x.dtype == self.D.dtype:
+        if (
+            self.numpy
+            and not x.requires_grad
+            and x.device.type == "cpu"
+            and x.dtype == self.D.dtype
+        ):
             X = np.ascontiguousarray(x.detach().numpy().reshape(-1, self.d))
-            G = self._gram_numpy(X) if self.kind == "gram" else self._fused_numpy(X)
+            rows = self.N if self.kind == "fused" else self.d
+            parts = _split(rows, self.block if self.kind == "fused" else 1, _workers(rows, self))
+            work = self._fused_part if self.kind == "fused" else self._gram_part
+            with _controller().limit(limits=1, user_api="blas"):
+                if len(parts) == 1:
+                    G = work(X, *parts[0])
+                elif self.kind == "fused":
+                    G = sum(_pool().map(lambda p: work(X, *p), parts))
+                else:
+                    G = np.concatenate(list(_pool().map(lambda p: work(X, *p), parts)), axis=1)
+            if self.kind == "fused":
+                G /= self.N
             return torch.from_numpy(G).reshape(x.shape)
         if self.kind == "gram":
             gram, Dtb = self._gram_torch()
             return x @ gram - Dtb
         return ((x @ self.D.T - self.b) @ self.D) / self.N
 
-    # -- CPU: NumPy's BLAS ---------------------------------------------------------------------
-    def _fused_numpy(self, X: np.ndarray) -> np.ndarray:
+    # -- CPU: NumPy's BLAS, one thread per worker -----------------------------------------------
+    def _fused_part(self, X: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Σ_k D_kᵀ(D_k x − b_k) over the row blocks of [start, stop) (not yet divided by N)."""
         D, b, k = self._Dn, self._bn, self.block
         one = X.shape[0] == 1
         x = X[0] if one else X
         G = np.zeros_like(x)
-        for s in range(0, self.N, k):
-            Dk = D[s : s + k]
-            r = x @ Dk.T  # one gemv (or a thin gemm for a batch of x)
-            r -= b[s : s + k]
+        for s in range(start, stop, k):
+            Dk = D[s : min(s + k, stop)]
+            r = x @ Dk.T  # one gemv (a thin gemm for a batch of x)
+            r -= b[s : min(s + k, stop)]
             G += r @ Dk  # Dk is still in cache
-        G /= self.N
         return G[None] if one else G
 
-    def _gram_numpy(self, X: np.ndarray) -> np.ndarray:
+    def _gram_part(self, X: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Columns [start, stop) of X·(DᵀD/N) − Dᵀb/N (the Gram matrix is symmetric)."""
         if self._gram_np is None:
             D, b = self._Dn, self._bn
             self._gram_np = (D.T @ D / self.N, D.T @ b / self.N)
         gram, Dtb = self._gram_np
-        G = X @ gram  # the Gram matrix is symmetric: X·G = (G·Xᵀ)ᵀ
-        G -= Dtb
+        G = X @ gram[:, start:stop]
+        G -= Dtb[start:stop]
         return G
 
-    # -- elsewhere: torch ----------------------------------------------------------------------
+    # -- elsewhere: torch ------------------------------------------------------------------------
     def _gram_torch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._gram_t is None:
             D = self.D.detach()
             self._gram_t = (D.T @ D / self.N, D.T @ self.b.detach() / self.N)
         return self._gram_t
+
+
+def _workers(rows: int, kernel: LeastSquaresGradient) -> int:
+    """torch's intra-op thread count (the user's parallelism; 1 in the unit tests), with at least
+    MIN_ELEMENTS elements of work per worker."""
+    most = max(1, kernel.elements // MIN_ELEMENTS)
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1, rows, most))
+
+
+def _split(rows: int, align: int, workers: int) -> list[tuple[int, int]]:
+    """[0, rows) in ``workers`` contiguous parts whose starts are multiples of ``align``."""
+    blocks = -(-rows // align)
+    cuts = [min(rows, (blocks * i // workers) * align) for i in range(workers + 1)]
+    return [(a, z) for a, z in itertools.pairwise(cuts) if z > a]

@@ -104,6 +104,13 @@ class LinearRegression(MatrixProblem):
             self._lsq, self._lsq_key = LeastSquaresGradient(self.D, self.b), key
         return self._lsq
 
+    def __getstate__(self) -> dict:
+        # The kernel (NumPy views of D, a Gram matrix) is rebuilt after a copy or an unpickle.
+        state = dict(self.__dict__)
+        state.pop("_lsq", None)
+        state.pop("_lsq_key", None)
+        return state
+
 
 def linear_regression(
     m: int = 8,

@@ -12,13 +12,18 @@ Every rate depends on λ_min(E[H]) (RAC-LoRA Assumption 5.1; Bernoulli-LoRA Assu
 rotation- or signed-permutation-invariant families here (Gaussian, Haar, uniform coordinate,
 Kaiming-uniform) E[H_B] = (r/m)·I and E[H_A] = (r/n)·I (Bernoulli-LoRA Lemmas 3–7).
 
-Projectors are never formed from a pseudo-inverse of an m×m matrix, nor from the Gram matrix XᵀX
-(which squares the condition number: in float32 a Gaussian 64×64 sketch would lose a column). The
-thin SVD X = U Σ Vᵀ of the (d×r) sketch (batched ``torch.linalg.svd``, backward stable) gives an
-orthonormal basis of the column space, U restricted to the numerical rank, orthonormal to working
-precision in float32 and float64, and the Gram pseudo-inverse V Σ^{−2} Vᵀ. The rank is decided
-as numpy's ``matrix_rank`` does: σ_i > σ_max · max(d, r) · eps, so a rank-deficient sketch gives the
-projector onto its actual column space (a zero sketch gives H = 0).
+Projectors are never formed from a pseudo-inverse of an m×m matrix. The Gram matrix XᵀX squares
+the condition number (in float32 a Gaussian 64×64 sketch would lose a column), so a basis from it
+is used only with a certificate: :func:`cholesky_basis` (Cholesky QR, Q = X L^{-T}) also returns
+‖QᵀQ − I‖, which bounds the error of QQᵀ as a projector, and :func:`orthonormal_basis` keeps it
+only where that is within a few ε (every well-conditioned sketch: about a third of the SVD's time
+for one 64×4 sketch, and free of the multi-threaded ``gesdd`` that stalls on a loaded CPU).
+Elsewhere the thin SVD X = U Σ Vᵀ of the (d×r) sketch (batched ``torch.linalg.svd``, backward
+stable) gives an orthonormal basis of the column space, U restricted to the numerical rank,
+orthonormal to working precision in float32 and float64, and the Gram pseudo-inverse
+V Σ^{−2} Vᵀ. The rank is decided as numpy's ``matrix_rank`` does: σ_i > σ_max · max(d, r) · eps,
+so a rank-deficient sketch gives the projector onto its actual column space (a zero sketch gives
+H = 0).
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ import torch
 from ._validation import check_choice, check_device_match, check_real, check_shape
 
 __all__ = [
+    "CHOLESKY_TOL",
     "SKETCHES",
     "Sketch",
     "anisotropic_gaussian",
     "apply_basis",
+    "cholesky_basis",
     "coordinate",
     "custom",
     "fixed",
@@ -71,16 +78,57 @@ def _svd(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
     return U, S, Vh.mT, S > tol
 
 
+#: A Cholesky-QR basis is kept when ‖QᵀQ − I‖_max ≤ CHOLESKY_TOL·r·eps, the accuracy the SVD
+#: basis reaches (tests/test_sketches.py); Gaussian sketches measure 2–5 eps at 64×4 and 256×8.
+CHOLESKY_TOL = 2
+
+
+def cholesky_basis(
+    X: torch.Tensor, side: str = "left"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cholesky QR of the sketch with its certificate: (Q (…, d, r), QᵀQ (…, r, r), ok (…)).
+
+    G = XᵀX = LLᵀ and Q = X L^{-T}, so QQᵀ = X G^{-1} Xᵀ is the projector up to the rounding E of
+    G, and QᵀQ = I − L^{-1} E L^{-T}: ‖QᵀQ − I‖ is the error of QQᵀ as a projector (at most r
+    times its largest entry in the 2-norm). ``ok`` marks the draws whose largest entry of
+    QᵀQ − I is at most CHOLESKY_TOL·r·eps: a well-conditioned sketch (a Gaussian one has
+    condition number about (√d + √r)/(√d − √r)); an ill-conditioned or rank-deficient one fails
+    (the Cholesky factorisation itself fails on a singular G). Q is solved from the right, so
+    its transpose Qᵀ (…, r, d) is contiguous.
+    """
+    check_choice("side", side, SIDES)
+    Xc = _as_columns(X, side)
+    r = Xc.shape[-1]
+    L, info = torch.linalg.cholesky_ex(Xc.mT @ Xc)
+    Q = torch.linalg.solve_triangular(L.mT, Xc, upper=True, left=False)  # Q Lᵀ = X
+    gram = Q.mT @ Q
+    eye = torch.eye(r, dtype=Q.dtype, device=Q.device)
+    dev = (gram - eye).abs().amax(dim=(-2, -1))
+    ok = (info == 0) & (dev <= CHOLESKY_TOL * r * torch.finfo(Q.dtype).eps)
+    return Q, gram, ok
+
+
 def orthonormal_basis(X: torch.Tensor, side: str = "left") -> torch.Tensor:
     """Q (…, d, min(d, r)) with orthonormal columns spanning col(B_S) (left) or row(A_S)ᵀ (right).
 
-    Q holds the left singular vectors of the non-null singular values (module docstring), so
-    QᵀQ = I on the rank to working precision; the columns beyond the sketch's numerical rank are
-    zero, so Q Qᵀ is exactly the projector H.
+    The certified Cholesky QR of :func:`cholesky_basis` where it passes (QᵀQ = I within
+    CHOLESKY_TOL·r·eps per entry, so QQᵀ is the projector H to that accuracy); otherwise the left singular
+    vectors of the non-null singular values (module docstring), so QᵀQ = I on the rank to working
+    precision and the columns beyond the sketch's numerical rank are zero: Q Qᵀ is exactly the
+    projector H either way.
     """
     check_choice("side", side, SIDES)
-    U, _, _, keep = _svd(_as_columns(X, side))
-    return U * keep.unsqueeze(-2).to(U.dtype)
+    Xc = _as_columns(X, side)
+    d, r = Xc.shape[-2:]
+    if r <= d:
+        Q, _, ok = cholesky_basis(Xc)
+        if bool(ok.all()):
+            return Q
+    U, _, _, keep = _svd(Xc)
+    U = U * keep.unsqueeze(-2).to(U.dtype)
+    if r <= d:  # keep the certified draws' Cholesky bases, the SVD for the others
+        U = torch.where(ok[..., None, None], Q, U)
+    return U
 
 
 def gram_pinv(X: torch.Tensor, side: str = "left") -> torch.Tensor:

@@ -35,7 +35,7 @@ from scipy.linalg import blas
 
 from .._validation import check_choice, check_device, check_dtype, check_int, check_real
 from ..rng import Streams
-from ..sketches import SIDES, Sketch, make_sketch, orthonormal_basis
+from ..sketches import SIDES, Sketch, cholesky_basis, make_sketch, orthonormal_basis
 
 __all__ = [
     "ENUMERATION_MAX_D",
@@ -124,9 +124,6 @@ _BLOCK_ELEMENTS = 1 << 17
 _TILE, _MAX_TILES = 128, 8
 #: Elements of one chunk of sketches (chunk×d×r); larger chunks are split to bound memory.
 _CHUNK_ELEMENTS = 1 << 24
-#: A Cholesky-QR basis is kept when ‖QᵀQ − I‖_max ≤ _GRAM_TOL·d·eps (float64); other draws take
-#: the SVD of :func:`lorakit.sketches.orthonormal_basis`.
-_GRAM_TOL = 16
 #: BLAS symmetric rank-k update C ← C + A·Aᵀ by dtype (upper triangle; half a GEMM's work).
 _SYRK = {torch.float64: blas.dsyrk, torch.float32: blas.ssyrk}
 
@@ -138,26 +135,17 @@ def _default_device() -> torch.device:
 def _basis(X: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Qᵀ (k, r, d, contiguous) in float64 with H_k = Q_k Q_kᵀ, and QᵀQ (k, r, r).
 
-    Cholesky QR with a certificate: G = XᵀX = LLᵀ and Q = X L^{-T}, so QQᵀ = X G^{-1} Xᵀ is the
-    projector up to the rounding E of G, and QᵀQ = I − L^{-1} E L^{-T}: ‖QᵀQ − I‖ is the error of
-    QQᵀ as a projector. A draw whose deviation exceeds _GRAM_TOL·d·eps (ill-conditioned or
-    rank-deficient: then Cholesky fails) takes the SVD basis of
-    :func:`lorakit.sketches.orthonormal_basis` instead, which handles rank deficiency. On the
-    CPU a batched Cholesky of r×r matrices and a triangular solve cost about half a batched
-    Householder QR.
+    The certified Cholesky QR of :func:`lorakit.sketches.cholesky_basis` (on the CPU a batched
+    Cholesky of r×r matrices and a triangular solve cost about half a batched Householder QR);
+    the draws it does not certify (ill-conditioned or rank-deficient) take the SVD basis of
+    :func:`lorakit.sketches.orthonormal_basis`, which handles rank deficiency.
     """
-    Xc = (X if side == "left" else X.mT).to(torch.float64)  # (k, d, r)
-    _, d, r = Xc.shape
-    L, info = torch.linalg.cholesky_ex(Xc.mT @ Xc)
-    # Q Lᵀ = X solved from the right: LAPACK's column-major result makes Qᵀ contiguous.
-    Qt = torch.linalg.solve_triangular(L.mT, Xc, upper=True, left=False).mT
-    gram = Qt @ Qt.mT
-    eye = torch.eye(r, dtype=torch.float64, device=Xc.device)
-    dev = (gram - eye).abs().amax(dim=(-2, -1))
-    bad = (info != 0) | ~(dev <= _GRAM_TOL * d * torch.finfo(torch.float64).eps)
+    Q, gram, ok = cholesky_basis(X.to(torch.float64), side)
+    Qt = Q.mT
+    bad = ~ok
     if bool(bad.any()):
         Qt = Qt.contiguous()
-        Qt[bad] = orthonormal_basis(Xc[bad]).mT
+        Qt[bad] = orthonormal_basis(X.to(torch.float64)[bad], side).mT
         gram[bad] = Qt[bad] @ Qt[bad].mT
     return Qt, gram
 

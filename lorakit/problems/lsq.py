@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["BLOCK_BYTES", "MIN_ELEMENTS", "LeastSquaresGradient"]
+__all__ = ["BLOCK_BYTES", "CORES", "MIN_ELEMENTS", "LeastSquaresGradient"]
 
 #: Bytes of one block of rows of D in the fused pass: a core's L2 cache (1 MiB on the benchmark
 #: machine) and its share of L3, so the second product of a block reads it from cache. Of 0.5, 1,
@@ -47,6 +47,8 @@ BLOCK_BYTES = 2 << 20
 #: Elements of D (or of the Gram matrix) from which the NumPy kernels and a second worker pay:
 #: below, a call costs microseconds and torch's direct formulas run.
 MIN_ELEMENTS = 1 << 18
+#: The machine's cores (os.cpu_count() costs tens of microseconds per call on some systems).
+CORES = os.cpu_count() or 1
 
 
 @cache
@@ -56,7 +58,7 @@ def _controller() -> ThreadpoolController:
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="lorakit-lsq")
+    return ThreadPoolExecutor(max_workers=CORES, thread_name_prefix="lorakit-lsq")
 
 
 class LeastSquaresGradient:
@@ -145,7 +147,7 @@ def _workers(rows: int, kernel: LeastSquaresGradient) -> int:
     """torch's intra-op thread count (the user's parallelism; 1 in the unit tests), with at least
     MIN_ELEMENTS elements of work per worker."""
     most = max(1, kernel.elements // MIN_ELEMENTS)
-    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1, rows, most))
+    return max(1, min(torch.get_num_threads(), CORES, rows, most))
 
 
 def _split(rows: int, align: int, workers: int) -> list[tuple[int, int]]:

@@ -12,18 +12,18 @@ Every rate depends on λ_min(E[H]) (RAC-LoRA Assumption 5.1; Bernoulli-LoRA Assu
 rotation- or signed-permutation-invariant families here (Gaussian, Haar, uniform coordinate,
 Kaiming-uniform) E[H_B] = (r/m)·I and E[H_A] = (r/n)·I (Bernoulli-LoRA Lemmas 3–7).
 
-Projectors are never formed from a pseudo-inverse of an m×m matrix. The Gram matrix XᵀX squares
-the condition number (in float32 a Gaussian 64×64 sketch would lose a column), so a basis from it
-is used only with a certificate: :func:`cholesky_basis` (Cholesky QR, Q = X L^{-T}) also returns
-‖QᵀQ − I‖, which bounds the error of QQᵀ as a projector, and :func:`orthonormal_basis` keeps it
-only where that is within a few ε (every well-conditioned sketch: about a third of the SVD's time
-for one 64×4 sketch, and free of the multi-threaded ``gesdd`` that stalls on a loaded CPU).
-Elsewhere the thin SVD X = U Σ Vᵀ of the (d×r) sketch (batched ``torch.linalg.svd``, backward
-stable) gives an orthonormal basis of the column space, U restricted to the numerical rank,
-orthonormal to working precision in float32 and float64, and the Gram pseudo-inverse
-V Σ^{−2} Vᵀ. The rank is decided as numpy's ``matrix_rank`` does: σ_i > σ_max · max(d, r) · eps,
-so a rank-deficient sketch gives the projector onto its actual column space (a zero sketch gives
-H = 0).
+Projectors are never formed from a pseudo-inverse of an m×m matrix. :func:`orthonormal_basis`
+takes the Householder QR of the (d×r) sketch where its R certifies full numerical rank (the
+common case: one small QR, a fraction of an SVD's time), and otherwise the thin SVD
+X = U Σ Vᵀ (batched ``torch.linalg.svd``, backward stable), which gives an orthonormal basis of
+the column space, U restricted to the numerical rank, orthonormal to working precision in
+float32 and float64, and the Gram pseudo-inverse V Σ^{−2} Vᵀ. The rank is decided as numpy's
+``matrix_rank`` does: σ_i > σ_max · max(d, r) · eps, so a rank-deficient sketch gives the
+projector onto its actual column space (a zero sketch gives H = 0). The Gram matrix XᵀX squares
+the condition number (in float32 a Gaussian 64×64 sketch would lose a column), so a basis from
+it is used only with a certificate: :func:`cholesky_basis` (Cholesky QR, Q = X L^{-T}, for
+large batches of sketches such as the Monte Carlo estimate of E[H]) also returns ‖QᵀQ − I‖,
+which bounds the error of QQᵀ as a projector.
 """
 
 from __future__ import annotations
@@ -111,22 +111,30 @@ def cholesky_basis(
 def orthonormal_basis(X: torch.Tensor, side: str = "left") -> torch.Tensor:
     """Q (…, d, min(d, r)) with orthonormal columns spanning col(B_S) (left) or row(A_S)ᵀ (right).
 
-    The certified Cholesky QR of :func:`cholesky_basis` where it passes (QᵀQ = I within
-    CHOLESKY_TOL·r·eps per entry, so QQᵀ is the projector H to that accuracy); otherwise the left singular
-    vectors of the non-null singular values (module docstring), so QᵀQ = I on the rank to working
-    precision and the columns beyond the sketch's numerical rank are zero: Q Qᵀ is exactly the
-    projector H either way.
+    Householder QR X = QR (backward stable: Q is orthonormal to working precision and spans X up
+    to rounding) wherever R certifies full numerical rank: ‖R‖_F·‖R^{-1}‖_F ≥ cond(X), so
+    ‖R‖_F·‖R^{-1}‖_F·max(d, r)·eps < 1 puts every singular value above numpy's cut-off (module
+    docstring). Otherwise (a rank-deficient or nearly so draw, or r > d) the left singular
+    vectors of the non-null singular values, so QᵀQ = I on the rank to working precision and the
+    columns beyond the sketch's numerical rank are zero. Q Qᵀ is the projector H either way. For
+    one 64×4 sketch the QR and its check take a fraction of the SVD's time, and avoid the
+    multi-threaded ``gesdd`` that stalls on a loaded CPU.
     """
     check_choice("side", side, SIDES)
     Xc = _as_columns(X, side)
     d, r = Xc.shape[-2:]
     if r <= d:
-        Q, _, ok = cholesky_basis(Xc)
+        Q, R = torch.linalg.qr(Xc)
+        eye = torch.eye(r, dtype=R.dtype, device=R.device)
+        cond = torch.linalg.matrix_norm(R) * torch.linalg.matrix_norm(
+            torch.linalg.solve_triangular(R, eye, upper=True)
+        )
+        ok = cond * (max(d, r) * torch.finfo(R.dtype).eps) < 1  # NaN or inf: not certified
         if bool(ok.all()):
             return Q
     U, _, _, keep = _svd(Xc)
     U = U * keep.unsqueeze(-2).to(U.dtype)
-    if r <= d:  # keep the certified draws' Cholesky bases, the SVD for the others
+    if r <= d:  # keep the certified draws' QR bases, the SVD for the others
         U = torch.where(ok[..., None, None], Q, U)
     return U
 

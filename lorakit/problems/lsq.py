@@ -36,6 +36,7 @@ from functools import cache
 
 import numpy as np
 import torch
+from scipy.linalg import blas
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["BLOCK_BYTES", "CORES", "MIN_ELEMENTS", "LeastSquaresGradient"]
@@ -115,15 +116,25 @@ class LeastSquaresGradient:
     def _fused_part(self, X: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Σ_k D_kᵀ(D_k x − b_k) over the row blocks of [start, stop) (not yet divided by N)."""
         D, b, k = self._Dn, self._bn, self.block
-        one = X.shape[0] == 1
-        x = X[0] if one else X
-        G = np.zeros_like(x)
+        G = np.zeros_like(X)
+        if X.shape[0] == 1:  # gemv with β = 1 adds D_kᵀ r_k into G in place: no temporary of d
+            gemv = blas.get_blas_funcs("gemv", (D,))
+            x, g = X[0], G[0]
+            for s in range(start, stop, k):
+                Dk = D[s : min(s + k, stop)]
+                r = Dk @ x
+                r -= b[s : min(s + k, stop)]
+                # Dkᵀ is column-major: BLAS reads it in place (trans=1 on Dk would copy it)
+                gemv(1.0, Dk.T, r, beta=1.0, y=g, overwrite_y=True)  # Dk is in cache
+            return G
+        tmp = np.empty_like(X)
         for s in range(start, stop, k):
             Dk = D[s : min(s + k, stop)]
-            r = x @ Dk.T  # one gemv (a thin gemm for a batch of x)
+            r = X @ Dk.T  # a thin gemm for a batch of x
             r -= b[s : min(s + k, stop)]
-            G += r @ Dk  # Dk is still in cache
-        return G[None] if one else G
+            np.matmul(r, Dk, out=tmp)  # Dk is still in cache
+            G += tmp
+        return G
 
     def _gram_part(self, X: np.ndarray, start: int, stop: int) -> np.ndarray:
         """Columns [start, stop) of X·(DᵀD/N) − Dᵀb/N (the Gram matrix is symmetric)."""

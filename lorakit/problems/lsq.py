@@ -13,14 +13,19 @@ for one multiply-add per float. They are bound by memory traffic, so the kernel 
   the cache, not memory (two memory passes become one).
 
 On the CPU both run on NumPy's BLAS through zero-copy views of the tensors, one BLAS thread per
-worker (threadpoolctl) and the rows split between ``torch.get_num_threads()`` workers. Measured
-on the 2-core benchmark machine under load (tests/benchmarks/bench_chain.py, 64×64): the direct
-form took 30 ms per gradient with OpenBLAS's own two threads (its threads spin while the other
-core is busy), 10.5 ms with one, torch's two-pass ``mv`` 6.6 ms, the fused blocks 4.2 ms
-(median of 5). Float32 data with float64 accumulation took about 40% of the float64 time but
-changes the problem by up to 2⁻²⁴ relative in every entry of D (the iterates by about 1e-7),
-far above float64 rounding: not used, the data stay in the problem's dtype. Elsewhere (CUDA, an
-``x`` that requires grad, a dtype NumPy lacks) the same formulas run in torch.
+worker (threadpoolctl) and the rows split between ``torch.get_num_threads()`` workers; the second
+product adds D_kᵀ r_k into the gradient in place (``gemv`` with β = 1 on the column-major D_kᵀ:
+no copy of the block, no temporary of length d). Measured interleaved (tests/benchmarks/timing.py,
+medians of 5–7) on the 2-core benchmark machine while other jobs ran, 2 threads: at 1,000 × 4,096
+the direct form took 30 ms per gradient on OpenBLAS's own two threads (they spin while the other
+core is busy), 10.5 ms on one, torch's two-pass ``mv`` 6.6 ms, one fused pass on one thread 4.2 ms,
+and this kernel 3.0 ms against 16.0 ms for the direct form in the same run; at 300 × 65,536 17.8 ms
+against 19.8 ms (the direct form's two passes then run at memory speed on both cores). Float32
+data with float64 accumulation took about 36% of the float64 time (2.0 against 5.5 ms, one
+thread) but changes the problem itself, every entry of D by up to 2⁻²⁴ ≈ 6e-8 relative: far above
+float64 rounding and the 1e-12 to which the chain's iterates are checked, so it is not used and
+the data stay in the problem's dtype. Elsewhere (CUDA, an ``x`` that requires grad, a dtype
+NumPy lacks, a problem below ``MIN_ELEMENTS``) the same formulas run in torch.
 
 Every path is exact to rounding in the problem's dtype: only the order of the sums changes, so
 the error stays within the usual bound (d + N)·eps·|D|ᵀ(|D||x| + |b|)/N of the direct formula

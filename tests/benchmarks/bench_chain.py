@@ -9,6 +9,12 @@ lorakit's time per step at 64×64 and 256×256 against
 All three run interleaved (tests/benchmarks/timing.py); targets are on ratios of medians. The
 gradient's kernel (one fused pass over D in cache-sized blocks, since d > N here) is chosen and
 measured in :mod:`lorakit.problems.lsq`. Run with ``make bench``.
+
+On the shared 2-core machine the figures swing with the other jobs' load (issue 14 §2 report):
+with torch's default libgomp wait policy, threads that spin at a barrier while the other core is
+busy can stretch a step to tens of milliseconds on every side; ``OMP_WAIT_POLICY=PASSIVE`` removes
+most of that. When the machine is quiet, OpenBLAS's own two threads run the authors' two
+matrix-vector products from L3 (D is 32 MB at 64×64) in about 1.3 ms, faster than the fused pass.
 """
 
 import os

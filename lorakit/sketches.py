@@ -12,13 +12,18 @@ Every rate depends on λ_min(E[H]) (RAC-LoRA Assumption 5.1; Bernoulli-LoRA Assu
 rotation- or signed-permutation-invariant families here (Gaussian, Haar, uniform coordinate,
 Kaiming-uniform) E[H_B] = (r/m)·I and E[H_A] = (r/n)·I (Bernoulli-LoRA Lemmas 3–7).
 
-Projectors are never formed from a pseudo-inverse of an m×m matrix, nor from the Gram matrix XᵀX
-(which squares the condition number: in float32 a Gaussian 64×64 sketch would lose a column). The
-thin SVD X = U Σ Vᵀ of the (d×r) sketch (batched ``torch.linalg.svd``, backward stable) gives an
-orthonormal basis of the column space, U restricted to the numerical rank, orthonormal to working
-precision in float32 and float64, and the Gram pseudo-inverse V Σ^{−2} Vᵀ. The rank is decided
-as numpy's ``matrix_rank`` does: σ_i > σ_max · max(d, r) · eps, so a rank-deficient sketch gives the
-projector onto its actual column space (a zero sketch gives H = 0).
+Projectors are never formed from a pseudo-inverse of an m×m matrix. :func:`orthonormal_basis`
+takes the Householder QR of the (d×r) sketch where its R certifies full numerical rank (the
+common case: one small QR, a fraction of an SVD's time), and otherwise the thin SVD
+X = U Σ Vᵀ (batched ``torch.linalg.svd``, backward stable), which gives an orthonormal basis of
+the column space, U restricted to the numerical rank, orthonormal to working precision in
+float32 and float64, and the Gram pseudo-inverse V Σ^{−2} Vᵀ. The rank is decided as numpy's
+``matrix_rank`` does: σ_i > σ_max · max(d, r) · eps, so a rank-deficient sketch gives the
+projector onto its actual column space (a zero sketch gives H = 0). The Gram matrix XᵀX squares
+the condition number (in float32 a Gaussian 64×64 sketch would lose a column), so a basis from
+it is used only with a certificate: :func:`cholesky_basis` (Cholesky QR, Q = X L^{-T}, for
+large batches of sketches such as the Monte Carlo estimate of E[H]) also returns ‖QᵀQ − I‖,
+which bounds the error of QQᵀ as a projector.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ import torch
 from ._validation import check_choice, check_device_match, check_real, check_shape
 
 __all__ = [
+    "CHOLESKY_TOL",
     "SKETCHES",
     "Sketch",
     "anisotropic_gaussian",
     "apply_basis",
+    "cholesky_basis",
     "coordinate",
     "custom",
     "fixed",
@@ -71,16 +78,65 @@ def _svd(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
     return U, S, Vh.mT, S > tol
 
 
+#: A Cholesky-QR basis is kept when ‖QᵀQ − I‖_max ≤ CHOLESKY_TOL·r·eps, the accuracy the SVD
+#: basis reaches (tests/test_sketches.py); Gaussian sketches measure 2–5 eps at 64×4 and 256×8.
+CHOLESKY_TOL = 2
+
+
+def cholesky_basis(
+    X: torch.Tensor, side: str = "left"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cholesky QR of the sketch with its certificate: (Q (…, d, r), QᵀQ (…, r, r), ok (…)).
+
+    G = XᵀX = LLᵀ and Q = X L^{-T}, so QQᵀ = X G^{-1} Xᵀ is the projector up to the rounding E of
+    G, and QᵀQ = I − L^{-1} E L^{-T}: ‖QᵀQ − I‖ is the error of QQᵀ as a projector (at most r
+    times its largest entry in the 2-norm). ``ok`` marks the draws whose largest entry of
+    QᵀQ − I is at most CHOLESKY_TOL·r·eps: a well-conditioned sketch (a Gaussian one has
+    condition number about (√d + √r)/(√d − √r)); an ill-conditioned or rank-deficient one fails
+    (the Cholesky factorisation itself fails on a singular G). Q is solved from the right, so
+    its transpose Qᵀ (…, r, d) is contiguous.
+    """
+    check_choice("side", side, SIDES)
+    Xc = _as_columns(X, side)
+    r = Xc.shape[-1]
+    L, info = torch.linalg.cholesky_ex(Xc.mT @ Xc)
+    Q = torch.linalg.solve_triangular(L.mT, Xc, upper=True, left=False)  # Q Lᵀ = X
+    gram = Q.mT @ Q
+    eye = torch.eye(r, dtype=Q.dtype, device=Q.device)
+    dev = (gram - eye).abs().amax(dim=(-2, -1))
+    ok = (info == 0) & (dev <= CHOLESKY_TOL * r * torch.finfo(Q.dtype).eps)
+    return Q, gram, ok
+
+
 def orthonormal_basis(X: torch.Tensor, side: str = "left") -> torch.Tensor:
     """Q (…, d, min(d, r)) with orthonormal columns spanning col(B_S) (left) or row(A_S)ᵀ (right).
 
-    Q holds the left singular vectors of the non-null singular values (module docstring), so
-    QᵀQ = I on the rank to working precision; the columns beyond the sketch's numerical rank are
-    zero, so Q Qᵀ is exactly the projector H.
+    Householder QR X = QR (backward stable: Q is orthonormal to working precision and spans X up
+    to rounding) wherever R certifies full numerical rank: ‖R‖_F·‖R^{-1}‖_F ≥ cond(X), so
+    ‖R‖_F·‖R^{-1}‖_F·max(d, r)·eps < 1 puts every singular value above numpy's cut-off (module
+    docstring). Otherwise (a rank-deficient or nearly so draw, or r > d) the left singular
+    vectors of the non-null singular values, so QᵀQ = I on the rank to working precision and the
+    columns beyond the sketch's numerical rank are zero. Q Qᵀ is the projector H either way. For
+    one 64×4 sketch the QR and its check take a fraction of the SVD's time, and avoid the
+    multi-threaded ``gesdd`` that stalls on a loaded CPU.
     """
     check_choice("side", side, SIDES)
-    U, _, _, keep = _svd(_as_columns(X, side))
-    return U * keep.unsqueeze(-2).to(U.dtype)
+    Xc = _as_columns(X, side)
+    d, r = Xc.shape[-2:]
+    if r <= d:
+        Q, R = torch.linalg.qr(Xc)
+        eye = torch.eye(r, dtype=R.dtype, device=R.device)
+        cond = torch.linalg.matrix_norm(R) * torch.linalg.matrix_norm(
+            torch.linalg.solve_triangular(R, eye, upper=True)
+        )
+        ok = cond * (max(d, r) * torch.finfo(R.dtype).eps) < 1  # NaN or inf: not certified
+        if bool(ok.all()):
+            return Q
+    U, _, _, keep = _svd(Xc)
+    U = U * keep.unsqueeze(-2).to(U.dtype)
+    if r <= d:  # keep the certified draws' QR bases, the SVD for the others
+        U = torch.where(ok[..., None, None], Q, U)
+    return U
 
 
 def gram_pinv(X: torch.Tensor, side: str = "left") -> torch.Tensor:
@@ -121,11 +177,18 @@ class Sketch:
     factor when ``shape = (r, n)``; which one is asked for is passed as ``side``. A family draws
     a (d, r) matrix for the projected dimension d and transposes it for the right side, so E[H_B]
     and E[H_A] have the same form. ``batch`` prepends Monte Carlo dimensions.
+
+    ``exchangeable`` marks a law invariant under permuting the d coordinates (P·B_S ~ B_S for every
+    permutation P): then H_{PB} = P H_B Pᵀ (Bernoulli-LoRA Lemma 4), so every diagonal entry of H
+    has one law and every off-diagonal entry another. True for the Gaussian, Haar, uniform
+    coordinate and Kaiming-uniform families; :func:`lorakit.theory.expected_projector` pools its
+    standard errors over those two groups of entries.
     """
 
     name: str
     _draw: Callable = field(repr=False, compare=False)
     params: tuple = ()
+    exchangeable: bool = field(default=False, compare=False)
 
     def sample(
         self,
@@ -161,7 +224,7 @@ def gaussian(scale: float = 1.0) -> Sketch:
     def draw(d, r, batch, gen, dtype, fan_in, side):
         return scale * torch.randn(*batch, d, r, generator=gen, dtype=dtype)
 
-    return Sketch("gaussian", draw, (scale,) if scale != 1.0 else ())
+    return Sketch("gaussian", draw, (scale,) if scale != 1.0 else (), exchangeable=True)
 
 
 def haar() -> Sketch:
@@ -171,7 +234,7 @@ def haar() -> Sketch:
         Q, R = torch.linalg.qr(torch.randn(*batch, d, r, generator=gen, dtype=dtype))
         return Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
 
-    return Sketch("haar", draw)
+    return Sketch("haar", draw, exchangeable=True)
 
 
 def coordinate() -> Sketch:
@@ -183,7 +246,7 @@ def coordinate() -> Sketch:
         out = torch.zeros(*batch, d, r, dtype=dtype)
         return out.scatter_(-2, idx.unsqueeze(-2), 1.0)
 
-    return Sketch("coordinate", draw)
+    return Sketch("coordinate", draw, exchangeable=True)
 
 
 def nonuniform_coordinate(marginals) -> Sketch:
@@ -259,7 +322,7 @@ def kaiming_uniform(a: float = math.sqrt(5)) -> Sketch:
         bound = math.sqrt(2.0 / (1.0 + a * a)) * math.sqrt(3.0 / fan_in)
         return (2 * torch.rand(*batch, d, r, generator=gen, dtype=dtype) - 1) * bound
 
-    return Sketch("kaiming_uniform", draw)
+    return Sketch("kaiming_uniform", draw, exchangeable=True)
 
 
 def fixed(matrix: torch.Tensor) -> Sketch:

@@ -357,3 +357,88 @@ def test_bad_calls():
         reg.grad(reg.W0, torch.tensor([0.0]))
     with pytest.raises(ValueError, match="idx must be a non-empty 1-D"):
         get("linear_regression").grad(reg.W0[:4, :3], torch.zeros(0, dtype=torch.long))
+
+
+# --------------------------------------------------------------------------------------------
+# The least-squares kernel (problems.lsq): Gram matrix or fused row blocks
+# --------------------------------------------------------------------------------------------
+def _lsq_bound(D, b, x):
+    """(d + N)·eps·|D|ᵀ(|D||x| + |b|)/N: the rounding bound of the direct formula in float64."""
+    N, d = D.shape
+    return (d + N) * torch.finfo(D.dtype).eps * ((x.abs() @ D.abs().T + b.abs()) @ D.abs()) / N
+
+
+@pytest.mark.parametrize("N, d, kind", [(300, 1024, "fused"), (700, 576, "gram")])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lsq_kernel_equals_the_direct_form(N, d, kind, threads):
+    from lorakit.problems.lsq import LeastSquaresGradient
+
+    gen = torch.Generator().manual_seed(N)
+    D = torch.randn(N, d, generator=gen, dtype=torch.float64) * 2 + 1  # the paper's 2z + 1
+    b = torch.randn(N, generator=gen, dtype=torch.float64)
+    kernel = LeastSquaresGradient(D, b)
+    assert kernel.kind == kind and kernel.numpy  # large enough for the NumPy kernels
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # one or two workers
+    try:
+        for shape in ((d,), (3, d)):
+            x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+            direct = ((x @ D.T - b) @ D) / N
+            got = kernel(x)
+            assert got.shape == x.shape and got.dtype == x.dtype
+            assert bool(((got - direct).abs() <= _lsq_bound(D, b, x)).all())
+            # A float32 copy of D would miss by far more than that bound.
+            D32 = D.float().double()
+            rounded = ((x @ D32.T - b) @ D32) / N
+            assert not bool(((rounded - direct).abs() <= _lsq_bound(D, b, x)).all())
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_linear_regression_gradient_and_loss_through_the_kernel():
+    """Gradient and loss of a problem large enough for the kernel equal the direct formulas
+    written out here (the loss keeps the direct form: its Gram form would cancel near the
+    optimum); with autograd and a minibatch the direct form runs."""
+    from lorakit.problems import lsq
+
+    prob = linear_regression(32, 32, n_pretrain=60, n_finetune=300)  # d = 1024 > N: fused
+    assert lsq.LeastSquaresGradient(prob.D, prob.b).kind == "fused"
+    W = rand_W(prob, 2, seed=3)
+    D, b = prob.D, prob.b
+    x = W.reshape(2, -1)
+    direct = ((x @ D.T - b) @ D) / prob.n_samples + prob.reg * 2 * x / (1 + x**2) ** 2
+    got = prob.grad(W).reshape(2, -1)
+    assert bool(((got - direct).abs() <= _lsq_bound(D, b, x) + 1e-15 * direct.abs()).all())
+    loss = 0.5 * ((x @ D.T - b) ** 2).mean(-1) + prob.reg * (x**2 / (1 + x**2)).sum(-1)
+    torch.testing.assert_close(prob.loss(W), loss, rtol=1e-13, atol=0)
+    # Autograd through the loss agrees with the kernel's gradient.
+    Wg = W[0].clone().requires_grad_(True)
+    prob.loss(Wg).backward()
+    torch.testing.assert_close(Wg.grad, prob.grad(W[0]), rtol=1e-10, atol=1e-12)
+
+
+def test_chain_iterates_unchanged_by_the_kernel(monkeypatch):
+    """Bernoulli-LoRA-GD on the kernel and on the direct form (kernels switched off) agree to
+    1e-12 relative after 40 steps (both exact to float64 rounding, only the order of sums
+    differs)."""
+    import dataclasses
+
+    import lorakit as lk
+    from lorakit.problems import lsq
+
+    prob = linear_regression(32, 32, n_pretrain=60, n_finetune=300)
+    assert lsq.LeastSquaresGradient(prob.D, prob.b).numpy
+    chain = lk.make("bernoulli_lora", 4, 1.0 / prob.L, p=0.5)
+    fast = chain.run(prob, 40, seeds=0, log_every=1)
+    monkeypatch.setattr(lsq, "MIN_ELEMENTS", 1 << 62)  # every call takes torch's direct form
+    assert not lsq.LeastSquaresGradient(prob.D, prob.b).numpy
+    direct = chain.run(dataclasses.replace(prob), 40, seeds=0, log_every=1)  # a fresh kernel
+    assert len(fast) == len(direct) == 41
+    for col in ("loss", "grad_norm_sq"):
+        torch.testing.assert_close(
+            torch.tensor(fast[col].to_numpy()),
+            torch.tensor(direct[col].to_numpy()),
+            rtol=1e-12,
+            atol=0,
+        )
+    assert (fast["side"] == direct["side"]).all()

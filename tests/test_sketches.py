@@ -207,3 +207,44 @@ def test_batched_basis_equals_one_at_a_time(gen):
         for k in range(7):
             torch.testing.assert_close(H[k], sk.projector(Xs[k], side), atol=1e-14, rtol=0)
         assert H[2].abs().max() == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_cholesky_basis_is_certified_and_spans_the_sketch(dtype, side):
+    """A batch of Gaussian 64×4 sketches passes the certificate (QᵀQ = I within 2·eps·r), and QQᵀ
+    equals the SVD projector within 8·eps·r, as orthonormal_basis's does."""
+    eps, r = torch.finfo(dtype).eps, 4
+    gen = torch.Generator().manual_seed(7)
+    X = torch.randn(50, 64, r, generator=gen, dtype=dtype)
+    X = X if side == "left" else X.mT
+    Q, gram, ok = sk.cholesky_basis(X, side)
+    assert bool(ok.all())
+    assert (gram - torch.eye(r, dtype=dtype)).abs().max() <= 2 * eps * r
+    U = torch.linalg.svd(X if side == "left" else X.mT, full_matrices=False).U
+    assert (Q @ Q.mT - U @ U.mT).abs().max() <= 8 * eps * r
+    Qo = sk.orthonormal_basis(X, side)
+    assert (Qo @ Qo.mT - U @ U.mT).abs().max() <= 8 * eps * r
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_uncertified_draws_take_the_svd_basis(dtype):
+    """In a batch, a rank-1 draw fails both certificates (Cholesky's and the QR's) and gets the
+    SVD's basis (one non-zero column), a Gaussian draw passes both, and a condition-1e4 draw gets
+    either, with the SVD basis's guarantees: QᵀQ = I within 2·eps·r and H fixes the sketch within
+    10·eps·d·max|X|."""
+    eps, gen = torch.finfo(dtype).eps, torch.Generator().manual_seed(5)
+    U = torch.linalg.qr(torch.randn(20, 4, generator=gen, dtype=torch.float64)).Q
+    ill = U * torch.tensor([1.0, 1e-2, 1e-3, 1e-4], dtype=torch.float64)
+    rank1 = torch.randn(20, 1, generator=gen, dtype=torch.float64) * torch.ones(1, 4)
+    good = torch.randn(20, 4, generator=gen, dtype=torch.float64)
+    X = torch.stack([rank1, ill, good]).to(dtype)
+    _, _, ok = sk.cholesky_basis(X)
+    assert not bool(ok[0]) and bool(ok[2])
+    Q = sk.orthonormal_basis(X)
+    assert int((Q[0].abs().amax(-2) > 0).sum()) == 1
+    for k in (1, 2):
+        assert (Q[k].T @ Q[k] - torch.eye(4, dtype=dtype)).abs().max() <= 2 * eps * 4
+        H = Q[k] @ Q[k].T
+        assert (H @ X[k] - X[k]).abs().max() <= 10 * eps * 20 * X[k].abs().max()
+    assert torch.equal(Q[2], torch.linalg.qr(X[2]).Q)  # the Gaussian draw keeps its QR basis

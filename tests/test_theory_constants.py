@@ -1,6 +1,7 @@
 """Expected-projector constants and the sympy identities (RAC-LoRA Assumption 5.1, §5 items 1–3
 and 13; Bernoulli-LoRA Assumption 1, Lemmas 1–9, §5.9, §6 items 1–3 and 9)."""
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -171,18 +172,83 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu.stderr, cpu.stderr, atol=1e-8, rtol=0)
 
 
+def _same_draws(seed, d, r, counts):
+    """The float32 draws expected_projector makes for ``seed``, chunk by chunk, in float64."""
+    from lorakit.rng import Streams
+
+    gen = Streams(seed)["sketch"]
+    return torch.cat(
+        [sk.gaussian().sample((d, r), gen, batch=(k,), dtype=torch.float32) for k in counts]
+    ).double()
+
+
 def test_mc_large_dimension_uses_several_tiles():
     """d > 128 tiles Σ H∘H; the standard errors must match a direct computation."""
     d, r, n = 300, 2, 40
-    est = tc.expected_projector("gaussian", d, r, samples=n, chunk=16, seed=3, device="cpu")
-    # Recompute directly from the same draws.
-    from lorakit.rng import Streams
-
-    gen = Streams(3)["sketch"]
-    X = torch.cat([sk.gaussian().sample((d, r), gen, batch=(k,)) for k in (16, 16, 8)])
-    H = sk.projector(X)
+    est = tc.expected_projector(
+        "gaussian", d, r, samples=n, chunk=16, seed=3, device="cpu", pooled=False
+    )
+    H = sk.projector(_same_draws(3, d, r, (16, 16, 8)))  # the SVD projectors of the same draws
     torch.testing.assert_close(est.mean, H.mean(0), atol=1e-12, rtol=0)
     torch.testing.assert_close(est.stderr, H.std(0) / math.sqrt(n), atol=1e-9, rtol=1e-6)
+
+
+def test_pooled_stderr_is_the_group_average_of_the_entrywise_variances():
+    """An exchangeable sketch's variance is the mean of the entry-wise sample variances over the
+    diagonal and over the off-diagonal entries, computed here from the SVD projectors."""
+    d, r, n = 140, 3, 50
+    est = tc.expected_projector("gaussian", d, r, samples=n, chunk=20, seed=4, device="cpu")
+    H = sk.projector(_same_draws(4, d, r, (20, 20, 10)))
+    torch.testing.assert_close(est.mean, H.mean(0), atol=1e-12, rtol=0)
+    var = H.var(0)
+    diag = var.diagonal().mean()
+    off = (var.sum() - var.diagonal().sum()) / (d * (d - 1))
+    expected = torch.full((d, d), float(off), dtype=torch.float64)
+    expected.diagonal().fill_(float(diag))
+    torch.testing.assert_close(est.stderr, (expected / n).sqrt(), atol=0, rtol=1e-8)
+    # The two groups really differ (diagonal entries vary more), so pooling them would be wrong.
+    assert float(diag) > 1.5 * float(off)
+
+
+@pytest.mark.parametrize(
+    "sketch",
+    [sk.gaussian(), sk.anisotropic_gaussian([0.3, 0.5, 1.0, 1.0, 2.0, 3.0])],
+    ids=["pooled", "entrywise"],
+)
+def test_reported_stderr_matches_the_spread_over_seeds(sketch):
+    """The reported standard error of each entry is the standard deviation of that entry's
+    estimate over 60 independent seeds. The spread over 60 seeds is itself known to about
+    1/√(2·59) ≈ 9% (relative), so each entry must agree within 40% (over 4 of those standard
+    deviations) and the root-mean-square ratio over the upper triangle within 8%."""
+    d, r, n, seeds = 6, 2, 400, 60
+    runs = [
+        tc.expected_projector(sketch, d, r, samples=n, seed=s, device="cpu") for s in range(seeds)
+    ]
+    means = torch.stack([e.mean for e in runs])
+    reported = torch.stack([e.stderr for e in runs]).mean(0)
+    spread = means.std(0)
+    ratio = (spread / reported)[tuple(torch.triu_indices(d, d))]
+    assert bool(((ratio - 1).abs() <= 0.4).all()), ratio
+    assert abs(float(ratio.square().mean().sqrt()) - 1) <= 0.08, ratio
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_rank_deficient_draws_take_the_svd_basis(pooled):
+    """A rank-1 sketch fails the Cholesky basis (singular XᵀX); its SVD projector is used."""
+    B = torch.tensor([[1.0, 2.0], [2.0, 4.0], [0.0, 0.0], [1.0, 2.0]])
+    u = torch.tensor([1.0, 2.0, 0.0, 1.0], dtype=torch.float64) / math.sqrt(6)
+    # Marked exchangeable only to send the point mass down the pooled path as well.
+    fixed = dataclasses.replace(sk.fixed(B), exchangeable=pooled)
+    est = tc.expected_projector(fixed, 4, 2, samples=10, device="cpu", pooled=pooled)
+    torch.testing.assert_close(est.mean, torch.outer(u, u), atol=1e-12, rtol=0)
+    assert float(est.mean.trace()) == pytest.approx(1, abs=1e-12)  # rank 1
+
+
+def test_pooled_needs_an_exchangeable_sketch():
+    with pytest.raises(ValueError, match="pooled=True needs an exchangeable sketch"):
+        tc.expected_projector(sk.anisotropic_gaussian([1.0, 2.0]), 2, 1, pooled=True)
+    with pytest.raises(ValueError, match="pooled must be True, False or None"):
+        tc.expected_projector("gaussian", 2, 1, pooled=1)
 
 
 # --------------------------------------------------------------------------------------------

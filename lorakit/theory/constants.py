@@ -31,10 +31,11 @@ from typing import NamedTuple
 
 import sympy
 import torch
+from scipy.linalg import blas
 
 from .._validation import check_choice, check_device, check_dtype, check_int, check_real
 from ..rng import Streams
-from ..sketches import SIDES, Sketch, make_sketch, orthonormal_basis
+from ..sketches import SIDES, Sketch, cholesky_basis, make_sketch, orthonormal_basis
 
 __all__ = [
     "ENUMERATION_MAX_D",
@@ -116,16 +117,37 @@ class ProjectorEstimate:
 # --------------------------------------------------------------------------------------------
 # Monte Carlo
 # --------------------------------------------------------------------------------------------
-#: Elements of one block of explicit projector tiles (s×t×t) formed while accumulating Σ H∘H.
-_BLOCK_ELEMENTS = 1 << 18
+#: Elements of one block of explicit projector tiles (s×t×t) formed while accumulating Σ H∘H
+#: (1 MiB of float64: a core's L2 cache on the benchmark machine).
+_BLOCK_ELEMENTS = 1 << 17
 #: Tile side for Σ H∘H, and the most tiles per side (larger d gets larger tiles).
 _TILE, _MAX_TILES = 128, 8
 #: Elements of one chunk of sketches (chunk×d×r); larger chunks are split to bound memory.
 _CHUNK_ELEMENTS = 1 << 24
+#: BLAS symmetric rank-k update C ← C + A·Aᵀ by dtype (upper triangle; half a GEMM's work).
+_SYRK = {torch.float64: blas.dsyrk, torch.float32: blas.ssyrk}
 
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _basis(X: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Qᵀ (k, r, d, contiguous) in float64 with H_k = Q_k Q_kᵀ, and QᵀQ (k, r, r).
+
+    The certified Cholesky QR of :func:`lorakit.sketches.cholesky_basis` (on the CPU a batched
+    Cholesky of r×r matrices and a triangular solve cost about half a batched Householder QR);
+    the draws it does not certify (ill-conditioned or rank-deficient) take the SVD basis of
+    :func:`lorakit.sketches.orthonormal_basis`, which handles rank deficiency.
+    """
+    Q, gram, ok = cholesky_basis(X.to(torch.float64), side)
+    Qt = Q.mT
+    bad = ~ok
+    if bool(bad.any()):
+        Qt = Qt.contiguous()
+        Qt[bad] = orthonormal_basis(X.to(torch.float64)[bad], side).mT
+        gram[bad] = Qt[bad] @ Qt[bad].mT
+    return Qt, gram
 
 
 def expected_projector(
@@ -138,25 +160,41 @@ def expected_projector(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float64,
     chunk: int = 2000,
+    *,
+    draw_dtype: torch.dtype = torch.float32,
+    pooled: bool | None = None,
 ) -> ProjectorEstimate:
-    """Monte Carlo estimate of E[H] with entry-wise standard errors.
+    """Monte Carlo estimate of E[H] with standard errors of its entries.
 
     Draws ``samples`` sketches of the factor's shape — (d, r) for a left sketch B_S (d = m),
     (r, d) for a right sketch A_S (d = n) — ``chunk`` at a time with
-    ``sketch.sample(..., batch=(chunk,))`` from the ``"sketch"`` stream of ``Streams(seed)``, so
-    the same arguments give the same estimate bit for bit (draws are made on the CPU and moved).
-    For each chunk the orthonormal basis Q (H = QQᵀ, :func:`lorakit.sketches.orthonormal_basis`,
-    rank-deficient draws included) gives
+    ``sketch.sample(..., batch=(chunk,))`` in ``draw_dtype`` from the ``"sketch"`` stream of
+    ``Streams(seed)``, so the same arguments give the same estimate bit for bit (draws are made on
+    the CPU and moved). For each chunk an orthonormal basis Q of every draw (H = QQᵀ, float64
+    Cholesky QR certified by ‖QᵀQ − I‖, the SVD for the draws it does not certify, rank-deficient
+    ones included) gives Σ H and the second moments for the standard errors:
 
-    * Σ H and Σ H∘H (entry-wise squares, for the standard errors) from blocks of explicit tiles
-      of the H_k = Q_k Q_kᵀ (a batched product with inner dimension r), small enough to stay in
+    * **pooled** (default for an exchangeable sketch, :attr:`lorakit.sketches.Sketch.exchangeable`:
+      Gaussian, Haar, coordinate, Kaiming-uniform): H_{PB} = P H_B Pᵀ for every permutation P
+      (Bernoulli-LoRA Lemma 4), so all diagonal entries of H share one variance and all
+      off-diagonal entries another. The reported variance of an entry is the average of the
+      entry-wise sample variances over its group, which needs only the scalars Σ_i H_ii² and
+      ‖H‖_F² = ‖QᵀQ‖_F² per draw: unbiased for every entry, and far less noisy than one entry's.
+      Σ H is then one symmetric rank-(chunk·r) update per chunk (BLAS ``syrk`` on the CPU).
+    * **entry-wise** (any other sketch, or ``pooled=False``): Σ H and Σ H∘H from blocks of
+      explicit tiles of the H_k (a batched product with inner dimension r) small enough to stay in
       cache, over the upper tile pairs only (both sums are symmetric).
 
-    No d×d pseudo-inverse is formed and there is no per-sample Python loop. The result's ``mean``
-    estimates E[H]; its extreme eigenvalues estimate λ^H_min, λ^H_max (RAC-LoRA Assumption 5.1,
-    Bernoulli-LoRA Assumption 1). ``device`` defaults to CUDA when available, else the CPU;
-    ``dtype`` is used for the draws and the accumulation. The chunk is reduced if chunk·d·r would
-    exceed 2²⁴ elements; the estimate depends on the chunk size through the order of the draws.
+    ``draw_dtype`` defaults to float32: on the CPU float32 Gaussian draws cost a fifth of float64
+    ones. The sketch's law is then its float32 rounding, which moves each entry by at most 2⁻²⁴
+    of itself and keeps every permutation and sign symmetry exactly; the basis and the sums are
+    in float64 (``dtype`` is the accumulation's), so tr of the mean is r to float64 rounding.
+    No d×d pseudo-inverse is formed and there is no per-sample Python loop.
+
+    The result's ``mean`` estimates E[H]; its extreme eigenvalues estimate λ^H_min, λ^H_max
+    (RAC-LoRA Assumption 5.1, Bernoulli-LoRA Assumption 1). ``device`` defaults to CUDA when
+    available, else the CPU. The chunk is reduced if chunk·d·r would exceed 2²⁴ elements; the
+    estimate depends on the chunk size through the order of the draws.
     """
     sketch = make_sketch(sketch)
     d = check_int("d", d, low=1)
@@ -166,47 +204,30 @@ def expected_projector(
     seed = check_int("seed", seed, low=0)
     chunk = check_int("chunk", chunk, low=1)
     check_dtype("dtype", dtype)
+    check_dtype("draw_dtype", draw_dtype)
     device = _default_device() if device is None else check_device("device", device)
+    if pooled is None:
+        pooled = sketch.exchangeable
+    elif not isinstance(pooled, bool):
+        raise ValueError(f"pooled must be True, False or None, got {pooled!r}")
+    elif pooled and not sketch.exchangeable:
+        raise ValueError(
+            f"pooled=True needs an exchangeable sketch (gaussian, haar, coordinate, "
+            f"kaiming_uniform), got {sketch.name!r}"
+        )
 
     chunk = max(1, min(chunk, samples, _CHUNK_ELEMENTS // (d * r)))
-    # Σ H∘H is symmetric: accumulate only the tile pairs (I, J), I ≤ J, of an nb×nb tiling of the
-    # d×d matrix, from blocks of explicit tiles small enough to stay in cache.
-    tile = min(d, max(_TILE, -(-d // _MAX_TILES)))
-    tiles = [slice(a, min(a + tile, d)) for a in range(0, d, tile)]
-    block = max(1, (_BLOCK_ELEMENTS if device.type == "cpu" else 1 << 24) // (tile * tile))
     shape = (d, r) if side == "left" else (r, d)
     gen = Streams(seed)["sketch"]
-
-    sum_h = torch.zeros(d, d, dtype=dtype, device=device)
-    sum_h2 = torch.zeros(d, d, dtype=dtype, device=device)
-    # Preallocated work space: re-allocating the block of tiles each time costs more than the
-    # arithmetic on it (page faults on the CPU).
-    H_buf = torch.empty(block * tile * tile, dtype=dtype, device=device)
-    sum_buf = torch.empty(tile * tile, dtype=dtype, device=device)
+    sums = _PooledSums(d, dtype, device) if pooled else _TiledSums(d, dtype, device)
     done = 0
     while done < samples:
         k = min(chunk, samples - done)
-        X = sketch.sample(shape, gen, side=side, batch=(k,), dtype=dtype, device=device)
-        Q = orthonormal_basis(X, side)  # (k, d, r), H_k = Q_k Q_kᵀ
-        for Qb in Q.split(block):
-            for i, I in enumerate(tiles):
-                for J in tiles[i:]:
-                    ti, tj = I.stop - I.start, J.stop - J.start
-                    H = H_buf[: Qb.shape[0] * ti * tj].view(Qb.shape[0], ti, tj)
-                    torch.matmul(Qb[:, I], Qb[:, J].mT, out=H)  # the (I, J) tiles of the H_k
-                    S = sum_buf[: ti * tj].view(ti, tj)
-                    torch.sum(H, dim=0, out=S)
-                    sum_h[I, J].add_(S)  # Σ_k H_k
-                    H.square_()
-                    torch.sum(H, dim=0, out=S)
-                    sum_h2[I, J].add_(S)  # Σ_k H_k∘H_k
+        X = sketch.sample(shape, gen, side=side, batch=(k,), dtype=draw_dtype, device=device)
+        Qt, gram = _basis(X, side)
+        sums.add(Qt.to(dtype), gram)
         done += k
-    # Mirror the upper tiles (the diagonal tiles are complete and symmetric).
-    sum_h = torch.triu(sum_h) + torch.triu(sum_h, 1).mT
-    sum_h2 = torch.triu(sum_h2) + torch.triu(sum_h2, 1).mT
-
-    mean = sum_h / samples
-    var = ((sum_h2 - samples * mean.square()) / (samples - 1)).clamp_min(0)
+    mean, var = sums.result(samples)
     stderr = (var / samples).sqrt()
     eig = torch.linalg.eigvalsh(mean.to(torch.float64))
     return ProjectorEstimate(
@@ -219,6 +240,83 @@ def expected_projector(
         sketch=str(sketch),
         side=side,
     )
+
+
+class _PooledSums:
+    """Σ H (upper triangle, by syrk) and the pooled second moments Σ Σ_i H_ii², Σ ‖H‖_F²."""
+
+    def __init__(self, d: int, dtype: torch.dtype, device: torch.device):
+        self.d = d
+        # Column-major, so scipy's syrk updates it in place.
+        self.sum_h = torch.zeros(d, d, dtype=dtype, device=device).mT
+        self.diag2 = self.fro2 = 0.0
+        self.blas = device.type == "cpu" and dtype in _SYRK
+
+    def add(self, Qt: torch.Tensor, gram: torch.Tensor) -> None:
+        k, r, d = Qt.shape
+        h_diag = Qt.square().sum(dim=1)  # (k, d): H_ii = ‖q_i‖²
+        self.diag2 += float(h_diag.square().sum())
+        self.fro2 += float(gram.square().sum())  # ‖H‖_F² = ‖QᵀQ‖_F² (= rank)
+        rows = Qt.reshape(k * r, d)  # Σ_k Q_k Q_kᵀ = rowsᵀ rows
+        if self.blas:  # rowsᵀ is (d, k·r) column-major: syrk reads it without a copy
+            _SYRK[rows.dtype](1.0, rows.numpy().T, beta=1.0, c=self.sum_h.numpy(), overwrite_c=True)
+        else:
+            self.sum_h.addmm_(rows.mT, rows)
+
+    def result(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.d
+        upper = torch.triu(self.sum_h)
+        mean = (upper + torch.triu(upper, 1).mT) / n
+        # Average over each group of the entry-wise unbiased variances (Σ x² − n·x̄²)/(n − 1).
+        m2 = mean.square()
+        diag_m2 = float(m2.diagonal().sum())
+        var_diag = (self.diag2 - n * diag_m2) / (d * (n - 1))
+        var = torch.full_like(mean, 0.0)
+        if d > 1:
+            var_off = (self.fro2 - self.diag2 - n * (float(m2.sum()) - diag_m2)) / (
+                d * (d - 1) * (n - 1)
+            )
+            var.fill_(max(var_off, 0.0))
+        var.diagonal().fill_(max(var_diag, 0.0))
+        return mean, var
+
+
+class _TiledSums:
+    """Σ H and Σ H∘H entry by entry, from cache-sized blocks of explicit upper tiles of the H_k."""
+
+    def __init__(self, d: int, dtype: torch.dtype, device: torch.device):
+        tile = min(d, max(_TILE, -(-d // _MAX_TILES)))
+        self.tiles = [slice(a, min(a + tile, d)) for a in range(0, d, tile)]
+        self.block = max(1, (_BLOCK_ELEMENTS if device.type == "cpu" else 1 << 24) // tile**2)
+        self.sum_h = torch.zeros(d, d, dtype=dtype, device=device)
+        self.sum_h2 = torch.zeros(d, d, dtype=dtype, device=device)
+        # Preallocated work space: re-allocating the block of tiles each time costs more than the
+        # arithmetic on it (page faults on the CPU).
+        self.H_buf = torch.empty(self.block * tile * tile, dtype=dtype, device=device)
+        self.sum_buf = torch.empty(tile * tile, dtype=dtype, device=device)
+
+    def add(self, Qt: torch.Tensor, gram: torch.Tensor) -> None:
+        Q = Qt.mT  # (k, d, r)
+        tiles = self.tiles
+        for Qb in Q.split(self.block):
+            for i, I in enumerate(tiles):
+                for J in tiles[i:]:
+                    ti, tj = I.stop - I.start, J.stop - J.start
+                    H = self.H_buf[: Qb.shape[0] * ti * tj].view(Qb.shape[0], ti, tj)
+                    torch.matmul(Qb[:, I], Qb[:, J].mT, out=H)  # the (I, J) tiles of the H_k
+                    S = self.sum_buf[: ti * tj].view(ti, tj)
+                    torch.sum(H, dim=0, out=S)
+                    self.sum_h[I, J].add_(S)  # Σ_k H_k
+                    H.square_()
+                    torch.sum(H, dim=0, out=S)
+                    self.sum_h2[I, J].add_(S)  # Σ_k H_k∘H_k
+
+    def result(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Mirror the upper tiles (the diagonal tiles are complete and symmetric).
+        sum_h = torch.triu(self.sum_h) + torch.triu(self.sum_h, 1).mT
+        sum_h2 = torch.triu(self.sum_h2) + torch.triu(self.sum_h2, 1).mT
+        mean = sum_h / n
+        return mean, ((sum_h2 - n * mean.square()) / (n - 1)).clamp_min(0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from .._validation import check_device, check_dtype, check_int, check_real
 from .base import MatrixProblem
-from .lsq import LeastSquaresGradient
 from .quadratics import check_W
 
 __all__ = ["LinearRegression", "LogisticRegression", "linear_regression", "logistic_regression"]
@@ -83,33 +82,15 @@ class LinearRegression(MatrixProblem):
         return 0.5 * r.square().mean(dim=-1) + self.reg * (x2 / (1 + x2)).sum(dim=-1)
 
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """∇f = Dᵀ(Dx − b)/N + reg·2x/(1 + x²)²; the full-batch data term by
-        :class:`~lorakit.problems.lsq.LeastSquaresGradient` (the Gram matrix or one fused pass
-        over D, whichever reads less: exact to float64 rounding), a minibatch by its rows."""
         check_W(W, self.m, self.n)
         x = W.reshape(*W.shape[:-2], self.m * self.n)
-        if idx is None:
-            data = self._data_grad()(x)
-        else:
-            idx = as_index(idx, self.n_samples, self.D.device)
-            D, b = self.D[idx], self.b[idx]
-            data = ((x @ D.T - b) @ D) / D.shape[0]
-        g = data + self.reg * 2 * x / (1 + x.square()).square()
+        D, b = self.D, self.b
+        if idx is not None:
+            idx = as_index(idx, self.n_samples, D.device)
+            D, b = D[idx], b[idx]
+        r = x @ D.T - b
+        g = (r @ D) / D.shape[0] + self.reg * 2 * x / (1 + x.square()).square()
         return g.reshape(W.shape)
-
-    def _data_grad(self) -> LeastSquaresGradient:
-        """The kernel for the current D and b (rebuilt if either was replaced or modified)."""
-        key = (id(self.D), self.D._version, id(self.b), self.b._version)
-        if getattr(self, "_lsq_key", None) != key:
-            self._lsq, self._lsq_key = LeastSquaresGradient(self.D, self.b), key
-        return self._lsq
-
-    def __getstate__(self) -> dict:
-        # The kernel (NumPy views of D, a Gram matrix) is rebuilt after a copy or an unpickle.
-        state = dict(self.__dict__)
-        state.pop("_lsq", None)
-        state.pop("_lsq_key", None)
-        return state
 
 
 def linear_regression(

@@ -6,15 +6,18 @@ lorakit's time per step at 64×64 and 256×256 against
   (ii) a numpy step that computes the gradient as Dᵀ(Dx − b)/N and forms H = B pinv(BᵀB) Bᵀ every
        iteration, as the authors' code does (IgorSokoloff/Bernoulli-LoRA_experiments,
        LinReg/RC-LoRA.py; target: lorakit ≤ 0.8× its time per step).
-All three run interleaved (tests/benchmarks/timing.py); targets are on ratios of medians. The
-gradient's kernel (one fused pass over D in cache-sized blocks, since d > N here) is chosen and
-measured in :mod:`lorakit.problems.lsq`. Run with ``make bench``.
+All three run interleaved (tests/benchmarks/timing.py); targets are on ratios of medians. Run
+with ``make bench``. A fused gradient kernel (one pass over D in cache-sized row blocks on NumPy's
+BLAS, one Python thread per worker) was tried for issue 14 and left out: its gradient beat the
+authors' two products under load (4.3 against 16.0 ms at 64×64) but was about 2× slower when the
+machine was quiet, and the whole step still missed the target with it (2.25× the numpy form's
+time at 64×64, 0.57× at 256×256): the rest of the step, not the gradient, decides here.
 
 On the shared 2-core machine the figures swing with the other jobs' load (issue 14 §2 report):
 with torch's default libgomp wait policy, threads that spin at a barrier while the other core is
 busy can stretch a step to tens of milliseconds on every side; ``OMP_WAIT_POLICY=PASSIVE`` removes
 most of that. When the machine is quiet, OpenBLAS's own two threads run the authors' two
-matrix-vector products from L3 (D is 32 MB at 64×64) in about 1.3 ms, faster than the fused pass.
+matrix-vector products from L3 (D is 32 MB at 64×64) in about 1.3 ms.
 """
 
 import os

@@ -11,9 +11,11 @@ Tolerance: the SDP is solved by Clarabel to relative gap 1e-9; values are compar
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lorakit import problems as pb
@@ -155,11 +157,12 @@ CARDS = Path(__file__).parents[1] / "theory"
 
 
 def test_every_gd_and_sgd_chain_theorem_is_posed():
-    assert sorted(POSED) == sorted(
+    fslora = ["fslora.theorem_4.4", "fslora.corollary_4.5"]
+    assert sorted(POSED) == sorted(fslora + [
         f"{paper}.theorem_{n}" for paper, ns in
         (("rac_lora", ("5.3", "5.5", "e.2", "e.3")), ("bernoulli_lora", ("1", "2", "8", "9")))
         for n in ns
-    )  # fmt: skip
+    ])  # fmt: skip
 
 
 @pytest.mark.parametrize("key", POSED)
@@ -304,3 +307,98 @@ def test_pep_certifies_the_theorem_e3_erratum():
     constants = dict(gamma=0.5, L=1.0, mu=0.5, lam_min=0.25, lam_max=0.25, A1=0.0, B1=1.0,
                      C1=1.0, Delta0=0.0, T=1)  # fmt: skip
     assert thm.bound("printed", **constants) == 0.0 < value <= thm.bound(**constants)
+
+
+# ---------------------------------------------------------------------------------------------
+# FSLoRA's rounds (lorakit.theory.pep_fslora)
+# ---------------------------------------------------------------------------------------------
+def _fslora_one_round(r, budgets, gamma, seed=0, block=2):
+    """An independent numpy FSLoRA round (H = 1, exact gradients, eq. (10)) on PSD quadratics
+    f_i(X) = ½(x − c_i)ᵀQ_i(x − c_i), λ_max(Q_i) = 1, X = r + 1 blocks of ``block`` entries (the
+    columns of B, then A), every sketch enumerated. Returns the left-hand side at T = 2 and the
+    constants of the instance: σ_s², σ_h² the maxima over the visited iterates and clients,
+    F_0 = f^S(X^0) − min f^S."""
+    rng = np.random.default_rng(seed)
+    dim = (r + 1) * block
+    Qs, cs = [], []
+    for _ in budgets:
+        G = rng.standard_normal((dim, dim))
+        Q = G @ G.T
+        Qs.append(Q / np.linalg.eigvalsh(Q).max())
+        cs.append(rng.standard_normal(dim))
+    masks = [
+        [np.repeat([*(r / k if j in I else 0.0 for j in range(r)), 1.0], block)
+         for I in itertools.combinations(range(r), k)]
+        for k in budgets
+    ]  # fmt: skip
+
+    def sketched(i, x):  # [∇f̃_i(x; S)] over S: M_S Q_i (M_S x − c_i)
+        return [m * (Qs[i] @ (m * x - cs[i])) for m in masks[i]]
+
+    def grad_fS(x):
+        return np.mean([np.mean(sketched(i, x), axis=0) for i in range(len(budgets))], axis=0)
+
+    A = np.mean([np.mean([np.outer(m, m) * Q for m in ms], axis=0) for ms, Q in zip(masks, Qs, strict=True)],
+                axis=0)  # fmt: skip
+    b = np.mean([np.mean([m * (Q @ c) for m in ms], axis=0) for ms, Q, c in zip(masks, Qs, cs, strict=True)],
+                axis=0)  # fmt: skip
+    const = np.mean([0.5 * c @ Q @ c for Q, c in zip(Qs, cs, strict=True)])
+
+    def fS(x):  # f^S is the quadratic ½xᵀAx − bᵀx + const
+        return 0.5 * x @ A @ x - b @ x + const
+
+    f_star = fS(np.linalg.lstsq(A, b, rcond=None)[0])
+    x0 = rng.standard_normal(dim)
+    picks = list(itertools.product(*(range(len(ms)) for ms in masks)))
+    x1s = [x0 - gamma / len(budgets) * sum(sketched(i, x0)[j] for i, j in enumerate(p))
+           for p in picks]  # fmt: skip
+    lhs = 0.5 * (grad_fS(x0) @ grad_fS(x0) + np.mean([grad_fS(x) @ grad_fS(x) for x in x1s]))
+    s2, h2 = 0.0, 0.0
+    for x in [x0, *x1s]:
+        g = grad_fS(x)
+        for i in range(len(budgets)):
+            gi = sketched(i, x)
+            mean = np.mean(gi, axis=0)
+            s2 = max(s2, np.mean([(v - mean) @ (v - mean) for v in gi]))
+            h2 = max(h2, (mean - g) @ (mean - g))
+    return lhs, dict(F0=fS(x0) - f_star, sigma_s2=s2, sigma_h2=h2)
+
+
+@pytest.mark.parametrize("budgets", [(1, 2), (1,)])
+def test_fslora_round_measured_below_certified_below_bound(budgets):
+    """r = 2 (ratios k/r = 1/2 and 1, the registered row's sketch; and one client at 1/2), one
+    round at the corrected cap: the exact expectation on a quadratic instance ≤ the PEP with that
+    instance's F_0, σ_s², σ_h² (the instance is feasible for it: f_i 1-smooth, f^S convex with
+    minimum f*) ≤ bound (6) of Theorem 4.4."""
+    from lorakit.theory.pep_fslora import FSLoRASketch, solve_fslora_pep
+
+    sketch = FSLoRASketch(2, budgets)
+    thm = THEOREMS["fslora.theorem_4.4"]
+    base = dict(L=1.0, H=1, N=sketch.N, rho1=sketch.rho1, rho2=sketch.rho2, c_h=0.0)
+    gamma = thm.step_cap("corrected", **base)
+    measured, c = _fslora_one_round(2, budgets, gamma)
+    certified = solve_fslora_pep(sketch, gamma, 2, L=1.0, **c)
+    bound = thm.bound(**base, gamma=gamma, T=2, sigma_g2=0.0, **c)
+    assert measured <= certified * (1 + TOL) and certified <= bound
+
+
+def test_fslora_pep_one_client_without_sketch_is_gd():
+    """k = r, one client: FSLoRA is GD on f, and at T = 1 the worst ‖∇f(X^0)‖² given
+    f(X^0) − f* ≤ F_0 is 2LF_0 (attained by ½L‖X‖², F_0 = ½L‖X^0‖²); with k = 1 of r = 2 the
+    smoothness of f^S is ρ_1L = 2L, and the worst case doubles (attained by ½‖BS‖² + ½‖A‖²)."""
+    from lorakit.theory.pep_fslora import FSLoRASketch, solve_fslora_pep
+
+    assert solve_fslora_pep(FSLoRASketch(2, (2,)), 0.5, 1, L=1.0, F0=1.0) == pytest.approx(
+        2.0, abs=TOL
+    )
+    value = solve_fslora_pep(FSLoRASketch(2, (1,)), 0.5, 1, L=1.0, F0=1.0, sigma_s2=10.0)
+    assert value == pytest.approx(4.0, abs=TOL)
+
+
+def test_fslora_rows_are_posed_and_refuse_a_lower_bound():
+    cert = certify("fslora.theorem_4.4", fast=True)
+    assert 0 < cert.value <= cert.bound and cert.status.startswith("loose by")
+    assert "N=2 clients, r=2, k=(1, 2)" in cert.note and "relaxed" in cert.note
+    with pytest.raises(ValueError, match="which='lower' needs a subclass"):
+        certify("fslora.theorem_4.4", which="lower")
+    assert not pep_row("fslora.lemma_d.3").posed

@@ -68,6 +68,8 @@ class PepRow:
     relaxation: str = ""
     why: str = ""
     power: int = 1
+    #: A PEP that is not a chain method (FSLoRA's rounds): ``solve()`` returns its value.
+    solve: Callable[[], float] | None = None
 
     @property
     def posed(self) -> bool:
@@ -223,6 +225,53 @@ for _key in ("constant_step", "optimal_step", "polyak_step"):
     )
 
 
+# FSLoRA Theorem 4.4 and Corollary 4.5 (lorakit.theory.pep_fslora): one round (T = 2) on the
+# smallest instance with two of the check's sketching ratios k_i/r (the check's r = 4 with
+# k = (1, 2, 4) has 4·6 = 24 outcomes a round on 5 blocks; r = 4 with k = (1, 4) alone did not
+# finish in 2 minutes on 2 cores). Unit constants: the check's are empirical, measured on its runs.
+_FS_CONF = dict(r=2, budgets=(1, 2), L=1.0, F0=1.0, sigma_s2=1.0, sigma_h2=1.0, c_h=0.0, T=2)
+_FS_RELAX = (
+    "f* is a lower bound of f^S (f^S − f* ≥ ‖∇f^S‖²/(2ρ_1L)) and Assumptions 4.2–4.3 (σ_s², "
+    "σ_h²) are imposed at the visited iterates only (upper bound)"
+)
+
+
+def _fslora_row(key: str, corollary: bool) -> PepRow:
+    from .pep_fslora import FSLoRASketch, solve_fslora_pep
+    from .theorem import THEOREMS
+
+    c = _FS_CONF
+    sketch = FSLoRASketch(c["r"], c["budgets"])
+    N, T, L = sketch.N, c["T"], c["L"]
+    if corollary:
+        # T ≥ 36NHL(c_h + 1) at T = 2 needs L ≤ T/(36N(c_h + 1)): the corollary's step then is
+        # γ = √(N/(THL̃)), its T-threshold met with equality.
+        L = T / (36 * N * (1 + c["c_h"]))
+        gamma = math.sqrt(N / (T * sketch.rho2 * L))
+    else:
+        gamma = THEOREMS["fslora.theorem_4.4"].step_cap(
+            "corrected", L=L, H=1, N=N, rho1=sketch.rho1, rho2=sketch.rho2, c_h=c["c_h"]
+        )
+    kw = dict(L=L, F0=c["F0"], sigma_s2=c["sigma_s2"], sigma_h2=c["sigma_h2"], c_h=c["c_h"])
+    constants = THEOREMS[key].select(
+        dict(kw, gamma=gamma, T=T, H=1, N=N, rho1=sketch.rho1, rho2=sketch.rho2, sigma_g2=0.0)
+    )
+    config = (
+        f"FSLoRA N={N} clients, r={sketch.r}, k={sketch.budgets} (ratios 1/2 and 1 of the check's "
+        f"1/4, 1/2, 1; ρ_1={sketch.rho1:g}, ρ_2={sketch.rho2:g}), X = 3 blocks (2 columns of B, A), "
+        f"{sketch.outcomes_per_round()} outcomes a round, H=1, σ_g²=0, γ={gamma:.4g}, L={L:.4g}, "
+        f"F_0={c['F0']:g}, σ_s²={c['sigma_s2']:g}, σ_h²={c['sigma_h2']:g}, c_h={c['c_h']:g}, T={T}"
+    )
+    return PepRow(key, config, constants=constants, relaxation=_FS_RELAX,
+                  solve=lambda: solve_fslora_pep(sketch, gamma, T, **kw))  # fmt: skip
+
+
+_row("fslora.theorem_4.4")(lambda fast: _fslora_row("fslora.theorem_4.4", False))
+_row("fslora.corollary_4.5")(lambda fast: _fslora_row("fslora.corollary_4.5", True))
+for _key in ("lemma_d.3", "proposition_d.4"):
+    _not_posed(f"fslora.{_key}", "a property of the sketch or of f^S, not a method's rate")
+
+
 def pep_row(key: str, fast: bool = False) -> PepRow:
     """The PEP row of theorem ``key`` (a row with ``why`` for a theorem without a PEP)."""
     if key not in PEP_ROWS:
@@ -245,13 +294,17 @@ def certify(key: str, fast: bool = False, which: str = "dual") -> Certificate:
         return Certificate(key, math.nan, math.nan, None, False, row.why)
     thm = THEOREMS[key]
     lower = which == "lower"
-    if lower and not _has_exact_subclass(row.fclass):
+    if lower and (row.solve is not None or not _has_exact_subclass(row.fclass)):
+        what = "FSLoRA's rounds" if row.fclass is None else f"{row.fclass.kind}, μ = L"
         raise ValueError(
             f"which='lower' needs a subclass with interpolation conditions; {key}'s class "
-            f"({row.fclass.kind}, μ = L) has none"
+            f"({what}) has none posed here"
         )
     start = time.perf_counter()
-    value = solve_pep(row.method, row.fclass, row.measure, row.initial, exact_subclass=lower)
+    if row.solve is not None:
+        value = row.solve()
+    else:
+        value = solve_pep(row.method, row.fclass, row.measure, row.initial, exact_subclass=lower)
     if row.power > 1:
         delta0 = row.initial.Delta0
         value = delta0 * (value / delta0) ** row.power
@@ -266,7 +319,12 @@ def certify(key: str, fast: bool = False, which: str = "dual") -> Certificate:
         else ("" if exact else f"; relaxed: {row.relaxation}")
     )
     cert = Certificate(key, value, bound, printed, exact, note, seconds, row.constants.get("T", 0))
-    if "inconclusive" in cert.status and which == "dual" and _has_exact_subclass(row.fclass):
+    if (
+        "inconclusive" in cert.status
+        and which == "dual"
+        and row.solve is None
+        and _has_exact_subclass(row.fclass)
+    ):
         # A relaxed value above a bound proves nothing: the exact subclass's worst case (a lower
         # bound on the class's, attained by a function) decides whether it is a counterexample.
         low = certify(key, fast, "lower")

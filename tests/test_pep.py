@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from lorakit import problems as pb
@@ -156,9 +157,10 @@ POSED = [key for key in PEP_ROWS if pep_row(key, fast=True).posed]
 CARDS = Path(__file__).parents[1] / "theory"
 
 
-def test_every_gd_and_sgd_chain_theorem_is_posed():
+def test_every_chain_federated_and_fslora_theorem_is_posed():
     fslora = ["fslora.theorem_4.4", "fslora.corollary_4.5"]
-    assert sorted(POSED) == sorted(fslora + [
+    fed = [f"bernoulli_lora.theorem_{n}" for n in (5, 18, 6, 20, 21, 22)]
+    assert sorted(POSED) == sorted(fslora + fed + [
         f"{paper}.theorem_{n}" for paper, ns in
         (("rac_lora", ("5.3", "5.5", "e.2", "e.3")), ("bernoulli_lora", ("1", "2", "8", "9")))
         for n in ns
@@ -402,3 +404,69 @@ def test_fslora_rows_are_posed_and_refuse_a_lower_bound():
     with pytest.raises(ValueError, match="which='lower' needs a subclass"):
         certify("fslora.theorem_4.4", which="lower")
     assert not pep_row("fslora.lemma_d.3").posed
+
+
+# ---------------------------------------------------------------------------------------------
+# Federated rows: M = 2 clients on 1 × 2 blocks with rand-1 (not the checks' M = 10)
+# ---------------------------------------------------------------------------------------------
+FED = ["bernoulli_lora.theorem_18", "bernoulli_lora.theorem_22", "bernoulli_lora.theorem_20"]
+
+
+@pytest.mark.parametrize("key", FED)
+def test_federated_row_measured_below_certified(key):
+    """The row's own method (M = 2, coordinate sketch on a 1 × 2 matrix: one entry per block,
+    rand-1 of the 2 entries) on two heterogeneous quadratics ½‖Λ^½(W − C_l)‖² with the row's L
+    and μ: E f(W^T) − f* over 600 seeds (3 SE slack) ≤ the certified worst case for this run's
+    Δ^0, Δ* and G^0, which is ≤ the corrected bound."""
+    from dataclasses import replace
+
+    from lorakit.compressors import rand_k, scaled_rand_k
+    from lorakit.estimators import EF21, MARINA, QGD
+    from lorakit.theory.pep_model import Initial
+
+    row = pep_row(key)
+    fc, meth, T = row.fclass, row.method, row.measure.T
+    problem = pb.heterogeneous_quadratics(2, 1, 2, L=fc.L, mu=fc.mu, spread=0.5, seed=1)
+    W0 = problem.W_star + torch.tensor([[0.7, -0.4]], dtype=torch.float64)
+    problem = pb.heterogeneous_quadratics(2, 1, 2, L=fc.L, mu=fc.mu, spread=0.5, seed=1, W0=W0)
+    f_star = float(problem.f_star)
+    delta0 = float(problem.loss(problem.W0)) - f_star
+    grads = [c.grad(problem.W0) for c in problem.clients]
+    estimator = {
+        "qgd": lambda: QGD(compressor=rand_k(1)),
+        "marina": lambda: MARINA(q=meth.q, compressor=rand_k(1)),
+        "ef21": lambda: EF21(compressor=scaled_rand_k(1), init_mode="zero"),
+    }[meth.estimator]()
+    frame = run("bernoulli_lora", problem, T, seeds=list(range(600)), rank=1, p=meth.sketch.p,
+                gamma=meth.gamma, sketch="coordinate", estimator=estimator)  # fmt: skip
+    gap = frame[frame.step == T].gap
+    measured, se = gap.mean(), gap.std() / math.sqrt(len(gap))
+    initial = replace(
+        row.initial,
+        Delta0=delta0,
+        Delta_star=None if row.initial.Delta_star is None else float(problem.delta_star),
+        G0=None if row.initial.G0 is None else float(np.mean([float((g**2).sum()) for g in grads])),
+    )
+    certified = solve_pep(meth, fc, row.measure, initial)
+    constants = {**row.constants, "Delta0": delta0}
+    for name in ("Delta_star", "G0"):
+        if name in constants and getattr(initial, name) is not None:
+            constants[name] = getattr(initial, name)
+    bound = THEOREMS[key].bound(**constants)
+    assert isinstance(initial, Initial)
+    assert measured - 3 * se <= certified <= bound * (1 + TOL)
+
+
+def test_fed_qgd_printed_theorem_18_counterexample():
+    """Fed-QGD from W* (Δ^0 = 0) with f_l = (L/2)‖W − C_l‖² + a_l (each L-smooth, f L-PL):
+    ∇f_l(W*) = ±Le with (L/2)‖e‖² = Δ*, so G = (L/2)(C_1(e) − C_2(e)) and, in closed form,
+    E f(W^1) − f* = ½L²γ²λωΔ* (E‖C_1e − C_2e‖² = 2ω‖e‖², E‖Hv‖² = λ‖v‖²): 1.1065 here, above
+    the printed bound (which lacks Δ*) and at most the certified value (solver accuracy 1e-4 at
+    μ = L, where the PL relaxation's two conditions meet)."""
+    row = pep_row("bernoulli_lora.theorem_18")
+    c = row.constants
+    closed = 0.5 * c["L"] ** 2 * c["gamma"] ** 2 * c["lam_min"] * c["omega"] * c["Delta_star"]
+    cert = certify("bernoulli_lora.theorem_18")
+    thm = THEOREMS["bernoulli_lora.theorem_18"]
+    assert thm.bound("printed", **c) < closed <= cert.value * (1 + 1e-4)
+    assert cert.value <= thm.bound(**c)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "MEASURES",
     "SOLVER",
     "SOLVER_OPTIONS",
+    "SOLVER_RETRY",
     "BlockCompressor",
     "BlockSketch",
     "FunctionClass",
@@ -58,6 +59,8 @@ __all__ = [
 #: The SDP solver (open source, interior point: deterministic) and its fixed tolerances.
 SOLVER = "CLARABEL"
 SOLVER_OPTIONS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 400}
+#: The retry when Clarabel reports a numerical error: a larger static regularisation.
+SOLVER_RETRY = {**SOLVER_OPTIONS, "static_regularization_constant": 1e-7}
 
 #: Function classes: L-smooth (non-convex), L-smooth μ-PL, L-smooth μ-strongly convex, convex L0-Lipschitz.
 CLASSES = ("smooth", "pl", "strongly_convex", "convex_lipschitz")
@@ -296,6 +299,17 @@ class _Model:
     cache: dict = field(default_factory=dict)
     blocks_of: dict = field(default_factory=dict)
     visited: list = field(default_factory=list)
+    points: dict = field(default_factory=dict)
+
+    def unique(self, x):
+        """One Point per distinct combination of leaves: two outcome paths can reach the same
+        iterate (MARINA: a mask that drops one block, then a sketch that keeps it); as distinct
+        Points their interpolation conditions would force equal gradients, an equality with no
+        interior on which Clarabel fails."""
+        key = frozenset(
+            (leaf.counter, round(c, 12)) for leaf, c in x.decomposition_dict.items() if c != 0
+        )
+        return self.points.setdefault(key, x)
 
     def oracle(self, x):
         """[(∇f_l(x), f_l(x))] for every leaf, evaluated once per point."""
@@ -374,7 +388,7 @@ def _stars(model: _Model, M: int) -> None:
             model.leaf_stars = [Expression() for _ in model.leaves]
 
 
-def _necessary_conditions(model: _Model, M: int) -> None:
+def _necessary_conditions(model: _Model, M: int, bounded_stars: bool) -> None:
     """What the relaxation imposes at every visited point x (all hold for every function of the
     class): f(x) − f* ≥ ‖∇f(x)‖²/(2L) and f_l(x) − f_l* ≥ ‖∇f_l(x)‖²/(2L) (descent lemma at a
     lower bound), and for PL f(x) − f* ≤ ‖∇f(x)‖²/(2μ)."""
@@ -384,7 +398,7 @@ def _necessary_conditions(model: _Model, M: int) -> None:
         model.pep.add_constraint(f - model.f_star >= g**2 / (2 * fc.L))
         if fc.kind == "pl":
             model.pep.add_constraint(f - model.f_star <= g**2 / (2 * fc.mu))
-        if M > 1:
+        if M > 1 and bounded_stars:  # with f_l* free (no Δ*) these conditions are void
             for (gl, fl), fl_star in zip(model.oracle(x), model.leaf_stars, strict=True):
                 model.pep.add_constraint(fl - fl_star >= gl**2 / (2 * fc.L))
 
@@ -458,7 +472,26 @@ def solve_pep(
     (non-convex class) or strongly convex (PL class) subclass with exact conditions; the primal
     value, attained by a Gram matrix, is returned: a certified lower bound on the class's worst case.
     Raises ``ValueError`` when the solver finds no finite worst case.
+
+    Every measure and every initial quantity (Δ^0, R0², σ², Δ*, G^0) is quadratic: f ↦ f(√s·)/s
+    keeps L, μ and γ and divides them all by s. So the PEP is solved with the largest of them
+    scaled to 1 and its value multiplied back (Clarabel loses digits, or fails, on Δ* ≈ 70).
     """
+    scale = max(
+        [abs(v) for v in (initial.Delta0, initial.sigma2, initial.Delta_star, initial.G0) if v]
+        + ([initial.R0**2] if initial.R0 else []),
+        default=1.0,
+    )
+    if scale != 1.0:
+        quadratic = ("Delta0", "sigma2", "Delta_star", "G0")
+        scaled = {
+            k: getattr(initial, k) / scale for k in quadratic if getattr(initial, k) is not None
+        }
+        if initial.R0 is not None:
+            scaled["R0"] = initial.R0 / math.sqrt(scale)
+        return scale * solve_pep(
+            method, fclass, measure, replace(initial, **scaled), exact_subclass
+        )
     from PEPit import PEP
 
     M = method.clients if method.federated else 1
@@ -482,25 +515,31 @@ def solve_pep(
                     continue
                 for ps, kept in method.sketch.outcomes():
                     step = G.keep(kept).total()
-                    x = node.x if step is None else node.x - method.gamma * step
+                    x = node.x if step is None else model.unique(node.x - method.gamma * step)
                     nxt.append(_Node(x, node.prob * pq * ps, (*node.path, x), state))
         levels.append(nxt)
     _set_measure(model, measure, levels)
     _set_initial(model, method, initial, x0, M)
     if not exact:
-        _necessary_conditions(model, M)
+        _necessary_conditions(model, M, initial.Delta_star is not None)
     import cvxpy
 
-    try:
-        value = pep.solve(
-            wrapper="cvxpy",
-            solver=SOLVER,
-            verbose=0,
-            return_primal_or_dual="primal" if exact_subclass else "dual",
-            **SOLVER_OPTIONS,
-        )
-    except cvxpy.error.SolverError as error:
-        raise ValueError(f"the SDP solver {SOLVER} failed on this PEP ({error})") from None
+    which = "primal" if exact_subclass else "dual"
+    # Clarabel stops on a NumericalError on the two-round MARINA PEPs (M = 2); a larger static
+    # regularisation (deterministic too) solves them, agreeing with SCS to 1e-6. Each option set
+    # is tried in turn, MARINA's first.
+    attempts = [SOLVER_OPTIONS, SOLVER_RETRY]
+    if method.estimator == "marina":
+        attempts.reverse()
+    for options in attempts:
+        try:
+            value = pep.solve(wrapper="cvxpy", solver=SOLVER, verbose=0,
+                              return_primal_or_dual=which, **options)  # fmt: skip
+            break
+        except cvxpy.error.SolverError as error:
+            failure = error
+    else:
+        raise ValueError(f"the SDP solver {SOLVER} failed on this PEP ({failure})") from None
     if value is None or not math.isfinite(value):
         raise ValueError("the PEP has no finite worst case for this configuration")
     return float(value)

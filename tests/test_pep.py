@@ -16,8 +16,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from lorakit import problems as pb
 from lorakit.methods import run
@@ -174,12 +174,15 @@ def test_registered_rows_certified_below_bound_as_the_card_says(key):
     cert = certify(key, fast=True)
     assert math.isfinite(cert.value)
     assert cert.value <= cert.bound * (1 + TOL)
-    assert cert.status == "tight" or cert.status.startswith("loose by")
     paper, _ = key.split(".", 1)
     card = (CARDS / f"{paper}.md").read_text(encoding="utf-8")
     section = card[card.index(f"`{key}`") :].split("\n## ")[0]
     line = next(x for x in section.splitlines() if x.startswith("Worst case (PEP"))
     assert f"**{cert.status}**" in line
+    if "inconclusive" in cert.status:  # only with a counterexample the card names
+        assert key == "bernoulli_lora.theorem_18" and "counterexample" in line
+    else:
+        assert cert.status == "tight" or cert.status.startswith("loose by")
     if cert.status != "tight":
         assert f"{cert.value:.4g}" in line
 
@@ -422,7 +425,6 @@ def test_federated_row_measured_below_certified(key):
 
     from lorakit.compressors import rand_k, scaled_rand_k
     from lorakit.estimators import EF21, MARINA, QGD
-    from lorakit.theory.pep_model import Initial
 
     row = pep_row(key)
     fc, meth, T = row.fclass, row.method, row.measure.T
@@ -453,7 +455,6 @@ def test_federated_row_measured_below_certified(key):
         if name in constants and getattr(initial, name) is not None:
             constants[name] = getattr(initial, name)
     bound = THEOREMS[key].bound(**constants)
-    assert isinstance(initial, Initial)
     assert measured - 3 * se <= certified <= bound * (1 + TOL)
 
 

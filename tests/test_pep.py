@@ -471,3 +471,27 @@ def test_fed_qgd_printed_theorem_18_counterexample():
     thm = THEOREMS["bernoulli_lora.theorem_18"]
     assert thm.bound("printed", **c) < closed <= cert.value * (1 + 1e-4)
     assert cert.value <= thm.bound(**c)
+
+
+def test_sgd_finite_sum_pattern_theorem_8():
+    """PEPit's finite-sum SGD: f = ½(f_1 + f_2), each f_i 1-smooth, one component drawn per step,
+    Δ* = f* − ½(f_1* + f_2*) = ½, so (A_1, B_1, C_1) = (L, 0, 2LΔ*) (expected smoothness). One step
+    of Bernoulli-LoRA SGD (λ = ½) at Theorem 8's cap γ = 1/4 with Δ^0 = 1: the instance
+    f_i = ½‖W − C_i‖² gives, in closed form, Δ^0(1 − 2γLλ + γ²L²λ) + γ²L²λΔ* = 0.796875 (each
+    f_i is L-PL, hence ½-PL); it is ≤ the exact PEP over strongly convex components (a lower bound
+    on the class's worst case) ≤ the relaxed PL value (an upper bound) ≤ Theorem 8's bound."""
+    L, mu, lam, gamma, delta0, delta_star = 1.0, 0.5, 0.5, 0.25, 1.0, 0.5
+    thm = THEOREMS["bernoulli_lora.theorem_8"]
+    c = dict(L=L, mu=mu, lam_min=lam, lam_max=lam, A1=L, B1=0.0, C1=2 * L * delta_star,
+             Delta0=delta0, T=1)  # fmt: skip
+    assert gamma == thm.step_cap(**c)
+    method = Method(BlockSketch(1, 2, 1, 0.0), gamma, "sgd_sum", clients=2)
+    args = (method, FunctionClass("pl", L, mu), Measure("gap", 1))
+    initial = Initial(Delta0=delta0, Delta_star=delta_star)
+    closed = delta0 * (1 - 2 * gamma * L * lam + gamma**2 * L**2 * lam)
+    closed += gamma**2 * L**2 * lam * delta_star
+    assert closed == pytest.approx(0.796875)
+    low = solve_pep(*args, initial, exact_subclass=True)
+    high = solve_pep(*args, initial)
+    assert closed <= low * (1 + TOL) and low <= high * (1 + TOL)
+    assert high <= thm.bound(**c, gamma=gamma)

@@ -65,7 +65,7 @@ SOLVER_RETRY = {**SOLVER_OPTIONS, "static_regularization_constant": 1e-7}
 #: Function classes: L-smooth (non-convex), L-smooth μ-PL, L-smooth μ-strongly convex, convex L0-Lipschitz.
 CLASSES = ("smooth", "pl", "strongly_convex", "convex_lipschitz")
 #: Gradient estimators of the chain (lorakit.estimators) posed here.
-ESTIMATORS = ("gd", "sgd", "qgd", "marina", "ef21", "subgradient")
+ESTIMATORS = ("gd", "sgd", "sgd_sum", "qgd", "marina", "ef21", "subgradient")
 #: Performance measures: the theorems' left-hand sides.
 MEASURES = ("gap", "dist", "avg_grad", "min_grad", "weighted_grad", "avg_iterate_gap")
 
@@ -151,7 +151,11 @@ class Method:
 
     ``clients`` is M (qgd, marina, ef21) or the number N of components of a finite sum whose
     components differ by constants, f_i = f + ⟨c_i, ·⟩ with Σ c_i = 0 (sgd: additive noise of
-    finite support). ``init`` is EF21's G_l^0 (``"grad"`` or ``"zero"``), ``q`` MARINA's coin.
+    finite support), or of a general finite sum f = (1/N) Σ f_i, each f_i of the class, one
+    component drawn uniformly per step (sgd_sum: PEPit's finite-sum pattern; with f_i* lower bounds
+    and Δ* = f* − (1/N) Σ f_i*, E‖∇f_i‖² ≤ 2L(f − f*) + 2LΔ*, i.e. (A_1, B_1, C_1) = (L, 0, 2LΔ*),
+    Khaled & Richtárik's expected smoothness). ``init`` is EF21's G_l^0 (``"grad"`` or ``"zero"``),
+    ``q`` MARINA's coin.
     """
 
     sketch: BlockSketch
@@ -174,6 +178,11 @@ class Method:
     @property
     def federated(self) -> bool:
         return self.estimator in ("qgd", "marina", "ef21")
+
+    @property
+    def components(self) -> int:
+        """The number of functions the PEP declares: M clients or N finite-sum components."""
+        return self.clients if self.federated or self.estimator == "sgd_sum" else 1
 
 
 @dataclass(frozen=True)
@@ -410,6 +419,9 @@ def _branches(model: _Model, method: Method, node: _Node, t: int, noise):
     est, d = method.estimator, model.d
     if est in ("gd", "subgradient"):
         return [(1.0, model.blocks(_single_grad(model, node.x)), None)]
+    if est == "sgd_sum":  # ∇f_i(W) with i uniform over the N components
+        grads = model.client_blocks(node.x)
+        return [(1 / len(grads), g, None) for g in grads]
     if est == "sgd":
         g = model.blocks(_single_grad(model, node.x))
         return [(1 / len(noise), g + c, None) for c in noise]
@@ -494,7 +506,7 @@ def solve_pep(
         )
     from PEPit import PEP
 
-    M = method.clients if method.federated else 1
+    M = method.components
     pep = PEP()
     leaves, exact = _functions(pep, fclass, M, exact_subclass)
     d = method.sketch.d
@@ -621,7 +633,9 @@ def _set_initial(model: _Model, method: Method, initial: Initial, x0, M: int) ->
         pep.set_initial_condition((x0 - model.x_star) ** 2 <= initial.R0**2)
     if initial.Delta_star is not None:
         if M == 1:
-            raise ValueError("Delta_star needs a federated method (clients > 1)")
+            raise ValueError(
+                "Delta_star needs several functions (clients > 1: federated or sgd_sum)"
+            )
         pep.add_constraint(model.f_star - _mean(model.leaf_stars) <= initial.Delta_star)
     if initial.G0 is not None and method.estimator == "ef21" and method.init == "zero":
         pep.add_constraint(_mean([g**2 for g, _ in model.oracle(x0)]) <= initial.G0)

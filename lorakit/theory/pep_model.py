@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "MEASURES",
     "SOLVER",
     "SOLVER_OPTIONS",
+    "SOLVER_RETRY",
     "BlockCompressor",
     "BlockSketch",
     "FunctionClass",
@@ -58,11 +59,13 @@ __all__ = [
 #: The SDP solver (open source, interior point: deterministic) and its fixed tolerances.
 SOLVER = "CLARABEL"
 SOLVER_OPTIONS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 400}
+#: The retry when Clarabel reports a numerical error: a larger static regularisation.
+SOLVER_RETRY = {**SOLVER_OPTIONS, "static_regularization_constant": 1e-7}
 
 #: Function classes: L-smooth (non-convex), L-smooth μ-PL, L-smooth μ-strongly convex, convex L0-Lipschitz.
 CLASSES = ("smooth", "pl", "strongly_convex", "convex_lipschitz")
 #: Gradient estimators of the chain (lorakit.estimators) posed here.
-ESTIMATORS = ("gd", "sgd", "qgd", "marina", "ef21", "subgradient")
+ESTIMATORS = ("gd", "sgd", "sgd_sum", "qgd", "marina", "ef21", "subgradient")
 #: Performance measures: the theorems' left-hand sides.
 MEASURES = ("gap", "dist", "avg_grad", "min_grad", "weighted_grad", "avg_iterate_gap")
 
@@ -148,7 +151,11 @@ class Method:
 
     ``clients`` is M (qgd, marina, ef21) or the number N of components of a finite sum whose
     components differ by constants, f_i = f + ⟨c_i, ·⟩ with Σ c_i = 0 (sgd: additive noise of
-    finite support). ``init`` is EF21's G_l^0 (``"grad"`` or ``"zero"``), ``q`` MARINA's coin.
+    finite support), or of a general finite sum f = (1/N) Σ f_i, each f_i of the class, one
+    component drawn uniformly per step (sgd_sum: PEPit's finite-sum pattern; with f_i* lower bounds
+    and Δ* = f* − (1/N) Σ f_i*, E‖∇f_i‖² ≤ 2L(f − f*) + 2LΔ*, i.e. (A_1, B_1, C_1) = (L, 0, 2LΔ*),
+    Khaled & Richtárik's expected smoothness). ``init`` is EF21's G_l^0 (``"grad"`` or ``"zero"``),
+    ``q`` MARINA's coin.
     """
 
     sketch: BlockSketch
@@ -171,6 +178,11 @@ class Method:
     @property
     def federated(self) -> bool:
         return self.estimator in ("qgd", "marina", "ef21")
+
+    @property
+    def components(self) -> int:
+        """The number of functions the PEP declares: M clients or N finite-sum components."""
+        return self.clients if self.federated or self.estimator == "sgd_sum" else 1
 
 
 @dataclass(frozen=True)
@@ -296,6 +308,17 @@ class _Model:
     cache: dict = field(default_factory=dict)
     blocks_of: dict = field(default_factory=dict)
     visited: list = field(default_factory=list)
+    points: dict = field(default_factory=dict)
+
+    def unique(self, x):
+        """One Point per distinct combination of leaves: two outcome paths can reach the same
+        iterate (MARINA: a mask that drops one block, then a sketch that keeps it); as distinct
+        Points their interpolation conditions would force equal gradients, an equality with no
+        interior on which Clarabel fails."""
+        key = frozenset(
+            (leaf.counter, round(c, 12)) for leaf, c in x.decomposition_dict.items() if c != 0
+        )
+        return self.points.setdefault(key, x)
 
     def oracle(self, x):
         """[(∇f_l(x), f_l(x))] for every leaf, evaluated once per point."""
@@ -374,7 +397,7 @@ def _stars(model: _Model, M: int) -> None:
             model.leaf_stars = [Expression() for _ in model.leaves]
 
 
-def _necessary_conditions(model: _Model, M: int) -> None:
+def _necessary_conditions(model: _Model, M: int, bounded_stars: bool) -> None:
     """What the relaxation imposes at every visited point x (all hold for every function of the
     class): f(x) − f* ≥ ‖∇f(x)‖²/(2L) and f_l(x) − f_l* ≥ ‖∇f_l(x)‖²/(2L) (descent lemma at a
     lower bound), and for PL f(x) − f* ≤ ‖∇f(x)‖²/(2μ)."""
@@ -384,7 +407,7 @@ def _necessary_conditions(model: _Model, M: int) -> None:
         model.pep.add_constraint(f - model.f_star >= g**2 / (2 * fc.L))
         if fc.kind == "pl":
             model.pep.add_constraint(f - model.f_star <= g**2 / (2 * fc.mu))
-        if M > 1:
+        if M > 1 and bounded_stars:  # with f_l* free (no Δ*) these conditions are void
             for (gl, fl), fl_star in zip(model.oracle(x), model.leaf_stars, strict=True):
                 model.pep.add_constraint(fl - fl_star >= gl**2 / (2 * fc.L))
 
@@ -396,6 +419,9 @@ def _branches(model: _Model, method: Method, node: _Node, t: int, noise):
     est, d = method.estimator, model.d
     if est in ("gd", "subgradient"):
         return [(1.0, model.blocks(_single_grad(model, node.x)), None)]
+    if est == "sgd_sum":  # ∇f_i(W) with i uniform over the N components
+        grads = model.client_blocks(node.x)
+        return [(1 / len(grads), g, None) for g in grads]
     if est == "sgd":
         g = model.blocks(_single_grad(model, node.x))
         return [(1 / len(noise), g + c, None) for c in noise]
@@ -458,10 +484,29 @@ def solve_pep(
     (non-convex class) or strongly convex (PL class) subclass with exact conditions; the primal
     value, attained by a Gram matrix, is returned: a certified lower bound on the class's worst case.
     Raises ``ValueError`` when the solver finds no finite worst case.
+
+    Every measure and every initial quantity (Δ^0, R0², σ², Δ*, G^0) is quadratic: f ↦ f(√s·)/s
+    keeps L, μ and γ and divides them all by s. So the PEP is solved with the largest of them
+    scaled to 1 and its value multiplied back (Clarabel loses digits, or fails, on Δ* ≈ 70).
     """
+    scale = max(
+        [abs(v) for v in (initial.Delta0, initial.sigma2, initial.Delta_star, initial.G0) if v]
+        + ([initial.R0**2] if initial.R0 else []),
+        default=1.0,
+    )
+    if scale != 1.0:
+        quadratic = ("Delta0", "sigma2", "Delta_star", "G0")
+        scaled = {
+            k: getattr(initial, k) / scale for k in quadratic if getattr(initial, k) is not None
+        }
+        if initial.R0 is not None:
+            scaled["R0"] = initial.R0 / math.sqrt(scale)
+        return scale * solve_pep(
+            method, fclass, measure, replace(initial, **scaled), exact_subclass
+        )
     from PEPit import PEP
 
-    M = method.clients if method.federated else 1
+    M = method.components
     pep = PEP()
     leaves, exact = _functions(pep, fclass, M, exact_subclass)
     d = method.sketch.d
@@ -482,25 +527,31 @@ def solve_pep(
                     continue
                 for ps, kept in method.sketch.outcomes():
                     step = G.keep(kept).total()
-                    x = node.x if step is None else node.x - method.gamma * step
+                    x = node.x if step is None else model.unique(node.x - method.gamma * step)
                     nxt.append(_Node(x, node.prob * pq * ps, (*node.path, x), state))
         levels.append(nxt)
     _set_measure(model, measure, levels)
     _set_initial(model, method, initial, x0, M)
     if not exact:
-        _necessary_conditions(model, M)
+        _necessary_conditions(model, M, initial.Delta_star is not None)
     import cvxpy
 
-    try:
-        value = pep.solve(
-            wrapper="cvxpy",
-            solver=SOLVER,
-            verbose=0,
-            return_primal_or_dual="primal" if exact_subclass else "dual",
-            **SOLVER_OPTIONS,
-        )
-    except cvxpy.error.SolverError as error:
-        raise ValueError(f"the SDP solver {SOLVER} failed on this PEP ({error})") from None
+    which = "primal" if exact_subclass else "dual"
+    # Clarabel stops on a NumericalError on the two-round MARINA PEPs (M = 2); a larger static
+    # regularisation (deterministic too) solves them, agreeing with SCS to 1e-6. Each option set
+    # is tried in turn, MARINA's first.
+    attempts = [SOLVER_OPTIONS, SOLVER_RETRY]
+    if method.estimator == "marina":
+        attempts.reverse()
+    for options in attempts:
+        try:
+            value = pep.solve(wrapper="cvxpy", solver=SOLVER, verbose=0,
+                              return_primal_or_dual=which, **options)  # fmt: skip
+            break
+        except cvxpy.error.SolverError as error:
+            failure = error
+    else:
+        raise ValueError(f"the SDP solver {SOLVER} failed on this PEP ({failure})") from None
     if value is None or not math.isfinite(value):
         raise ValueError("the PEP has no finite worst case for this configuration")
     return float(value)
@@ -582,7 +633,9 @@ def _set_initial(model: _Model, method: Method, initial: Initial, x0, M: int) ->
         pep.set_initial_condition((x0 - model.x_star) ** 2 <= initial.R0**2)
     if initial.Delta_star is not None:
         if M == 1:
-            raise ValueError("Delta_star needs a federated method (clients > 1)")
+            raise ValueError(
+                "Delta_star needs several functions (clients > 1: federated or sgd_sum)"
+            )
         pep.add_constraint(model.f_star - _mean(model.leaf_stars) <= initial.Delta_star)
     if initial.G0 is not None and method.estimator == "ef21" and method.init == "zero":
         pep.add_constraint(_mean([g**2 for g, _ in model.oracle(x0)]) <= initial.G0)

@@ -1,6 +1,7 @@
-"""Real Flower processes for the tests: a SuperLink and SuperNodes on 127.0.0.1 (insecure,
+"""Flower for the tests: real processes, a SuperLink and SuperNodes on 127.0.0.1 (insecure,
 loopback only, telemetry, update check and runtime dependency installation off), each started as
-its own process group and always stopped by the test (:meth:`Federation.stop`), on free ports.
+its own process group and always stopped by the test (:meth:`Federation.stop`), on free ports; and
+:class:`InProcessGrid`, the base of the Grids that call the real ClientApp in the test's process.
 Used by ``test_flower_async.py`` and ``test_flower.py``."""
 
 import os
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from flwr.serverapp import Grid
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -156,3 +159,18 @@ def _process(pid):
         return psutil.Process(pid)
     except psutil.NoSuchProcess:
         return None
+
+
+class InProcessGrid(Grid):
+    """A Grid with no SuperLink behind it: a subclass delivers the pushed messages itself (to the
+    real ClientApp, in process) from ``get_node_ids``, ``push_messages`` and ``pull_messages``."""
+
+    def set_run(self, run):
+        pass
+
+    @property
+    def run(self):
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):
+        raise NotImplementedError

@@ -28,9 +28,8 @@ import torch
 
 pytest.importorskip("flwr", reason="the Flower extra: pip install 'lorakit[flower]'")
 
-from flower_processes import ROOT, Federation
+from flower_processes import ROOT, Federation, InProcessGrid
 from flwr.app import ConfigRecord, Context, RecordDict
-from flwr.serverapp import Grid
 
 from lorakit.distributed import flower as fl
 from lorakit.federated import fed_rac as fed_rac_engine
@@ -73,7 +72,7 @@ CASES = {
 }
 
 
-class InlineGrid(Grid):
+class InlineGrid(InProcessGrid):
     """A Grid whose pushed messages are handled at once by the real ClientApp of the addressed
     node (node ids 100 + p, partition p of P, each with its own Context and state)."""
 
@@ -83,16 +82,6 @@ class InlineGrid(Grid):
             for p in range(P)
         }
         self.ids, self.box = count(), {}
-
-    def set_run(self, run):
-        pass
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):
-        raise NotImplementedError
 
     def get_node_ids(self):
         return list(self.contexts)

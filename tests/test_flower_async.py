@@ -26,9 +26,8 @@ import torch
 
 pytest.importorskip("flwr", reason="the Flower extra: pip install 'lorakit[flower]'")
 
-from flower_processes import Federation
+from flower_processes import Federation, InProcessGrid
 from flwr.app import Context, Error, Message, RecordDict
-from flwr.serverapp import Grid
 
 from lorakit.asynchronous.clock import AsyncFL, Simulation
 from lorakit.distributed import flower_async as fa
@@ -48,7 +47,7 @@ def clock_order(seed: int, M: int) -> list[int]:
     return torch.randperm(M, generator=Streams(seed)["cohort"]).tolist()
 
 
-class ClockGrid(Grid):
+class ClockGrid(InProcessGrid):
     """A Grid on a virtual clock, calling the real ClientApp in process (module docstring).
     Node ids are 100 + client; the clients in ``fail`` answer with an error (a lost node)."""
 
@@ -57,16 +56,6 @@ class ClockGrid(Grid):
         self.nodes = [100 + c for c in order]
         self.steps = fa.settings(run_config).cfg.local_steps
         self.time, self.seq, self.heap = 0.0, 0, []
-
-    def set_run(self, run):
-        pass
-
-    @property
-    def run(self):
-        raise NotImplementedError
-
-    def create_message(self, *args, **kwargs):
-        raise NotImplementedError
 
     def get_node_ids(self):
         return list(self.nodes)

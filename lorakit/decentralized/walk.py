@@ -263,6 +263,17 @@ class RWLoRA(NodeConfig):
         validate_chain(P, G, pi)
         return P, pi
 
+    def run_chain(self, problem, graph) -> tuple[np.ndarray, np.ndarray]:
+        """(P, π) of a run (:meth:`transition_matrix`), with a warning when the walk is periodic."""
+        P, pi = self.transition_matrix(problem, graph)
+        if is_periodic(P):
+            warnings.warn(
+                "the walk is periodic (e.g. Metropolis–Hastings on an even ring): τ_mix = ∞ and "
+                "Theorem 1 does not apply; transition='lazy' makes it aperiodic",
+                stacklevel=3,
+            )
+        return P, pi
+
     def simulator(self, problem, graph, seed: int = 0) -> WalkSimulation:
         """A step-by-step simulation (``.hop()``; the token's ``.B``, ``.A`` and ``.node``)."""
         check_problem(self, problem)
@@ -318,13 +329,7 @@ class RWLoRA(NodeConfig):
             "hops", hops, seeds, log_every, on_divergence, blowup, messages=messages,
             progress=progress,
         )  # fmt: skip
-        P, pi = self.transition_matrix(problem, graph)
-        if is_periodic(P):
-            warnings.warn(
-                "the walk is periodic (e.g. Metropolis–Hastings on an even ring): τ_mix = ∞ and "
-                "Theorem 1 does not apply; transition='lazy' makes it aperiodic",
-                stacklevel=2,
-            )
+        P, pi = self.run_chain(problem, graph)
         frame, msgs, sims = run_simulations(
             self, seeds, hops, lambda seed: WalkSimulation(self, problem, seed, P, pi, messages),
             log_every=log_every, on_divergence=on_divergence, blowup=blowup, progress=progress,

@@ -60,7 +60,6 @@ except ImportError as error:  # pragma: no cover - the ray extra is missing
     ) from error
 
 from .._validation import ArgumentTypeError, check_int, check_real
-from ..decentralized.markov import is_periodic
 from ..decentralized.simulation import (
     check_problem,
     compress_factors,
@@ -328,13 +327,7 @@ def run(
         "hops", hops, seeds, log_every, on_divergence, blowup, messages=messages,
         progress=progress,
     )  # fmt: skip
-    P, pi = cfg.transition_matrix(problem, graph)
-    if is_periodic(P):
-        warnings.warn(
-            "the walk is periodic (e.g. Metropolis–Hastings on an even ring): τ_mix = ∞ and "
-            "Theorem 1 does not apply; transition='lazy' makes it aperiodic",
-            stacklevel=2,
-        )
+    P, pi = cfg.run_chain(problem, graph)
     own = nodes is None
     nodes = RayNodes(problem, actor_options=actor_options, timeout=timeout) if own else nodes
     try:

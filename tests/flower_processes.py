@@ -42,6 +42,9 @@ class Federation:
             "PYTHONPATH": str(ROOT), "FLWR_HOME": str(home),
             "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
             "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+            # the simulation runtime starts a Ray of its own: ray.init() would otherwise join a
+            # Ray another test worker started (and will shut down under it)
+            "RAY_ADDRESS": "local",
         }  # fmt: skip
 
     def start(self, name: str, *args) -> subprocess.Popen:

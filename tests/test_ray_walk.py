@@ -1,7 +1,7 @@
 """RW-LoRA on Ray actors (lorakit.distributed.ray_walk) equals the in-process walk: same path, same
 message table, same adapter (1e-12 in float64), and a killed actor is a down node.
 
-Ray runs locally (``ray.init(num_cpus=2)``, no dashboard, not local mode): one Ray session for the
+Ray runs locally (``ray.init(address="local", num_cpus=2)``, no dashboard, not local mode): one Ray of its own for the
 module, shut down at its end. Its start-up dominates the time of this file."""
 
 from __future__ import annotations
@@ -29,13 +29,15 @@ TIMEOUT = 300.0
 
 
 def start_ray(attempts: int = 5) -> None:
-    """ray.init, retried: on a loaded machine the raylet can give up on its metrics agent after a
-    fixed 15 s (ray-project/ray#65983) and the start fails before any lorakit code runs."""
+    """ray.init of a Ray of its own (``address="local"``: never another test's, which a parallel
+    test worker may shut down under it), retried: on a loaded machine the raylet can give up on
+    its metrics agent after a fixed 15 s (ray-project/ray#65983) and the start fails before any
+    lorakit code runs."""
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # Ray's notice of a future change of its GPU env var
                 warnings.simplefilter("ignore", FutureWarning)
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             return
         except Exception:  # Ray raises a bare Exception for a node that did not start
             ray.shutdown()

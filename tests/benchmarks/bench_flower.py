@@ -35,7 +35,6 @@ RUN = {"method": "fslora", "rank": 4, "gamma": 0.05, "budgets": "2", "local-step
        "rounds": 2, "dtype": "float64", "bytes-per-float": 8}  # fmt: skip
 CLIENTS = (10, 100)
 SUPERNODES = 100
-BOUND = 1000.0  # sanity: a Flower round within 1000 in-process rounds
 
 
 def _server(out: dict):
@@ -94,6 +93,6 @@ def test_flower_round_overhead():
         ratio = timings.ratio("flower", "engine")
         print(f"  flower / engine (ratio of medians) = {ratio:.1f}")
         figures[M] = ratio
-        assert record("flower", f"flower_vs_engine_{M}_clients", ratio, "x", f"<= {BOUND:g}",
-                      ratio <= BOUND)  # fmt: skip
+        # issue 16 asks for the overhead, not a bound on it: a figure without a target
+        record("bench_flower", f"Flower simulation / engine per round, {M} clients", ratio, "x")
     print(json.dumps(figures))

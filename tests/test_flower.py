@@ -25,9 +25,6 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no network beyond loopba
 import pandas as pd
 import pytest
 import torch
-
-pytest.importorskip("flwr", reason="the Flower extra: pip install 'lorakit[flower]'")
-
 from flower_processes import ROOT, Federation, InProcessGrid
 from flwr.app import ConfigRecord, Context, RecordDict
 

@@ -23,9 +23,6 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no network beyond loopba
 
 import pytest
 import torch
-
-pytest.importorskip("flwr", reason="the Flower extra: pip install 'lorakit[flower]'")
-
 from flower_processes import Federation, InProcessGrid
 from flwr.app import Context, Error, Message, RecordDict
 

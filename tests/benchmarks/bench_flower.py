@@ -24,11 +24,7 @@ machine (one Ray actor per CPU) and its load.
 import json
 import os
 
-import pytest
 import torch
-
-pytest.importorskip("flwr", reason="the Flower extra: pip install 'lorakit[flower]'")
-
 from timing import compare, record
 
 RUN = {"method": "fslora", "rank": 4, "gamma": 0.05, "budgets": "2", "local-steps": 5,

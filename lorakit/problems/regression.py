@@ -25,6 +25,7 @@ from scipy.optimize import minimize
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from .._validation import check_device, check_dtype, check_int, check_real
+from . import least_squares
 from .base import MatrixProblem
 from .quadratics import check_W
 
@@ -88,8 +89,11 @@ class LinearRegression(MatrixProblem):
         if idx is not None:
             idx = as_index(idx, self.n_samples, D.device)
             D, b = D[idx], b[idx]
-        r = x @ D.T - b
-        g = (r @ D) / D.shape[0] + self.reg * 2 * x / (1 + x.square()).square()
+        if least_squares.supports(D, x):  # one pass over D on the CPU
+            g = least_squares.normal_grad(D, x, b)
+        else:
+            g = (x @ D.T - b) @ D
+        g = g / D.shape[0] + self.reg * 2 * x / (1 + x.square()).square()
         return g.reshape(W.shape)
 
 

@@ -7,17 +7,15 @@ lorakit's time per step at 64×64 and 256×256 against
        iteration, as the authors' code does (IgorSokoloff/Bernoulli-LoRA_experiments,
        LinReg/RC-LoRA.py; target: lorakit ≤ 0.8× its time per step).
 All three run interleaved (tests/benchmarks/timing.py); targets are on ratios of medians. Run
-with ``make bench``. A fused gradient kernel (one pass over D in cache-sized row blocks on NumPy's
-BLAS, one Python thread per worker) was tried for issue 14 and left out: its gradient beat the
-authors' two products under load (4.3 against 16.0 ms at 64×64) but was about 2× slower when the
-machine was quiet, and the whole step still missed the target with it (2.25× the numpy form's
-time at 64×64, 0.57× at 256×256): the rest of the step, not the gradient, decides here.
+with ``make bench``.
 
-On the shared 2-core machine the figures swing with the other jobs' load (issue 14 §2 report):
-with torch's default libgomp wait policy, threads that spin at a barrier while the other core is
-busy can stretch a step to tens of milliseconds on every side; ``OMP_WAIT_POLICY=PASSIVE`` removes
-most of that. When the machine is quiet, OpenBLAS's own two threads run the authors' two
-matrix-vector products from L3 (D is 32 MB at 64×64) in about 1.3 ms.
+The gradient decides this benchmark: Dᵀ(Dx − b) over D of 1,000 × 4,096 (32 MB) or 1,000 × 65,536
+(524 MB) float64 is bound by memory bandwidth, and on an AMD CPU torch's MKL runs the two
+matrix-vector products at about half the speed of NumPy's OpenBLAS. lorakit reads D once per
+step instead (``lorakit.problems.least_squares``: each row's residual and its share of Dᵀr while
+the row is in L1), which the inline torch step shares because it calls the same ``problem.grad``.
+On the shared 2-core machine the figures swing with the other jobs' load: threads that wait at a
+barrier while the other core is busy can stretch a step to tens of milliseconds on every side.
 """
 
 import os

@@ -1,94 +1,57 @@
 """An event-driven simulator of asynchronous federated learning, on any problem with clients.
 
-The paper (spec async_fl.md §0, §3.3) promises a "fully asynchronous" protocol but gives no
-asynchronous rule, staleness variable, discount or buffer: its experiment and theory are
-synchronous FedAvg. lorakit therefore supplies the *standard* rules from the literature, labelled
-as such (spec §3.8, §9 "optional, clearly labelled extensions"):
+The paper (spec async_fl.md §0, §3.3) promises a "fully asynchronous" protocol but gives no rule,
+staleness variable or buffer: its experiment and theory are synchronous FedAvg. lorakit supplies
+the standard rules from the literature, labelled as extensions (spec §3.8, §9):
 
-* ``"fedavg"`` — synchronous FedAvg (McMahan et al. 2017): a cohort starts from the same model and
-  the server waits for the slowest of them, then applies the mean of their deltas;
-* ``"fedasync"`` — FedAsync (Xie, Koyejo & Gupta 2019): each arriving model x_new, trained from the
-  stale model of version τ, is mixed in at once, x ← (1 − α_t)x + α_t x_new with α_t = α·s(t − τ);
-  staleness functions ``constant`` s = 1, ``polynomial`` s = (τ + 1)^(−a), ``hinge`` s = 1 for
-  τ ≤ b else 1/(a(τ − b) + 1);
-* ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): arriving deltas are buffered, weighted by s(τ);
-  when K are in, the server applies W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
+* ``"fedavg"`` — synchronous FedAvg (McMahan et al. 2017): a cohort starts from one model, the
+  server waits for the slowest of them and applies the mean of their deltas;
+* ``"fedasync"`` — FedAsync (Xie, Koyejo & Gupta 2019): each arriving model x_new, trained from
+  version τ, is mixed in at once: x ← (1 − α_t)x + α_t x_new with α_t = α·s(t − τ);
+* ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): deltas are buffered; when K are in,
+  W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
 
-The two server steps are :meth:`AsyncFL.mix` (FedAsync) and :meth:`AsyncFL.aggregate` (FedBuff,
-FedAvg), so another engine applies the same rule (the asynchronous Flower server,
-:mod:`lorakit.distributed.flower_async`).
+The staleness function s is ``constant`` (1), ``polynomial`` ((τ + 1)^(−a)) or ``hinge`` (1 for
+τ ≤ b, else 1/(a(τ − b) + 1)). The server steps are :meth:`AsyncFL.mix` and
+:meth:`AsyncFL.aggregate`, which the asynchronous Flower server applies too
+(:mod:`lorakit.distributed.flower_async`). The global model W is a tree of per-site weights
+(:mod:`lorakit.tree`, README "Architecture"): one matrix of a matrix problem, or every LoRA site's
+W0 + s·B·A of a peft model; every rule applies site by site.
 
-One engine for both scales (README "Architecture"): the global model W is a tree of per-site
-weights (:mod:`lorakit.tree`; one matrix for a :class:`~lorakit.problems.federated.
-FederatedProblem`, every LoRA site's W_l = W0_l + s_l·B_l·A_l of a split
-:class:`lorakit.adapters.ModelProblem`), seen only through the problem protocol
-(:mod:`lorakit.problems.protocol`), and every rule above applies to it site by site.
-
-The clock. A heap holds (finish_time, seq, client, version_started, update). A dispatched client
-downloads the current model (and its version), computes for ``local_steps × scale × X`` units of
-virtual time (X drawn per job from ``speed``: U[0.5, 1.5], Exp(1), or Pareto with shape 1.5 and
-mean 1 — heavy-tailed stragglers; or a tuple of fixed per-client times), then uploads after
-``delay``. Staleness of an arriving update = current version − version_started. Events with equal
-finish times are processed together (in dispatch order) before idle clients are dispatched, so
-equal-speed clients behave synchronously. Idle clients wait in a FIFO queue (initial order drawn
-from the ``cohort`` stream); at most ``concurrency`` clients compute at once. The clock does not
-depend on the problem: a model run has the matrix run's event times.
+The clock. A heap holds the jobs by finish time. A dispatched client downloads the current model
+and its version, computes for local_steps·scale·X units of virtual time (X drawn per job from
+``speed``: U[0.5, 1.5], Exp(1) or Pareto with shape 1.5 and mean 1, or fixed per-client times) and
+uploads after ``delay``; staleness τ = version now − version downloaded. Jobs finishing at the same
+time are handled together, in dispatch order, before idle clients are dispatched, so equal speeds
+behave synchronously. Idle clients wait in a FIFO queue (first order from the ``cohort`` stream);
+at most ``concurrency`` compute at once. The clock does not depend on the problem: a model run has
+the matrix run's event times. Each pending job holds its W_start and ΔW.
 
 Failures. With probability ``crash`` a job crashes at a uniform point of its compute time: nothing
-is uploaded, the global model is untouched, the crash is counted and the client restarts from the
-current model. An update staler than ``max_staleness`` is discarded (and counted). A candidate
-global model is checked whole before it replaces the old one: a non-finite entry in any site or an
-exploding loss raises :class:`DivergenceError` and the global model keeps its previous value.
+is uploaded, the crash is counted and the client restarts from the current model. An update staler
+than ``max_staleness`` is discarded and counted. A candidate global model is checked whole before
+it replaces the old one: a non-finite site or an exploding loss raises :class:`DivergenceError` and
+the global model keeps its previous value.
 
-The jobs (:mod:`lorakit.local`). A client trains from the global model it downloaded, on every row
-of its data, with the exact local gradient ∇f_c plus optional noise ξ with i.i.d. N(0, σ²/D)
-entries (D = Σ_l m_l n_l; ``noise`` stream):
+The jobs (:mod:`lorakit.local`) train from the downloaded model on the client's rows with the
+estimator's oracle: ``rank=None`` takes ``local_steps`` SGD steps on W and uploads ΔW; ``rank=r``
+trains a fresh adapter per site (B = 0, A from the ``init`` stream; scaling s = α/r, or a peft
+site's own) and uploads B and A, of which the server forms ΔW = s·B·A. Each uploaded matrix passes
+through ``compressor`` (bytes from its ``payload``); a :class:`~lorakit.lowrank.LowRank` works at
+rank min(k, m_l, n_l) per site, the paper's clipping k = min(10, rank) (spec §3.6), with bytes
+``payload_shape(m_l, n_l)``.
 
-* ``rank=None``: ``local_steps`` SGD steps on every W_l (:func:`lorakit.local.train_weights`);
-  upload ΔW = W − W_start;
-* ``rank=r``: a fresh adapter per site (B_l = 0, A_l Kaiming-uniform from the ``init`` stream)
-  trained on W_start + s·B·A by ``local_steps`` SGD steps on both factors (:func:`lorakit.local.
-  train`: B ← B − γ s G Aᵀ, A ← A − γ s Bᵀ G); upload B and A, the server forms ΔW = s·B·A. The
-  scaling is s = ``lora_alpha``/r (default α = r: s = 1, the unscaled matrix rule) or, on a peft
-  model, each site's own scaling (:func:`~lorakit.problems.protocol.site_scalings`).
-
-Compression (spec async_fl.md §3–4): each uploaded matrix passes through ``compressor`` site by
-site, bytes from its ``payload``. A :class:`~lorakit.lowrank.LowRank` (PCA/QRCP/CUR) approximates
-each (m_l × n_l) upload at rank k_l = min(k, m_l, n_l) — the paper's own clipping, k = min(10,
-rank) (spec §3.6) — so a rank ≥ every site's size leaves the update unchanged; its bytes are
-``payload_shape(m_l, n_l)`` (its ``shape`` field is not used: every upload has its own).
-
-History rows and counters. The history has one row per server update (row 0: the start); a run
-stopped by ``time_budget`` ends with one more row at time = ``time_budget`` (no update: it repeats
-the last update's number with ``applied = 0``), so its last row holds the state at the budget's end
-even when no update ever happened (``crash=1``). The counters ``discarded``, ``crashed`` and
-``bytes_up`` of a row count every event processed up to that row: events in time order, ties in
-dispatch order (an event at the same time as an update but processed after it is in a later row).
-The loss is f = (1/M) Σ_c f_c (f_c the mean loss of client c) and ``grad_norm_sq`` = Σ_l ‖∇_{W_l}
-f‖², both on every row of every client; ``gap`` is NaN where f* is unknown (a model).
-
-Run size. The number of client jobs is estimated before a run (:meth:`AsyncFL.estimated_events`,
-from the mean job time local_steps·scale·E[X] (+ delay), the concurrency, crashes, the rule's jobs
-per update and ``updates``/``time_budget``); above ``max_events`` (default
-:data:`MAX_EVENTS`) :meth:`AsyncFL.run` refuses with the estimate. A run stopped by Ctrl-C raises
-:class:`Interrupted` (a ``KeyboardInterrupt``) whose ``frame`` holds every row so far, the
-interrupted seed's last row being its state at the interruption; a run stopped by its progress
-bar (:func:`lorakit.progress.stop_requested`, notebook 07's Cancel) returns the same rows.
-
-The model after a run. Every seed starts from :meth:`problem.reset() <lorakit.adapters.
-ModelProblem.reset>`; afterwards ``problem.commit(W)`` writes the last seed's global model back (a
-peft model: merged into the base weights with a zero adapter product, B = 0), also after a
-divergence or an interruption (the last accepted global model). Evaluating at W sets the base
-weights to W_l with a zero adapter swapped in, then restores them, so the model is unchanged
-during a run. Memory: every pending job holds its W_start and ΔW.
-
-Randomness: one generator per source (``speed``, ``crash``, ``cohort``, ``init``, ``compression``,
-``noise``; a model's dropout from ``model``).
+Every seed starts from ``problem.reset()``; after the run ``problem.commit(W)`` writes the last
+seed's global model back (a peft model: merged into the base weights, B = 0), also after a
+divergence or an interruption; evaluating at W leaves the model as it was. Randomness: one
+generator per source (``speed``, ``crash``, ``cohort``, ``init``, ``compression``, ``noise``; a
+model's dropout: ``model``).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import warnings
 from collections import deque
@@ -163,29 +126,27 @@ class AsyncFL(Config):
 
     Parameters
     ----------
-    rule : ``"fedavg"`` (synchronous), ``"fedasync"`` or ``"fedbuff"`` (see the module docstring).
-    gamma : the clients' local SGD step size γ.
-    local_steps : local SGD steps per job.
+    rule : ``"fedavg"`` (synchronous), ``"fedasync"`` or ``"fedbuff"`` (module docstring).
+    gamma : the clients' local SGD step size γ > 0; ``local_steps`` (≥ 1) steps per job.
     concurrency : at most this many clients compute at once (None: all clients).
     cohort : FedAvg's clients per round (None: all); drawn from the ``cohort`` stream.
     alpha : FedAsync's mixing weight α ∈ (0, 1].
-    staleness, a, b : the staleness function s(τ) and its parameters (FedAsync, FedBuff).
-    buffer : FedBuff's K.
-    server_lr : FedBuff's / FedAvg's server step η_s.
+    staleness, a, b : the staleness function s(τ) and its parameters a, b ≥ 0 (FedAsync, FedBuff).
+    buffer : FedBuff's K ≥ 1.
+    server_lr : FedBuff's / FedAvg's server step η_s > 0.
     max_staleness : arriving updates staler than this are discarded and counted (None: never).
     speed : ``"uniform"``, ``"exponential"``, ``"heavy_tail"`` or a tuple of fixed per-client
-        compute times (per local step, before ``scale``).
-    scale : the mean compute time per local step.
-    delay : the communication delay added to every job (≥ 0).
-    crash : probability that a job crashes mid-update.
-    compressor : applied to each uploaded matrix, site by site (a
-        :class:`~lorakit.compressors.Compressor` or a name; default the identity).
+        compute times > 0 (per local step, before ``scale``).
+    scale : the mean compute time per local step (> 0); ``delay`` (≥ 0) is added to every job.
+    crash : probability in [0, 1] that a job crashes mid-update.
+    compressor : applied to each uploaded matrix (a :class:`~lorakit.compressors.Compressor` or a
+        name; default the identity), its bytes counted at ``bytes_per_float``/``bytes_per_index``.
     rank : None (full deltas ΔW) or the LoRA rank r of the clients' adapters.
-    lora_alpha : the LoRA α of the clients' adapters, scaling s = α/r (None: α = r, s = 1); on a
-        peft model each site's own scaling is used and α, if given, must agree with it.
-    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
-        ``sgd(batch_size=b)`` (minibatches of the clients' rows) or ``sgd(sigma=σ)`` (additive
-        Gaussian noise of variance σ², ``noise`` stream); ``sigma=`` is its deprecated shorthand.
+    lora_alpha : the adapters' LoRA α, scaling s = α/r (None: α = r, s = 1); on a peft model each
+        site's own scaling is used and α, if given, must agree with it.
+    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` or ``sgd(batch_size=b,
+        sigma=σ)`` (``noise`` stream); ``sigma=`` is its deprecated shorthand.
+    method : the name in the results (default: the rule).
     """
 
     rule: str
@@ -216,20 +177,18 @@ class AsyncFL(Config):
     def __post_init__(self):
         set_ = object.__setattr__
         check_choice("rule", self.rule, RULES)
-        set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
-        set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
-        if self.concurrency is not None:
-            set_(self, "concurrency", check_int("concurrency", self.concurrency, low=1))
-        if self.cohort is not None:
-            set_(self, "cohort", check_int("cohort", self.cohort, low=1))
-        set_(self, "alpha", check_real("alpha", self.alpha, low=0.0, high=1.0, low_open=True))
         check_choice("staleness", self.staleness, STALENESS)
-        set_(self, "a", check_real("a", self.a, low=0.0))
-        set_(self, "b", check_real("b", self.b, low=0.0))
-        set_(self, "buffer", check_int("buffer", self.buffer, low=1))
-        set_(self, "server_lr", check_real("server_lr", self.server_lr, low=0.0, low_open=True))
-        if self.max_staleness is not None:
-            set_(self, "max_staleness", check_int("max_staleness", self.max_staleness, low=0))
+        for name, high in (("gamma", None), ("alpha", 1.0), ("server_lr", None), ("scale", None)):
+            set_(
+                self, name, check_real(name, getattr(self, name), low=0.0, high=high, low_open=True)
+            )
+        for name, high in (("a", None), ("b", None), ("delay", None), ("crash", 1.0)):
+            set_(self, name, check_real(name, getattr(self, name), low=0.0, high=high))
+        for name in ("local_steps", "buffer"):
+            set_(self, name, check_int(name, getattr(self, name), low=1))
+        for name, low in (("concurrency", 1), ("cohort", 1), ("max_staleness", 0), ("rank", 1)):
+            if getattr(self, name) is not None:  # None: no limit (rank: full deltas)
+                set_(self, name, check_int(name, getattr(self, name), low=low))
         if isinstance(self.speed, str):
             check_choice("speed", self.speed, SPEEDS)
         else:
@@ -239,12 +198,7 @@ class AsyncFL(Config):
             for i, v in enumerate(speeds):
                 check_real(f"speed[{i}]", v, low=0.0, low_open=True)
             set_(self, "speed", tuple(float(v) for v in speeds))
-        set_(self, "scale", check_real("scale", self.scale, low=0.0, low_open=True))
-        set_(self, "delay", check_real("delay", self.delay, low=0.0))
-        set_(self, "crash", check_real("crash", self.crash, low=0.0, high=1.0))
         set_(self, "compressor", make_compressor(self.compressor))
-        if self.rank is not None:
-            set_(self, "rank", check_int("rank", self.rank, low=1))
         if self.lora_alpha is not None:
             alpha = check_real("lora_alpha", self.lora_alpha, low=0.0, low_open=True)
             set_(self, "lora_alpha", alpha)
@@ -291,15 +245,13 @@ class AsyncFL(Config):
     def estimated_events(
         self, clients: int, updates: int | None = None, time_budget: float | None = None
     ) -> float:
-        """The expected number of client jobs (events) of one seed's run, from the configuration.
+        """The expected number of client jobs of one seed's run (the smaller estimate if both
+        limits are given; discarded updates and FedAvg's wait for the slowest are not counted).
 
-        A job lasts d = (1 − crash)·(c + delay) + crash·c/2 on average, with c = local_steps ·
-        scale · E[X] (E[X] = 1 for the named speeds); ``concurrency`` (or all ``clients``) jobs
-        run at once, so a ``time_budget`` allows about budget · concurrency / d jobs (with fixed
-        per-client times x_i, budget · concurrency · mean_i 1/d(x_i)). An update takes 1
-        (FedAsync), ``buffer`` (FedBuff) or ``cohort`` (FedAvg) completed jobs, each completing
-        with probability 1 − crash. With both limits, the smaller estimate. An estimate:
-        discarded updates and FedAvg's wait for the slowest client are not counted.
+        A job lasts d = (1 − crash)·(c + delay) + crash·c/2 on average, c = local_steps·scale·x
+        (x = E[X] = 1 for a named speed, else averaged over the clients' 1/d(x_i)), and
+        ``concurrency`` jobs run at once: budget·concurrency/d jobs. An update takes 1 (FedAsync),
+        ``buffer`` (FedBuff) or ``cohort`` (FedAvg) jobs, each completing with probability 1 − crash.
         """
         clients = check_int("clients", clients, low=1)
         xs = [1.0] if isinstance(self.speed, str) else list(self.speed)
@@ -334,32 +286,24 @@ class AsyncFL(Config):
     ):
         """Simulate until ``updates`` server updates or virtual time ``time_budget`` (first reached).
 
-        ``problem`` is a problem with clients: a
-        :class:`~lorakit.problems.federated.FederatedProblem` or a split
-        :class:`~lorakit.adapters.ModelProblem` (the global model is then every LoRA site's
-        W = W0 + s·B·A; the module docstring lists the conventions). ``progress=True`` shows a
-        ``tqdm.auto`` bar over the seeds and one over each seed's server updates.
+        ``problem`` has clients: a :class:`~lorakit.problems.federated.FederatedProblem` or a split
+        :class:`~lorakit.adapters.ModelProblem`. ``progress=True`` shows a ``tqdm.auto`` bar over
+        the seeds and one over each seed's updates. A run whose estimated client jobs per seed
+        (:meth:`estimated_events`) exceed ``max_events`` is refused with the estimate.
 
-        Returns the history, one row per server update and seed (row 0: the start; a run stopped
-        by ``time_budget`` ends with a row at that time, see the module docstring): ``time``,
-        ``update``, ``loss``, ``gap``, ``grad_norm_sq`` (‖∇f(W)‖²), ``staleness`` (mean over the
-        update's contributions) and ``staleness_max``, ``applied`` (contributions), cumulative
-        ``discarded``, ``crashed`` and ``bytes_up`` (every event processed up to the row).
+        Returns one row per server update and seed (row 0: the start): ``time``, ``update``,
+        ``loss`` f = (1/M) Σ_c f_c, ``gap`` (NaN where f* is unknown), ``grad_norm_sq`` = Σ_l
+        ‖∇_{W_l} f‖², ``staleness`` (mean over the update's contributions), ``staleness_max``,
+        ``applied`` (contributions), and the counts of every event processed up to the row (in
+        time order, ties in dispatch order): ``discarded``, ``crashed``, ``bytes_up``. A run stopped
+        by ``time_budget`` (or its progress bar, :func:`lorakit.progress.stop_requested`) ends with
+        a row at that time without an update (``applied`` = 0). With ``events=True`` also the frame
+        of every job: ``client``, ``start``, ``finish``, ``version_started``, ``staleness``,
+        ``applied``, ``discarded``, ``crashed``, ``bytes_up``. Ctrl-C raises :class:`Interrupted`
+        holding both so far, the interrupted seed's last row at the interruption.
 
-        ``max_events``: a run whose estimated number of client jobs per seed
-        (:meth:`estimated_events`) is above it is refused with a ``ValueError`` giving the
-        estimate; raise it knowingly for a longer run. Ctrl-C raises :class:`Interrupted`, whose
-        ``frame`` (and ``events``) hold what was simulated; a stop asked by the progress bar
-        (:func:`lorakit.progress.stop_requested`) ends the run with the same rows, returned.
-
-        With ``events=True`` also the frame of every job: ``client``, ``start``, ``finish``,
-        ``version_started``, ``staleness``, ``applied``, ``discarded``, ``crashed``, ``bytes_up``.
-
-        Divergence: a candidate global model that is not finite or whose loss is above
-        ``blowup``·max(1, |f(W^0)|) (default 10³; a finite number > 1) is refused and stops the
-        seed: a :class:`~lorakit.DivergenceError` whose frame keeps every finished seed's rows
-        (``on_divergence="raise"``), or the rows so far and ``attrs["diverged"]`` (``"stop"``). A
-        model keeps the global model of the update before.
+        Divergence: see :mod:`lorakit.divergence` (a refused candidate stops the seed; a model
+        keeps the global model of the update before).
         """
         check_problem_protocol(problem, clients=True)
         if not isinstance(progress, bool):
@@ -375,10 +319,9 @@ class AsyncFL(Config):
         check_choice("on_divergence", on_divergence, ("raise", "stop"))
         max_events = check_int("max_events", max_events, low=1)
         blowup = check_blowup(blowup)
-        if self.concurrency is not None:
-            check_int("concurrency", self.concurrency, low=1, high=problem.M)
-        if self.cohort is not None:
-            check_int("cohort", self.cohort, low=1, high=problem.M)
+        for name in ("concurrency", "cohort"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), low=1, high=problem.M)
         if not isinstance(self.speed, str) and len(self.speed) != problem.M:
             raise ValueError(
                 f"speed must give one time per client ({problem.M}), got {len(self.speed)}"
@@ -389,11 +332,8 @@ class AsyncFL(Config):
         seeds = check_seeds(seeds)
         estimate = self.estimated_events(problem.M, updates, time_budget)
         if estimate > max_events:
-            limits = " and ".join(
-                f"{k} = {v:g}"
-                for k, v in (("updates", updates), ("time_budget", time_budget))
-                if v is not None
-            )
+            limits = {"updates": updates, "time_budget": time_budget}
+            limits = " and ".join(f"{k} = {v:g}" for k, v in limits.items() if v is not None)
             raise ValueError(
                 f"{self.method} with {limits} would simulate about {estimate:.3g} client jobs per "
                 f"seed, above max_events = {max_events:g}: lower time_budget or updates (or raise "
@@ -401,12 +341,7 @@ class AsyncFL(Config):
             )
 
         sims: list[Simulation] = []  # every seed's simulation so far (for an interruption's frame)
-
-        def until_stopped():  # a stop asked by the progress bar ends the whole run
-            for seed in seeds:
-                if sims and sims[-1].stopped:
-                    return
-                yield seed
+        listed = lambda key: [x for s in sims for x in getattr(s, key)]  # noqa: E731
 
         def make_seed(seed):
             sims.append(Simulation(self, problem, seed, progress=progress))
@@ -419,26 +354,27 @@ class AsyncFL(Config):
                 raise Interrupted(
                     f"{self.method} interrupted at virtual time {sim.time:g} (seed {sim.seed}, "
                     f"update {sim.version}): .frame holds the rows so far",
-                    self.frame([r for s in sims for r in s.rows]),
-                    pd.DataFrame([e for s in sims for e in s.events]) if events else None,
+                    self.frame(listed("rows")),
+                    pd.DataFrame(listed("events")) if events else None,
                 ) from None
             return sim.rows
 
+        # a stop asked by a seed's progress bar ends the whole run
+        go_on = itertools.takewhile(lambda _: not (sims and sims[-1].stopped), seeds)
         frame, _ = run_seeds(
-            progress_bar(until_stopped(), enabled=progress, total=len(seeds), desc=self.method),
+            progress_bar(go_on, enabled=progress, total=len(seeds), desc=self.method),
             make_seed,
             run,
             self.frame,
             on_divergence=on_divergence,
             blowup=blowup,
         )
-        evs = [e for sim in sims for e in sim.events]
-        return (frame, pd.DataFrame(evs)) if events else frame
+        return (frame, pd.DataFrame(listed("events"))) if events else frame
 
 
 class Simulation:
     """One seeded simulation of an :class:`AsyncFL` configuration on ``problem``: the global model
-    ``W`` (a tree), the version counter, the heap and the queues; :meth:`run` runs it."""
+    ``W`` (a tree), its ``version``, the heap and the counters; :meth:`run` runs it."""
 
     blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
@@ -450,12 +386,9 @@ class Simulation:
         if cfg.rank is not None:
             self.scalings = site_scalings(problem, cfg.rank, cfg.lora_alpha)
         problem.reset()
-        self.W = problem.start()
-        self.version = 0
-        self.time = 0.0
-        self.heap: list = []
-        self.seq = 0
-        self.discarded = self.crashed = 0
+        self.W, self.version, self.time = problem.start(), 0, 0.0
+        self.heap: list = []  # (finish, seq, client, version started, start, upload or None)
+        self.seq = self.discarded = self.crashed = 0
         self.bytes_up = 0.0
         self.rows: list[dict] = []
         self.events: list[dict] = []
@@ -524,8 +457,7 @@ class Simulation:
         """Start a job: the client downloads the current model and version."""
         cfg, t = self.cfg, self.time
         compute = self.compute_time(client)
-        crashes = cfg.crash > 0 and self.streams.uniform("crash") < cfg.crash
-        if crashes:
+        if cfg.crash > 0 and self.streams.uniform("crash") < cfg.crash:
             finish, payload = t + compute * self.streams.uniform("crash"), None
         else:
             finish, payload = t + compute + cfg.delay, (self.W, *self.local_train(self.W, client))
@@ -535,8 +467,7 @@ class Simulation:
     # -- the server ----------------------------------------------------------------------------
     def apply(self, W_new, stale: list[int]) -> None:
         """Replace the global model by a complete, finite candidate (else DivergenceError)."""
-        loss = self.evaluate(W_new)
-        step = self.version + 1
+        loss, step = self.evaluate(W_new), self.version + 1
         if exploded(loss, self.loss0, self.blowup):
             raise DivergenceError(
                 f"{self.cfg.method} diverged at server update {step} (seed {self.seed}): the "
@@ -546,26 +477,19 @@ class Simulation:
                 seed=self.seed,
                 frame=pd.DataFrame(self.rows),
             )
-        self.W, self.loss = W_new, loss
-        self.version = step
+        self.W, self.loss, self.version = W_new, loss, step
         self.log(stale)
         if self.bar is not None:
             self.bar.update()
             self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
-    def log(self, stale: list[int]) -> None:
-        self.rows.append(self.row(stale))
-
-    def log_end(self, time: float | None = None) -> None:
-        """The last row of a run stopped by the budget (time = budget), interrupted or stopped:
-        no update, the counters of every event processed so far."""
+    def log(self, stale: list[int] = (), time: float | None = None) -> None:
+        """A history row: after an update (``stale``: its contributions' staleness) or, without
+        one, where a run ended early (``time``: the budget's end; None: now)."""
         if time is not None:
             self.time = time
-        self.rows.append(self.row([]))
-
-    def row(self, stale: list[int]) -> dict:
         p, loss = self.p, self.loss
-        return {
+        self.rows.append({
             "seed": self.seed, "time": self.time, "update": self.version, "loss": loss,
             "gap": loss - p.f_star if p.f_star is not None else math.nan,
             "grad_norm_sq": self.grad_norm_sq(),
@@ -573,7 +497,7 @@ class Simulation:
             "staleness_max": max(stale) if stale else 0,
             "applied": len(stale), "discarded": self.discarded, "crashed": self.crashed,
             "bytes_up": self.bytes_up,
-        }  # fmt: skip
+        })  # fmt: skip
 
     def record(self, job, staleness, *, applied=False, discarded=False, crashed=False, sent=0.0):
         finish, _, client, v0, start, _ = job
@@ -584,9 +508,8 @@ class Simulation:
         })  # fmt: skip
 
     def arrive(self, job, buffer: list) -> None:
-        """Handle one finished or crashed job; full-weight mixing happens here for FedAsync."""
-        cfg = self.cfg
-        _, _, _, v0, _, payload = job
+        """Handle one finished or crashed job; FedAsync mixes it in at once, FedBuff buffers it."""
+        cfg, (_, _, _, v0, _, payload) = self.cfg, job
         tau = self.version - v0
         if payload is None:
             self.crashed += 1
@@ -618,13 +541,10 @@ class Simulation:
     def pop_batch(self, time_budget) -> list | None:
         """All jobs finishing at the next event time (None when the budget is spent, or when the
         progress bar asks the run to stop)."""
-        if stop_requested(self.bar):
-            self.stopped = True
+        self.stopped = stop_requested(self.bar)
+        if self.stopped or not self.heap or (time_budget or math.inf) < self.heap[0][0]:
             return None
-        if not self.heap or (time_budget is not None and self.heap[0][0] > time_budget):
-            return None
-        t = self.heap[0][0]
-        self.time = t
+        self.time = t = self.heap[0][0]
         batch = []
         while self.heap and self.heap[0][0] == t:
             batch.append(heapq.heappop(self.heap))
@@ -639,29 +559,32 @@ class Simulation:
         with bar, self.p.seeded(self.streams):
             self.bar = bar
             try:
-                self.log([])
+                self.log()
                 self.loop(updates, time_budget)
                 if not self.done(updates):  # stopped by the budget: its end's state
-                    self.log_end(None if self.stopped else time_budget)
+                    self.log(time=None if self.stopped else time_budget)
             except DivergenceError as error:  # W is the last accepted (checked) global model
                 error.append(restored_note("server update", self.version))
                 raise
             except KeyboardInterrupt:
-                self.log_end()
+                self.log()
                 raise
             finally:
                 self.bar = None
                 self.p.commit(self.W)
 
     def loop(self, updates, time_budget) -> None:
+        """The event loop. FedAvg dispatches each round's cohort from one model and flushes when
+        the round is in; the asynchronous rules send each returning client out again."""
         cfg, M = self.cfg, self.p.M
-        limit = cfg.concurrency if cfg.concurrency is not None else M
-        if cfg.rule == "fedavg":
-            self.run_sync(updates, time_budget, limit)
-            return
-        idle = deque(torch.randperm(M, generator=self.streams["cohort"]).tolist())
+        limit, sync = cfg.concurrency or M, cfg.rule == "fedavg"
+        idle = (
+            deque() if sync else deque(torch.randperm(M, generator=self.streams["cohort"]).tolist())
+        )
         buffer: list = []
         while not self.done(updates):
+            if sync and not idle and not self.heap:  # a new round
+                idle = deque(self.cohort())
             while idle and len(self.heap) < limit:
                 self.dispatch(idle.popleft())
             batch = self.pop_batch(time_budget)
@@ -670,25 +593,14 @@ class Simulation:
             for job in batch:
                 if not self.done(updates):
                     self.arrive(job, buffer)
-                idle.append(job[2])
-
-    def run_sync(self, updates, time_budget, limit) -> None:
-        """Synchronous FedAvg: each round's cohort starts from one model; the server waits."""
-        cfg, M = self.cfg, self.p.M
-        while not self.done(updates):
-            if cfg.cohort is None or cfg.cohort == M:
-                pending = deque(range(M))
-            else:
-                perm = torch.randperm(M, generator=self.streams["cohort"])
-                pending = deque(perm[: cfg.cohort].sort().values.tolist())
-            buffer: list = []
-            while pending or self.heap:
-                while pending and len(self.heap) < limit:
-                    self.dispatch(pending.popleft())
-                batch = self.pop_batch(time_budget)
-                if batch is None:
-                    return
-                for job in batch:
-                    self.arrive(job, buffer)
-            if buffer:
+                if not sync:
+                    idle.append(job[2])
+            if sync and buffer and not idle and not self.heap:  # the round is in
                 self.flush(buffer)
+
+    def cohort(self) -> list[int]:
+        """FedAvg's clients of one round, in client order (all, or ``cohort`` drawn at random)."""
+        M, size = self.p.M, self.cfg.cohort
+        if size is None or size == M:
+            return list(range(M))
+        return torch.randperm(M, generator=self.streams["cohort"])[:size].sort().values.tolist()

@@ -50,6 +50,7 @@ model's dropout: ``model``).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -93,8 +94,14 @@ __all__ = [
 
 RULES = ("fedavg", "fedasync", "fedbuff")
 STALENESS = ("constant", "polynomial", "hinge")
-SPEEDS = ("uniform", "exponential", "heavy_tail")
-_PARETO_SHAPE = 1.5
+_K = 1.5  # the Pareto shape of "heavy_tail"
+#: Each named speed's X as a function of u ~ U[0, 1) (its inverse CDF); every X has mean 1.
+_QUANTILE = {
+    "uniform": lambda u: 0.5 + u,
+    "exponential": lambda u: -math.log1p(-u),
+    "heavy_tail": lambda u: (_K - 1) / _K * (1.0 - u) ** (-1.0 / _K),  # Pareto(_K, x_m = 1/3)
+}
+SPEEDS = tuple(_QUANTILE)
 #: :meth:`AsyncFL.run` refuses a run whose estimated number of client jobs per seed is above this:
 #: measured about 650 jobs a second on a 5×3 problem with 4 clients (loaded 2-core CPU), so about
 #: 5 minutes; far longer at model scale.
@@ -262,13 +269,11 @@ class AsyncFL(Config):
 
         rate = sum(1 / job(x) for x in xs) / len(xs)  # jobs per unit of time per running slot
         running = min(self.concurrency or clients, clients)
-        estimates = []
-        if time_budget is not None:
-            estimates.append(time_budget * running * rate)
+        estimate = math.inf if time_budget is None else time_budget * running * rate
         if updates is not None and self.crash < 1:
             per_update = {"fedasync": 1, "fedbuff": self.buffer, "fedavg": self.cohort or clients}
-            estimates.append(updates * per_update[self.rule] / (1 - self.crash))
-        return min(estimates) if estimates else math.inf
+            estimate = min(estimate, updates * per_update[self.rule] / (1 - self.crash))
+        return estimate
 
     # ------------------------------------------------------------------------------------------
     def run(
@@ -343,11 +348,8 @@ class AsyncFL(Config):
         sims: list[Simulation] = []  # every seed's simulation so far (for an interruption's frame)
         listed = lambda key: [x for s in sims for x in getattr(s, key)]  # noqa: E731
 
-        def make_seed(seed):
-            sims.append(Simulation(self, problem, seed, progress=progress))
-            return sims[-1]
-
         def run(sim) -> list[dict]:
+            sims.append(sim)
             try:
                 sim.run(updates, time_budget)
             except KeyboardInterrupt:
@@ -363,7 +365,7 @@ class AsyncFL(Config):
         go_on = itertools.takewhile(lambda _: not (sims and sims[-1].stopped), seeds)
         frame, _ = run_seeds(
             progress_bar(go_on, enabled=progress, total=len(seeds), desc=self.method),
-            make_seed,
+            functools.partial(Simulation, self, problem, progress=progress),
             run,
             self.frame,
             on_divergence=on_divergence,
@@ -390,8 +392,7 @@ class Simulation:
         self.heap: list = []  # (finish, seq, client, version started, start, upload or None)
         self.seq = self.discarded = self.crashed = 0
         self.bytes_up = 0.0
-        self.rows: list[dict] = []
-        self.events: list[dict] = []
+        self.rows, self.events = [], []
         self.progress, self.bar, self.stopped = progress, None, False
         with problem.seeded(self.streams):
             self.loss0 = self.loss = self.evaluate(self.W)
@@ -412,19 +413,12 @@ class Simulation:
 
     # -- clients -------------------------------------------------------------------------------
     def compute_time(self, client: int) -> float:
-        cfg = self.cfg
-        if isinstance(cfg.speed, tuple):
-            x = cfg.speed[client]
+        speed = self.cfg.speed
+        if isinstance(speed, tuple):
+            x = speed[client]
         else:
-            u = self.streams.uniform("speed")
-            if cfg.speed == "uniform":
-                x = 0.5 + u
-            elif cfg.speed == "exponential":
-                x = -math.log1p(-u)
-            else:  # Pareto(shape k, x_m) with mean k·x_m/(k−1) = 1
-                k = _PARETO_SHAPE
-                x = (k - 1) / k * (1.0 - u) ** (-1.0 / k)
-        return cfg.local_steps * cfg.scale * x
+            x = _QUANTILE[speed](self.streams.uniform("speed"))
+        return self.cfg.local_steps * self.cfg.scale * x
 
     def compress(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
         """One uploaded matrix through the compressor (a LowRank at rank min(k, m, n)); its bytes."""
@@ -535,21 +529,6 @@ class Simulation:
         buffer.clear()
         self.apply(W_new, stale)
 
-    def done(self, updates) -> bool:
-        return updates is not None and self.version >= updates
-
-    def pop_batch(self, time_budget) -> list | None:
-        """All jobs finishing at the next event time (None when the budget is spent, or when the
-        progress bar asks the run to stop)."""
-        self.stopped = stop_requested(self.bar)
-        if self.stopped or not self.heap or (time_budget or math.inf) < self.heap[0][0]:
-            return None
-        self.time = t = self.heap[0][0]
-        batch = []
-        while self.heap and self.heap[0][0] == t:
-            batch.append(heapq.heappop(self.heap))
-        return batch
-
     # -- the loop ------------------------------------------------------------------------------
     def run(self, updates, time_budget) -> None:
         """Run to ``updates`` server updates or ``time_budget``; the last accepted global model is
@@ -560,8 +539,9 @@ class Simulation:
             self.bar = bar
             try:
                 self.log()
-                self.loop(updates, time_budget)
-                if not self.done(updates):  # stopped by the budget: its end's state
+                last = math.inf if updates is None else updates
+                self.loop(last, time_budget)
+                if self.version < last:  # stopped by the budget or the bar: that moment's state
                     self.log(time=None if self.stopped else time_budget)
             except DivergenceError as error:  # W is the last accepted (checked) global model
                 error.append(restored_note("server update", self.version))
@@ -573,25 +553,28 @@ class Simulation:
                 self.bar = None
                 self.p.commit(self.W)
 
-    def loop(self, updates, time_budget) -> None:
-        """The event loop. FedAvg dispatches each round's cohort from one model and flushes when
-        the round is in; the asynchronous rules send each returning client out again."""
+    def loop(self, last: float, time_budget) -> None:
+        """The events up to server update ``last``, the budget's end or a stop asked by the progress
+        bar. FedAvg dispatches each round's cohort from one model and flushes when the round is in;
+        the asynchronous rules send each returning client out again."""
         cfg, M = self.cfg, self.p.M
         limit, sync = cfg.concurrency or M, cfg.rule == "fedavg"
         idle = (
             deque() if sync else deque(torch.randperm(M, generator=self.streams["cohort"]).tolist())
         )
         buffer: list = []
-        while not self.done(updates):
+        while self.version < last:
             if sync and not idle and not self.heap:  # a new round
                 idle = deque(self.cohort())
             while idle and len(self.heap) < limit:
                 self.dispatch(idle.popleft())
-            batch = self.pop_batch(time_budget)
-            if batch is None:
+            self.stopped = stop_requested(self.bar)
+            if self.stopped or not self.heap or (time_budget or math.inf) < self.heap[0][0]:
                 return
-            for job in batch:
-                if not self.done(updates):
+            self.time = t = self.heap[0][0]
+            while self.heap and self.heap[0][0] == t:  # every job finishing now, in dispatch order
+                job = heapq.heappop(self.heap)  # (arrivals dispatch nothing: the heap holds still)
+                if self.version < last:
                     self.arrive(job, buffer)
                 if not sync:
                     idle.append(job[2])

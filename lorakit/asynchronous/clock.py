@@ -1,51 +1,43 @@
 """An event-driven simulator of asynchronous federated learning, on any problem with clients.
 
-The paper (spec async_fl.md §0, §3.3) promises a "fully asynchronous" protocol but gives no rule,
-staleness variable or buffer: its experiment and theory are synchronous FedAvg. lorakit supplies
-the standard rules from the literature, labelled as extensions (spec §3.8, §9):
+The paper (spec async_fl.md §0, §3.3) promises a "fully asynchronous" protocol but gives no rule:
+its experiment and theory are synchronous FedAvg. lorakit supplies the standard rules, labelled as
+extensions (spec §3.8, §9), as the server steps :meth:`AsyncFL.mix` and :meth:`AsyncFL.aggregate`
+(which the Flower server of :mod:`lorakit.distributed.flower_async` applies too):
 
 * ``"fedavg"`` — synchronous FedAvg (McMahan et al. 2017): a cohort starts from one model, the
   server waits for the slowest of them and applies the mean of their deltas;
-* ``"fedasync"`` — FedAsync (Xie, Koyejo & Gupta 2019): each arriving model x_new, trained from
-  version τ, is mixed in at once: x ← (1 − α_t)x + α_t x_new with α_t = α·s(t − τ);
+* ``"fedasync"`` — FedAsync (Xie, Koyejo & Gupta 2019): each model x_new trained from version τ is
+  mixed in on arrival, x ← (1 − α_t)x + α_t x_new with α_t = α·s(t − τ), where s is ``constant``
+  (1), ``polynomial`` ((τ + 1)^(−a)) or ``hinge`` (1 for τ ≤ b, else 1/(a(τ − b) + 1));
 * ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): deltas are buffered; when K are in,
   W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
 
-The staleness function s is ``constant`` (1), ``polynomial`` ((τ + 1)^(−a)) or ``hinge`` (1 for
-τ ≤ b, else 1/(a(τ − b) + 1)). The server steps are :meth:`AsyncFL.mix` and
-:meth:`AsyncFL.aggregate`, which the asynchronous Flower server applies too
-(:mod:`lorakit.distributed.flower_async`). The global model W is a tree of per-site weights
-(:mod:`lorakit.tree`, README "Architecture"): one matrix of a matrix problem, or every LoRA site's
-W0 + s·B·A of a peft model; every rule applies site by site.
+The global model W is a tree of per-site weights (:mod:`lorakit.tree`, README "Architecture"): a
+matrix problem's matrix, or every LoRA site's W0 + s·B·A of a peft model; each rule applies site
+by site.
 
-The clock. A heap holds the jobs by finish time. A dispatched client downloads the current model
-and its version, computes for local_steps·scale·X units of virtual time (X drawn per job from
-``speed``: U[0.5, 1.5], Exp(1) or Pareto with shape 1.5 and mean 1, or fixed per-client times) and
-uploads after ``delay``; staleness τ = version now − version downloaded. Jobs finishing at the same
-time are handled together, in dispatch order, before idle clients are dispatched, so equal speeds
-behave synchronously. Idle clients wait in a FIFO queue (first order from the ``cohort`` stream);
-at most ``concurrency`` compute at once. The clock does not depend on the problem: a model run has
-the matrix run's event times. Each pending job holds its W_start and ΔW.
+The clock. A job's client downloads the current model and version, computes for
+local_steps·scale·X units of virtual time (X per job from ``speed``: U[0.5, 1.5], Exp(1), Pareto of
+shape 1.5 and mean 1, or fixed per-client times) and uploads after ``delay``; its staleness is the
+number of updates since its download. Jobs finishing at one time are handled together, in dispatch
+order, before idle clients (a FIFO queue, first order from the ``cohort`` stream) are dispatched,
+at most ``concurrency`` at once: equal speeds behave synchronously, and a model run has the matrix
+run's event times. A job crashes with probability ``crash`` at a uniform point of its compute time
+(nothing uploaded, counted; the client restarts from the current model); an update staler than
+``max_staleness`` is discarded and counted. A candidate global model is checked whole (every site
+finite, the loss not exploded) before it replaces the old one, else :class:`DivergenceError`.
 
-Failures. With probability ``crash`` a job crashes at a uniform point of its compute time: nothing
-is uploaded, the crash is counted and the client restarts from the current model. An update staler
-than ``max_staleness`` is discarded and counted. A candidate global model is checked whole before
-it replaces the old one: a non-finite site or an exploding loss raises :class:`DivergenceError` and
-the global model keeps its previous value.
+The jobs (:mod:`lorakit.local`): ``rank=None`` trains W and uploads ΔW; ``rank=r`` trains a fresh
+adapter per site (B = 0, A from the ``init`` stream; scaling α/r, or a peft site's own) and uploads
+B and A, of which the server forms ΔW = s·B·A. Each uploaded matrix goes through ``compressor``; a
+:class:`~lorakit.lowrank.LowRank` works at rank min(k, m_l, n_l) per site (the paper's clipping,
+spec §3.6), with bytes ``payload_shape(m_l, n_l)``. Each pending job holds its W_start and ΔW.
 
-The jobs (:mod:`lorakit.local`) train from the downloaded model on the client's rows with the
-estimator's oracle: ``rank=None`` takes ``local_steps`` SGD steps on W and uploads ΔW; ``rank=r``
-trains a fresh adapter per site (B = 0, A from the ``init`` stream; scaling s = α/r, or a peft
-site's own) and uploads B and A, of which the server forms ΔW = s·B·A. Each uploaded matrix passes
-through ``compressor`` (bytes from its ``payload``); a :class:`~lorakit.lowrank.LowRank` works at
-rank min(k, m_l, n_l) per site, the paper's clipping k = min(10, rank) (spec §3.6), with bytes
-``payload_shape(m_l, n_l)``.
-
-Every seed starts from ``problem.reset()``; after the run ``problem.commit(W)`` writes the last
-seed's global model back (a peft model: merged into the base weights, B = 0), also after a
-divergence or an interruption; evaluating at W leaves the model as it was. Randomness: one
-generator per source (``speed``, ``crash``, ``cohort``, ``init``, ``compression``, ``noise``; a
-model's dropout: ``model``).
+Every seed starts from ``problem.reset()``; ``problem.commit(W)`` writes the last seed's global
+model back (a peft model: merged into the base weights, B = 0), also after a divergence or an
+interruption. Randomness: one generator per source (``speed``, ``crash``, ``cohort``, ``init``,
+``compression``, ``noise``; a model's dropout: ``model``).
 """
 
 from __future__ import annotations
@@ -133,26 +125,22 @@ class AsyncFL(Config):
 
     Parameters
     ----------
-    rule : ``"fedavg"`` (synchronous), ``"fedasync"`` or ``"fedbuff"`` (module docstring).
-    gamma : the clients' local SGD step size γ > 0; ``local_steps`` (≥ 1) steps per job.
-    concurrency : at most this many clients compute at once (None: all clients).
-    cohort : FedAvg's clients per round (None: all); drawn from the ``cohort`` stream.
-    alpha : FedAsync's mixing weight α ∈ (0, 1].
-    staleness, a, b : the staleness function s(τ) and its parameters a, b ≥ 0 (FedAsync, FedBuff).
-    buffer : FedBuff's K ≥ 1.
-    server_lr : FedBuff's / FedAvg's server step η_s > 0.
-    max_staleness : arriving updates staler than this are discarded and counted (None: never).
-    speed : ``"uniform"``, ``"exponential"``, ``"heavy_tail"`` or a tuple of fixed per-client
-        compute times > 0 (per local step, before ``scale``).
-    scale : the mean compute time per local step (> 0); ``delay`` (≥ 0) is added to every job.
-    crash : probability in [0, 1] that a job crashes mid-update.
-    compressor : applied to each uploaded matrix (a :class:`~lorakit.compressors.Compressor` or a
-        name; default the identity), its bytes counted at ``bytes_per_float``/``bytes_per_index``.
-    rank : None (full deltas ΔW) or the LoRA rank r of the clients' adapters.
-    lora_alpha : the adapters' LoRA α, scaling s = α/r (None: α = r, s = 1); on a peft model each
-        site's own scaling is used and α, if given, must agree with it.
-    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` or ``sgd(batch_size=b,
-        sigma=σ)`` (``noise`` stream); ``sigma=`` is its deprecated shorthand.
+    rule : ``"fedavg"``, ``"fedasync"`` or ``"fedbuff"`` (module docstring).
+    gamma, local_steps : the clients' SGD step size γ > 0 and steps per job (≥ 1).
+    concurrency : at most this many clients compute at once (None: all).
+    cohort : FedAvg's clients per round (None: all), drawn from the ``cohort`` stream.
+    alpha, staleness, a, b : FedAsync's mixing weight α ∈ (0, 1] and s(τ) with a, b ≥ 0.
+    buffer, server_lr : FedBuff's K ≥ 1 and server step η_s > 0 (also FedAvg's η_s).
+    max_staleness : updates staler than this are discarded (None: never).
+    speed, scale, delay : X (a name of :data:`SPEEDS` or a tuple of fixed per-client times > 0),
+        the compute time per local step is scale·X (scale > 0), and ``delay`` ≥ 0 adds to a job.
+    crash : the probability in [0, 1] that a job crashes.
+    compressor : for each uploaded matrix (a :class:`~lorakit.compressors.Compressor` or a name),
+        its bytes at ``bytes_per_float``/``bytes_per_index`` (≥ 1) each.
+    rank, lora_alpha : None (full deltas ΔW) or the clients' adapter rank r, with the scaling
+        s = α/r (α = r by default; on a peft model each site's own, which α must match).
+    estimator : the clients' oracle, ``"gd"`` or ``sgd(batch_size=b, sigma=σ)`` (:mod:`lorakit.
+        local`); ``sigma=`` is its deprecated shorthand.
     method : the name in the results (default: the rule).
     """
 
@@ -252,13 +240,11 @@ class AsyncFL(Config):
     def estimated_events(
         self, clients: int, updates: int | None = None, time_budget: float | None = None
     ) -> float:
-        """The expected number of client jobs of one seed's run (the smaller estimate if both
-        limits are given; discarded updates and FedAvg's wait for the slowest are not counted).
-
-        A job lasts d = (1 − crash)·(c + delay) + crash·c/2 on average, c = local_steps·scale·x
-        (x = E[X] = 1 for a named speed, else averaged over the clients' 1/d(x_i)), and
-        ``concurrency`` jobs run at once: budget·concurrency/d jobs. An update takes 1 (FedAsync),
-        ``buffer`` (FedBuff) or ``cohort`` (FedAvg) jobs, each completing with probability 1 − crash.
+        """The expected client jobs of one seed's run: a job lasts d = (1 − crash)·(c + delay) +
+        crash·c/2 on average with c = local_steps·scale·E[X]; ``concurrency`` run at once, so a
+        budget takes budget·concurrency/d jobs (fixed times: averaging 1/d over the clients); an
+        update takes 1 (FedAsync), ``buffer`` or ``cohort`` jobs, each done with probability
+        1 − crash. The smaller estimate of the two limits; discards and FedAvg's wait not counted.
         """
         clients = check_int("clients", clients, low=1)
         xs = [1.0] if isinstance(self.speed, str) else list(self.speed)
@@ -291,24 +277,21 @@ class AsyncFL(Config):
     ):
         """Simulate until ``updates`` server updates or virtual time ``time_budget`` (first reached).
 
-        ``problem`` has clients: a :class:`~lorakit.problems.federated.FederatedProblem` or a split
-        :class:`~lorakit.adapters.ModelProblem`. ``progress=True`` shows a ``tqdm.auto`` bar over
-        the seeds and one over each seed's updates. A run whose estimated client jobs per seed
-        (:meth:`estimated_events`) exceed ``max_events`` is refused with the estimate.
+        ``problem`` has clients (a :class:`~lorakit.problems.federated.FederatedProblem` or a split
+        :class:`~lorakit.adapters.ModelProblem`). ``progress=True`` shows a ``tqdm.auto`` bar over
+        the seeds and one per seed. A run of more than ``max_events`` estimated client jobs per seed
+        (:meth:`estimated_events`) is refused with the estimate.
 
         Returns one row per server update and seed (row 0: the start): ``time``, ``update``,
         ``loss`` f = (1/M) Σ_c f_c, ``gap`` (NaN where f* is unknown), ``grad_norm_sq`` = Σ_l
         ‖∇_{W_l} f‖², ``staleness`` (mean over the update's contributions), ``staleness_max``,
-        ``applied`` (contributions), and the counts of every event processed up to the row (in
-        time order, ties in dispatch order): ``discarded``, ``crashed``, ``bytes_up``. A run stopped
-        by ``time_budget`` (or its progress bar, :func:`lorakit.progress.stop_requested`) ends with
-        a row at that time without an update (``applied`` = 0). With ``events=True`` also the frame
-        of every job: ``client``, ``start``, ``finish``, ``version_started``, ``staleness``,
-        ``applied``, ``discarded``, ``crashed``, ``bytes_up``. Ctrl-C raises :class:`Interrupted`
-        holding both so far, the interrupted seed's last row at the interruption.
-
-        Divergence: see :mod:`lorakit.divergence` (a refused candidate stops the seed; a model
-        keeps the global model of the update before).
+        ``applied`` (contributions), and the counts of the events handled so far (ties in dispatch
+        order): ``discarded``, ``crashed``, ``bytes_up``. A run stopped by ``time_budget`` (or by
+        its bar, :mod:`lorakit.progress`) ends with a row at that time, ``applied`` = 0. With
+        ``events=True`` also the frame of every job: ``client``, ``start``, ``finish``,
+        ``version_started``, ``staleness``, ``applied``, ``discarded``, ``crashed``, ``bytes_up``.
+        Ctrl-C raises :class:`Interrupted` holding both so far. Divergence: see
+        :mod:`lorakit.divergence` (a model keeps the global model of the update before).
         """
         check_problem_protocol(problem, clients=True)
         if not isinstance(progress, bool):
@@ -384,9 +367,7 @@ class Simulation:
         self.cfg, self.p, self.seed = cfg, problem, check_int("seed", seed, low=0)
         self.streams = Streams(seed)
         self.local = Local(cfg.local_steps, cfg.gamma, estimator=cfg.estimator)
-        self.scalings = None
-        if cfg.rank is not None:
-            self.scalings = site_scalings(problem, cfg.rank, cfg.lora_alpha)
+        self.scalings = cfg.rank and site_scalings(problem, cfg.rank, cfg.lora_alpha)
         problem.reset()
         self.W, self.version, self.time = problem.start(), 0, 0.0
         self.heap: list = []  # (finish, seq, client, version started, start, upload or None)
@@ -412,14 +393,6 @@ class Simulation:
         return sq_norm(tree_map(lambda g: g.mean(dim=0), G))
 
     # -- clients -------------------------------------------------------------------------------
-    def compute_time(self, client: int) -> float:
-        speed = self.cfg.speed
-        if isinstance(speed, tuple):
-            x = speed[client]
-        else:
-            x = _QUANTILE[speed](self.streams.uniform("speed"))
-        return self.cfg.local_steps * self.cfg.scale * x
-
     def compress(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
         """One uploaded matrix through the compressor (a LowRank at rank min(k, m, n)); its bytes."""
         cfg, comp = self.cfg, self.cfg.compressor
@@ -450,7 +423,11 @@ class Simulation:
     def dispatch(self, client: int) -> None:
         """Start a job: the client downloads the current model and version."""
         cfg, t = self.cfg, self.time
-        compute = self.compute_time(client)
+        if isinstance(cfg.speed, tuple):
+            x = cfg.speed[client]
+        else:
+            x = _QUANTILE[cfg.speed](self.streams.uniform("speed"))
+        compute = cfg.local_steps * cfg.scale * x
         if cfg.crash > 0 and self.streams.uniform("crash") < cfg.crash:
             finish, payload = t + compute * self.streams.uniform("crash"), None
         else:
@@ -493,29 +470,22 @@ class Simulation:
             "bytes_up": self.bytes_up,
         })  # fmt: skip
 
-    def record(self, job, staleness, *, applied=False, discarded=False, crashed=False, sent=0.0):
-        finish, _, client, v0, start, _ = job
+    def arrive(self, job, buffer: list) -> None:
+        """Count and record one finished or crashed job; FedAsync mixes it in at once, FedBuff and
+        FedAvg buffer it."""
+        cfg, (finish, _, client, v0, start, payload) = self.cfg, job
+        tau, crashed = self.version - v0, payload is None
+        W_start, delta, sent = (None, None, 0.0) if crashed else payload
+        discarded = not crashed and cfg.max_staleness is not None and tau > cfg.max_staleness
+        self.crashed, self.discarded = self.crashed + crashed, self.discarded + discarded
+        self.bytes_up += sent
         self.events.append({
             "seed": self.seed, "client": client, "start": start, "finish": finish,
-            "version_started": v0, "staleness": staleness, "applied": applied,
+            "version_started": v0, "staleness": tau, "applied": not (crashed or discarded),
             "discarded": discarded, "crashed": crashed, "bytes_up": sent,
         })  # fmt: skip
-
-    def arrive(self, job, buffer: list) -> None:
-        """Handle one finished or crashed job; FedAsync mixes it in at once, FedBuff buffers it."""
-        cfg, (_, _, _, v0, _, payload) = self.cfg, job
-        tau = self.version - v0
-        if payload is None:
-            self.crashed += 1
-            self.record(job, tau, crashed=True)
+        if crashed or discarded:
             return
-        W_start, delta, sent = payload
-        self.bytes_up += sent
-        if cfg.max_staleness is not None and tau > cfg.max_staleness:
-            self.discarded += 1
-            self.record(job, tau, discarded=True, sent=sent)
-            return
-        self.record(job, tau, applied=True, sent=sent)
         if cfg.rule == "fedasync":
             self.apply(cfg.mix(self.W, W_start + delta, tau), [tau])
         else:
@@ -554,9 +524,8 @@ class Simulation:
                 self.p.commit(self.W)
 
     def loop(self, last: float, time_budget) -> None:
-        """The events up to server update ``last``, the budget's end or a stop asked by the progress
-        bar. FedAvg dispatches each round's cohort from one model and flushes when the round is in;
-        the asynchronous rules send each returning client out again."""
+        """The events up to update ``last``, the budget's end or a stop asked by the bar: FedAvg
+        sends out each round's cohort and flushes when it is in; async sends each client back out."""
         cfg, M = self.cfg, self.p.M
         limit, sync = cfg.concurrency or M, cfg.rule == "fedavg"
         idle = (

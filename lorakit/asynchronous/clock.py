@@ -247,13 +247,10 @@ class AsyncFL(Config):
         1 − crash. The smaller estimate of the two limits; discards and FedAvg's wait not counted.
         """
         clients = check_int("clients", clients, low=1)
-        xs = [1.0] if isinstance(self.speed, str) else list(self.speed)
-
-        def job(x):  # the mean duration of a job whose compute time per step is x
-            compute = self.local_steps * self.scale * x
-            return (1 - self.crash) * (compute + self.delay) + self.crash * compute / 2
-
-        rate = sum(1 / job(x) for x in xs) / len(xs)  # jobs per unit of time per running slot
+        xs = [1.0] if isinstance(self.speed, str) else self.speed
+        cs = [self.local_steps * self.scale * x for x in xs]  # a job's compute time
+        ds = [(1 - self.crash) * (c + self.delay) + self.crash * c / 2 for c in cs]  # its duration
+        rate = sum(1 / d for d in ds) / len(ds)  # jobs per unit of time per running slot
         running = min(self.concurrency or clients, clients)
         estimate = math.inf if time_budget is None else time_budget * running * rate
         if updates is not None and self.crash < 1:
@@ -413,20 +410,17 @@ class Simulation:
             return tree_like(W_start, [d for d, _ in out]), sum(sent for _, sent in out)
         B, A = init_adapter(p, self.cfg.rank, streams["init"])
         B, A, _ = train(p, W_start, B, A, self.scalings, client, local, streams)
-        delta, sent = [], 0.0
-        for b, a, s in zip(leaves(B), leaves(A), self.scalings, strict=True):
-            (b, sent_b), (a, sent_a) = self.compress(b), self.compress(a)
-            delta.append(s * (b @ a))
-            sent += sent_b + sent_a
-        return tree_like(W_start, delta), sent
+        up = [
+            (self.compress(b), self.compress(a)) for b, a in zip(leaves(B), leaves(A), strict=True)
+        ]
+        delta = [s * (b @ a) for s, ((b, _), (a, _)) in zip(self.scalings, up, strict=True)]
+        return tree_like(W_start, delta), sum(sent_b + sent_a for (_, sent_b), (_, sent_a) in up)
 
     def dispatch(self, client: int) -> None:
         """Start a job: the client downloads the current model and version."""
         cfg, t = self.cfg, self.time
-        if isinstance(cfg.speed, tuple):
-            x = cfg.speed[client]
-        else:
-            x = _QUANTILE[cfg.speed](self.streams.uniform("speed"))
+        named = isinstance(cfg.speed, str)
+        x = _QUANTILE[cfg.speed](self.streams.uniform("speed")) if named else cfg.speed[client]
         compute = cfg.local_steps * cfg.scale * x
         if cfg.crash > 0 and self.streams.uniform("crash") < cfg.crash:
             finish, payload = t + compute * self.streams.uniform("crash"), None
@@ -494,8 +488,7 @@ class Simulation:
                 self.flush(buffer)
 
     def flush(self, buffer: list) -> None:
-        W_new = self.cfg.aggregate(self.W, buffer)
-        stale = [tau for tau, _ in buffer]
+        W_new, stale = self.cfg.aggregate(self.W, buffer), [tau for tau, _ in buffer]
         buffer.clear()
         self.apply(W_new, stale)
 
@@ -527,14 +520,12 @@ class Simulation:
         """The events up to update ``last``, the budget's end or a stop asked by the bar: FedAvg
         sends out each round's cohort and flushes when it is in; async sends each client back out."""
         cfg, M = self.cfg, self.p.M
-        limit, sync = cfg.concurrency or M, cfg.rule == "fedavg"
-        idle = (
-            deque() if sync else deque(torch.randperm(M, generator=self.streams["cohort"]).tolist())
-        )
-        buffer: list = []
+        limit, sync, size = cfg.concurrency or M, cfg.rule == "fedavg", cfg.cohort or M
+        perm = lambda: torch.randperm(M, generator=self.streams["cohort"])  # noqa: E731
+        idle, buffer = deque() if sync else deque(perm().tolist()), []
         while self.version < last:
-            if sync and not idle and not self.heap:  # a new round
-                idle = deque(self.cohort())
+            if sync and not idle and not self.heap:  # a round: every client, or a cohort drawn
+                idle = deque(range(M) if size == M else perm()[:size].sort().values.tolist())
             while idle and len(self.heap) < limit:
                 self.dispatch(idle.popleft())
             self.stopped = stop_requested(self.bar)
@@ -549,10 +540,3 @@ class Simulation:
                     idle.append(job[2])
             if sync and buffer and not idle and not self.heap:  # the round is in
                 self.flush(buffer)
-
-    def cohort(self) -> list[int]:
-        """FedAvg's clients of one round, in client order (all, or ``cohort`` drawn at random)."""
-        M, size = self.p.M, self.cfg.cohort
-        if size is None or size == M:
-            return list(range(M))
-        return torch.randperm(M, generator=self.streams["cohort"])[:size].sort().values.tolist()

@@ -3,7 +3,8 @@
 The paper (spec async_fl.md §0, §3.3) promises a "fully asynchronous" protocol but gives no rule:
 its experiment and theory are synchronous FedAvg. lorakit supplies the standard rules, labelled as
 extensions (spec §3.8, §9), as the server steps :meth:`AsyncFL.mix` and :meth:`AsyncFL.aggregate`
-(which the Flower server of :mod:`lorakit.distributed.flower_async` applies too):
+(the Flower server of :mod:`lorakit.distributed.flower_async` applies them too), site by site on
+the global model's tree (:mod:`lorakit.tree`, README "Architecture"):
 
 * ``"fedavg"`` — synchronous FedAvg (McMahan et al. 2017): a cohort starts from one model, the
   server waits for the slowest of them and applies the mean of their deltas;
@@ -13,26 +14,14 @@ extensions (spec §3.8, §9), as the server steps :meth:`AsyncFL.mix` and :meth:
 * ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): deltas are buffered; when K are in,
   W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
 
-The global model W is a tree of per-site weights (:mod:`lorakit.tree`, README "Architecture"): a
-matrix problem's matrix, or every LoRA site's W0 + s·B·A of a peft model; each rule applies site
-by site.
-
-The clock. A job's client downloads the current model and version, computes for
-local_steps·scale·X units of virtual time (X per job from ``speed``: U[0.5, 1.5], Exp(1), Pareto of
-shape 1.5 and mean 1, or fixed per-client times) and uploads after ``delay``; its staleness is the
-number of updates since its download. Jobs finishing at one time are handled together, in dispatch
-order, before idle clients (a FIFO queue, first order from the ``cohort`` stream) are dispatched,
-at most ``concurrency`` at once: equal speeds behave synchronously, and a model run has the matrix
-run's event times. A job crashes with probability ``crash`` at a uniform point of its compute time
-(nothing uploaded, counted; the client restarts from the current model); an update staler than
-``max_staleness`` is discarded and counted. A candidate global model is checked whole (every site
-finite, the loss not exploded) before it replaces the old one, else :class:`DivergenceError`.
-
-The jobs (:mod:`lorakit.local`): ``rank=None`` trains W and uploads ΔW; ``rank=r`` trains a fresh
-adapter per site (B = 0, A from the ``init`` stream; scaling α/r, or a peft site's own) and uploads
-B and A, of which the server forms ΔW = s·B·A. Each uploaded matrix goes through ``compressor``; a
-:class:`~lorakit.lowrank.LowRank` works at rank min(k, m_l, n_l) per site (the paper's clipping,
-spec §3.6), with bytes ``payload_shape(m_l, n_l)``. Each pending job holds its W_start and ΔW.
+The clock. A job's client downloads the current model and its version, computes, and uploads; its
+staleness is the number of updates since the download. Jobs finishing at one time are handled
+together, in dispatch order, before idle clients (a FIFO queue, first order from the ``cohort``
+stream) are dispatched, at most ``concurrency`` at once: equal speeds behave synchronously, and a
+model run has the matrix run's event times. A crashing job stops at a uniform point of its compute
+time and uploads nothing (the client restarts from the current model); an update staler than
+``max_staleness`` is discarded. A candidate global model is checked whole (every site finite, the
+loss not exploded) before it replaces the old one. Each pending job holds its W_start and ΔW.
 
 Every seed starts from ``problem.reset()``; ``problem.commit(W)`` writes the last seed's global
 model back (a peft model: merged into the base weights, B = 0), also after a divergence or an
@@ -132,15 +121,19 @@ class AsyncFL(Config):
     alpha, staleness, a, b : FedAsync's mixing weight α ∈ (0, 1] and s(τ) with a, b ≥ 0.
     buffer, server_lr : FedBuff's K ≥ 1 and server step η_s > 0 (also FedAvg's η_s).
     max_staleness : updates staler than this are discarded (None: never).
-    speed, scale, delay : X (a name of :data:`SPEEDS` or a tuple of fixed per-client times > 0),
-        the compute time per local step is scale·X (scale > 0), and ``delay`` ≥ 0 adds to a job.
-    crash : the probability in [0, 1] that a job crashes.
-    compressor : for each uploaded matrix (a :class:`~lorakit.compressors.Compressor` or a name),
-        its bytes at ``bytes_per_float``/``bytes_per_index`` (≥ 1) each.
-    rank, lora_alpha : None (full deltas ΔW) or the clients' adapter rank r, with the scaling
-        s = α/r (α = r by default; on a peft model each site's own, which α must match).
-    estimator : the clients' oracle, ``"gd"`` or ``sgd(batch_size=b, sigma=σ)`` (:mod:`lorakit.
-        local`); ``sigma=`` is its deprecated shorthand.
+    speed, scale, delay : a job computes for local_steps·scale·X (scale > 0) and uploads after
+        ``delay`` ≥ 0, X drawn per job (``"uniform"`` U[0.5, 1.5], ``"exponential"`` Exp(1),
+        ``"heavy_tail"`` Pareto of shape 1.5; mean 1) or a tuple of fixed per-client times > 0.
+    crash : the probability in [0, 1] that a job crashes (counted, like discarded updates).
+    rank, lora_alpha : None: a job (:mod:`lorakit.local`) trains W and uploads ΔW; r: it trains a
+        fresh adapter per site (B = 0, A from the ``init`` stream) and uploads B and A, of which
+        the server forms ΔW = s·B·A, s = α/r (α = r by default; a peft site's own, which α must
+        match).
+    compressor : for each uploaded matrix (a :class:`~lorakit.compressors.Compressor` or a name;
+        a :class:`~lorakit.lowrank.LowRank` at rank min(k, m_l, n_l), the paper's clipping, spec
+        §3.6), its bytes at ``bytes_per_float``/``bytes_per_index`` (≥ 1) each.
+    estimator : the clients' oracle, ``"gd"`` or ``sgd(batch_size=b, sigma=σ)``; ``sigma=`` is
+        its deprecated shorthand.
     method : the name in the results (default: the rule).
     """
 
@@ -224,11 +217,9 @@ class AsyncFL(Config):
         return staleness_weight(self.staleness, tau, self.a, self.b)
 
     def mix(self, W, W_new, tau: int):
-        """FedAsync's server step for one arriving model x_new trained from a model τ updates old
-        (Xie et al. 2019, Algorithm 1): x ← (1 − α_t)x + α_t x_new with α_t = α·s(τ), computed as
-        W + α_t(x_new − W); W and x_new are trees (:mod:`lorakit.tree`)."""
-        a_t = self.alpha * self.weight(tau)
-        return W + a_t * (W_new - W)
+        """FedAsync's server step (Xie et al. 2019, Algorithm 1) for a model x_new trained from one
+        τ updates old: x ← (1 − α_t)x + α_t x_new, α_t = α·s(τ), as W + α_t(x_new − W) on trees."""
+        return W + self.alpha * self.weight(tau) * (W_new - W)
 
     def aggregate(self, W, buffer: list):
         """FedBuff's server step for a full buffer of (τ_i, Δ_i) (Nguyen et al. 2022, Algorithm 1):
@@ -240,12 +231,9 @@ class AsyncFL(Config):
     def estimated_events(
         self, clients: int, updates: int | None = None, time_budget: float | None = None
     ) -> float:
-        """The expected client jobs of one seed's run: a job lasts d = (1 − crash)·(c + delay) +
-        crash·c/2 on average with c = local_steps·scale·E[X]; ``concurrency`` run at once, so a
-        budget takes budget·concurrency/d jobs (fixed times: averaging 1/d over the clients); an
-        update takes 1 (FedAsync), ``buffer`` or ``cohort`` jobs, each done with probability
-        1 − crash. The smaller estimate of the two limits; discards and FedAvg's wait not counted.
-        """
+        """The expected client jobs of one seed's run, the smaller of budget·concurrency·E[1/d] (d
+        a job's mean duration) and updates·(jobs per update: 1, ``buffer`` or ``cohort``)/(1 −
+        crash); discarded updates and FedAvg's wait for the slowest are not counted."""
         clients = check_int("clients", clients, low=1)
         xs = [1.0] if isinstance(self.speed, str) else self.speed
         cs = [self.local_steps * self.scale * x for x in xs]  # a job's compute time
@@ -258,7 +246,6 @@ class AsyncFL(Config):
             estimate = min(estimate, updates * per_update[self.rule] / (1 - self.crash))
         return estimate
 
-    # ------------------------------------------------------------------------------------------
     def run(
         self,
         problem,
@@ -366,16 +353,14 @@ class Simulation:
         self.local = Local(cfg.local_steps, cfg.gamma, estimator=cfg.estimator)
         self.scalings = cfg.rank and site_scalings(problem, cfg.rank, cfg.lora_alpha)
         problem.reset()
-        self.W, self.version, self.time = problem.start(), 0, 0.0
-        self.heap: list = []  # (finish, seq, client, version started, start, upload or None)
+        self.W, self.version, self.time, self.bytes_up = problem.start(), 0, 0.0, 0.0
         self.seq = self.discarded = self.crashed = 0
-        self.bytes_up = 0.0
+        self.heap: list = []  # (finish, seq, client, version started, start, upload or None)
         self.rows, self.events = [], []
         self.progress, self.bar, self.stopped = progress, None, False
         with problem.seeded(self.streams):
             self.loss0 = self.loss = self.evaluate(self.W)
 
-    # -- the global model ----------------------------------------------------------------------
     def evaluate(self, W) -> float:
         """f(W) = (1/M) Σ_c f_c(W), NaN when W has a non-finite entry in any site."""
         with torch.no_grad():
@@ -389,7 +374,6 @@ class Simulation:
             G = self.p.local_grads(stack, torch.arange(M, device=self.p.device))
         return sq_norm(tree_map(lambda g: g.mean(dim=0), G))
 
-    # -- clients -------------------------------------------------------------------------------
     def compress(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
         """One uploaded matrix through the compressor (a LowRank at rank min(k, m, n)); its bytes."""
         cfg, comp = self.cfg, self.cfg.compressor
@@ -429,7 +413,6 @@ class Simulation:
         heapq.heappush(self.heap, (finish, self.seq, client, self.version, t, payload))
         self.seq += 1
 
-    # -- the server ----------------------------------------------------------------------------
     def apply(self, W_new, stale: list[int]) -> None:
         """Replace the global model by a complete, finite candidate (else DivergenceError)."""
         loss, step = self.evaluate(W_new), self.version + 1
@@ -492,14 +475,12 @@ class Simulation:
         buffer.clear()
         self.apply(W_new, stale)
 
-    # -- the loop ------------------------------------------------------------------------------
     def run(self, updates, time_budget) -> None:
         """Run to ``updates`` server updates or ``time_budget``; the last accepted global model is
         committed to the problem in the end, whatever happened (module docstring)."""
         desc = f"{self.cfg.method} seed {self.seed}"
-        bar = progress_bar(enabled=self.progress, total=updates, desc=desc)
-        with bar, self.p.seeded(self.streams):
-            self.bar = bar
+        self.bar = progress_bar(enabled=self.progress, total=updates, desc=desc)
+        with self.bar, self.p.seeded(self.streams):
             try:
                 self.log()
                 last = math.inf if updates is None else updates
@@ -518,7 +499,7 @@ class Simulation:
 
     def loop(self, last: float, time_budget) -> None:
         """The events up to update ``last``, the budget's end or a stop asked by the bar: FedAvg
-        sends out each round's cohort and flushes when it is in; async sends each client back out."""
+        sends out each round's cohort and flushes when it is in; async sends clients back out."""
         cfg, M = self.cfg, self.p.M
         limit, sync, size = cfg.concurrency or M, cfg.rule == "fedavg", cfg.cohort or M
         perm = lambda: torch.randperm(M, generator=self.streams["cohort"])  # noqa: E731

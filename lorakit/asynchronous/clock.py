@@ -277,7 +277,7 @@ class AsyncFL(Config):
         Ctrl-C raises :class:`Interrupted` holding both so far. Divergence: see
         :mod:`lorakit.divergence` (a model keeps the global model of the update before).
         """
-        check_problem_protocol(problem, clients=True)
+        M = check_problem_protocol(problem, clients=True).M
         if not isinstance(progress, bool):
             raise ArgumentTypeError(f"progress must be True or False, got {progress!r}")
         if updates is None and time_budget is None:
@@ -293,16 +293,14 @@ class AsyncFL(Config):
         blowup = check_blowup(blowup)
         for name in ("concurrency", "cohort"):
             if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), low=1, high=problem.M)
-        if not isinstance(self.speed, str) and len(self.speed) != problem.M:
-            raise ValueError(
-                f"speed must give one time per client ({problem.M}), got {len(self.speed)}"
-            )
+                check_int(name, getattr(self, name), low=1, high=M)
+        if not isinstance(self.speed, str) and len(self.speed) != M:
+            raise ValueError(f"speed must give one time per client ({M}), got {len(self.speed)}")
         if self.rank is not None:
             check_int("rank", self.rank, low=1, high=min(min(shape) for shape in problem.shapes))
             site_scalings(problem, self.rank, self.lora_alpha)  # a peft rank or α that differs
         seeds = check_seeds(seeds)
-        estimate = self.estimated_events(problem.M, updates, time_budget)
+        estimate = self.estimated_events(M, updates, time_budget)
         if estimate > max_events:
             limits = {"updates": updates, "time_budget": time_budget}
             limits = " and ".join(f"{k} = {v:g}" for k, v in limits.items() if v is not None)
@@ -483,10 +481,7 @@ class Simulation:
         with self.bar, self.p.seeded(self.streams):
             try:
                 self.log()
-                last = math.inf if updates is None else updates
-                self.loop(last, time_budget)
-                if self.version < last:  # stopped by the budget or the bar: that moment's state
-                    self.log(time=None if self.stopped else time_budget)
+                self.loop(math.inf if updates is None else updates, time_budget)
             except DivergenceError as error:  # W is the last accepted (checked) global model
                 error.append(restored_note("server update", self.version))
                 raise
@@ -498,8 +493,8 @@ class Simulation:
                 self.p.commit(self.W)
 
     def loop(self, last: float, time_budget) -> None:
-        """The events up to update ``last``, the budget's end or a stop asked by the bar: FedAvg
-        sends out each round's cohort and flushes when it is in; async sends clients back out."""
+        """The events up to update ``last``, or to the budget's end or a stop asked by the bar
+        (then logged). FedAvg sends out each round's cohort and flushes when it is in."""
         cfg, M = self.cfg, self.p.M
         limit, sync, size = cfg.concurrency or M, cfg.rule == "fedavg", cfg.cohort or M
         perm = lambda: torch.randperm(M, generator=self.streams["cohort"])  # noqa: E731
@@ -511,6 +506,7 @@ class Simulation:
                 self.dispatch(idle.popleft())
             self.stopped = stop_requested(self.bar)
             if self.stopped or not self.heap or (time_budget or math.inf) < self.heap[0][0]:
+                self.log(time=None if self.stopped else time_budget)  # the state where it ends
                 return
             self.time = t = self.heap[0][0]
             while self.heap and self.heap[0][0] == t:  # every job finishing now, in dispatch order

@@ -3,8 +3,8 @@
 The paper (spec async_fl.md §0, §3.3) promises a "fully asynchronous" protocol but gives no rule:
 its experiment and theory are synchronous FedAvg. lorakit supplies the standard rules, labelled as
 extensions (spec §3.8, §9), as the server steps :meth:`AsyncFL.mix` and :meth:`AsyncFL.aggregate`
-(the Flower server of :mod:`lorakit.distributed.flower_async` applies them too), site by site on
-the global model's tree (:mod:`lorakit.tree`, README "Architecture"):
+(also used by :mod:`lorakit.distributed.flower_async`), site by site on the global model's tree
+(:mod:`lorakit.tree`, README "Architecture"):
 
 * ``"fedavg"`` — synchronous FedAvg (McMahan et al. 2017): a cohort starts from one model, the
   server waits for the slowest of them and applies the mean of their deltas;
@@ -14,14 +14,13 @@ the global model's tree (:mod:`lorakit.tree`, README "Architecture"):
 * ``"fedbuff"`` — FedBuff (Nguyen et al. 2022): deltas are buffered; when K are in,
   W ← W + η_s·(Σ s(τ_i)Δ_i)/K.
 
-The clock. A job's client downloads the current model and its version, computes, and uploads; its
-staleness is the number of updates since the download. Jobs finishing at one time are handled
-together, in dispatch order, before idle clients (a FIFO queue, first order from the ``cohort``
-stream) are dispatched, at most ``concurrency`` at once: equal speeds behave synchronously, and a
+The clock. A job's staleness is the number of updates between its download and its arrival. Jobs
+finishing at one time are handled together in dispatch order, before idle clients (a FIFO queue,
+first order from the ``cohort`` stream) are dispatched: equal speeds behave synchronously, and a
 model run has the matrix run's event times. A crashing job stops at a uniform point of its compute
-time and uploads nothing (the client restarts from the current model); an update staler than
-``max_staleness`` is discarded. A candidate global model is checked whole (every site finite, the
-loss not exploded) before it replaces the old one. Each pending job holds its W_start and ΔW.
+time and uploads nothing; its client restarts from the current model. A candidate global model is
+checked whole (every site finite, the loss not exploded) before it replaces the old one. Each
+pending job holds its W_start and ΔW.
 
 Every seed starts from ``problem.reset()``; ``problem.commit(W)`` writes the last seed's global
 model back (a peft model: merged into the base weights, B = 0), also after a divergence or an
@@ -31,7 +30,6 @@ interruption. Randomness: one generator per source (``speed``, ``crash``, ``coho
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import math
@@ -83,9 +81,8 @@ _QUANTILE = {
     "heavy_tail": lambda u: (_K - 1) / _K * (1.0 - u) ** (-1.0 / _K),  # Pareto(_K, x_m = 1/3)
 }
 SPEEDS = tuple(_QUANTILE)
-#: :meth:`AsyncFL.run` refuses a run whose estimated number of client jobs per seed is above this:
-#: measured about 650 jobs a second on a 5×3 problem with 4 clients (loaded 2-core CPU), so about
-#: 5 minutes; far longer at model scale.
+#: :meth:`AsyncFL.run` refuses more estimated client jobs per seed: about 5 minutes at the measured
+#: 650 jobs a second (5×3 problem, 4 clients, loaded 2-core CPU); far longer at model scale.
 MAX_EVENTS = 200_000
 
 
@@ -167,9 +164,7 @@ class AsyncFL(Config):
         check_choice("rule", self.rule, RULES)
         check_choice("staleness", self.staleness, STALENESS)
         for name, high in (("gamma", None), ("alpha", 1.0), ("server_lr", None), ("scale", None)):
-            set_(
-                self, name, check_real(name, getattr(self, name), low=0.0, high=high, low_open=True)
-            )
+            set_(self, name, check_real(name, vars(self)[name], low=0.0, high=high, low_open=True))
         for name, high in (("a", None), ("b", None), ("delay", None), ("crash", 1.0)):
             set_(self, name, check_real(name, getattr(self, name), low=0.0, high=high))
         for name in ("local_steps", "buffer"):
@@ -191,9 +186,8 @@ class AsyncFL(Config):
             alpha = check_real("lora_alpha", self.lora_alpha, low=0.0, low_open=True)
             set_(self, "lora_alpha", alpha)
             if self.rank is None:
-                warnings.warn(
+                warnings.warn(  # a UserWarning
                     "lora_alpha does nothing with rank=None (the clients upload full deltas ΔW)",
-                    UserWarning,
                     stacklevel=3,
                 )
         set_(self, "estimator", local_estimator(self.estimator, self.sigma, owner="AsyncFL"))
@@ -259,7 +253,7 @@ class AsyncFL(Config):
         progress: bool = False,
         max_events: int = MAX_EVENTS,
     ):
-        """Simulate until ``updates`` server updates or virtual time ``time_budget`` (first reached).
+        """Simulate until ``updates`` server updates or virtual time ``time_budget``, whichever first.
 
         ``problem`` has clients (a :class:`~lorakit.problems.federated.FederatedProblem` or a split
         :class:`~lorakit.adapters.ModelProblem`). ``progress=True`` shows a ``tqdm.auto`` bar over
@@ -330,7 +324,7 @@ class AsyncFL(Config):
         go_on = itertools.takewhile(lambda _: not (sims and sims[-1].stopped), seeds)
         frame, _ = run_seeds(
             progress_bar(go_on, enabled=progress, total=len(seeds), desc=self.method),
-            functools.partial(Simulation, self, problem, progress=progress),
+            lambda seed: Simulation(self, problem, seed, progress=progress),
             run,
             self.frame,
             on_divergence=on_divergence,
@@ -340,8 +334,7 @@ class AsyncFL(Config):
 
 
 class Simulation:
-    """One seeded simulation of an :class:`AsyncFL` configuration on ``problem``: the global model
-    ``W`` (a tree), its ``version``, the heap and the counters; :meth:`run` runs it."""
+    """One seed of :meth:`AsyncFL.run`: the global model ``W``, its ``version``, the counters."""
 
     blowup = BLOWUP  # the divergence threshold (set by the seed loop)
 
@@ -373,7 +366,7 @@ class Simulation:
         return sq_norm(tree_map(lambda g: g.mean(dim=0), G))
 
     def compress(self, X: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """One uploaded matrix through the compressor (a LowRank at rank min(k, m, n)); its bytes."""
+        """An uploaded matrix through the compressor (a LowRank at rank min(k, m, n)); its bytes."""
         cfg, comp = self.cfg, self.cfg.compressor
         if isinstance(comp, LowRank):
             comp = LowRank(comp.method, min(comp.rank, *X.shape))
@@ -430,14 +423,13 @@ class Simulation:
             self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
 
     def log(self, stale: list[int] = (), time: float | None = None) -> None:
-        """A history row: after an update (``stale``: its contributions' staleness) or, without
-        one, where a run ended early (``time``: the budget's end; None: now)."""
+        """A history row after an update (``stale``: its contributions' τ) or at ``time``."""
         if time is not None:
             self.time = time
-        p, loss = self.p, self.loss
+        loss, f_star = self.loss, self.p.f_star
         self.rows.append({
             "seed": self.seed, "time": self.time, "update": self.version, "loss": loss,
-            "gap": loss - p.f_star if p.f_star is not None else math.nan,
+            "gap": loss - f_star if f_star is not None else math.nan,
             "grad_norm_sq": self.grad_norm_sq(),
             "staleness": sum(stale) / len(stale) if stale else 0.0,
             "staleness_max": max(stale) if stale else 0,
@@ -446,8 +438,7 @@ class Simulation:
         })  # fmt: skip
 
     def arrive(self, job, buffer: list) -> None:
-        """Count and record one finished or crashed job; FedAsync mixes it in at once, FedBuff and
-        FedAvg buffer it."""
+        """Count and record one job; FedAsync mixes it in at once, FedBuff and FedAvg buffer it."""
         cfg, (finish, _, client, v0, start, payload) = self.cfg, job
         tau, crashed = self.version - v0, payload is None
         W_start, delta, sent = (None, None, 0.0) if crashed else payload
@@ -474,8 +465,7 @@ class Simulation:
         self.apply(W_new, stale)
 
     def run(self, updates, time_budget) -> None:
-        """Run to ``updates`` server updates or ``time_budget``; the last accepted global model is
-        committed to the problem in the end, whatever happened (module docstring)."""
+        """Run to ``updates`` or ``time_budget``; commit the last accepted model in any case."""
         desc = f"{self.cfg.method} seed {self.seed}"
         self.bar = progress_bar(enabled=self.progress, total=updates, desc=desc)
         with self.bar, self.p.seeded(self.streams):

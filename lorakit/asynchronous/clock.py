@@ -253,7 +253,7 @@ class AsyncFL(Config):
         progress: bool = False,
         max_events: int = MAX_EVENTS,
     ):
-        """Simulate until ``updates`` server updates or virtual time ``time_budget``, whichever first.
+        """Simulate to ``updates`` server updates or virtual time ``time_budget``, whichever first.
 
         ``problem`` has clients (a :class:`~lorakit.problems.federated.FederatedProblem` or a split
         :class:`~lorakit.adapters.ModelProblem`). ``progress=True`` shows a ``tqdm.auto`` bar over

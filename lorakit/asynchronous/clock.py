@@ -40,14 +40,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .._validation import (
-    ArgumentTypeError,
-    check_byte_size,
-    check_choice,
-    check_int,
-    check_real,
-    check_seeds,
-)
+from .._validation import ArgumentTypeError, check_choice, check_int, check_real, check_seeds
 from ..compressors import Compressor, make_compressor
 from ..config import Config, deprecated
 from ..divergence import BLOWUP, DivergenceError, check_blowup, exploded, restored_note, run_seeds
@@ -122,10 +115,9 @@ class AsyncFL(Config):
         ``delay`` ≥ 0, X drawn per job (``"uniform"`` U[0.5, 1.5], ``"exponential"`` Exp(1),
         ``"heavy_tail"`` Pareto of shape 1.5; mean 1) or a tuple of fixed per-client times > 0.
     crash : the probability in [0, 1] that a job crashes (counted, like discarded updates).
-    rank, lora_alpha : None: a job (:mod:`lorakit.local`) trains W and uploads ΔW; r: it trains a
-        fresh adapter per site (B = 0, A from the ``init`` stream) and uploads B and A, of which
-        the server forms ΔW = s·B·A, s = α/r (α = r by default; a peft site's own, which α must
-        match).
+    rank, lora_alpha : None: a job (:mod:`lorakit.local`) trains W and uploads ΔW; r: a fresh
+        adapter per site (B = 0, A from the ``init`` stream) trained and uploaded as B and A, the
+        server forming ΔW = s·B·A, s = α/r (α = r by default; a peft site's own, which α matches).
     compressor : for each uploaded matrix (a :class:`~lorakit.compressors.Compressor` or a name;
         a :class:`~lorakit.lowrank.LowRank` at rank min(k, m_l, n_l), the paper's clipping, spec
         §3.6), its bytes at ``bytes_per_float``/``bytes_per_index`` (≥ 1) each.
@@ -167,7 +159,7 @@ class AsyncFL(Config):
             set_(self, name, check_real(name, vars(self)[name], low=0.0, high=high, low_open=True))
         for name, high in (("a", None), ("b", None), ("delay", None), ("crash", 1.0)):
             set_(self, name, check_real(name, getattr(self, name), low=0.0, high=high))
-        for name in ("local_steps", "buffer"):
+        for name in ("local_steps", "buffer", "bytes_per_float", "bytes_per_index"):
             set_(self, name, check_int(name, getattr(self, name), low=1))
         for name, low in (("concurrency", 1), ("cohort", 1), ("max_staleness", 0), ("rank", 1)):
             if getattr(self, name) is not None:  # None: no limit (rank: full deltas)
@@ -192,8 +184,6 @@ class AsyncFL(Config):
                 )
         set_(self, "estimator", local_estimator(self.estimator, self.sigma, owner="AsyncFL"))
         set_(self, "sigma", None)
-        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
-        set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
         if self.method is None:
             set_(self, "method", self.rule)
 
@@ -253,12 +243,10 @@ class AsyncFL(Config):
         progress: bool = False,
         max_events: int = MAX_EVENTS,
     ):
-        """Simulate to ``updates`` server updates or virtual time ``time_budget``, whichever first.
-
-        ``problem`` has clients (a :class:`~lorakit.problems.federated.FederatedProblem` or a split
-        :class:`~lorakit.adapters.ModelProblem`). ``progress=True`` shows a ``tqdm.auto`` bar over
-        the seeds and one per seed. A run of more than ``max_events`` estimated client jobs per seed
-        (:meth:`estimated_events`) is refused with the estimate.
+        """Simulate to ``updates`` server updates or virtual time ``time_budget``, whichever first,
+        on a problem with clients (a :class:`~lorakit.problems.federated.FederatedProblem` or a
+        split :class:`~lorakit.adapters.ModelProblem`); more than ``max_events`` estimated client
+        jobs per seed (:meth:`estimated_events`) are refused. ``progress``: bars over the seeds.
 
         Returns one row per server update and seed (row 0: the start): ``time``, ``update``,
         ``loss`` f = (1/M) Σ_c f_c, ``gap`` (NaN where f* is unknown), ``grad_norm_sq`` = Σ_l

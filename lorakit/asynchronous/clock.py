@@ -215,9 +215,10 @@ class AsyncFL(Config):
     def estimated_events(
         self, clients: int, updates: int | None = None, time_budget: float | None = None
     ) -> float:
-        """The expected client jobs of one seed's run, the smaller of budget·concurrency·E[1/d] (d
-        a job's mean duration) and updates·(jobs per update: 1, ``buffer`` or ``cohort``)/(1 −
-        crash); discarded updates and FedAvg's wait for the slowest are not counted."""
+        """The expected client jobs of one seed's run: the smaller of budget·concurrency·mean(1/d),
+        d = (1 − crash)·(c + delay) + crash·c/2 a job's mean duration (c = local_steps·scale·X),
+        and updates·(1, ``buffer`` or ``cohort`` jobs per update)/(1 − crash). Discarded updates
+        and FedAvg's wait for the slowest are not counted."""
         clients = check_int("clients", clients, low=1)
         xs = [1.0] if isinstance(self.speed, str) else self.speed
         cs = [self.local_steps * self.scale * x for x in xs]  # a job's compute time

@@ -49,8 +49,9 @@ s·B·A). The node config's ``sleep`` (seconds, default 0) is added to every job
 
 Run it: :func:`write_app` writes the app's ``pyproject.toml`` (``python -m
 lorakit.distributed.flower_async DIR``), then ``flwr run DIR`` against a SuperLink (README
-"Asynchronous aggregation on Flower" gives the commands). Not supported here: gradient noise and minibatches (each node would draw from its own
-stream, so the run could not equal the clock's), compressed uploads, model (peft) problems.
+"Asynchronous aggregation on Flower" gives the commands). Not supported here: gradient noise and
+minibatches (each node would draw from its own stream, so the run could not equal the clock's),
+compressed uploads, model (peft) problems.
 """
 
 from __future__ import annotations

@@ -332,8 +332,9 @@ class _ChainRun:
         return 0.0 if g2 == 0 else float(self.problem.loss(W) - self.problem.f_star) / g2
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, steps: int, log_every: int):
-        """Reset the problem, run ``steps`` steps, commit; the rows, or a DivergenceError."""
+    def run(self, steps: int, log_every: int) -> list[dict]:
+        """Reset the problem, run ``steps`` steps and commit the last logged W that passed (W^T,
+        or the last good W before a DivergenceError); the rows."""
         p = self.problem
         p.reset()
         bar = progress_bar(
@@ -344,18 +345,19 @@ class _ChainRun:
             self.f0 = float(p.loss(self.W))
             smooth = getattr(p, "smooth", True)
             self.W_sum = None if smooth else tree_map(torch.zeros_like, self.W)
-            rows, failure, W = self.loop(steps, log_every, bar)
-        p.commit(W)
-        if failure is not None:
-            step, message = failure
-            raise DivergenceError(message, step=step, seed=self.seed, frame=pd.DataFrame(rows))
+            self.good = (0, self.W)  # the last logged (step, W) whose loss passed
+            try:
+                rows = self.loop(steps, log_every, bar)
+            except DivergenceError:
+                p.commit(self.good[1])
+                raise
+        p.commit(self.good[1])
         return rows
 
-    def loop(self, steps: int, log_every: int, bar):
-        """(rows, failure, the W to commit): W^T, or the last good W after a divergence."""
+    def loop(self, steps: int, log_every: int, bar) -> list[dict]:
         K = self.c.steps_per_link
         rows: list[dict] = []
-        estimate, good = None, (0, self.W)  # the last logged (step, W) whose loss passed
+        estimate = None
         for t in range(steps):
             if stop_requested(bar):  # cancelled (report_progress): log where the run stands
                 steps = t
@@ -370,21 +372,15 @@ class _ChainRun:
                 self.count_messages(estimate)
             if t % log_every == 0:
                 exact = estimate is not None and estimate.exact
-                rows.append(self.log(t, W, G if exact else None, gamma))
-                failure = self.diverged(rows[-1], W, good[0])
-                if failure:
-                    return rows, failure, good[1]
-                good = (t, W)
+                self.record(rows, t, W, G if exact else None, gamma)
                 bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
             if self.W_sum is not None:
                 self.W_sum += W
             self.step(W, G, gamma)
             bar.update()
         self.msg = (self.msg[0], 0.0, 0.0)  # W^T: no round left
-        W = self.effective_W()
-        rows.append(self.log(steps, W, None, math.nan))
-        failure = self.diverged(rows[-1], W, good[0])
-        return (rows, failure, good[1]) if failure else (rows, None, W)
+        self.record(rows, steps, self.effective_W(), None, math.nan)
+        return rows
 
     def count_messages(self, estimate) -> None:
         """This step's upload (from the estimator) and broadcast of W^{t+1}, and the totals."""
@@ -432,18 +428,20 @@ class _ChainRun:
             )
         return row
 
-    def diverged(self, row: dict, W, good: int) -> tuple[int, str] | None:
-        """(step, message) if the logged W^t has diverged, ``good`` the last step that passed;
-        where the problem holds state (a model), the message says where it was put back."""
-        t, loss = row["step"], row["loss"]
-        if not exploded(loss, self.f0, self.blowup):
-            return None
-        what = f"loss = {loss:g}"
-        if not math.isfinite(loss) and not finite(W):  # checked only here: no per-step cost
-            steps = f"step {t - 1}" if t - 1 == good else f"a step in {good}..{t - 1}"
-            what = f"the update of {steps} is not finite and was not written"
-        note = restored_note("step", good) if self.problem.stateful else ""
-        return t, self.message(t, what) + note
+    def record(self, rows: list[dict], t: int, W, G, gamma: float) -> None:
+        """Log W^t; a DivergenceError if it diverged (where the problem holds state, a model, the
+        message says where it was put back), else W^t is the last good W."""
+        rows.append(self.log(t, W, G, gamma))
+        loss, good = rows[-1]["loss"], self.good[0]
+        if exploded(loss, self.f0, self.blowup):
+            what = f"loss = {loss:g}"
+            if not math.isfinite(loss) and not finite(W):  # checked only here: no per-step cost
+                steps = f"step {t - 1}" if t - 1 == good else f"a step in {good}..{t - 1}"
+                what = f"the update of {steps} is not finite and was not written"
+            note = restored_note("step", good) if self.problem.stateful else ""
+            message = self.message(t, what) + note
+            raise DivergenceError(message, step=t, seed=self.seed, frame=pd.DataFrame(rows))
+        self.good = (t, W)
 
     def message(self, t: int, what: str) -> str:
         c, p = self.c, self.problem

@@ -1,31 +1,23 @@
 """Local training: what a client, a node or the token's holder does between two messages, in every
-pattern (FSLoRA, Fed-RAC-LoRA, RW-LoRA, gossip, the asynchronous clients).
+pattern (FSLoRA, Fed-RAC-LoRA, RW-LoRA, gossip, the asynchronous clients), written once against
+:mod:`lorakit.problems.protocol`:
 
-One trainer, written once against the problem protocol (:mod:`lorakit.problems.protocol`), so the
-oracle, the noise, the optimizer and the adapter's initialisation are the same everywhere:
+* the oracle (:func:`factor_grads`): client c's factor gradients at W = W0 + s·B·A (RW-LoRA eqs.
+  (7)–(8) and (12); FSLoRA Lemma 3.2) from an estimator: ``gd`` (every row), ``sgd(batch_size=b)``
+  (b rows drawn without replacement, ``data`` stream; ``sgd()``: b = 1) or ``sgd(sigma=σ)`` (noise
+  ξ with i.i.d. N(0, σ²/D) entries on ∇_W f, ``noise`` stream, D = Σ_l m_l n_l so E‖ξ‖²_F = σ²,
+  RW-LoRA Assumption 4). One oracle call per step: the estimators with a state across steps
+  (``page``, ``mvr``, ``rr``) and the federated ones stay the chain's;
+* the step (:func:`train`): ``torch.optim.SGD`` or ``AdamW`` on the trained factors, whose state
+  can travel (an RW-LoRA token) as a ``state_dict()``; :func:`train_weights`: plain SGD on W itself
+  (the asynchronous clients' full deltas);
+* the adapter's start (:func:`init_adapter`).
 
-* the oracle (:func:`factor_grads`), given by an estimator of :mod:`lorakit.estimators` as in the
-  chain: the factor gradients of client c at W = W0 + s·B·A, both at the same W (RW-LoRA eqs.
-  (7)–(8) and (12); FSLoRA Lemma 3.2), on every row of the client (``gd``), or with
-  ``sgd(batch_size=b)`` on a minibatch of b of them drawn without replacement (``data`` stream;
-  ``sgd()``: b = 1), or with ``sgd(sigma=σ)`` plus additive noise ξ with i.i.d. N(0, σ²/D)
-  entries on ∇_W f (``noise`` stream; D = Σ_l m_l n_l, so E‖ξ‖²_F = σ², the variance of RW-LoRA
-  Assumption 4), carried to the factors by the chain rule. One oracle call per local step, so the
-  estimators with state across steps (``page``, ``mvr``, ``rr``) and the federated ones (``qgd``,
-  ``marina``, ``ef21``) stay the chain's: a local trainer refuses them;
-* the step (:func:`train`): a torch optimizer (``torch.optim.SGD`` or ``AdamW``) on the trained
-  factors; its state can travel (an RW-LoRA token) as ``optimizer.state_dict()``;
-* full fine-tuning (:func:`train_weights`): the same oracle, with plain SGD on W itself (the
-  asynchronous clients' full deltas);
-* the adapter's start (:func:`init_adapter`): B = 0 and A drawn per site, in site order, from the
-  ``init`` stream (peft's Kaiming-uniform, or N(0, σ_init²) as peft's ``"gaussian"``).
-
-A stack of clients (a 1-D tensor ``clients`` and factors with a leading client axis) is evaluated in
-one tensor operation when the problem is ``batched`` (the many-client fast path of a matrix
-problem), in one pass of the model per ``cohort_rows`` rows when it has ``batched_factors`` (a
-model's cohort, :mod:`lorakit.adapters.cohort`: an FSLoRA cohort, gossip's nodes), client by client
-otherwise. Either way a stack draws each step's minibatches and noise for its clients in order,
-step after step (so a one-site model's stack gives its matrix problem's numbers).
+A stack of clients (a 1-D tensor ``clients``, factors with a leading client axis) runs in one
+tensor operation where the problem is ``batched``, in one pass of the model where it has
+``batched_factors`` (:mod:`lorakit.adapters.cohort`), else client by client; each step draws its
+clients' minibatches and noise in client order, so a one-site model gives its matrix problem's
+numbers.
 """
 
 from __future__ import annotations
@@ -196,7 +188,7 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
         idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
     if single or not problem.batched:  # the problem's own factor gradients
-        if not single and _cohort(problem, W0, B):  # a model's cohort: one pass of the model
+        if not single and problem.batched_factors and _shared(W0, B):  # one pass of the model
             rows = idx if local.batch_size is not None else None
             gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=rows)
         else:  # client by client
@@ -231,12 +223,6 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
     )
 
 
-def _cohort(problem, W0, B) -> bool:
-    """True when the problem takes a stack of clients' factors in one program (a model's cohort
-    pass: ``problem.batched_factors``) and W0 is shared by the stack."""
-    return problem.batched_factors and _shared(W0, B)
-
-
 def _scalings_of(scalings, k: int) -> list:
     """Client k's scaling per site from a stack's scalings (a float, or one per client)."""
     return [
@@ -269,11 +255,9 @@ def train(
     """``local.steps`` optimizer steps on the trained factors (``"both"``, ``"B"`` or ``"A"``) of
     client(s) ``clients`` (:func:`factor_grads`); returns the new (B, A, optimizer state).
 
-    The inputs are left as they are (the factors and ``state`` are copied), so a caller keeps its
-    last good state until it accepts the new one. ``state`` is an optimizer
-    ``state_dict()`` to start from (an RW-LoRA token's AdamW moments) and the returned state is
-    the optimizer's after the steps (None for plain SGD without momentum).
-    """
+    The inputs, ``state`` (a ``state_dict()`` to start from: an RW-LoRA token's AdamW moments)
+    included, are copied, so a caller keeps its last good state until it accepts the new one. The
+    returned state is None for plain SGD without momentum."""
     check_choice("trained", trained, ("both", "B", "A"))
     B = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "B")), B)
     A = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "A")), A)
@@ -304,11 +288,9 @@ def train(
 
 
 def train_weights(problem, W, client: int, local: Local, streams):
-    """``local.steps`` SGD steps W ← W − γ(∇f_c(W) + ξ) on the weights W themselves (full
-    fine-tuning of every site: the asynchronous clients' full deltas ΔW), with client ``client``'s
-    gradient on its rows or a minibatch of them and the noise ξ of :func:`factor_grads`; returns
-    the new W (the input is left as it is). Plain SGD only: a step is one tensor operation, so a
-    job of a many-client matrix run costs microseconds, not an optimizer's setup."""
+    """``local.steps`` SGD steps W ← W − γ(∇f_c(W) + ξ) on the weights themselves (full
+    fine-tuning: the asynchronous clients' ΔW), with :func:`factor_grads`' minibatch and noise;
+    returns the new W. Plain SGD only: a step is one tensor operation, not an optimizer's setup."""
     if local.optimizer != "sgd" or local.optimizer_kwargs:
         raise ValueError("train_weights takes plain SGD steps: optimizer='sgd' without kwargs")
     one = torch.tensor([client], device=problem.device)

@@ -70,9 +70,6 @@ class PerSite:
     def __truediv__(self, c):
         return self._scalar(c, operator.truediv)
 
-    def finite(self) -> bool:
-        return finite(self)
-
 
 def leaves(tree) -> list[torch.Tensor]:
     """The per-site matrices of ``tree`` in site order (one for a bare tensor)."""

@@ -142,17 +142,11 @@ def init_adapter(problem, rank: int, gen: torch.Generator, init: str = "kaiming"
     with std = 1/r by default (peft's ``"gaussian"``). So W = W0 at the start."""
     check_choice("init", init, INITS)
     kw = {"dtype": problem.dtype, "device": problem.device}
-    As = []
-    for _, n in problem.shapes:
-        if init == "gaussian":
-            A = gaussian(std if std is not None else 1.0 / rank).sample(
-                (rank, n), gen, side="right", **kw
-            )
-        else:
-            A = kaiming_uniform().sample((rank, n), gen, side="right", **kw)
-            if std is not None and A.numel() > 1:
-                A = A * (std / A.std())
-        As.append(A)
+    gaussian_ = init == "gaussian"
+    sketch = gaussian(std if std is not None else 1.0 / rank) if gaussian_ else kaiming_uniform()
+    As = [sketch.sample((rank, n), gen, side="right", **kw) for _, n in problem.shapes]
+    if not gaussian_ and std is not None:  # Kaiming-uniform rescaled to standard deviation std
+        As = [A * (std / A.std()) if A.numel() > 1 else A for A in As]
     return problem.tree(torch.zeros(m, rank, **kw) for m, _ in problem.shapes), problem.tree(As)
 
 
@@ -263,16 +257,14 @@ def train(
     A = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "A")), A)
     factors = leaves(B) + leaves(A)
     params = [x for x in factors if x.requires_grad]
-    # Plain SGD is torch.optim.SGD's step x ← x − γ·g, taken without an optimizer object: setting
-    # one up costs more than a whole step of a small matrix problem with many clients.
-    plain = local.optimizer == "sgd" and not local.optimizer_kwargs
-    opt = (
-        None
-        if plain
-        else OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
-    )
-    if state is not None and opt is not None:  # a copy: torch loads by reference, steps in place
-        opt.load_state_dict(copy.deepcopy(state))
+    # Plain SGD (no kwargs: Local refuses them) is torch.optim.SGD's step x ← x − γ·g, taken
+    # without an optimizer object: setting one up costs more than a whole step of a small matrix
+    # problem with many clients.
+    plain, opt = local.optimizer == "sgd", None
+    if not plain:
+        opt = OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
+        if state is not None:  # a copy: torch loads by reference, steps in place
+            opt.load_state_dict(copy.deepcopy(state))
     for _ in range(local.steps):
         with torch.no_grad():
             gB, gA = factor_grads(problem, W0, B, A, scalings, clients, local, streams)

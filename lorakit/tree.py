@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
+from functools import partialmethod
 
 import torch
 
@@ -50,25 +51,16 @@ class PerSite:
             return NotImplemented
         return PerSite(op(a, c) for a in self.mats)
 
-    def __add__(self, other):
-        return self._pair(other, operator.add)
+    __add__ = partialmethod(_pair, op=operator.add)
+    __sub__ = partialmethod(_pair, op=operator.sub)
+    __mul__ = __rmul__ = partialmethod(_scalar, op=operator.mul)
+    __truediv__ = partialmethod(_scalar, op=operator.truediv)
 
     def __radd__(self, other):
         return self if isinstance(other, int) and other == 0 else NotImplemented
 
-    def __sub__(self, other):
-        return self._pair(other, operator.sub)
-
     def __neg__(self):
         return PerSite(-a for a in self.mats)
-
-    def __mul__(self, c):
-        return self._scalar(c, operator.mul)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, c):
-        return self._scalar(c, operator.truediv)
 
 
 def leaves(tree) -> list[torch.Tensor]:

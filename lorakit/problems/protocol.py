@@ -1,4 +1,4 @@
-"""The problem protocol every engine is written against (README "Architecture").
+"""The problem protocol every engine is written against (README "Architecture", principle 2).
 
 An engine (the chain, federated rounds, the random walk, gossip, the asynchronous clock) sees a
 problem only through these members, over per-site weights (:mod:`lorakit.tree`): a

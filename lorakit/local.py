@@ -181,40 +181,36 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
     if local.batch_size is not None:
         idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
-    if single or not problem.batched:  # the problem's own factor gradients
-        if not single and problem.batched_factors and _shared(W0, B):  # one pass of the model
-            rows = idx if local.batch_size is not None else None
-            gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=rows)
-        else:  # client by client
-            out = [
-                problem.factor_grads(
-                    W0 if single or _shared(W0, B) else _pick(W0, k), _pick(B, k, single),
-                    _pick(A, k, single), scalings if single else _scalings_of(scalings, k),
-                    client=c, idx=idx[k],
-                )
-                for k, c in enumerate(nodes)
-            ]  # fmt: skip
-            gB, gA = (
-                out[0]
-                if single
-                else (_stack(B, [o[0] for o in out]), _stack(A, [o[1] for o in out]))
+    if not single and problem.batched:  # many clients in one tensor operation (s may be (C, 1, 1))
+        W = tree_map(_stacked_weights, W0, B, A, s)
+        G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
+        if local.sigma:
+            G = G + _noise(problem, G, local.sigma, streams["noise"])
+        return (
+            tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
+            tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
+        )
+    if single:
+        gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=idx[0])
+    elif problem.batched_factors and _shared(W0, B):  # a model's cohort: one pass of the model
+        rows = idx if local.batch_size is not None else None
+        gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=rows)
+    else:  # client by client
+        shared = _shared(W0, B)
+        out = [
+            problem.factor_grads(
+                W0 if shared else _pick(W0, k), _pick(B, k), _pick(A, k),
+                _scalings_of(scalings, k), client=c, idx=idx[k],
             )
-        if local.sigma:  # ξ on ∇_W f, carried to the factors: s·ξ·Aᵀ and s·Bᵀ·ξ
-            W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
-            xi = _noise(problem, W, local.sigma, streams["noise"])
-            gB = tree_map(lambda g, x, a, s: g + s * (x @ a.mT), gB, xi, A, s)
-            gA = tree_map(lambda g, b, x, s: g + s * (b.mT @ x), gA, B, xi, s)
-        return gB, gA
-    # The many-client fast path: one tensor operation over the stack (s may also be a per-client
-    # (C, 1, 1) scaling).
-    W = tree_map(_stacked_weights, W0, B, A, s)
-    G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
-    if local.sigma:
-        G = G + _noise(problem, G, local.sigma, streams["noise"])
-    return (
-        tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
-        tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
-    )
+            for k, c in enumerate(nodes)
+        ]  # fmt: skip
+        gB, gA = (_stack(like, g) for like, g in zip((B, A), zip(*out, strict=True), strict=True))
+    if local.sigma:  # ξ on ∇_W f, carried to the factors: s·ξ·Aᵀ and s·Bᵀ·ξ
+        W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
+        xi = _noise(problem, W, local.sigma, streams["noise"])
+        gB = tree_map(lambda g, x, a, s: g + s * (x @ a.mT), gB, xi, A, s)
+        gA = tree_map(lambda g, b, x, s: g + s * (b.mT @ x), gA, B, xi, s)
+    return gB, gA
 
 
 def _scalings_of(scalings, k: int) -> list:
@@ -235,8 +231,8 @@ def _shared(W0, B) -> bool:
     return leaves(W0)[0].dim() < leaves(B)[0].dim()
 
 
-def _pick(tree, k: int, single: bool = False):
-    return tree if single else tree_map(lambda x: x[k], tree)
+def _pick(tree, k: int):
+    return tree_map(lambda x: x[k], tree)
 
 
 def _stack(like, trees: list):

@@ -66,17 +66,16 @@ class Chain(Config):
     Parameters
     ----------
     rank : r, 1 ≤ r ≤ min(m, n) (checked against the problem at run time).
-    gamma : step size. For ``projected``/``factor`` updates the W-space step γ of W⁺ = W − γ H G
-        (the theory's; γ ≤ 1/L); ``"polyak"`` gives γ_t = (f(W^t) − f*)/‖∂f(W^t)‖² (Bernoulli-LoRA
-        eq. (72); needs f*). For ``sgd``/``adamw`` the optimizer's learning rate on the factors.
+    gamma : the W-space step γ of ``projected``/``factor`` (the theory's γ ≤ 1/L), or ``"polyak"``:
+        γ_t = (f(W^t) − f*)/‖∂f(W^t)‖² (Bernoulli-LoRA eq. (72); needs f*); for ``sgd``/``adamw``
+        the optimizer's learning rate on the factors.
     coin : which factor each link trains (:mod:`lorakit.coins`).
-    sketch, sketch_right : distributions of B_S (left) and A_S (right); ``sketch_right`` defaults to
-        ``sketch``. In LoRA/COLA ``sketch_right`` draws the initial A (B starts at zero).
+    sketch, sketch_right : distributions of B_S and A_S (``sketch_right``: ``sketch`` by default;
+        it draws LoRA/COLA's initial A).
     estimator : G^t (:mod:`lorakit.estimators`); its state runs across links.
-    update : one of ``projected``, ``factor``, ``sgd``, ``adamw`` (module docstring).
-    steps_per_link : inner steps per link (K); ``None`` puts every step in a single link with no
-        restart (LoRA, AsymmLoRA).
-    alpha : LoRA scaling α (the factor product is scaled by α/r); default α = r.
+    update : ``projected``, ``factor``, ``sgd`` or ``adamw`` (module docstring).
+    steps_per_link : inner steps per link (K); ``None``: one link, no restart (LoRA, AsymmLoRA).
+    alpha : LoRA scaling α (the product is scaled by α/r); default α = r.
     optimizer_kwargs : extra arguments of the torch optimizer (``sgd``/``adamw``).
     method : the name written to the results table.
     broadcast : ``"full"`` or ``"factors"``: how a federated estimator's broadcast of W^{t+1} is

@@ -1,46 +1,39 @@
 """The problem protocol every engine is written against (README "Architecture", principle 2).
 
-An engine (the chain, federated rounds, the random walk, gossip, the asynchronous clock) sees a
-problem only through these members, over per-site weights (:mod:`lorakit.tree`): a
-:class:`~lorakit.problems.base.MatrixProblem` is a one-site problem (a bare tensor), a peft model
-(:class:`lorakit.adapters.ModelProblem`) an N-site one (a :class:`~lorakit.tree.PerSite`). So each
-pattern is written once, and the scale is a problem, not a runner.
+An engine sees a problem only through these members, over per-site weights (:mod:`lorakit.tree`):
+a :class:`~lorakit.problems.base.MatrixProblem` is a one-site problem (a bare tensor), a peft model
+(:class:`lorakit.adapters.ModelProblem`) an N-site one (a :class:`~lorakit.tree.PerSite`).
 
-``name``, ``dtype``, ``device``, ``f_star`` (None when unknown), ``n_samples`` (None: not a finite sum)
-``shapes``        (m_l, n_l) of every site, in site order
-``ranks``         each site's fixed LoRA rank (peft's r), or None where any rank fits
-``scalings``      each site's fixed scaling s_l (peft's α/r or α/√r), or None: the engine's α/r
-                  (:func:`site_scalings` applies either, in one place)
-``M``             the number of clients (1 without a split)
-``batched``       True when ``local_grads`` takes a stack of clients in one tensor operation (the
-                  many-client fast path); False when it loops (a model)
-``batched_factors``  True when ``factor_grads`` takes a stack of clients (``client`` a 1-D tensor,
-                  B and A stacked, per-client scalings and ``idx`` lists) in one pass of a model
-                  (:mod:`lorakit.adapters.cohort`); False at matrix scale (stacks go through
-                  ``local_grads``). :func:`lorakit.local.factor_grads` picks the route
+``name``, ``dtype``, ``device``, ``f_star`` (None when unknown), ``n_samples`` (None: not a finite
+sum), ``M`` (clients; 1 without a split), ``shapes`` ((m_l, n_l) per site, in site order)
+``ranks``, ``scalings``  each site's fixed LoRA rank and scaling (peft's r and α/r or α/√r), or
+                  None: any rank fits, the engine's α/r (:func:`site_scalings` applies either)
+``batched``       ``local_grads`` takes a stack of clients in one tensor operation (the
+                  many-client fast path); False: it loops (a model)
+``batched_factors``  ``factor_grads`` takes a stack of clients (``client`` a 1-D tensor, B and A
+                  stacked, per-client scalings and ``idx`` lists) in one pass of a model
+                  (:mod:`lorakit.adapters.cohort`); False at matrix scale, where stacks go through
+                  ``local_grads`` (:func:`lorakit.local.factor_grads` picks the route)
 ``tree(mats)``     the tree of one matrix per site (a bare tensor at matrix scale)
 ``client_size(c)``  client c's number of rows (None when it is not a finite sum)
-``reset()``       back to the state as built (every seed starts there)
-``start()``       the starting point W^0 as a tree
+``reset()``, ``start()``  back to the state as built (every seed starts there); W^0 as a tree
 ``seeded(streams)``  a context drawing the problem's own randomness (a model's dropout) from the
                   run's ``model`` stream
 ``loss(W)``, ``grad(W, idx=None)``         f and ∇_W f (rows ``idx`` of a finite sum)
 ``client_losses(W)``                       (f_c(W))_c, a length-M tensor
 ``local_grads(W, clients, idx=None)``      ∇f_{clients[c]}(W[c]) for a stack of per-client trees
-``factor_grads(W0, B, A, scalings, client=None, idx=None)``
-                  (∇_B f, ∇_A f) at W = W0 + s·B·A: ∇_B = s·G·Aᵀ, ∇_A = s·BᵀG (RAC-LoRA eqs.
-                  (3)–(4)) at matrix scale, autograd through peft at model scale (so LoRA dropout
-                  stays right)
+``factor_grads(W0, B, A, scalings, client=None, idx=None)``  (∇_B f, ∇_A f) at W = W0 + s·B·A:
+                  s·G·Aᵀ and s·BᵀG (RAC-LoRA eqs. (3)–(4)) at matrix scale, autograd through peft
+                  at model scale (so LoRA dropout stays right)
 ``factor_loss(W0, B, A, scalings)``  f at W0 + s·B·A as the problem computes it (a model: through
                   the adapter, equal to its own loss to the last digit)
 ``weighted_f_star(weights)``  inf Σ_c w_c f_c where known in closed form, else None (RW-LoRA's f*_π)
-``stateful``      True when a run changes the problem (a model holds its weights): a diverged run
-                  then says what it put back
+``stateful``      a run changes the problem (a model holds its weights; a diverged run says what
+                  it put back)
 ``adapter_dropout``  the first site whose LoRA dropout is active (the W-space updates refuse it),
                   or None
-``commit(W, B=None, A=None)``  write a run's result back: nothing at matrix scale (the result is
-                  the frame); a model's base weights ← W, its adapter ← (B, A) where a pattern
-                  keeps the factors
+``commit(W, B=None, A=None)``  write a run's result back: nothing at matrix scale; a model's base
+                  weights ← W, its adapter ← (B, A) where a pattern keeps the factors
 """
 
 from __future__ import annotations
@@ -64,19 +57,12 @@ class Problem(Protocol):
     batched: bool
 
     def tree(self, mats): ...
-
     def reset(self) -> None: ...
-
     def start(self): ...
-
     def seeded(self, streams): ...
-
     def loss(self, W): ...
-
     def grad(self, W, idx=None): ...
-
     def factor_grads(self, W0, B, A, scalings, client=None, idx=None): ...
-
     def commit(self, W, B=None, A=None) -> None: ...
 
 

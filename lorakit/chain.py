@@ -21,9 +21,7 @@ fixes the scalings and rank (:func:`~lorakit.problems.protocol.site_scalings`). 
 take ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ from G^t, except where LoRA dropout makes ∂f/∂W0 ≠ ∂f/∂W
 (``problem.adapter_dropout``): ``gd``/``sgd`` then take them by autograd through peft
 (:func:`lorakit.local.factor_grads`), and the W-space updates and ``page``/``mvr``/``rr`` are
-refused. Every seed starts from ``problem.reset()``, draws a model's dropout from its ``model``
-stream (``problem.seeded``) and ends with ``problem.commit`` of its W^T (a model: the merged base
-weights, B = 0).
+refused. A seed ends with ``problem.commit`` of its W^T (a model: merged base weights, B = 0).
 
 Messages: with a federated estimator (``qgd``, ``marina``, ``ef21``: Bernoulli-LoRA Algs. 7–9) a
 step is a round: the M clients upload what forms G^t (:attr:`lorakit.estimators.Estimate.bytes_up`)
@@ -40,13 +38,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from ._validation import ArgumentTypeError, check_choice, check_int, check_problem, check_real
+from ._validation import ArgumentTypeError, check_choice, check_int, check_real
 from .coins import Coin, bernoulli
 from .config import Config
 from .divergence import BLOWUP, DivergenceError, check_run, exploded, restored_note, run_seeds
 from .estimators import GD, SGD, Estimator, make_estimator
 from .local import OPTIMIZERS, Local, factor_grads
-from .problems.protocol import Problem, site_scalings
+from .problems.protocol import check_problem_protocol, site_scalings
 from .progress import bar as progress_bar
 from .progress import stop_requested
 from .rng import Streams
@@ -174,8 +172,7 @@ class Chain(Config):
         steps, seeds, log_every, blowup = check_run(
             "steps", steps, seeds, log_every, on_divergence, blowup, progress=progress
         )
-        what = "a MatrixProblem (lorakit.problems) or a lorakit.adapters.ModelProblem"
-        check_problem(problem, Problem, what)
+        check_problem_protocol(problem)
         scalings, estimator = self._check(problem)
         make = lambda s: _ChainRun(self, problem, s, estimator, scalings, progress)  # noqa: E731
         run = lambda one: one.run(steps, log_every)  # noqa: E731
@@ -213,15 +210,12 @@ def link_factors(chain: Chain, link: int, streams: Streams, shapes, dtype, devic
     side = chain.coin.flip(link, streams)
     # The link's own sketch stream: its draw never shifts with earlier links' sides (rng.py).
     gen, kw = streams.substream("sketch", link), {"dtype": dtype, "device": device}
-    Bs, As = [], []
-    for m, n in shapes:  # site order
-        if side == "left":
-            Bs.append(chain.sketch.sample((m, r), gen, side="left", **kw))
-            As.append(torch.zeros(r, n, **kw))
-        else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
-            Bs.append(torch.zeros(m, r, **kw))
-            As.append(chain.sketch_right.sample((r, n), gen, side="right", **kw))
-    return side, Bs, As
+    if side == "left":
+        Bs = [chain.sketch.sample((m, r), gen, side="left", **kw) for m, _ in shapes]
+        return side, Bs, [torch.zeros(r, n, **kw) for _, n in shapes]
+    # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
+    As = [chain.sketch_right.sample((r, n), gen, side="right", **kw) for _, n in shapes]
+    return side, [torch.zeros(m, r, **kw) for m, _ in shapes], As
 
 
 class _ChainRun:
@@ -238,9 +232,8 @@ class _ChainRun:
         self.B = self.A = self.basis = self.precond = self.opt = None
         self.side, self.link = None, -1
         # LoRA dropout: the optimizers' factor gradients by autograd (module docstring "Scales").
-        self.local = None
-        if chain.update in OPTIMIZERS and problem.adapter_dropout is not None:
-            self.local = Local(estimator=estimator)
+        dropout = chain.update in OPTIMIZERS and problem.adapter_dropout is not None
+        self.local = Local(estimator=estimator) if dropout else None
         # Message accounting (federated estimators only): this step's bytes and running totals.
         self.federated = estimator.federated
         self.msg = (0, 0.0, 0.0)  # (clients, bytes_up, bytes_down) of the step being logged

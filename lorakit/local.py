@@ -13,11 +13,10 @@ pattern (FSLoRA, Fed-RAC-LoRA, RW-LoRA, gossip, the asynchronous clients), writt
   (the asynchronous clients' full deltas);
 * the adapter's start (:func:`init_adapter`).
 
-A stack of clients (a 1-D tensor ``clients``, factors with a leading client axis) runs in one
-tensor operation where the problem is ``batched``, in one pass of the model where it has
-``batched_factors`` (:mod:`lorakit.adapters.cohort`), else client by client; each step draws its
-clients' minibatches and noise in client order, so a one-site model gives its matrix problem's
-numbers.
+A stack of clients (a 1-D tensor ``clients``, factors with a leading client axis) takes the
+problem's fastest route (``batched``, ``batched_factors``: :mod:`lorakit.problems.protocol`); each
+step draws its clients' minibatches and noise in client order, so a one-site model gives its
+matrix problem's numbers.
 """
 
 from __future__ import annotations
@@ -243,11 +242,9 @@ def train(
     problem, W0, B, A, scalings, clients, local: Local, streams, *, trained="both", state=None
 ):
     """``local.steps`` optimizer steps on the trained factors (``"both"``, ``"B"`` or ``"A"``) of
-    client(s) ``clients`` (:func:`factor_grads`); returns the new (B, A, optimizer state).
-
-    The inputs, ``state`` (a ``state_dict()`` to start from: an RW-LoRA token's AdamW moments)
-    included, are copied, so a caller keeps its last good state until it accepts the new one. The
-    returned state is None for plain SGD without momentum."""
+    client(s) ``clients`` (:func:`factor_grads`); the new (B, A, optimizer state or None for plain
+    SGD). The inputs and ``state`` (a ``state_dict()`` to start from: an RW-LoRA token's AdamW
+    moments) are copied: a caller keeps its last good state until it accepts the new one."""
     check_choice("trained", trained, ("both", "B", "A"))
     B = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "B")), B)
     A = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "A")), A)

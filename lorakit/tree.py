@@ -2,11 +2,9 @@
 
 A problem's weights are a *tree* of per-site matrices, as optax's parameters are a pytree: a bare
 tensor for a one-site problem (a :class:`~lorakit.problems.base.MatrixProblem`), a
-:class:`PerSite` tuple for an N-site one (a peft model, :class:`~lorakit.adapters.ModelProblem`).
-Arithmetic (+, −, scalar ×, ÷) works on both as written, so an engine's update rule reads as in
-the paper (``W - gamma * G``); a per-site operation (a projection, a sketch, an SVD) goes through
-:func:`tree_map`. A bare tensor may carry leading batch dimensions (many clients at once); a
-:class:`PerSite` tree then holds one such stack per site.
+:class:`PerSite` tuple for an N-site one (a peft model). An update rule reads as in the paper
+(``W - gamma * G``) on both; a per-site operation (a projection, an SVD) goes through
+:func:`tree_map`. A leaf may carry leading batch dimensions (many clients at once).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def check_problem_protocol(problem, *, clients: bool = False, name: str = "probl
         what = (
             f"a FederatedProblem or a {what} with clients"
             if clients
-            else f"a lorakit problem (a MatrixProblem from lorakit.problems or a {what})"
+            else f"a MatrixProblem from lorakit.problems or a {what} (a lorakit problem)"
         )
         raise ArgumentTypeError(f"{name} must be {what}, got {type(problem).__name__}")
     if clients and getattr(problem, "clients", None) is None:

@@ -13,12 +13,11 @@ eqs. (3)–(4); Bernoulli-LoRA eqs. (7)–(8)); ``factor`` takes it on the train
 the papers' experiments but *outside the theory* (one SGD step from A = 0 moves W by
 −γ(α/r)² B_S B_Sᵀ G, not a projection). LoRA and COLA train both factors: ``sgd``/``adamw`` only.
 
-Scales: the engine is written once against :mod:`lorakit.problems.protocol` (README
-"Architecture"); W is a tree (:mod:`lorakit.tree`), a tensor for a matrix problem or one matrix per
-LoRA site of a peft model, and G_l = ∇_{W_l} f. Each link flips one coin for every site and draws
-the frozen factors in site order from its own sketch stream (:func:`link_factors`). The problem
-fixes the scalings and rank (:func:`~lorakit.problems.protocol.site_scalings`). ``sgd``/``adamw``
-take ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ from G^t, except where LoRA dropout makes ∂f/∂W0 ≠ ∂f/∂W
+Scales: written once against :mod:`lorakit.problems.protocol` (README "Architecture"), W is a tree
+(:mod:`lorakit.tree`), one matrix per site, and G_l = ∇_{W_l} f. Each link flips one coin for every
+site and draws the frozen factors in site order (:func:`link_factors`); the problem fixes the
+scalings and rank (:func:`~lorakit.problems.protocol.site_scalings`). ``sgd``/``adamw`` take
+∇_A = s·BᵀG, ∇_B = s·G·Aᵀ from G^t, except where LoRA dropout makes ∂f/∂W0 ≠ ∂f/∂W
 (``problem.adapter_dropout``): ``gd``/``sgd`` then take them by autograd through peft
 (:func:`lorakit.local.factor_grads`), and the W-space updates and ``page``/``mvr``/``rr`` are
 refused. A seed ends with ``problem.commit`` of its W^T (a model: merged base weights, B = 0).
@@ -26,8 +25,12 @@ refused. A seed ends with ``problem.commit`` of its W^T (a model: merged base we
 Messages: with a federated estimator (``qgd``, ``marina``, ``ef21``: Bernoulli-LoRA Algs. 7–9) a
 step is a round: the M clients upload what forms G^t (:attr:`lorakit.estimators.Estimate.bytes_up`)
 and the server broadcasts W^{t+1} to each, counted dense (``broadcast="full"``: m·n floats, as the
-algorithms write it) or as the rank-r update's factors (``"factors"``: r·(m + n) floats). Only the
-accounting changes, not the iterates.
+algorithms write it) or as the rank-r update's factors (``"factors"``: r·(m + n) floats); only the
+accounting changes, not the iterates. Only these runs have the columns ``clients`` (M),
+``bytes_up``/``bytes_down`` (step t's, over the clients), ``bytes_up_client``/``bytes_down_client``
+(one client's share, the same for each) and the cumulative ``mb_up``/``mb_down`` (MiB = 2²⁰ bytes,
+every step up to t, logged or not), at the estimator's ``bytes_per_float``/``bytes_per_index``;
+the last row (W^T) has zero bytes and the totals.
 """
 
 from __future__ import annotations
@@ -120,7 +123,6 @@ class Chain(Config):
         if self.gamma == "polyak" and self.update not in ("projected", "factor"):
             raise ValueError("gamma='polyak' is a W-space step: use update='projected' or 'factor'")
 
-    # ------------------------------------------------------------------------------------------
     def describe(self) -> dict:
         """The configuration as table columns."""
         return {
@@ -157,12 +159,7 @@ class Chain(Config):
         ``gamma`` (γ_t), ``loss`` (a model's: the mean over every row), ``gap`` (f − f*, NaN when
         f* is unknown), ``grad_norm_sq`` (Σ_l ‖∇_{W_l} f(W^t)‖²) and, for non-smooth problems,
         ``loss_avg`` = f(W̄^t) at the running average W̄^t (Theorem 10).
-
-        Federated estimators only add step t's messages (module docstring): ``clients`` (M),
-        ``bytes_up``/``bytes_down`` (over the clients), ``bytes_up_client``/``bytes_down_client``
-        (one client's share, the same for each in Algs. 7–9) and the cumulative ``mb_up``/
-        ``mb_down`` (MiB = 2²⁰ bytes, every step up to t, logged or not), at the estimator's
-        ``bytes_per_float``/``bytes_per_index``; the last row (W^T) has zero bytes and the totals.
+        Federated estimators add the message columns (module docstring "Messages").
 
         Divergence (:mod:`lorakit.divergence`): a logged loss that is not finite or above
         ``blowup``·max(1, |f(W^0)|) raises a :class:`DivergenceError`, or with
@@ -219,10 +216,7 @@ def link_factors(chain: Chain, link: int, streams: Streams, shapes, dtype, devic
 
 
 class _ChainRun:
-    """One seeded run: W (or the base W and the link's factors B, A) as trees, the estimator, the
-    link; ``run`` returns the rows and commits W^T, or the last good W, to the problem."""
-
-    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
+    """One seeded run: W (the base W under ``factor``/``sgd``/``adamw``), the link's B and A."""
 
     def __init__(self, chain: Chain, problem, seed: int, estimator, scalings, progress: bool):
         self.c, self.problem, self.seed, self.progress = chain, problem, seed, progress
@@ -329,14 +323,12 @@ class _ChainRun:
         or the last good W before a DivergenceError); the rows."""
         p = self.problem
         p.reset()
-        bar = progress_bar(
-            enabled=self.progress, total=steps, desc=f"{self.c.method} seed {self.seed}"
-        )
+        desc = f"{self.c.method} seed {self.seed}"
+        bar = progress_bar(enabled=self.progress, total=steps, desc=desc)
         with p.seeded(self.streams), bar:
             self.W = p.start()  # merged weight W^t (projected: the iterate itself)
             self.f0 = float(p.loss(self.W))
-            smooth = getattr(p, "smooth", True)
-            self.W_sum = None if smooth else tree_map(torch.zeros_like, self.W)
+            self.W_sum = None if getattr(p, "smooth", True) else tree_map(torch.zeros_like, self.W)
             self.good = (0, self.W)  # the last logged (step, W) whose loss passed
             try:
                 rows = self.loop(steps, log_every, bar)
@@ -378,9 +370,8 @@ class _ChainRun:
         """This step's upload (from the estimator) and broadcast of W^{t+1}, and the totals."""
         clients = estimate.clients or self.problem.M
         bpf = getattr(self.estimator, "bytes_per_float", 4)
-        shapes, r = self.problem.shapes, self.c.rank
-        full = self.c.broadcast == "full"
-        floats = sum(m * n if full else r * (m + n) for m, n in shapes)
+        r, full = self.c.rank, self.c.broadcast == "full"
+        floats = sum(m * n if full else r * (m + n) for m, n in self.problem.shapes)
         up, down = float(estimate.bytes_up), float(clients * floats * bpf)
         self.msg = (clients, up, down)
         self.mb_up += up / 2**20
@@ -398,9 +389,7 @@ class _ChainRun:
             "gamma": gamma,
         }
         with torch.no_grad():
-            loss = p.loss(W)
-            if G is None:
-                G = p.grad(W)
+            loss, G = p.loss(W), p.grad(W) if G is None else G
             row["loss"] = float(loss)
             row["gap"] = float(loss - p.f_star) if p.f_star is not None else math.nan
             row["grad_norm_sq"] = sq_norm(G)

@@ -157,14 +157,12 @@ def minibatch(problem, client: int, batch_size: int | None, gen: torch.Generator
     size = problem.n_samples if client is None else problem.client_size(client)
     if size is None:
         raise ValueError(f"client {client} is not a finite sum: batch_size needs data")
-    perm = torch.randperm(size, generator=gen)
-    return perm[: min(batch_size, size)].to(problem.device)
+    return torch.randperm(size, generator=gen)[: min(batch_size, size)].to(problem.device)
 
 
 def _noise(problem, like, sigma: float, gen: torch.Generator):
     """ξ shaped as the W-space tree ``like`` (stacks allowed): i.i.d. N(0, σ²/D) entries."""
-    D = sum(m * n for m, n in problem.shapes)
-    std = sigma / math.sqrt(D)
+    std = sigma / math.sqrt(sum(m * n for m, n in problem.shapes))  # σ/√D
     return tree_map(
         lambda w: std * torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device), like
     )

@@ -37,11 +37,9 @@ def dropout_active(site: Site) -> bool:
     return not isinstance(dropout, nn.Identity) and dropout.training
 
 
-# -- backward passes ------------------------------------------------------------------------
 def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | None:
     """Σ_c w_c ∇f_c by autograd: the trained factors' ``.grad`` for ``side`` and, with ``want_G``,
-    [∇_W f for each site] (the chunked, side-aware form of :func:`~lorakit.adapters.site_gradients`).
-    """
+    [∇_W f for each site] (the chunked, side-aware form of :func:`site_gradients`)."""
     sites = problem.sites
     for p in freeze(sites, side):  # the freeze guard: only the trained factors get gradients
         p.grad = None
@@ -74,7 +72,6 @@ def model_rng(streams: Streams, device: torch.device):
         yield
 
 
-# -- the model as a function of its per-site weights ------------------------------------------------
 @contextmanager
 def at_weights(site_list: list[Site], W):
     """The model computing W_l at every site (base ← W_l, a zero rank-1 adapter); restored after:

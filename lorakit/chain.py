@@ -149,10 +149,9 @@ class Chain(Config):
     ) -> pd.DataFrame:
         """Run ``steps`` inner steps for each seed; a tidy frame, one row per logged step and seed.
 
-        ``problem`` is a :class:`~lorakit.problems.base.MatrixProblem` or a
-        :class:`~lorakit.adapters.ModelProblem` (every site runs with the same table).
-        ``progress=True`` shows a bar over each seed's steps (:func:`lorakit.progress.bar`; an
-        installed bar that asks to stop ends the run with a last row for the step it reached).
+        ``problem``: a :class:`~lorakit.problems.base.MatrixProblem` or a
+        :class:`~lorakit.adapters.ModelProblem` (every site with the same table). ``progress``: a
+        bar per seed (:func:`lorakit.progress.bar`; a stop ends the run with a row for its step).
 
         Columns: the :meth:`describe` fields, ``seed``, ``step`` (0 is W^0), ``link``, ``side``,
         ``trained_params`` (entries of the trained factor(s) in that link, over every site),

@@ -68,7 +68,6 @@ def leaves(tree) -> list[torch.Tensor]:
 
 def tree_like(like, mats: Iterable[torch.Tensor]):
     """A tree of ``like``'s structure holding ``mats`` (a bare tensor when ``like`` is one)."""
-    mats = list(mats)
     if isinstance(like, torch.Tensor):
         (only,) = mats
         return only

@@ -69,11 +69,11 @@ class Problem(Protocol):
 def check_problem_protocol(problem, *, clients: bool = False, name: str = "problem"):
     """``problem`` if it implements :class:`Problem` (and has clients when ``clients``)."""
     if not isinstance(problem, Problem) or (clients and not hasattr(problem, "client_losses")):
-        what = "lorakit.adapters.ModelProblem"
+        model = "lorakit.adapters.ModelProblem"
         what = (
-            f"a FederatedProblem or a {what} with clients"
+            f"a FederatedProblem or a {model} with clients"
             if clients
-            else f"a MatrixProblem from lorakit.problems or a {what} (a lorakit problem)"
+            else f"a MatrixProblem from lorakit.problems or a {model} (a lorakit problem)"
         )
         raise ArgumentTypeError(f"{name} must be {what}, got {type(problem).__name__}")
     if clients and getattr(problem, "clients", None) is None:

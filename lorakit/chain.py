@@ -22,15 +22,15 @@ scalings and rank (:func:`~lorakit.problems.protocol.site_scalings`). ``sgd``/``
 (:func:`lorakit.local.factor_grads`), and the W-space updates and ``page``/``mvr``/``rr`` are
 refused. A seed ends with ``problem.commit`` of its W^T (a model: merged base weights, B = 0).
 
-Messages: with a federated estimator (``qgd``, ``marina``, ``ef21``: Bernoulli-LoRA Algs. 7–9) a
-step is a round: the M clients upload what forms G^t (:attr:`lorakit.estimators.Estimate.bytes_up`)
-and the server broadcasts W^{t+1} to each, counted dense (``broadcast="full"``: m·n floats, as the
-algorithms write it) or as the rank-r update's factors (``"factors"``: r·(m + n) floats); only the
-accounting changes, not the iterates. Only these runs have the columns ``clients`` (M),
-``bytes_up``/``bytes_down`` (step t's, over the clients), ``bytes_up_client``/``bytes_down_client``
-(one client's share, the same for each) and the cumulative ``mb_up``/``mb_down`` (MiB = 2²⁰ bytes,
-every step up to t, logged or not), at the estimator's ``bytes_per_float``/``bytes_per_index``;
-the last row (W^T) has zero bytes and the totals.
+Messages: with a federated estimator (``qgd``, ``marina``, ``ef21``: Bernoulli-LoRA Algs. 7–9, on a
+FederatedProblem) a step is a round: the M clients upload what forms G^t
+(:attr:`lorakit.estimators.Estimate.bytes_up`) and the server broadcasts W^{t+1} to each, counted
+dense (``broadcast="full"``: m·n floats, as the algorithms write it) or as the rank-r update's
+factors (``"factors"``: r·(m + n) floats); only the accounting changes, not the iterates. Only
+these runs have the columns ``clients`` (M), ``bytes_up``/``bytes_down`` (step t's, over the
+clients), ``bytes_up_client``/``bytes_down_client`` (one client's share) and the cumulative
+``mb_up``/``mb_down`` (MiB = 2²⁰ bytes, every step up to t, logged or not), at the estimator's
+``bytes_per_float``/``bytes_per_index``; the last row (W^T) has zero bytes and the totals.
 """
 
 from __future__ import annotations

@@ -409,22 +409,21 @@ class _ChainRun:
         return row
 
     def record(self, rows: list[dict], t: int, W, G, gamma: float) -> None:
-        """Log W^t; a DivergenceError if it diverged (where the problem holds state, a model, the
-        message says where it was put back), else W^t is the last good W."""
+        """Log W^t; a DivergenceError if it diverged, else W^t is the last good W."""
         rows.append(self.log(t, W, G, gamma))
-        loss, good = rows[-1]["loss"], self.good[0]
+        loss = rows[-1]["loss"]
         if exploded(loss, self.f0, self.blowup):
-            what = f"loss = {loss:g}"
-            if not math.isfinite(loss) and not finite(W):  # checked only here: no per-step cost
-                steps = f"step {t - 1}" if t - 1 == good else f"a step in {good}..{t - 1}"
-                what = f"the update of {steps} is not finite and was not written"
-            note = restored_note("step", good) if self.problem.stateful else ""
-            message = self.message(t, what) + note
+            message = self.message(t, W, loss)
             raise DivergenceError(message, step=t, seed=self.seed, frame=pd.DataFrame(rows))
         self.good = (t, W)
 
-    def message(self, t: int, what: str) -> str:
-        c, p = self.c, self.problem
+    def message(self, t: int, W, loss: float) -> str:
+        """The error's text: what diverged, a hint and, for a model, where it was put back."""
+        c, p, good = self.c, self.problem, self.good[0]
+        what = f"loss = {loss:g}"
+        if not math.isfinite(loss) and not finite(W):  # checked only here: no per-step cost
+            steps = f"step {t - 1}" if t - 1 == good else f"a step in {good}..{t - 1}"
+            what = f"the update of {steps} is not finite and was not written"
         L = getattr(p, "L", None)
         hint = "lower gamma"
         if c.update in OPTIMIZERS:
@@ -436,4 +435,5 @@ class _ChainRun:
                 f"lower gamma = {c.gamma:g} (the theory needs gamma <= 1/L; L is unknown for "
                 f"problem {p.name!r})"
             )
-        return f"{c.method} diverged at step {t} (seed {self.seed}, {what}): {hint}"
+        note = restored_note("step", good) if p.stateful else ""
+        return f"{c.method} diverged at step {t} (seed {self.seed}, {what}): {hint}{note}"

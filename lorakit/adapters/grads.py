@@ -60,13 +60,12 @@ def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | 
 def model_rng(streams: Streams, device: torch.device):
     """The global torch generator (the model's dropout) seeded from the ``model`` stream, forked."""
     seed = int(torch.randint(0, 2**62, (), generator=streams["model"]))
-    cuda = device.type == "cuda"
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
-    )
+    devices = []  # the CUDA device to fork besides the CPU, if any
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)
-        if cuda:
+        if devices:
             with torch.cuda.device(devices[0]):
                 torch.cuda.manual_seed(seed)
         yield

@@ -202,8 +202,7 @@ def link_factors(chain: Chain, link: int, streams: Streams, shapes, dtype, devic
     ``left`` draws B_S (m×r) with A = 0, ``right`` draws A_S (r×n) with B = 0, ``both`` (LoRA,
     COLA) draws A from the right sketch with B = 0, peft's initialisation. So ΔW = 0 at the start.
     """
-    r = chain.rank
-    side = chain.coin.flip(link, streams)
+    r, side = chain.rank, chain.coin.flip(link, streams)
     # The link's own sketch stream: its draw never shifts with earlier links' sides (rng.py).
     gen, kw = streams.substream("sketch", link), {"dtype": dtype, "device": device}
     if side == "left":

@@ -1,64 +1,36 @@
 """The chain-of-LoRA engine: every single-node method of RAC-LoRA and Bernoulli-LoRA, at both scales.
 
-A chain is a sequence of links. In each link a *coin* picks the trained side, a *sketch* draws the
-frozen factor, an *estimator* supplies G^t for each of the link's inner steps, and an *update*
-moves the trained factor; the link's product is then merged into W and the factors restart
-(Bernoulli-LoRA Algorithm 1; RAC-LoRA Algorithm 1)::
+In each link a *coin* picks the trained side, a *sketch* draws the frozen factor, an *estimator*
+gives G^t for each of the link's inner steps and an *update* moves the trained factor; the link's
+product is then merged and the factors restart (RAC-LoRA and Bernoulli-LoRA Algorithm 1)::
 
-    W^{t+1} = W^t + (α/r)·B·A        (merge, then restart from a fresh sketch)
+    W^{t+1} = W^t + (α/r)·B·A
 
-Updates
--------
-``projected``  the step the theory analyses, in W-space: W ← W − γ H_B G or W − γ G H_A
-               (RAC-LoRA eqs. (3)–(4); Bernoulli-LoRA eqs. (7)–(8)).
-``factor``     the same step taken on the trained factor: its gradient preconditioned by the frozen
-               factor's Gram pseudo-inverse, Â = −(γ r/α)(B_SᵀB_S)^† B_Sᵀ G (Lemma 10, eq. (30));
-               it gives the ``projected`` iterates up to rounding.
-``sgd``/``adamw``  a plain torch optimizer on the trained factor(s) with learning rate ``gamma``,
-               as in the papers' neural-network experiments. *Outside the theory*: one SGD step from
-               A = 0 moves W by −γ(α/r)² B_S B_Sᵀ G, which is not a projection.
+Updates: ``projected`` is the step the theory analyses, W ← W − γ H_B G or W − γ G H_A (RAC-LoRA
+eqs. (3)–(4); Bernoulli-LoRA eqs. (7)–(8)); ``factor`` takes it on the trained factor,
+Â = −(γ r/α)(B_SᵀB_S)^† B_Sᵀ G (Lemma 10, eq. (30)), the same iterates up to rounding;
+``sgd``/``adamw`` are a torch optimizer on the trained factor(s) with learning rate ``gamma``, as in
+the papers' experiments but *outside the theory* (one SGD step from A = 0 moves W by
+−γ(α/r)² B_S B_Sᵀ G, not a projection). LoRA and COLA train both factors: ``sgd``/``adamw`` only.
 
-LoRA and COLA train both factors, so only ``sgd``/``adamw`` apply to them.
+Scales: written once against :mod:`lorakit.problems.protocol` (README "Architecture"), W is a tree
+(:mod:`lorakit.tree`), one matrix per site, and G_l = ∇_{W_l} f. Each link flips one coin for every
+site and draws the frozen factors in site order (:func:`link_factors`); the problem fixes the
+scalings and rank (:func:`~lorakit.problems.protocol.site_scalings`). ``sgd``/``adamw`` take
+∇_A = s·BᵀG, ∇_B = s·G·Aᵀ from G^t, except where LoRA dropout makes ∂f/∂W0 ≠ ∂f/∂W
+(``problem.adapter_dropout``): ``gd``/``sgd`` then take them by autograd through peft
+(:func:`lorakit.local.factor_grads`), and the W-space updates and ``page``/``mvr``/``rr`` are
+refused. A seed ends with ``problem.commit`` of its W^T (a model: merged base weights, B = 0).
 
-Scales
-------
-The engine is written once against the problem protocol (:mod:`lorakit.problems.protocol`,
-README "Architecture"). W is a tree of per-site weights (:mod:`lorakit.tree`): a bare tensor for a
-matrix problem, one matrix per LoRA site for a peft model (:class:`lorakit.adapters.ModelProblem`),
-with G_l = ∇_{W_l} f. Each link flips one coin for every site and draws, per site in site order, a
-frozen factor from the link's own sketch stream (``streams.substream("sketch", link)``,
-:mod:`lorakit.rng`): B_S (m_l × r) for ``left``, A_S (r × n_l) for ``right`` (and the initial A of
-LoRA/COLA, with B = 0); the trained factor starts at zero, so every link starts from ΔW = 0.
-What the problem decides:
-
-* Scaling and rank (:func:`~lorakit.problems.protocol.site_scalings`): s_l = α/r (α = r by
-  default), or a peft site's own scaling (α/r, or α/√r with rsLoRA), which ``alpha``, if given,
-  must equal; ``rank`` must fit every site and equal a peft site's r.
-* Estimators: every single-node estimator runs on the tree (a model's ``gd`` takes every row in
-  chunks of ``eval_batch_size``; minibatches, RR's rows and PAGE/MVR's pairs of points draw what
-  they draw at matrix scale; noise of variance σ² is spread over every site's entries). The
-  federated ``qgd``/``marina``/``ef21`` need batched client gradients (a FederatedProblem).
-* ``sgd``/``adamw`` take the factors' gradients by the chain rule ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ from
-  G^t, which is the protocol's ``factor_grads`` exactly where ∂f/∂W0 = ∂f/∂W. Where it is not
-  (``problem.adapter_dropout``: LoRA dropout in training mode feeds dropout(x) to the adapter
-  only), ``gd``/``sgd`` take them by autograd through peft (:func:`lorakit.local.factor_grads`),
-  and the W-space updates (``projected``, ``factor``) and estimators (``page``, ``mvr``, ``rr``)
-  are refused (``model.eval()`` or ``lora_dropout=0``).
-* ``gamma="polyak"`` needs f*; without f* (a model) the ``gap`` column is NaN.
-* Every seed starts from ``problem.reset()`` and runs inside ``problem.seeded(streams)`` (a model's
-  dropout drawn from the run's ``model`` stream, the caller's global RNG left as it was). The
-  problem then holds the last seed's W^T (``problem.commit``: a model's base weights hold the
-  merged W^T and its adapter a zero product, B = 0).
-
-Messages
---------
-With a federated estimator (``qgd``, ``marina``, ``ef21``: Bernoulli-LoRA Algs. 7–9) step t is one
-communication round: the M clients upload what forms G^t (counted by the estimator,
-:attr:`lorakit.estimators.Estimate.bytes_up`) and the server broadcasts W^{t+1} to every client.
-``broadcast="full"`` counts the dense W^{t+1}, m·n floats per client per step, as the algorithms
-write it. W^{t+1} − W^t is rank r, so a broadcast of the link's sketch and trained factor (or,
-for LoRA/COLA, both factors), r·(m + n) floats, would suffice; ``broadcast="factors"`` counts that.
-Only the accounting changes: the iterates are the same either way.
+Messages: with a federated estimator (``qgd``, ``marina``, ``ef21``: Bernoulli-LoRA Algs. 7–9, on a
+FederatedProblem) a step is a round: the M clients upload what forms G^t
+(:attr:`lorakit.estimators.Estimate.bytes_up`) and the server broadcasts W^{t+1} to each, counted
+dense (``broadcast="full"``: m·n floats, as the algorithms write it) or as the rank-r update's
+factors (``"factors"``: r·(m + n) floats); only the accounting changes, not the iterates. Only
+these runs have the columns ``clients`` (M), ``bytes_up``/``bytes_down`` (step t's, over the
+clients), ``bytes_up_client``/``bytes_down_client`` (one client's share) and the cumulative
+``mb_up``/``mb_down`` (MiB = 2²⁰ bytes, every step up to t, logged or not), at the estimator's
+``bytes_per_float``/``bytes_per_index``; the last row (W^T) has zero bytes and the totals.
 """
 
 from __future__ import annotations
@@ -69,33 +41,20 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from ._validation import (
-    ArgumentTypeError,
-    check_choice,
-    check_int,
-    check_problem,
-    check_real,
-)
+from ._validation import ArgumentTypeError, check_choice, check_int, check_real
 from .coins import Coin, bernoulli
 from .config import Config
-from .divergence import (
-    BLOWUP,
-    DivergenceError,
-    check_run,
-    exploded,
-    restored_note,
-    run_seeds,
-)
+from .divergence import BLOWUP, DivergenceError, check_run, exploded, restored_note, run_seeds
 from .estimators import GD, SGD, Estimator, make_estimator
 from .local import OPTIMIZERS, Local, factor_grads
-from .problems.protocol import Problem, site_scalings
+from .problems.protocol import check_problem_protocol, site_scalings
 from .progress import bar as progress_bar
 from .progress import stop_requested
 from .rng import Streams
 from .sketches import Sketch, apply_basis, gram_pinv, make_sketch, orthonormal_basis
 from .tree import finite, leaves, sq_norm, tree_map
 
-__all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "exploded", "link_factors"]
+__all__ = ["BROADCASTS", "UPDATES", "Chain", "DivergenceError", "link_factors"]
 
 UPDATES = ("projected", "factor", "sgd", "adamw")
 BROADCASTS = ("full", "factors")
@@ -108,22 +67,20 @@ class Chain(Config):
     Parameters
     ----------
     rank : r, 1 ≤ r ≤ min(m, n) (checked against the problem at run time).
-    gamma : step size. For ``projected``/``factor`` updates the W-space step γ of W⁺ = W − γ H G
-        (the theory's; γ ≤ 1/L); ``"polyak"`` gives γ_t = (f(W^t) − f*)/‖∂f(W^t)‖² (Bernoulli-LoRA
-        eq. (72)). For ``sgd``/``adamw`` the optimizer's learning rate on the factors.
+    gamma : the W-space step γ of ``projected``/``factor`` (the theory's γ ≤ 1/L), or ``"polyak"``:
+        γ_t = (f(W^t) − f*)/‖∂f(W^t)‖² (Bernoulli-LoRA eq. (72); needs f*); for ``sgd``/``adamw``
+        the optimizer's learning rate on the factors.
     coin : which factor each link trains (:mod:`lorakit.coins`).
-    sketch, sketch_right : distributions of B_S (left) and A_S (right); ``sketch_right`` defaults to
-        ``sketch``. In LoRA/COLA ``sketch_right`` draws the initial A (B starts at zero).
+    sketch, sketch_right : distributions of B_S and A_S (``sketch_right``: ``sketch`` by default;
+        it draws LoRA/COLA's initial A).
     estimator : G^t (:mod:`lorakit.estimators`); its state runs across links.
-    update : one of ``projected``, ``factor``, ``sgd``, ``adamw`` (module docstring).
-    steps_per_link : inner steps per link (K); ``None`` puts every step in a single link with no
-        restart (LoRA, AsymmLoRA).
-    alpha : LoRA scaling α (the factor product is scaled by α/r); default α = r.
+    update : ``projected``, ``factor``, ``sgd`` or ``adamw`` (module docstring).
+    steps_per_link : inner steps per link (K); ``None``: one link, no restart (LoRA, AsymmLoRA).
+    alpha : LoRA scaling α (the product is scaled by α/r); default α = r.
     optimizer_kwargs : extra arguments of the torch optimizer (``sgd``/``adamw``).
     method : the name written to the results table.
-    broadcast : how the server's download of W^{t+1} is counted for federated estimators:
-        ``"full"`` (m·n floats per client per step, Algs. 7–9) or ``"factors"`` (r·(m + n)
-        floats: the low-rank update; module docstring "Messages"). Ignored otherwise.
+    broadcast : ``"full"`` or ``"factors"``: how a federated estimator's broadcast of W^{t+1} is
+        counted (module docstring "Messages").
     """
 
     rank: int
@@ -166,7 +123,6 @@ class Chain(Config):
         if self.gamma == "polyak" and self.update not in ("projected", "factor"):
             raise ValueError("gamma='polyak' is a W-space step: use update='projected' or 'factor'")
 
-    # ------------------------------------------------------------------------------------------
     def describe(self) -> dict:
         """The configuration as table columns."""
         return {
@@ -193,62 +149,31 @@ class Chain(Config):
     ) -> pd.DataFrame:
         """Run ``steps`` inner steps for each seed; a tidy frame, one row per logged step and seed.
 
-        ``problem`` is a :class:`~lorakit.problems.base.MatrixProblem` or a
-        :class:`~lorakit.adapters.ModelProblem` (a peft model and its data: every site of the
-        model runs with the same table; module docstring "Scales" for what the problem decides).
-        ``progress=True`` shows a ``tqdm.auto`` bar over the steps of each seed; inside
-        :func:`lorakit.progress.report_progress` the installed bar is drawn whatever
-        ``progress``, and one that asks to stop ends the run before its next step, with a last
-        row for the step it reached.
+        ``problem``: a :class:`~lorakit.problems.base.MatrixProblem` or a
+        :class:`~lorakit.adapters.ModelProblem` (every site with the same table). ``progress``: a
+        bar per seed (:func:`lorakit.progress.bar`; a stop ends the run with a row for its step).
 
         Columns: the :meth:`describe` fields, ``seed``, ``step`` (0 is W^0), ``link``, ``side``,
         ``trained_params`` (entries of the trained factor(s) in that link, over every site),
-        ``gamma`` (γ_t), ``loss``, ``gap`` (f − f*, NaN when f* is unknown), ``grad_norm_sq``
-        (Σ_l ‖∇_{W_l} f(W^t)‖²) and, for non-smooth problems, ``loss_avg`` = f(W̄^t) at the running
-        average W̄^t (Theorem 10). A model's loss is the mean over every row.
+        ``gamma`` (γ_t), ``loss`` (a model's: the mean over every row), ``gap`` (f − f*, NaN when
+        f* is unknown), ``grad_norm_sq`` (Σ_l ‖∇_{W_l} f(W^t)‖²) and, for non-smooth problems,
+        ``loss_avg`` = f(W̄^t) at the running average W̄^t (Theorem 10).
+        Federated estimators add the message columns (module docstring "Messages").
 
-        Federated estimators (``qgd``, ``marina``, ``ef21``) add the messages of step t (module
-        docstring "Messages"); the columns exist **only** for them (a frame of a single-node
-        estimator has none of them): ``clients`` (M), ``bytes_up`` (the upload that formed G^t,
-        summed over the clients), ``bytes_down`` (the broadcast of W^{t+1} to the M clients,
-        ``broadcast``), ``bytes_up_client``/``bytes_down_client`` (one client's share; every
-        client sends and receives the same amount in Algs. 7–9) and the cumulative ``mb_up``/
-        ``mb_down`` (MiB = 2²⁰ bytes, summed over every step up to and including t, logged or
-        not). Byte sizes are the estimator's ``bytes_per_float``/``bytes_per_index`` (4 and 4 by
-        default). The last row (W^T, no step taken) has zero bytes and the final totals.
-
-        A run whose loss is NaN, infinite or above ``blowup``·max(1, |f(W^0)|) (default 10³: a
-        thousandfold rise; a finite number > 1, :mod:`lorakit.divergence`) at a logged step stops
-        (the message says when an update was not finite: such an iterate is never committed): with
-        ``on_divergence="raise"`` a :class:`DivergenceError` names the step and a hint, and its
-        ``frame`` holds every finished seed's rows and the diverged seed's rows; with ``"stop"`` the
-        rows up to that step are returned, ``frame.attrs["diverged"]`` maps each diverged seed to
-        its step, and the next seeds run. A model is then left in the last good state: W of the
-        last logged step whose loss passed (the step before the diverged one when
-        ``log_every=1``), committed as a run of that many steps commits it.
+        Divergence (:mod:`lorakit.divergence`): a logged loss that is not finite or above
+        ``blowup``·max(1, |f(W^0)|) raises a :class:`DivergenceError`, or with
+        ``on_divergence="stop"`` ends that seed (``frame.attrs["diverged"]``: seed → step). A
+        non-finite update is never committed: a model keeps W of the last logged step that passed.
         """
         steps, seeds, log_every, blowup = check_run(
             "steps", steps, seeds, log_every, on_divergence, blowup, progress=progress
         )
-        check_problem(
-            problem,
-            Problem,
-            "a MatrixProblem (lorakit.problems) or a lorakit.adapters.ModelProblem",
-        )
+        check_problem_protocol(problem)
         scalings, estimator = self._check(problem)
         make = lambda s: _ChainRun(self, problem, s, estimator, scalings, progress)  # noqa: E731
-
-        def run(one) -> list[dict]:
-            rows, failure = one.run(steps, log_every)
-            if failure is not None:
-                step, message = failure
-                raise DivergenceError(message, step=step, seed=one.seed, frame=pd.DataFrame(rows))
-            return rows
-
-        frame, _ = run_seeds(
-            seeds, make, run, self.frame, on_divergence=on_divergence, blowup=blowup
-        )
-        return frame
+        run = lambda one: one.run(steps, log_every)  # noqa: E731
+        kw = {"on_divergence": on_divergence, "blowup": blowup}
+        return run_seeds(seeds, make, run, self.frame, **kw)[0]
 
     def _check(self, problem) -> tuple[tuple[float, ...], Estimator]:
         """The sites' scalings and the estimator bound to ``problem``, or a ValueError."""
@@ -271,35 +196,25 @@ class Chain(Config):
 
 
 def link_factors(chain: Chain, link: int, streams: Streams, shapes, dtype, device):
-    """(side, [B_l], [A_l]): link ``link``'s trained side and its starting factors, site by site.
+    """(side, [B_l], [A_l]): link ``link``'s side (the ``coin`` stream) and starting factors.
 
-    The coin picks the side (``streams``' ``coin`` stream, one flip per link in link order); the
-    frozen factor is drawn, per site in site order, from the link's own sketch stream
-    ``streams.substream("sketch", link)`` (:mod:`lorakit.rng`): ``left`` draws B_S (m×r) and
-    starts A at 0, ``right`` draws A_S (r×n) and starts B at 0, and ``both`` (LoRA, COLA) draws A
-    from the right sketch with B = 0, peft's initialisation (RAC-LoRA Algorithm 1; Bernoulli-LoRA
-    Algorithm 1). So every link starts from ΔW = 0.
+    Per site in site order, from the link's own stream ``streams.substream("sketch", link)``:
+    ``left`` draws B_S (m×r) with A = 0, ``right`` draws A_S (r×n) with B = 0, ``both`` (LoRA,
+    COLA) draws A from the right sketch with B = 0, peft's initialisation. So ΔW = 0 at the start.
     """
-    r = chain.rank
-    side = chain.coin.flip(link, streams)
+    r, side = chain.rank, chain.coin.flip(link, streams)
     # The link's own sketch stream: its draw never shifts with earlier links' sides (rng.py).
     gen, kw = streams.substream("sketch", link), {"dtype": dtype, "device": device}
-    Bs, As = [], []
-    for m, n in shapes:  # site order
-        if side == "left":
-            Bs.append(chain.sketch.sample((m, r), gen, side="left", **kw))
-            As.append(torch.zeros(r, n, **kw))
-        else:  # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
-            Bs.append(torch.zeros(m, r, **kw))
-            As.append(chain.sketch_right.sample((r, n), gen, side="right", **kw))
-    return side, Bs, As
+    if side == "left":
+        Bs = [chain.sketch.sample((m, r), gen, side="left", **kw) for m, _ in shapes]
+        return side, Bs, [torch.zeros(r, n, **kw) for _, n in shapes]
+    # right, or both: A from the right sketch, B = 0 (the LoRA initialisation)
+    As = [chain.sketch_right.sample((r, n), gen, side="right", **kw) for _, n in shapes]
+    return side, [torch.zeros(m, r, **kw) for m, _ in shapes], As
 
 
 class _ChainRun:
-    """One seeded run: W (or the base W and the link's factors B, A) as trees, the estimator, the
-    link; ``run`` returns (rows, failure) and commits W^T, or the last good W, to the problem."""
-
-    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
+    """One seeded run: W (the base W under ``factor``/``sgd``/``adamw``), the link's B and A."""
 
     def __init__(self, chain: Chain, problem, seed: int, estimator, scalings, progress: bool):
         self.c, self.problem, self.seed, self.progress = chain, problem, seed, progress
@@ -309,9 +224,8 @@ class _ChainRun:
         self.B = self.A = self.basis = self.precond = self.opt = None
         self.side, self.link = None, -1
         # LoRA dropout: the optimizers' factor gradients by autograd (module docstring "Scales").
-        self.local = None
-        if chain.update in OPTIMIZERS and problem.adapter_dropout is not None:
-            self.local = Local(estimator=estimator)
+        dropout = chain.update in OPTIMIZERS and problem.adapter_dropout is not None
+        self.local = Local(estimator=estimator) if dropout else None
         # Message accounting (federated estimators only): this step's bytes and running totals.
         self.federated = estimator.federated
         self.msg = (0, 0.0, 0.0)  # (clients, bytes_up, bytes_down) of the step being logged
@@ -320,7 +234,8 @@ class _ChainRun:
     # -- links ---------------------------------------------------------------------------------
     def start_link(self):
         c, p = self.c, self.problem
-        self.merge()
+        if self.B is not None:  # merge the link's product, W ← W + s·B·A, and restart
+            self.W = self.effective_W()
         self.link += 1
         self.side, Bs, As = link_factors(c, self.link, self.streams, p.shapes, p.dtype, p.device)
         self.B, self.A = p.tree(Bs), p.tree(As)
@@ -338,12 +253,6 @@ class _ChainRun:
                 self.B = leaf(self.B)
             trained = [x for x in leaves(self.B) + leaves(self.A) if x.requires_grad]
             self.opt = OPTIMIZERS[c.update](trained, lr=c.gamma, **c.optimizer_kwargs)
-
-    def merge(self):
-        """W ← W + (α/r)·B·A, then the factors are dropped (the restart)."""
-        if self.c.update != "projected" and self.B is not None:
-            self.W = self.effective_W()
-        self.B = self.A = None
 
     @property
     def trained_params(self) -> int:
@@ -407,27 +316,30 @@ class _ChainRun:
         return 0.0 if g2 == 0 else float(self.problem.loss(W) - self.problem.f_star) / g2
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, steps: int, log_every: int):
-        """Reset the problem, run ``steps`` steps, commit; (rows, (step, message) or None)."""
+    def run(self, steps: int, log_every: int) -> list[dict]:
+        """Reset the problem, run ``steps`` steps and commit the last logged W that passed (W^T,
+        or the last good W before a DivergenceError); the rows."""
         p = self.problem
         p.reset()
-        bar = progress_bar(
-            enabled=self.progress, total=steps, desc=f"{self.c.method} seed {self.seed}"
-        )
+        desc = f"{self.c.method} seed {self.seed}"
+        bar = progress_bar(enabled=self.progress, total=steps, desc=desc)
         with p.seeded(self.streams), bar:
             self.W = p.start()  # merged weight W^t (projected: the iterate itself)
             self.f0 = float(p.loss(self.W))
-            smooth = getattr(p, "smooth", True)
-            self.W_sum = None if smooth else tree_map(torch.zeros_like, self.W)
-            rows, failure, W = self.loop(steps, log_every, bar)
-        p.commit(W)
-        return rows, failure
+            self.W_sum = None if getattr(p, "smooth", True) else tree_map(torch.zeros_like, self.W)
+            self.good = (0, self.W)  # the last logged (step, W) whose loss passed
+            try:
+                rows = self.loop(steps, log_every, bar)
+            except DivergenceError:
+                p.commit(self.good[1])
+                raise
+        p.commit(self.good[1])
+        return rows
 
-    def loop(self, steps: int, log_every: int, bar):
-        """(rows, failure, the W to commit): W^T, or the last good W after a divergence."""
+    def loop(self, steps: int, log_every: int, bar) -> list[dict]:
         K = self.c.steps_per_link
         rows: list[dict] = []
-        estimate, good = None, (0, self.W)  # the last logged (step, W) whose loss passed
+        estimate = None
         for t in range(steps):
             if stop_requested(bar):  # cancelled (report_progress): log where the run stands
                 steps = t
@@ -442,29 +354,22 @@ class _ChainRun:
                 self.count_messages(estimate)
             if t % log_every == 0:
                 exact = estimate is not None and estimate.exact
-                rows.append(self.log(t, W, G if exact else None, gamma))
-                failure = self.diverged(rows[-1], W, good[0])
-                if failure:
-                    return rows, failure, good[1]
-                good = (t, W)
+                self.record(rows, t, W, G if exact else None, gamma)
                 bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
             if self.W_sum is not None:
                 self.W_sum += W
             self.step(W, G, gamma)
             bar.update()
         self.msg = (self.msg[0], 0.0, 0.0)  # W^T: no round left
-        W = self.effective_W()
-        rows.append(self.log(steps, W, None, math.nan))
-        failure = self.diverged(rows[-1], W, good[0])
-        return (rows, failure, good[1]) if failure else (rows, None, W)
+        self.record(rows, steps, self.effective_W(), None, math.nan)
+        return rows
 
     def count_messages(self, estimate) -> None:
         """This step's upload (from the estimator) and broadcast of W^{t+1}, and the totals."""
         clients = estimate.clients or self.problem.M
         bpf = getattr(self.estimator, "bytes_per_float", 4)
-        shapes, r = self.problem.shapes, self.c.rank
-        full = self.c.broadcast == "full"
-        floats = sum(m * n if full else r * (m + n) for m, n in shapes)
+        r, full = self.c.rank, self.c.broadcast == "full"
+        floats = sum(m * n if full else r * (m + n) for m, n in self.problem.shapes)
         up, down = float(estimate.bytes_up), float(clients * floats * bpf)
         self.msg = (clients, up, down)
         self.mb_up += up / 2**20
@@ -482,9 +387,7 @@ class _ChainRun:
             "gamma": gamma,
         }
         with torch.no_grad():
-            loss = p.loss(W)
-            if G is None:
-                G = p.grad(W)
+            loss, G = p.loss(W), p.grad(W) if G is None else G
             row["loss"] = float(loss)
             row["gap"] = float(loss - p.f_star) if p.f_star is not None else math.nan
             row["grad_norm_sq"] = sq_norm(G)
@@ -504,21 +407,22 @@ class _ChainRun:
             )
         return row
 
-    def diverged(self, row: dict, W, good: int) -> tuple[int, str] | None:
-        """(step, message) if the logged W^t has diverged, ``good`` the last step that passed;
-        where the problem holds state (a model), the message says where it was put back."""
-        t, loss = row["step"], row["loss"]
-        if not exploded(loss, self.f0, self.blowup):
-            return None
+    def record(self, rows: list[dict], t: int, W, G, gamma: float) -> None:
+        """Log W^t; a DivergenceError if it diverged, else W^t is the last good W."""
+        rows.append(self.log(t, W, G, gamma))
+        loss = rows[-1]["loss"]
+        if exploded(loss, self.f0, self.blowup):
+            message = self.message(t, W, loss)
+            raise DivergenceError(message, step=t, seed=self.seed, frame=pd.DataFrame(rows))
+        self.good = (t, W)
+
+    def message(self, t: int, W, loss: float) -> str:
+        """The error's text: what diverged, a hint and, for a model, where it was put back."""
+        c, p, good = self.c, self.problem, self.good[0]
         what = f"loss = {loss:g}"
         if not math.isfinite(loss) and not finite(W):  # checked only here: no per-step cost
             steps = f"step {t - 1}" if t - 1 == good else f"a step in {good}..{t - 1}"
             what = f"the update of {steps} is not finite and was not written"
-        note = restored_note("step", good) if self.problem.stateful else ""
-        return t, self.message(t, what) + note
-
-    def message(self, t: int, what: str) -> str:
-        c, p = self.c, self.problem
         L = getattr(p, "L", None)
         hint = "lower gamma"
         if c.update in OPTIMIZERS:
@@ -530,4 +434,5 @@ class _ChainRun:
                 f"lower gamma = {c.gamma:g} (the theory needs gamma <= 1/L; L is unknown for "
                 f"problem {p.name!r})"
             )
-        return f"{c.method} diverged at step {t} (seed {self.seed}, {what}): {hint}"
+        note = restored_note("step", good) if p.stateful else ""
+        return f"{c.method} diverged at step {t} (seed {self.seed}, {what}): {hint}{note}"

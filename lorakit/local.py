@@ -1,31 +1,22 @@
 """Local training: what a client, a node or the token's holder does between two messages, in every
-pattern (FSLoRA, Fed-RAC-LoRA, RW-LoRA, gossip, the asynchronous clients).
+pattern (FSLoRA, Fed-RAC-LoRA, RW-LoRA, gossip, the asynchronous clients), written once against
+:mod:`lorakit.problems.protocol`:
 
-One trainer, written once against the problem protocol (:mod:`lorakit.problems.protocol`), so the
-oracle, the noise, the optimizer and the adapter's initialisation are the same everywhere:
+* the oracle (:func:`factor_grads`): client c's factor gradients at W = W0 + s·B·A (RW-LoRA eqs.
+  (7)–(8) and (12); FSLoRA Lemma 3.2) from an estimator: ``gd`` (every row), ``sgd(batch_size=b)``
+  (b rows drawn without replacement, ``data`` stream; ``sgd()``: b = 1) or ``sgd(sigma=σ)`` (noise
+  ξ with i.i.d. N(0, σ²/D) entries on ∇_W f, ``noise`` stream, D = Σ_l m_l n_l so E‖ξ‖²_F = σ²,
+  RW-LoRA Assumption 4). One oracle call per step: the estimators with a state across steps
+  (``page``, ``mvr``, ``rr``) and the federated ones stay the chain's;
+* the step (:func:`train`): ``torch.optim.SGD`` or ``AdamW`` on the trained factors, whose state
+  can travel (an RW-LoRA token) as a ``state_dict()``; :func:`train_weights`: plain SGD on W itself
+  (the asynchronous clients' full deltas);
+* the adapter's start (:func:`init_adapter`).
 
-* the oracle (:func:`factor_grads`), given by an estimator of :mod:`lorakit.estimators` as in the
-  chain: the factor gradients of client c at W = W0 + s·B·A, both at the same W (RW-LoRA eqs.
-  (7)–(8) and (12); FSLoRA Lemma 3.2), on every row of the client (``gd``), or with
-  ``sgd(batch_size=b)`` on a minibatch of b of them drawn without replacement (``data`` stream;
-  ``sgd()``: b = 1), or with ``sgd(sigma=σ)`` plus additive noise ξ with i.i.d. N(0, σ²/D)
-  entries on ∇_W f (``noise`` stream; D = Σ_l m_l n_l, so E‖ξ‖²_F = σ², the variance of RW-LoRA
-  Assumption 4), carried to the factors by the chain rule. One oracle call per local step, so the
-  estimators with state across steps (``page``, ``mvr``, ``rr``) and the federated ones (``qgd``,
-  ``marina``, ``ef21``) stay the chain's: a local trainer refuses them;
-* the step (:func:`train`): a torch optimizer (``torch.optim.SGD`` or ``AdamW``) on the trained
-  factors; its state can travel (an RW-LoRA token) as ``optimizer.state_dict()``;
-* full fine-tuning (:func:`train_weights`): the same oracle, with plain SGD on W itself (the
-  asynchronous clients' full deltas);
-* the adapter's start (:func:`init_adapter`): B = 0 and A drawn per site, in site order, from the
-  ``init`` stream (peft's Kaiming-uniform, or N(0, σ_init²) as peft's ``"gaussian"``).
-
-A stack of clients (a 1-D tensor ``clients`` and factors with a leading client axis) is evaluated in
-one tensor operation when the problem is ``batched`` (the many-client fast path of a matrix
-problem), in one pass of the model per ``cohort_rows`` rows when it has ``batched_factors`` (a
-model's cohort, :mod:`lorakit.adapters.cohort`: an FSLoRA cohort, gossip's nodes), client by client
-otherwise. Either way a stack draws each step's minibatches and noise for its clients in order,
-step after step (so a one-site model's stack gives its matrix problem's numbers).
+A stack of clients (a 1-D tensor ``clients``, factors with a leading client axis) takes the
+problem's fastest route (``batched``, ``batched_factors``: :mod:`lorakit.problems.protocol`); each
+step draws its clients' minibatches and noise in client order, so a one-site model gives its
+matrix problem's numbers.
 """
 
 from __future__ import annotations
@@ -150,17 +141,11 @@ def init_adapter(problem, rank: int, gen: torch.Generator, init: str = "kaiming"
     with std = 1/r by default (peft's ``"gaussian"``). So W = W0 at the start."""
     check_choice("init", init, INITS)
     kw = {"dtype": problem.dtype, "device": problem.device}
-    As = []
-    for _, n in problem.shapes:
-        if init == "gaussian":
-            A = gaussian(std if std is not None else 1.0 / rank).sample(
-                (rank, n), gen, side="right", **kw
-            )
-        else:
-            A = kaiming_uniform().sample((rank, n), gen, side="right", **kw)
-            if std is not None and A.numel() > 1:
-                A = A * (std / A.std())
-        As.append(A)
+    gaussian_ = init == "gaussian"
+    sketch = gaussian(std if std is not None else 1.0 / rank) if gaussian_ else kaiming_uniform()
+    As = [sketch.sample((rank, n), gen, side="right", **kw) for _, n in problem.shapes]
+    if not gaussian_ and std is not None:  # Kaiming-uniform rescaled to standard deviation std
+        As = [A * (std / A.std()) if A.numel() > 1 else A for A in As]
     return problem.tree(torch.zeros(m, rank, **kw) for m, _ in problem.shapes), problem.tree(As)
 
 
@@ -172,14 +157,12 @@ def minibatch(problem, client: int, batch_size: int | None, gen: torch.Generator
     size = problem.n_samples if client is None else problem.client_size(client)
     if size is None:
         raise ValueError(f"client {client} is not a finite sum: batch_size needs data")
-    perm = torch.randperm(size, generator=gen)
-    return perm[: min(batch_size, size)].to(problem.device)
+    return torch.randperm(size, generator=gen)[: min(batch_size, size)].to(problem.device)
 
 
 def _noise(problem, like, sigma: float, gen: torch.Generator):
     """ξ shaped as the W-space tree ``like`` (stacks allowed): i.i.d. N(0, σ²/D) entries."""
-    D = sum(m * n for m, n in problem.shapes)
-    std = sigma / math.sqrt(D)
+    std = sigma / math.sqrt(sum(m * n for m, n in problem.shapes))  # σ/√D
     return tree_map(
         lambda w: std * torch.randn(w.shape, generator=gen, dtype=w.dtype).to(w.device), like
     )
@@ -195,46 +178,36 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
     if local.batch_size is not None:
         idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
-    if single or not problem.batched:  # the problem's own factor gradients
-        if not single and _cohort(problem, W0, B):  # a model's cohort: one pass of the model
-            rows = idx if local.batch_size is not None else None
-            gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=rows)
-        else:  # client by client
-            out = [
-                problem.factor_grads(
-                    W0 if single or _shared(W0, B) else _pick(W0, k), _pick(B, k, single),
-                    _pick(A, k, single), scalings if single else _scalings_of(scalings, k),
-                    client=c, idx=idx[k],
-                )
-                for k, c in enumerate(nodes)
-            ]  # fmt: skip
-            gB, gA = (
-                out[0]
-                if single
-                else (_stack(B, [o[0] for o in out]), _stack(A, [o[1] for o in out]))
+    if not single and problem.batched:  # many clients in one tensor operation (s may be (C, 1, 1))
+        W = tree_map(_stacked_weights, W0, B, A, s)
+        G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
+        if local.sigma:
+            G = G + _noise(problem, G, local.sigma, streams["noise"])
+        return (
+            tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
+            tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
+        )
+    if single:
+        gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=idx[0])
+    elif problem.batched_factors and _shared(W0, B):  # a model's cohort: one pass of the model
+        rows = idx if local.batch_size is not None else None
+        gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=rows)
+    else:  # client by client
+        shared = _shared(W0, B)
+        out = [
+            problem.factor_grads(
+                W0 if shared else _pick(W0, k), _pick(B, k), _pick(A, k),
+                _scalings_of(scalings, k), client=c, idx=idx[k],
             )
-        if local.sigma:  # ξ on ∇_W f, carried to the factors: s·ξ·Aᵀ and s·Bᵀ·ξ
-            W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
-            xi = _noise(problem, W, local.sigma, streams["noise"])
-            gB = tree_map(lambda g, x, a, s: g + s * (x @ a.mT), gB, xi, A, s)
-            gA = tree_map(lambda g, b, x, s: g + s * (b.mT @ x), gA, B, xi, s)
-        return gB, gA
-    # The many-client fast path: one tensor operation over the stack (s may also be a per-client
-    # (C, 1, 1) scaling).
-    W = tree_map(_stacked_weights, W0, B, A, s)
-    G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
-    if local.sigma:
-        G = G + _noise(problem, G, local.sigma, streams["noise"])
-    return (
-        tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
-        tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
-    )
-
-
-def _cohort(problem, W0, B) -> bool:
-    """True when the problem takes a stack of clients' factors in one program (a model's cohort
-    pass: ``problem.batched_factors``) and W0 is shared by the stack."""
-    return problem.batched_factors and _shared(W0, B)
+            for k, c in enumerate(nodes)
+        ]  # fmt: skip
+        gB, gA = (_stack(like, g) for like, g in zip((B, A), zip(*out, strict=True), strict=True))
+    if local.sigma:  # ξ on ∇_W f, carried to the factors: s·ξ·Aᵀ and s·Bᵀ·ξ
+        W = tree_map(lambda w, b, a, s: w + s * (b @ a), W0, B, A, s)
+        xi = _noise(problem, W, local.sigma, streams["noise"])
+        gB = tree_map(lambda g, x, a, s: g + s * (x @ a.mT), gB, xi, A, s)
+        gA = tree_map(lambda g, b, x, s: g + s * (b.mT @ x), gA, B, xi, s)
+    return gB, gA
 
 
 def _scalings_of(scalings, k: int) -> list:
@@ -255,8 +228,8 @@ def _shared(W0, B) -> bool:
     return leaves(W0)[0].dim() < leaves(B)[0].dim()
 
 
-def _pick(tree, k: int, single: bool = False):
-    return tree if single else tree_map(lambda x: x[k], tree)
+def _pick(tree, k: int):
+    return tree_map(lambda x: x[k], tree)
 
 
 def _stack(like, trees: list):
@@ -267,28 +240,22 @@ def train(
     problem, W0, B, A, scalings, clients, local: Local, streams, *, trained="both", state=None
 ):
     """``local.steps`` optimizer steps on the trained factors (``"both"``, ``"B"`` or ``"A"``) of
-    client(s) ``clients`` (:func:`factor_grads`); returns the new (B, A, optimizer state).
-
-    The inputs are left as they are (the factors and ``state`` are copied), so a caller keeps its
-    last good state until it accepts the new one. ``state`` is an optimizer
-    ``state_dict()`` to start from (an RW-LoRA token's AdamW moments) and the returned state is
-    the optimizer's after the steps (None for plain SGD without momentum).
-    """
+    client(s) ``clients`` (:func:`factor_grads`); the new (B, A, optimizer state or None for plain
+    SGD). The inputs and ``state`` (a ``state_dict()`` to start from: an RW-LoRA token's AdamW
+    moments) are copied: a caller keeps its last good state until it accepts the new one."""
     check_choice("trained", trained, ("both", "B", "A"))
     B = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "B")), B)
     A = tree_map(lambda x: x.detach().clone().requires_grad_(trained in ("both", "A")), A)
     factors = leaves(B) + leaves(A)
     params = [x for x in factors if x.requires_grad]
-    # Plain SGD is torch.optim.SGD's step x ← x − γ·g, taken without an optimizer object: setting
-    # one up costs more than a whole step of a small matrix problem with many clients.
-    plain = local.optimizer == "sgd" and not local.optimizer_kwargs
-    opt = (
-        None
-        if plain
-        else OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
-    )
-    if state is not None and opt is not None:  # a copy: torch loads by reference, steps in place
-        opt.load_state_dict(copy.deepcopy(state))
+    # Plain SGD (no kwargs: Local refuses them) is torch.optim.SGD's step x ← x − γ·g, taken
+    # without an optimizer object: setting one up costs more than a whole step of a small matrix
+    # problem with many clients.
+    plain, opt = local.optimizer == "sgd", None
+    if not plain:
+        opt = OPTIMIZERS[local.optimizer](params, lr=local.gamma, **local.optimizer_kwargs)
+        if state is not None:  # a copy: torch loads by reference, steps in place
+            opt.load_state_dict(copy.deepcopy(state))
     for _ in range(local.steps):
         with torch.no_grad():
             gB, gA = factor_grads(problem, W0, B, A, scalings, clients, local, streams)
@@ -304,11 +271,9 @@ def train(
 
 
 def train_weights(problem, W, client: int, local: Local, streams):
-    """``local.steps`` SGD steps W ← W − γ(∇f_c(W) + ξ) on the weights W themselves (full
-    fine-tuning of every site: the asynchronous clients' full deltas ΔW), with client ``client``'s
-    gradient on its rows or a minibatch of them and the noise ξ of :func:`factor_grads`; returns
-    the new W (the input is left as it is). Plain SGD only: a step is one tensor operation, so a
-    job of a many-client matrix run costs microseconds, not an optimizer's setup."""
+    """``local.steps`` SGD steps W ← W − γ(∇f_c(W) + ξ) on the weights themselves (full
+    fine-tuning: the asynchronous clients' ΔW), with :func:`factor_grads`' minibatch and noise;
+    returns the new W. Plain SGD only: a step is one tensor operation, not an optimizer's setup."""
     if local.optimizer != "sgd" or local.optimizer_kwargs:
         raise ValueError("train_weights takes plain SGD steps: optimizer='sgd' without kwargs")
     one = torch.tensor([client], device=problem.device)

@@ -1,10 +1,6 @@
-"""Progress bars every run draws, and that an app can watch and stop (notebook 07's Run/Cancel).
-
-:func:`bar` is the one progress bar of lorakit's runs: ``tqdm.auto`` (silent unless enabled), or,
-inside :func:`report_progress`, the factory that an app installed for the current thread. Every
-engine checks :func:`stop_requested` before each step (round, hop, update), so a bar whose
-``stop`` is true ends the run early with the rows logged so far.
-"""
+"""Progress bars every run draws, and that an app can watch and stop (notebook 07's Run/Cancel):
+:func:`bar` is the one bar of lorakit's runs, and every engine checks :func:`stop_requested` before
+each step (round, hop, update)."""
 
 from __future__ import annotations
 
@@ -20,12 +16,10 @@ _LOCAL = threading.local()
 
 @contextlib.contextmanager
 def report_progress(factory: Callable):
-    """Within the block, in this thread only, every model-scale chain or federated run draws its
-    step/round bar with ``factory(total=..., desc=...)`` (whatever its ``progress``), e.g. an
-    ipywidgets progress bar. The object needs ``update()``, ``set_postfix(**kw, refresh=...)``
-    and the context-manager protocol; when its ``stop`` attribute is true the run ends before its
-    next step (round) and keeps the rows logged so far.
-    """
+    """Within the block, in this thread only, every run draws its bar with
+    ``factory(total=..., desc=...)`` whatever its ``progress`` (e.g. an ipywidgets bar: it needs
+    ``update()``, ``set_postfix(**kw, refresh=...)`` and the context-manager protocol); a true
+    ``stop`` attribute ends the run before its next step, keeping the rows logged so far."""
     if not callable(factory):
         raise TypeError(f"factory must be callable, got {type(factory).__name__}")
     previous = getattr(_LOCAL, "factory", None)
@@ -37,13 +31,10 @@ def report_progress(factory: Callable):
 
 
 def bar(iterable=None, *, enabled: bool, total: int | None = None, desc: str | None = None):
-    """The bar of a run: over ``iterable``, or of ``total`` manual updates. Inside
-    :func:`report_progress` (manual bars only) the installed factory's; else a ``tqdm.auto``
-    bar, silent unless ``enabled``.
-
-    In a notebook tqdm draws a widget, and the output also holds a text copy (``text/plain``) of
-    the bar *as first displayed*, 0%: that copy is what static copies show (GitHub, nbviewer, the
-    book of ``make book``, PDF), which draw no widget. The notebook bar here re-displays itself
+    """The bar of a run, over ``iterable`` or of ``total`` manual updates: inside
+    :func:`report_progress` (manual bars only) the installed factory's, else ``tqdm.auto``'s,
+    silent unless ``enabled``. In a notebook the saved text copy of tqdm's widget (what GitHub,
+    nbviewer, ``make book`` and PDF show) is the bar as first displayed, 0%: this bar updates it
     under the same display id when it closes, so the saved text says where the run ended."""
     factory = getattr(_LOCAL, "factory", None)
     if factory is not None and iterable is None:

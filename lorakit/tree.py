@@ -2,17 +2,16 @@
 
 A problem's weights are a *tree* of per-site matrices, as optax's parameters are a pytree: a bare
 tensor for a one-site problem (a :class:`~lorakit.problems.base.MatrixProblem`), a
-:class:`PerSite` tuple for an N-site one (a peft model, :class:`~lorakit.adapters.ModelProblem`).
-Arithmetic (+, −, scalar ×, ÷) works on both as written, so an engine's update rule reads as in
-the paper (``W - gamma * G``); a per-site operation (a projection, a sketch, an SVD) goes through
-:func:`tree_map`. A bare tensor may carry leading batch dimensions (many clients at once); a
-:class:`PerSite` tree then holds one such stack per site.
+:class:`PerSite` tuple for an N-site one (a peft model). An update rule reads as in the paper
+(``W - gamma * G``) on both; a per-site operation (a projection, an SVD) goes through
+:func:`tree_map`. A leaf may carry leading batch dimensions (many clients at once).
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
+from functools import partialmethod
 
 import torch
 
@@ -50,28 +49,16 @@ class PerSite:
             return NotImplemented
         return PerSite(op(a, c) for a in self.mats)
 
-    def __add__(self, other):
-        return self._pair(other, operator.add)
+    __add__ = partialmethod(_pair, op=operator.add)
+    __sub__ = partialmethod(_pair, op=operator.sub)
+    __mul__ = __rmul__ = partialmethod(_scalar, op=operator.mul)
+    __truediv__ = partialmethod(_scalar, op=operator.truediv)
 
     def __radd__(self, other):
         return self if isinstance(other, int) and other == 0 else NotImplemented
 
-    def __sub__(self, other):
-        return self._pair(other, operator.sub)
-
     def __neg__(self):
         return PerSite(-a for a in self.mats)
-
-    def __mul__(self, c):
-        return self._scalar(c, operator.mul)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, c):
-        return self._scalar(c, operator.truediv)
-
-    def finite(self) -> bool:
-        return finite(self)
 
 
 def leaves(tree) -> list[torch.Tensor]:
@@ -81,7 +68,6 @@ def leaves(tree) -> list[torch.Tensor]:
 
 def tree_like(like, mats: Iterable[torch.Tensor]):
     """A tree of ``like``'s structure holding ``mats`` (a bare tensor when ``like`` is one)."""
-    mats = list(mats)
     if isinstance(like, torch.Tensor):
         (only,) = mats
         return only

@@ -1,11 +1,10 @@
-"""Gradients and randomness at model scale, shared by every model-scale runner.
+"""Gradients and randomness at model scale (:class:`~lorakit.adapters.ModelProblem`).
 
-The matrix algorithms are written in terms of G = ∇_W f (RAC-LoRA eqs. (3)–(4), Bernoulli-LoRA
-Lemma 10, FSLoRA Lemma 3.2). A peft layer computes base(x) + s·B·A·x, which is linear in
-W = W0 + s·B·A, so ∂f/∂W0 = ∂f/∂W: switching on the base weight's gradient gives G exactly, in the
-same backward pass that fills the trained factors' gradients (∇_A = s·BᵀG, ∇_B = s·G·Aᵀ).
-This fails only when LoRA dropout is active (:func:`dropout_active`): dropout then feeds the
-adapter a different input than the base weight.
+The algorithms are written in G = ∇_W f (RAC-LoRA eqs. (3)–(4), Bernoulli-LoRA Lemma 10, FSLoRA
+Lemma 3.2). A peft layer computes base(x) + s·B·A·x, linear in W = W0 + s·B·A, so ∂f/∂W0 = ∂f/∂W:
+the base weight's gradient is G exactly, from the same backward pass that fills the factors'
+(∇_A = s·BᵀG, ∇_B = s·G·Aᵀ), unless LoRA dropout (:func:`dropout_active`) feeds the adapter
+another input than the base weight.
 """
 
 from __future__ import annotations
@@ -17,21 +16,12 @@ import torch
 from torch import nn
 
 from ..rng import Streams
-from ..tree import PerSite
 from .sites import Site, freeze, swapped
 
 if TYPE_CHECKING:
     from .problem import ModelProblem
 
-__all__ = [
-    "PerSite",
-    "at_weights",
-    "backward",
-    "dropout_active",
-    "full_batches",
-    "model_rng",
-    "site_gradients",
-]
+__all__ = ["at_weights", "backward", "dropout_active", "model_rng", "site_gradients"]
 
 
 def site_gradients(problem: ModelProblem, batch: dict) -> tuple[float, list[torch.Tensor]]:
@@ -47,19 +37,9 @@ def dropout_active(site: Site) -> bool:
     return not isinstance(dropout, nn.Identity) and dropout.training
 
 
-# -- batches and backward passes ------------------------------------------------------------
-def full_batches(problem: ModelProblem):
-    """Every row in chunks of ``eval_batch_size``, each with its weight (size / N)."""
-    rows = problem.indices()
-    for start in range(0, rows.numel(), problem.eval_batch_size):
-        chunk = rows[start : start + problem.eval_batch_size]
-        yield problem.batch(chunk), chunk.numel() / rows.numel()
-
-
 def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | None:
     """Σ_c w_c ∇f_c by autograd: the trained factors' ``.grad`` for ``side`` and, with ``want_G``,
-    [∇_W f for each site] (the chunked, side-aware form of :func:`~lorakit.adapters.site_gradients`).
-    """
+    [∇_W f for each site] (the chunked, side-aware form of :func:`site_gradients`)."""
     sites = problem.sites
     for p in freeze(sites, side):  # the freeze guard: only the trained factors get gradients
         p.grad = None
@@ -80,27 +60,22 @@ def backward(problem: ModelProblem, batches, side: str, want_G: bool) -> list | 
 def model_rng(streams: Streams, device: torch.device):
     """The global torch generator (the model's dropout) seeded from the ``model`` stream, forked."""
     seed = int(torch.randint(0, 2**62, (), generator=streams["model"]))
-    cuda = device.type == "cuda"
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
-    )
+    devices = []  # the CUDA device to fork besides the CPU, if any
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)
-        if cuda:
+        if devices:
             with torch.cuda.device(devices[0]):
                 torch.cuda.manual_seed(seed)
         yield
 
 
-# -- the model as a function of its per-site weights ------------------------------------------------
 @contextmanager
 def at_weights(site_list: list[Site], W):
-    """The model computing W_l at every site (base ← W_l, a zero rank-1 adapter); restored after.
-
-    This is how :class:`~lorakit.adapters.ModelProblem` takes the loss and ∇_W f at any weights
-    (the problem protocol's ``loss(W)`` and ``grad(W)``: PAGE and MVR need ∇f_ξ at the previous
-    iterate, the asynchronous clients at a stale one).
-    """
+    """The model computing W_l at every site (base ← W_l, a zero rank-1 adapter); restored after:
+    the protocol's ``loss(W)`` and ``grad(W)`` at any weights (PAGE's and MVR's previous iterate,
+    an asynchronous client's stale one)."""
     saved = [site.W0.clone() for site in site_list]
     zeros = [(_frozen(site.B.new_zeros(site.shape[0], 1)),
               _frozen(site.A.new_zeros(1, site.shape[1]))) for site in site_list]  # fmt: skip

@@ -1,50 +1,39 @@
 """The problem protocol every engine is written against (README "Architecture", principle 2).
 
-An engine (the chain, the federated rounds, the random walk, gossip, the asynchronous clock) sees a
-problem only through this protocol, over per-site weights (:mod:`lorakit.tree`): a
-:class:`~lorakit.problems.base.MatrixProblem` is a one-site problem whose tree is a bare tensor; a
-peft model (:class:`lorakit.adapters.ModelProblem`) is an N-site problem whose tree is a
-:class:`~lorakit.tree.PerSite` tuple. So each pattern's algorithm is written once, and the scale
-is a problem, not a runner.
+An engine sees a problem only through these members, over per-site weights (:mod:`lorakit.tree`):
+a :class:`~lorakit.problems.base.MatrixProblem` is a one-site problem (a bare tensor), a peft model
+(:class:`lorakit.adapters.ModelProblem`) an N-site one (a :class:`~lorakit.tree.PerSite`).
 
-Members (a problem has them all; ``batched`` says which evaluation route is fast):
-
-``name``, ``dtype``, ``device``, ``f_star`` (None when unknown), ``n_samples`` (None: not a finite sum)
-``shapes``        (m_l, n_l) of every site, in site order
-``ranks``         the LoRA rank each site is fixed to (peft's r), or None where any rank fits
-``scalings``      each site's LoRA scaling s_l when the problem fixes it (peft's α/r or α/√r), or
-                  None: the engine's α/r (:func:`site_scalings` applies either, in one place)
-``M``             the number of clients (1 without a split)
-``batched``       True when ``local_grads`` evaluates a stack of clients in one tensor operation
-                  (the many-client fast path); False when it loops (a model, client by client)
-``batched_factors``  True when ``factor_grads`` takes a stack of clients (``client`` a 1-D tensor,
-                  B and A with a leading client axis, per-client scalings and ``idx`` lists) in
-                  one program: a model whose cohort trains in one pass of the model
-                  (:mod:`lorakit.adapters.cohort`); False for a matrix problem (its stacks go
-                  through ``local_grads``). :func:`lorakit.local.factor_grads` picks the route
-``tree(mats)``     the tree holding one matrix per site (a bare tensor for one site at matrix scale)
-``client_size(c)``  the number of rows of client c (None when it is not a finite sum)
-``reset()``       back to the state the problem was built in (every seed starts there)
-``start()``       the starting point W^0 as a tree
-``seeded(streams)``  a context in which the problem's own randomness (a model's dropout) is drawn
-                  from the run's ``model`` stream
+``name``, ``dtype``, ``device``, ``f_star`` (None when unknown), ``n_samples`` (None: not a finite
+sum), ``M`` (clients; 1 without a split), ``shapes`` ((m_l, n_l) per site, in site order)
+``ranks``, ``scalings``  each site's fixed LoRA rank and scaling (peft's r and α/r or α/√r), or
+                  None: any rank fits, the engine's α/r (:func:`site_scalings` applies either)
+``batched``       ``local_grads`` takes a stack of clients in one tensor operation (the
+                  many-client fast path); False: it loops (a model)
+``batched_factors``  ``factor_grads`` takes a stack of clients (``client`` a 1-D tensor, B and A
+                  stacked, per-client scalings and ``idx`` lists) in one pass of a model
+                  (:mod:`lorakit.adapters.cohort`); False at matrix scale, where stacks go through
+                  ``local_grads`` (:func:`lorakit.local.factor_grads` picks the route)
+``tree(mats)``     the tree of one matrix per site (a bare tensor at matrix scale)
+``client_size(c)``  client c's number of rows (None when it is not a finite sum)
+``reset()``, ``start()``  back to the state as built (every seed starts there); W^0 as a tree
+``seeded(streams)``  a context drawing the problem's own randomness (a model's dropout) from the
+                  run's ``model`` stream
 ``loss(W)``, ``grad(W, idx=None)``         f and ∇_W f (rows ``idx`` of a finite sum)
 ``client_losses(W)``                       (f_c(W))_c, a length-M tensor
 ``local_grads(W, clients, idx=None)``      ∇f_{clients[c]}(W[c]) for a stack of per-client trees
-``factor_grads(W0, B, A, scalings, client=None, idx=None)``
-                  (∇_B f, ∇_A f) at W = W0 + s·B·A: the chain rule ∇_B = s·G·Aᵀ, ∇_A = s·BᵀG
-                  (RAC-LoRA eqs. (3)–(4)) at matrix scale; autograd through peft at model scale,
-                  so LoRA dropout stays right; a stack of clients where ``batched_factors``
-``factor_loss(W0, B, A, scalings)``  f at W = W0 + s·B·A as the problem computes it (at model
-                  scale through the adapter, so it equals the model's own loss to the last digit)
+``factor_grads(W0, B, A, scalings, client=None, idx=None)``  (∇_B f, ∇_A f) at W = W0 + s·B·A:
+                  s·G·Aᵀ and s·BᵀG (RAC-LoRA eqs. (3)–(4)) at matrix scale, autograd through peft
+                  at model scale (so LoRA dropout stays right)
+``factor_loss(W0, B, A, scalings)``  f at W0 + s·B·A as the problem computes it (a model: through
+                  the adapter, equal to its own loss to the last digit)
 ``weighted_f_star(weights)``  inf Σ_c w_c f_c where known in closed form, else None (RW-LoRA's f*_π)
-``stateful``      True when a run changes the problem (a model holds its weights), so a diverged
-                  run says what it put back; False for a matrix problem
+``stateful``      a run changes the problem (a model holds its weights; a diverged run says what
+                  it put back)
 ``adapter_dropout``  the first site whose LoRA dropout is active (the W-space updates refuse it),
                   or None
-``commit(W, B=None, A=None)``  write a run's result back: nothing for a matrix problem (the
-                  result is the frame); at model scale W into the base weights, and the factors
-                  (B, A) into the adapter where a pattern keeps them
+``commit(W, B=None, A=None)``  write a run's result back: nothing at matrix scale; a model's base
+                  weights ← W, its adapter ← (B, A) where a pattern keeps the factors
 """
 
 from __future__ import annotations
@@ -52,7 +41,7 @@ from __future__ import annotations
 import math
 from typing import Protocol, runtime_checkable
 
-from .._validation import check_int
+from .._validation import ArgumentTypeError, check_int
 
 __all__ = ["Problem", "check_problem_protocol", "site_scalings"]
 
@@ -68,36 +57,25 @@ class Problem(Protocol):
     batched: bool
 
     def tree(self, mats): ...
-
     def reset(self) -> None: ...
-
     def start(self): ...
-
     def seeded(self, streams): ...
-
     def loss(self, W): ...
-
     def grad(self, W, idx=None): ...
-
     def factor_grads(self, W0, B, A, scalings, client=None, idx=None): ...
-
     def commit(self, W, B=None, A=None) -> None: ...
 
 
 def check_problem_protocol(problem, *, clients: bool = False, name: str = "problem"):
     """``problem`` if it implements :class:`Problem` (and has clients when ``clients``)."""
-    from .._validation import ArgumentTypeError
-
-    if clients and not (isinstance(problem, Problem) and hasattr(problem, "client_losses")):
-        raise ArgumentTypeError(
-            f"{name} must be a FederatedProblem or a lorakit.adapters.ModelProblem with clients, "
-            f"got {type(problem).__name__}"
+    if not isinstance(problem, Problem) or (clients and not hasattr(problem, "client_losses")):
+        model = "lorakit.adapters.ModelProblem"
+        what = (
+            f"a FederatedProblem or a {model} with clients"
+            if clients
+            else f"a MatrixProblem from lorakit.problems or a {model} (a lorakit problem)"
         )
-    if not isinstance(problem, Problem):
-        raise ArgumentTypeError(
-            f"{name} must be a lorakit problem (a MatrixProblem from lorakit.problems or a "
-            f"lorakit.adapters.ModelProblem), got {type(problem).__name__}"
-        )
+        raise ArgumentTypeError(f"{name} must be {what}, got {type(problem).__name__}")
     if clients and getattr(problem, "clients", None) is None:
         raise ValueError(
             f"{name} has no clients, and this method needs clients (they are the problem's "
@@ -107,17 +85,14 @@ def check_problem_protocol(problem, *, clients: bool = False, name: str = "probl
 
 
 def site_scalings(problem, rank: int, alpha: float | None) -> tuple[float, ...]:
-    """Each site's LoRA scaling for a method of rank ``rank`` and scaling ``alpha``, checked.
-
-    The one place α/r is applied: a problem that fixes its scalings (a peft model: each site's own
-    s_l, α/r or α/√r with rsLoRA) keeps them, and ``alpha``, if given, must agree; otherwise every
-    site gets s = α/r with α = r by default (s = 1, the papers' unscaled factors). ``rank`` must
-    fit every site (r ≤ min(m_l, n_l)) and equal a site's fixed rank.
-    """
+    """Each site's LoRA scaling for rank ``rank`` and scaling ``alpha``: the one place α/r is
+    applied. A problem's fixed scalings (a peft model's s_l, α/r or α/√r with rsLoRA) are kept and
+    ``alpha``, if given, must agree; else s = α/r with α = r by default (s = 1, the papers'
+    unscaled factors). ``rank`` must fit every site (r ≤ min(m_l, n_l)) and equal a fixed rank."""
+    check_int("rank", rank, low=1)
     fixed = problem.ranks or (None,) * len(problem.shapes)
     for l, ((m, n), r_l) in enumerate(zip(problem.shapes, fixed, strict=True)):
         where = "" if len(problem.shapes) == 1 else f" of site {l}"
-        check_int("rank", rank, low=1)
         if rank > min(m, n):
             raise ValueError(f"rank = {rank} exceeds min(m, n) = {min(m, n)}{where} ({m}×{n})")
         if r_l is not None and r_l != rank:

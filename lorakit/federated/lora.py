@@ -1,85 +1,64 @@
 """Server rounds of federated LoRA: FSLoRA and the baselines of the same shape, at both scales.
 
-The server holds one rank-r adapter over a frozen base: per site l (README "Architecture": one
-site for a matrix problem, one per peft ``LoraLayer`` for a model) B_l ∈ ℝ^{m_l×r},
-A_l ∈ ℝ^{r×n_l} over W0_l, with the site's scaling s_l (:func:`~lorakit.problems.protocol.
-site_scalings`: α/r, or peft's own). Each round (FSLoRA Algorithm 1):
+The server holds one rank-r adapter over a frozen base, per site l (README "Architecture": one
+site for a matrix problem, one per peft ``LoraLayer``): B_l ∈ ℝ^{m_l×r}, A_l ∈ ℝ^{r×n_l} over W0_l,
+scaled by s_l (:func:`~lorakit.problems.protocol.site_scalings`). Each round (FSLoRA Algorithm 1):
 
-1. a cohort of clients is sampled (all of them by default: the paper's full participation);
+1. a cohort of clients is sampled (default all: the paper's full participation);
 2. client i gets, per site, an index set I_i of k_i components and the sketch S_i = c_i·diag(1_{I_i}):
-   FSLoRA draws I_i uniformly with c_i = r/k_i (Definition 3.1, so E[S] = I); HeteroLoRA takes
-   the leading k_i components with c_i = 1 (zero-padding, spec §3.2); k_i = r is FedIT. Each site
-   gets a fresh I (a block-diagonal sketch, spec §10.3; ``shared_index=True``: one I for every
-   site), the same I for B and A of a site (the authors' code re-draws it per tensor, a defect:
-   prior_art.md §A.1);
-3. each client runs H local SGD steps on ℓ(W0 + s·B S_i A), eq. (4), through
+   FSLoRA draws I_i uniformly with c_i = r/k_i (Definition 3.1, E[S] = I); HeteroLoRA takes the
+   leading k_i with c_i = 1 (spec §3.2); k_i = r is FedIT. Each site gets a fresh I (spec §10.3;
+   ``shared_index=True``: one I for every site), the same for B and A (prior_art.md §A.1);
+3. each client runs H local steps on ℓ(W0 + s·B S_i A), eq. (4), through
    :func:`lorakit.local.train`: only B[:, I_i] and A[I_i, :] move (Lemma 3.2), trained as a
-   rank-k_i adapter with the scaling s·c_i (W0 + s·B S A = W0 + s·c_i·B_I A_I, spec §2.5);
-4. the upload is, per site, the slice deltas ΔB[:, I] (m×k_i) and ΔA[I, :] (k_i×n) as one message
-   of k_i(m + n) entries, through the upload compressor (:mod:`lorakit.compressors`; top-k for
-   FSLoRA App. C.2), its bytes from the compressor's payload; ``trace`` sees every
-   :class:`Upload`;
-5. the server pads the uploads to (m, r)/(r, n) and aggregates, eq. (5): divide by the number of
-   clients that reported (the paper's N under full participation) or per entry by how many
-   clients touched it; then a server optimizer: plain averaging (FedAvg) or Adam (FedAdam, as the
-   FSLoRA code does). FlexLoRA re-factors the mean product B_iA_i by truncated SVD, FedStackLoRA
-   merges it into the base and restarts the adapter with peft's init (A Kaiming-uniform from the
-   ``init`` stream, B = 0), site by site.
+   rank-k_i adapter scaled by s·c_i (W0 + s·B S A = W0 + s·c_i·B_I A_I, spec §2.5);
+4. it uploads, per site, ΔB[:, I] and ΔA[I, :] as one message of k_i(m + n) entries through the
+   upload compressor (:mod:`lorakit.compressors`; top-k for FSLoRA App. C.2); ``trace`` sees
+   every :class:`Upload`;
+5. the server pads the uploads to (m, r)/(r, n) and aggregates, eq. (5), dividing by the number
+   of clients that reported or, per entry, by how many of them touched it; then FedAvg or Adam
+   (FedAdam, as the FSLoRA code does). FlexLoRA re-factors the mean product B_iA_i by truncated
+   SVD; FedStackLoRA merges it into the base and restarts the adapter with peft's init.
 
-Bytes per client and round, summed over the sites: up, the compressor's payload of each site's
-k_i(m + n) entries (``bytes_per_float`` per float, ``bytes_per_index`` per index); down,
-r(m + n) floats per site (``download="full"``: Algorithm 1 line 3), k_i(m + n) (``"slice"``) or
-the stacked factors of the previous round's reports, (Σ_j k_j)(m + n) over the clients j that
-reported in round t − 1 (FedStackLoRA: nothing in round 1, when there is nothing to stack), plus
-the k_i indices of each site's I when FSLoRA draws them (one I for all sites with
-``shared_index``).
+Bytes per client and round, summed over the sites: up, the compressor's payload of k_i(m + n)
+entries (``bytes_per_float``, ``bytes_per_index`` each); down, r(m + n) floats (``download=
+"full"``: Algorithm 1 line 3), k_i(m + n) (``"slice"``) or, FedStackLoRA, the factors of the last
+round's reports, (Σ_j k_j)(m + n) (nothing in round 1); plus the k_i indices of each site's I when
+FSLoRA draws them (one I with ``shared_index``). A client that drops out (after its local steps)
+uploads nothing; the adapter changes only after every upload is in.
 
-A client that drops out mid-round (after its local steps) uploads nothing; the round completes with
-the rest, and the global adapter changes only after every upload is in. On a model ``rank`` is
-every site's peft rank and ``alpha``, if given, must give each site's own scaling.
-
-How the cohort trains. On a ``batched`` problem (a matrix problem) with ``impl="mask"`` the cohort
-trains as one stack: each client's factors zero outside I_i and scaling s·c_i, which is the slice
-problem exactly (the zero rows and columns get zero gradients), in chunks of clients whose iterates
-stay in cache; a model whose cohort takes one pass (``batched_factors``: no active dropout, linear
-sites; :mod:`lorakit.adapters.cohort`) trains the same stack in passes of the model. Otherwise
-(``impl="slice"``, or a model with dropout) each client trains its k_i columns and rows
-alone, as a device would, client after client (so minibatches are drawn client by client, where
-a chunk of the stack draws them step by step). A model is never copied: the slices are swapped into
-the one peft model as its LoRA parameters (:meth:`~lorakit.adapters.ModelProblem.factor_grads`),
-and the server sums the uploads as they come, so no client's delta is kept.
+The cohort trains as one stack on a ``batched`` problem with ``impl="mask"`` (each client's factors
+zero outside I_i, scaled by s·c_i: the slice problem exactly), in chunks that stay in cache, and on
+a model whose cohort takes one pass (``batched_factors``, :mod:`lorakit.adapters.cohort`);
+otherwise client by client on its k_i columns and rows, as a device would (minibatches then come
+client by client, not step by step). A model is never copied: the slices are swapped into the
+peft model (:meth:`~lorakit.adapters.ModelProblem.factor_grads`); the server sums uploads as they
+come. On a model ``rank`` is every site's peft rank; ``alpha``, if given, must match its scaling.
 
 Randomness: named streams (``budget``, ``init``, ``cohort``, ``sketch``, ``data``, ``noise``,
-``compression``, ``dropout``; the model's own dropout from ``model``). Every seed starts from
-``problem.reset()``: W0 is the problem's start (a model's adapted weights W0 + s·B·A, any adapter
-it holds merged in) and the adapter is peft's initialisation, B = 0 and A Kaiming-uniform from the
-``init`` stream, at both scales (so a one-site model runs as its matrix problem). A model holds the
-global state after every round that changed it (``commit``): at the end the last seed's result,
-after a divergence its last good state (the last logged round that passed; before any, the model as
-it was built).
+``compression``, ``dropout``; a model's own dropout from ``model``). Each seed starts from
+``problem.reset()``: W0 is the problem's start (any adapter merged in), B = 0 and A
+Kaiming-uniform from ``init``, at both scales. A model holds the global state after every round
+(``commit``); after a divergence, the last logged round that passed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
+from typing import ClassVar
 
 import pandas as pd
 import torch
 
-from .._validation import (
-    check_byte_size,
-    check_choice,
-    check_int,
-    check_real,
-)
+from .._validation import check_byte_size, check_choice, check_int, check_real
 from ..compressors import Compressor, make_compressor, top_k
 from ..config import Config, deprecated
 from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
 from ..estimators import Estimator
 from ..local import Local, init_adapter, local_estimator, train
 from ..problems.protocol import check_problem_protocol, site_scalings
-from ..progress import bar as progress_bar
 from ..rng import Streams
 from ..tree import leaves, sq_norm, tree_like, tree_map
 from .budgets import Budget, describe, resolve_budgets
@@ -90,6 +69,7 @@ __all__ = [
     "SERVER_OPTIMIZERS",
     "FederatedLoRA",
     "FederatedRun",
+    "ServerRun",
     "Upload",
     "client_update",
     "simulate",
@@ -164,16 +144,15 @@ class FederatedLoRA(Config):
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "rank", check_int("rank", self.rank, low=1))
+        for name in ("rank", "local_steps"):
+            set_(self, name, check_int(name, getattr(self, name), low=1))
         set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
         check_choice("selection", self.selection, SELECTIONS)
-        set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
         if self.cohort is not None:
             set_(self, "cohort", check_int("cohort", self.cohort, low=1))
         # dropout = 1 drops every client in every round: nothing would ever train.
-        set_(
-            self, "dropout", check_real("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
-        )
+        dropout = check_real("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        set_(self, "dropout", dropout)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
         if self.aggregation in ("svd", "stack") and (
             self.selection != "leading" or self.server_optimizer != "avg"
@@ -199,8 +178,8 @@ class FederatedLoRA(Config):
             check_real("alpha", self.alpha, low=0.0, low_open=True)
         check_choice("download", self.download, ("full", "slice"))
         check_choice("impl", self.impl, ("mask", "slice"))
-        set_(self, "bytes_per_float", check_byte_size("bytes_per_float", self.bytes_per_float))
-        set_(self, "bytes_per_index", check_byte_size("bytes_per_index", self.bytes_per_index))
+        for name in ("bytes_per_float", "bytes_per_index"):
+            set_(self, name, check_byte_size(name, getattr(self, name)))
 
     def local(self) -> Local:
         """The clients' local trainer: H plain SGD steps of size γ (eq. (4))."""
@@ -237,7 +216,6 @@ class FederatedLoRA(Config):
             "server_optimizer": self.server_optimizer,
         }
 
-    # ------------------------------------------------------------------------------------------
     def run(
         self,
         problem,
@@ -252,41 +230,39 @@ class FederatedLoRA(Config):
         shared_index: bool = False,
         trace=None,
     ):
-        """Simulate ``rounds`` server rounds per seed (module docstring).
-
-        ``problem`` has clients: a :class:`~lorakit.problems.federated.FederatedProblem`, or a
-        :class:`~lorakit.adapters.ModelProblem` split among clients (``problem.split(M)``), whose
-        every LoRA site runs the same rounds. ``progress=True`` shows a ``tqdm.auto`` bar over
-        the rounds of each seed. ``shared_index=True`` draws one index set per client and round
-        for every site (default: one per site). ``trace(upload)`` is called with every
-        :class:`Upload` the server receives (in cohort order; dropped clients send none).
+        """Simulate ``rounds`` server rounds per seed on ``problem`` (module docstring): a
+        :class:`~lorakit.problems.federated.FederatedProblem`, or a
+        :class:`~lorakit.adapters.ModelProblem` split among clients (``problem.split(M)``).
+        ``progress=True`` shows a bar over each seed's rounds; ``shared_index=True`` draws one
+        index set per client and round for every site; ``trace(upload)`` sees every
+        :class:`Upload` the server receives, in cohort order.
 
         Returns the history, one row per logged round and seed: ``round``, ``loss`` and ``gap`` of
-        f(W0 + s·BA), ``grad_norm_sq`` = Σ_l ‖∇_{B_l} f‖² + ‖∇_{A_l} f‖², ``reported`` and
-        ``dropped`` clients, ``bytes_up``/``bytes_down`` of the round and cumulative
-        ``mb_up``/``mb_down``, and the budget summary ρ_1, ρ_2 (FSLoRA Theorem 4.4). With
-        ``messages=True`` also a frame of every message: ``round``, ``client``, ``k``,
-        ``bytes_up``, ``bytes_down``, ``dropped``.
+        f(W0 + s·BA) (on a model its own loss, ``gap`` NaN, the gradients by autograd through
+        peft), ``grad_norm_sq`` = Σ_l ‖∇_{B_l} f‖² + ‖∇_{A_l} f‖², ``reported`` and ``dropped``
+        clients, ``bytes_up``/``bytes_down`` of the round, cumulative ``mb_up``/``mb_down``, and
+        the budget summary ρ_1, ρ_2 (FSLoRA Theorem 4.4). With ``messages=True`` also a frame of
+        every message: ``round``, ``client``, ``k``, ``bytes_up``, ``bytes_down``, ``dropped``.
 
-        On a model the ``loss`` is the model's own with the global adapter in place
-        (``problem.factor_loss``), ``gap`` is NaN and the factor gradients come by autograd
-        through peft (LoRA dropout as in training).
-
-        Divergence (:func:`simulate`): a non-finite or exploding aggregate, or a loss above
-        ``blowup``·max(1, |f(W^0)|) (default 10³; a finite number > 1), stops the seed.
+        Divergence (:mod:`lorakit.divergence`): a non-finite or exploding aggregate, or a loss
+        above ``blowup``·max(1, |f(W^0)|), stops the seed.
         """
         if not isinstance(shared_index, bool):
             raise ValueError(f"shared_index must be True or False, got {shared_index!r}")
         if trace is not None and not callable(trace):
             raise ValueError(f"trace must be a callable or None, got {type(trace).__name__}")
-
-        def runner(cfg, problem, seed):
-            return FederatedRun(
-                cfg, problem, seed, progress=progress, shared_index=shared_index, trace=trace
-            )
-
+        runner = partial(FederatedRun, shared_index=shared_index, trace=trace)
         return simulate(
-            self, problem, rounds, seeds, log_every, messages, runner, on_divergence, blowup=blowup
+            self,
+            problem,
+            rounds,
+            seeds,
+            log_every,
+            messages,
+            runner,
+            on_divergence,
+            progress,
+            blowup=blowup,
         )
 
 
@@ -294,25 +270,19 @@ def simulate(
     cfg,
     problem,
     rounds: int,
-    seeds,
-    log_every: int,
-    messages: bool,
-    runner,
+    seeds=0,
+    log_every: int = 1,
+    messages: bool = False,
+    runner=None,
     on_divergence: str = "raise",
     progress: bool = False,
     *,
     blowup: float = BLOWUP,
 ):
-    """The seed loop shared by the federated methods: validate, run each seed, build the frames.
-
-    ``runner(cfg, problem, seed).run(rounds, log_every)`` returns (history rows, message rows).
-    A seed whose loss exceeds ``blowup``·max(1, |f(W^0)|) (:func:`lorakit.divergence.exploded`)
-    or whose aggregate is not finite or explodes raises :class:`DivergenceError` (its ``frame``
-    carries the configuration columns and every finished seed's rows,
-    :func:`lorakit.divergence.run_seeds`) or, with ``on_divergence="stop"``, keeps its rows up to
-    the last good round and is listed in ``frame.attrs["diverged"]`` (seed → round) while the other
-    seeds run on. ``progress`` draws a bar over the seeds.
-    """
+    """The seed loop of every federated method: validate, run each seed with
+    ``runner(cfg, problem, seed)`` (default :class:`FederatedRun`; :mod:`lorakit.distributed.
+    flower` passes one whose clients run elsewhere), build the frames; divergence as
+    :func:`lorakit.divergence.run_seeds` (a diverged seed's messages are kept)."""
     check_problem_protocol(problem, clients=True)
     rounds, seeds, log_every, blowup = check_run(
         "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
@@ -321,24 +291,23 @@ def simulate(
     check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
     if cfg.cohort is not None:
         check_int("cohort", cfg.cohort, low=1, high=problem.M)
-
+    runner = FederatedRun if runner is None else runner
     frame, runs = run_seeds(
-        progress_bar(seeds, enabled=progress, desc=cfg.method),
-        lambda seed: runner(cfg, problem, check_int("seed", seed, low=0)),
-        lambda run: run.run(rounds, log_every)[0],
+        seeds,
+        lambda seed: runner(cfg, problem, seed),
+        lambda run: run.run(rounds, log_every, progress)[0],
         cfg.frame,
         on_divergence=on_divergence,
         blowup=blowup,
     )
-    msgs = [m for run in runs for m in run.messages]  # a diverged seed's messages survive
+    msgs = [m for run in runs for m in run.messages]
     return (frame, pd.DataFrame(msgs)) if messages else frame
 
 
 def svd_factors(P: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """FlexLoRA's re-factorisation: B = U_r Σ_r, A = V_rᵀ of the truncated SVD of P, each singular
     pair's sign fixed so that the largest |entry| of U's column is positive (scikit-learn's
-    ``svd_flip``). A singular vector's sign is arbitrary, so without the rule the factors could
-    flip between two computations of the same P that round differently (B·A would not)."""
+    ``svd_flip``), so that two computations of the same P that round differently agree."""
     U, S, Vh = torch.linalg.svd(P, full_matrices=False)
     U, S, Vh = U[:, :r], S[:r], Vh[:r]
     pivot = U.gather(0, U.abs().argmax(0, keepdim=True))[0]
@@ -347,14 +316,10 @@ def svd_factors(P: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def client_update(problem, W0, B, A, scalings, client: int, local: Local, streams):
-    """One client's work in a round (FSLoRA Algorithm 1 lines 4–6, eq. (4)): H local steps of
-    ``local`` on its k_i columns B = B[:, I] (m×k_i) and rows A = A[I, :] (k_i×n) per site, with
-    the scalings s·c_i (W0 + s·B S A = W0 + s·c_i·B_I A_I), on client ``client``'s rows; returns
-    its upload before compression, the deltas (ΔB[:, I], ΔA[I, :]) per site.
-
-    The in-process round calls it client by client (``impl="slice"``, a model); a client in
-    another process calls it as well (:mod:`lorakit.distributed.flower`), so the two compute the
-    same numbers."""
+    """One client's round (FSLoRA Algorithm 1 lines 4–6, eq. (4)): ``local``'s steps on its k_i
+    columns B = B[:, I] and rows A = A[I, :] per site, scaled by s·c_i, on client ``client``'s
+    rows; returns its upload before compression, (ΔB[:, I], ΔA[I, :]) per site. The in-process
+    round and a client in another process (:mod:`lorakit.distributed.flower`) both call it."""
     new_B, new_A, _ = train(problem, W0, B, A, scalings, client, local, streams)
     return new_B - B, new_A - A
 
@@ -377,37 +342,100 @@ class Upload:
         return _padded(self.dB, self.dA, self.index, rank)
 
 
-class FederatedRun:
+class ServerRun:
+    """One seed's server, what every federated method shares: streams, site scalings, the cohort
+    draw, the loop over rounds (:func:`lorakit.divergence.iterate`), the message table and the
+    divergence checks. Subclasses: :class:`FederatedRun`, :class:`~.fed_rac.FedRACRun`."""
+
+    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
+    hint = ""  # the divergence error's advice, formatted with ``cfg``
+    message_columns: tuple = ()  # a message row's per-client columns
+    counts: ClassVar[dict] = {}  # the names of what ``round`` returns, and their values at round 0
+
+    def __init__(self, cfg, problem, seed: int):
+        self.cfg, self.problem, self.seed = cfg, problem, seed
+        self.streams = Streams(seed)
+        self.scalings = site_scalings(problem, cfg.rank, cfg.alpha)
+        self.messages, self.mb_up, self.mb_down = [], 0.0, 0.0
+
+    def run(self, rounds: int, log_every: int, progress: bool = False):
+        """(rows, messages) of ``rounds`` rounds."""
+        return iterate(self, rounds, log_every, unit="round", progress=progress), self.messages
+
+    def cohort(self) -> torch.Tensor:
+        """The round's clients, sorted: all M, or C drawn without replacement (``cohort``)."""
+        M, C = self.problem.M, self.cfg.cohort
+        if C is None or C == M:
+            return torch.arange(M)
+        return torch.randperm(M, generator=self.streams["cohort"])[:C].sort().values
+
+    def record(self, t: int, *columns: list) -> None:
+        """Round t's message rows, one per cohort client, from per-client ``columns`` (in
+        :attr:`message_columns` order); their bytes add to the cumulative MB."""
+        names = self.message_columns
+        rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        self.mb_up += sum(row["bytes_up"] for row in rows) / 2**20
+        self.mb_down += sum(row["bytes_down"] for row in rows) / 2**20
+        self.messages.extend({"seed": self.seed, "round": t, **row} for row in rows)
+
+    def row(self, t: int, loss: float, grad_norm_sq: float, counts: tuple) -> dict:
+        """The history row after round t from what :meth:`round` returned (``counts``, named by
+        :attr:`counts`; ``()`` at t = 0)."""
+        f_star = self.problem.f_star
+        gap = loss - f_star if f_star is not None else math.nan
+        row = {
+            "seed": self.seed,
+            "round": t,
+            "loss": loss,
+            "gap": gap,
+            "grad_norm_sq": grad_norm_sq,
+        }
+        row.update(zip(self.counts, counts or self.counts.values(), strict=True))
+        return {**row, "mb_up": self.mb_up, "mb_down": self.mb_down}
+
+    def check_finite(self, t: int, delta: list, held: list, what: str, rows) -> None:
+        """Refuse a non-finite update ``delta`` (matrices), or one 10⁶ times the ``held`` ones,
+        before it is applied: ``what`` (with ``{size}``) says what it is."""
+        size = max(float(d.abs().max()) for d in delta)
+        scale = 1e6 * (1.0 + max(float(x.abs().max()) for x in held))
+        if not (math.isfinite(size) and size <= scale):
+            size = "not finite" if not math.isfinite(size) else f"of size {size:.3g}"
+            self.diverged(t, what.format(size=size, last=t - 1), rows)
+
+    def diverged(self, t: int, what: str, rows) -> None:
+        raise DivergenceError(
+            f"{self.cfg.method} diverged in round {t} (seed {self.seed}): {what}. "
+            + self.hint.format(cfg=self.cfg),
+            step=t,
+            seed=self.seed,
+            frame=pd.DataFrame(rows),
+        )
+
+
+class FederatedRun(ServerRun):
     """One seed of a :class:`FederatedLoRA`: the server state (W0, B, A trees), its optimizer and
     the round loop (module docstring). Building it starts the seed (``problem.reset()``)."""
 
-    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
+    hint = (
+        "Lower gamma = {cfg.gamma:g}: each client's sketched objective is (r/k_i)²·L-smooth "
+        "(FSLoRA Proposition D.4)"
+    )
+    message_columns = ("client", "k", "bytes_up", "bytes_down", "dropped")
+    counts: ClassVar[dict] = {"reported": 0, "dropped": 0, "bytes_up": 0.0, "bytes_down": 0.0}
 
-    def __init__(self, cfg, problem, seed: int, *, progress=False, shared_index=False, trace=None):
-        self.cfg, self.problem, self.seed = cfg, problem, seed
-        self.progress, self.shared_index, self.trace = progress, shared_index, trace
-        self.streams = Streams(seed)
-        self.scalings = site_scalings(problem, cfg.rank, cfg.alpha)
+    def __init__(self, cfg, problem, seed: int, *, shared_index=False, trace=None):
+        super().__init__(cfg, problem, seed)
+        self.shared_index, self.trace = shared_index, trace
         self.local = cfg.local()
         self.k = cfg.client_budgets(problem.M, seed)
         problem.reset()
-        # peft's initialisation over the problem's start: A Kaiming-uniform, B = 0, so W = W^0
         self.W0 = problem.start()
         self.B, self.A = init_adapter(problem, cfg.rank, self.streams["init"])
         self.opt = None
         if cfg.server_optimizer == "adam":
             params = [x.requires_grad_(True) for x in leaves(self.B) + leaves(self.A)]
             self.opt = torch.optim.Adam(params, lr=cfg.server_lr, **cfg.adam_kwargs)
-        self.mb_up = self.mb_down = 0.0
         self.stacked = 0  # FedStackLoRA: Σ k_j of the last round's reports (its download)
-        self.messages = []  # kept on the run: a diverged seed's messages survive
-
-    # -- one round -----------------------------------------------------------------------------
-    def cohort(self) -> torch.Tensor:
-        M, C = self.problem.M, self.cfg.cohort
-        if C is None or C == M:
-            return torch.arange(M)
-        return torch.randperm(M, generator=self.streams["cohort"])[:C].sort().values
 
     def sketch(self, k: torch.Tensor) -> torch.Tensor:
         """(C, r) diagonals of S_i: c_i on I_i, 0 elsewhere (one I_i per client)."""
@@ -420,8 +448,8 @@ class FederatedRun:
         return chosen.to(dtype) * (r / k[:, None].to(dtype))
 
     def index_sets(self, k: torch.Tensor):
-        """The tree of per-site sketch diagonals: one :meth:`sketch` draw per site, in site
-        order (one for every site with ``shared_index``)."""
+        """The tree of per-site sketch diagonals: one :meth:`sketch` per site, in site order
+        (one for every site with ``shared_index``)."""
         sites = len(self.problem.shapes)
         draws = [self.sketch(k) for _ in range(1 if self.shared_index else sites)]
         draws = [d.to(self.problem.device) for d in draws]
@@ -430,13 +458,12 @@ class FederatedRun:
     def trained(self, clients: torch.Tensor, svec, dropped=None):
         """H local steps of eq. (4) per cohort client, group by group: yields (positions in the
         cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I), in cohort
-        order. ``dropped`` (a (C,) bool tensor, or None) names the clients that will drop out after
-        their local steps: they train here as the others do (a subclass that trains elsewhere, such
-        as :mod:`lorakit.distributed.flower`, uses it to skip their uploads)."""
+        order. ``dropped`` (a (C,) bool tensor) names the clients that drop out after their local
+        steps: a subclass that trains elsewhere (:mod:`lorakit.distributed.flower`) skips them."""
         p, B0, A0 = self.problem, _detached(self.B), _detached(self.A)
         if (p.batched or p.batched_factors) and self.cfg.impl == "mask":
-            # Chunks of clients small enough that a chunk's (m×n) iterates stay in cache (a model
-            # sizes its own passes: ModelProblem.cohort_rows).
+            # Chunks small enough that a chunk's (m×n) iterates stay in cache (a model sizes its
+            # own passes: ModelProblem.cohort_rows).
             size = sum(m * n for m, n in p.shapes) * leaves(self.W0)[0].element_size()
             chunk = max(1, _CACHE_BYTES // size) if p.batched else clients.numel()
             for i in range(0, clients.numel(), chunk):
@@ -469,7 +496,6 @@ class FederatedRun:
     def upload(self, dB, dA, svec, k: torch.Tensor) -> torch.Tensor:
         """Compress each client's message per site (in place) and return the bytes each sends."""
         cfg = self.cfg
-        sent = self.upload_bytes(k)
         if cfg.compresses:
             gen = self.streams["compression"]
             for c in range(k.numel()):
@@ -480,11 +506,10 @@ class FederatedRun:
                     out = cfg.upload_compressor(message.numel())(message, gen)
                     db[c][:, I] = out[: part_B.numel()].view_as(part_B)
                     da[c][I, :] = out[part_B.numel() :].view_as(part_A)
-        return sent
+        return self.upload_bytes(k)
 
     def upload_bytes(self, k: torch.Tensor) -> torch.Tensor:
-        """The bytes each client of budgets ``k`` uploads: per site the compressor's payload of
-        its k_i(m + n) entries (module docstring)."""
+        """The bytes each client of budgets ``k`` uploads (module docstring)."""
         cfg, shapes = self.cfg, self.problem.shapes
         sent = {}
         for kc in set(k.tolist()):
@@ -565,27 +590,6 @@ class FederatedRun:
                 x.grad = -d  # FedAdam treats −Δ as the gradient
             self.opt.step()
 
-    def check_finite(self, t: int, delta, rows) -> None:
-        """Refuse a non-finite or exploding aggregate before it touches the global adapter."""
-        size = max(float(d.abs().max()) for part in delta for d in leaves(part))
-        held = leaves(_detached(self.B)) + leaves(_detached(self.A))
-        scale = 1e6 * (1.0 + max(float(x.abs().max()) for x in held))
-        if not (math.isfinite(size) and size <= scale):
-            what = "not finite" if not math.isfinite(size) else f"of size {size:.3g}"
-            self.diverged(
-                t, f"the clients' updates are {what}; the global adapter keeps round {t - 1}", rows
-            )
-
-    def diverged(self, t: int, what: str, rows) -> None:
-        raise DivergenceError(
-            f"{self.cfg.method} diverged in round {t} (seed {self.seed}): {what}. Lower "
-            f"gamma = {self.cfg.gamma:g}: each client's sketched objective is (r/k_i)²·L-smooth "
-            "(FSLoRA Proposition D.4)",
-            step=t,
-            seed=self.seed,
-            frame=pd.DataFrame(rows),
-        )
-
     def round(self, t: int, rows=()) -> tuple[int, int, float, float]:
         """One server round; the problem then holds the new global state. Returns (reported,
         dropped, bytes up, bytes down)."""
@@ -611,16 +615,12 @@ class FederatedRun:
             self.stacked = int(k[reported].sum())  # what next round's download stacks
             delta = self.aggregate(sums, int(reported.sum()))
             if delta is not None:
-                self.check_finite(t, delta, rows)
+                held = leaves(_detached(self.B)) + leaves(_detached(self.A))
+                what = "the clients' updates are {size}; the global adapter keeps round {last}"
+                self.check_finite(t, [d for x in delta for d in leaves(x)], held, what, rows)
                 self.server_step(delta)
                 p.commit(*self.state())  # the model holds the global state
-        self.mb_up += float(up.sum()) / 2**20
-        self.mb_down += float(down.sum()) / 2**20
-        self.messages.extend(
-            {"seed": self.seed, "round": t, "client": int(c), "k": int(kc), "bytes_up": int(u),
-             "bytes_down": int(d), "dropped": bool(x)}
-            for c, kc, u, d, x in zip(clients, k, up, down, dropped, strict=True)
-        )  # fmt: skip
+        self.record(t, clients.tolist(), k.tolist(), up.tolist(), down.tolist(), dropped.tolist())
         return int(reported.sum()), int(dropped.sum()), float(up.sum()), float(down.sum())
 
     def upload_of(self, t, clients, k, svec, dB, dA, c: int, part: slice) -> Upload:
@@ -629,7 +629,6 @@ class FederatedRun:
         own = tree_map(lambda d: d[c - part.start], dB), tree_map(lambda d: d[c - part.start], dA)
         return Upload(t, int(clients[c]), int(k[c]), index, *_sliced(*own, index))
 
-    # -- state -----------------------------------------------------------------------------------
     def state(self) -> tuple:
         """(W0, B, A) now: W0 is replaced, never changed in place; B and A are copied."""
         return self.W0, _copy(self.B), _copy(self.A)
@@ -641,24 +640,13 @@ class FederatedRun:
         else:
             self.problem.commit(*state)
 
-    def run(self, rounds: int, log_every: int):
-        """(rows, messages) of ``rounds`` rounds (:func:`lorakit.divergence.iterate`)."""
-        rows = iterate(self, rounds, log_every, unit="round", progress=self.progress)
-        return rows, self.messages
-
     def log(self, t: int, counts: tuple) -> dict:
-        p, (reported, dropped, up, down) = self.problem, counts or (0, 0, 0.0, 0.0)
-        B, A = _detached(self.B), _detached(self.A)
+        p, B, A = self.problem, _detached(self.B), _detached(self.A)
         with torch.no_grad():
             loss = float(p.factor_loss(self.W0, B, A, self.scalings))
         gB, gA = p.factor_grads(self.W0, B, A, self.scalings)
-        return {
-            "seed": self.seed, "round": t, "loss": loss,
-            "gap": loss - p.f_star if p.f_star is not None else math.nan,
-            "grad_norm_sq": sq_norm(gB) + sq_norm(gA), "reported": reported, "dropped": dropped,
-            "bytes_up": up, "bytes_down": down, "mb_up": self.mb_up, "mb_down": self.mb_down,
-            **describe(self.k, self.cfg.rank),
-        }  # fmt: skip
+        row = self.row(t, loss, sq_norm(gB) + sq_norm(gA), counts)
+        return {**row, **describe(self.k, self.cfg.rank)}
 
 
 # -- per-site helpers over trees -------------------------------------------------------------------

@@ -43,8 +43,8 @@ class FlowerFedRACRun(FedRACRun):
     Flower SuperNodes through ``link``; rows, wire bytes and ``rounds`` as
     :class:`~.fslora.FlowerRun`'s."""
 
-    def __init__(self, cfg, problem, seed, scalings=None, sizes=None, *, link, keep_rounds=False):
-        super().__init__(cfg, problem, seed, scalings, sizes)
+    def __init__(self, cfg, problem, seed, *, link, keep_rounds=False):
+        super().__init__(cfg, problem, seed)
         self.link, self.keep_rounds = link, keep_rounds
         self.t = 0
         self.rounds: list[dict] = []

@@ -9,36 +9,30 @@ for a peft model split among clients). Each server round t (spec ``rac_lora.md``
    from ``substream("sketch", t − 1)``: B_S ∈ ℝ^{m×r} (``side="left"``, Option 1: the clients
    train A) or A_S ∈ ℝ^{r×n} (``side="right"``, Option 2: they train B);
 2. client m starts its trained factor at zero on W^t and runs one epoch of random reshuffling over
-   its N_m rows (``data`` stream) in steps of ``batch_size`` rows (None: one step on all). Each
-   step is the exact sub-problem step Â ← Â − (γ/s)·(B_SᵀB_S)^† B_Sᵀ ∇f_{m,π_i}(W^t + s·B_SÂ)
-   (RAC-LoRA eq. (3), s the site's α/r), in W-space the projected step of eq. (16),
+   its N_m rows (``data`` stream) in steps of ``batch_size`` rows (None: one step on all), each
+   the exact sub-problem step Â ← Â − (γ/s)·(B_SᵀB_S)^† B_Sᵀ ∇f_{m,π_i}(W^t + s·B_SÂ) (RAC-LoRA
+   eq. (3), s the site's α/r), in W-space the projected step of eq. (16),
 
        W_{m,i+1} = W_{m,i} − γ·H_B ∇f_{m,π_i}(W_{m,i})      (right: − γ·∇f_{m,π_i}(W_{m,i})·H_A);
 
    a client that is not a finite sum (``client_size`` None) takes one full-gradient step;
-3. it uploads Â_m (r×n per site; right: B̂_m, m×r) through ``compressor``
-   (:mod:`lorakit.compressors`, one message per site);
-4. the server merges (Algorithm 2 line 11) W^{t+1} = W^t + β·s·B_S·(1/C) Σ_m Â_m per site, which
-   without compression is W^t + β·(1/C) Σ_m (W_m − W^t).
+3. it uploads Â_m (r×n per site; right: B̂_m, m×r) through ``compressor`` (one message per site);
+4. the server merges (Algorithm 2 line 11) W^{t+1} = W^t + β·s·B_S·(1/C) Σ_m Â_m per site.
 
 With N components per client the theory's server step is η̃ = β·γ·N (spec §2.8; Theorem F.2
-needs β ≥ 1). With C = M, β = 1 and single-component clients a round is the RAC-LoRA chain's
-step on the federated average, from the same ``sketch`` stream (round t ↔ link t − 1): the two
-trajectories coincide. The scaling s (:func:`~lorakit.problems.protocol.site_scalings`) rescales
-the uploaded factor, never the W-space trajectory. The gradients are ∇_W f at the client's
-weights (``problem.local_grads``): a ``batched`` cohort steps as one tensor, a model client by
-client; LoRA dropout never enters.
+needs β ≥ 1). With C = M, β = 1 and single-component clients a round is the RAC-LoRA chain's step
+on the federated average, drawn from the same stream (round t ↔ link t − 1): the trajectories
+coincide. The gradients are ∇_W f at the client's weights (``problem.local_grads``; a ``batched``
+cohort steps as one tensor, a model client by client; LoRA dropout never enters).
 
-Bytes per client and round, summed over sites (``bytes_per_float`` per float): up, the
-compressor's payload of each trained factor (plus ``bytes_per_index`` per index it sends); down,
-the round's sketch (m·r floats, right r·n; ``bytes_per_seed`` with ``sketch_as_seed``) plus the
-model: ``download="adapter"`` sends the previous round's merged update as its sketch and mean
-trained factor (nothing in round 1), which a client holding W^{t−1} needs; ``"full"`` sends W^t
-(m·n floats, as Algorithm 2 line 5 reads). The adapter count assumes every client applies every
-broadcast (a client that skipped rounds would also need the adapters it missed).
+Bytes per client and round, summed over sites: up, the compressor's payload of each trained
+factor; down, the round's sketch (m·r floats, right r·n; ``bytes_per_seed`` with
+``sketch_as_seed``) plus the model: ``download="adapter"``, the previous round's merged update as
+its sketch and mean trained factor (nothing in round 1; assuming every client applies every
+broadcast), or ``"full"``, W^t (m·n floats, as Algorithm 2 line 5 reads).
 
-After a run ``problem.commit`` writes the last seed's W into a model's base weights (B = 0, A
-kept), or after a divergence the last logged round that passed; a matrix problem keeps nothing.
+After a run a model holds the last seed's W in its base weights (B = 0, A kept), or after a
+divergence the last logged round that passed.
 """
 
 from __future__ import annotations
@@ -152,22 +146,10 @@ class FedRACLoRA(Config):
         ``local_steps`` (their mean N_m), ``bytes_up`` / ``bytes_down`` of the round and
         cumulative ``mb_up``/``mb_down``. With ``messages=True`` also a frame of every message:
         ``round``, ``client``, ``local_steps``, ``bytes_up``, ``bytes_down``.
-
-        Divergence (:mod:`lorakit.divergence`): a non-finite or exploding merge, or a loss above
-        ``blowup``·max(1, |f(W^0)|), stops the seed.
+        Divergence (a non-finite or exploding merge, too): see :mod:`lorakit.divergence`.
         """
-        return simulate(
-            self,
-            problem,
-            rounds,
-            seeds,
-            log_every,
-            messages,
-            FedRACRun,
-            on_divergence,
-            progress,
-            blowup=blowup,
-        )
+        options = (log_every, messages, FedRACRun, on_divergence, progress, blowup)
+        return simulate(self, problem, rounds, seeds, *options)
 
 
 class FedRACRun(ServerRun):
@@ -235,12 +217,11 @@ class FedRACRun(ServerRun):
     def merged_update(self, X, mean):
         """Algorithm 2 line 11's update β·s·B_S·mean Â per site (right: β·s·mean B̂·A_S), which a
         client holding W^t adds to form W^{t+1}."""
-        return tree_map(
-            lambda x, h, s: self.cfg.server_lr * s * ((x @ h) if self.left else (h @ x)),
-            X,
-            mean,
-            self.s,
-        )
+        return tree_map(lambda x, h, s: self.cfg.server_lr * s * self.times(x, h), X, mean, self.s)
+
+    def times(self, x, y):
+        """x·y on the left side (B_S·Â, P·G), y·x on the right (B̂·A_S, G·P)."""
+        return x @ y if self.left else y @ x
 
     def draw_sketches(self, t: int):
         """Round t's frozen factor X of every site (site order) and the preconditioner P of the
@@ -248,11 +229,9 @@ class FedRACRun(ServerRun):
         Left: B_S (m×r), P = (B_SᵀB_S)^† B_Sᵀ; right: A_S (r×n), P = A_Sᵀ (A_SA_Sᵀ)^†."""
         p, r, side = self.problem, self.cfg.rank, self.cfg.side
         gen = self.streams.substream("sketch", t - 1)
-        Xs = []
-        for m, n in p.shapes:
-            shape = (m, r) if self.left else (r, n)
-            Xs.append(self.cfg.sketch.sample(shape, gen, side=side, dtype=p.dtype, device=p.device))
-        X = p.tree(Xs)
+        shapes = [(m, r) if self.left else (r, n) for m, n in p.shapes]
+        sample = self.cfg.sketch.sample
+        X = p.tree([sample(s, gen, side=side, dtype=p.dtype, device=p.device) for s in shapes])
         return X, self.preconditioners(X)
 
     def preconditioners(self, X):
@@ -291,23 +270,20 @@ class FedRACRun(ServerRun):
         return torch.tensor(steps), hats
 
     def step(self, W, X, P, hats, sel, clients: torch.Tensor, idx, first: bool) -> None:
-        """One local step of the cohort clients at positions ``sel``, in place on their trained
-        factors: the gradients at W^t + s·X·Â (W^t at the first step, where Â = 0), then
-        Â ← Â − (γ/s)·P G (right: B̂ ← B̂ − (γ/s)·G P)."""
+        """One local step of the cohort clients at ``sel``, in place: the gradients G at
+        W^t + s·X·Â (W^t at the first step), then Â ← Â − (γ/s)·P G (right: B̂ ← B̂ − (γ/s)·G P)."""
         p = self.problem
         mine = tree_map(lambda h: h[sel], hats)
         if first:
             Wc = tree_map(lambda w, h: w.expand(h.shape[0], *w.shape), W, mine)
         else:
-            Wc = tree_map(
-                lambda w, x, h, s: w + s * ((x @ h) if self.left else (h @ x)), W, X, mine, self.s
-            )
+            Wc = tree_map(lambda w, x, h, s: w + s * self.times(x, h), W, X, mine, self.s)
         if idx is not None:
             idx = [None if x is None else x.to(p.device) for x in idx]
         G = p.local_grads(Wc, clients[sel].to(p.device), idx)
         parts = zip(leaves(hats), leaves(mine), leaves(G), leaves(P), self.scalings, strict=True)
         for h, a, g, q, s in parts:
-            h[sel] = a - (self.cfg.gamma / s) * ((q @ g) if self.left else (g @ q))
+            h[sel] = a - (self.cfg.gamma / s) * self.times(q, g)
 
     def log(self, t: int, counts: tuple) -> dict:
         p, W = self.problem, self.W

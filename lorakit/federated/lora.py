@@ -9,37 +9,31 @@ scaled by s_l (:func:`~lorakit.problems.protocol.site_scalings`). Each round (FS
    FSLoRA draws I_i uniformly with c_i = r/k_i (Definition 3.1, E[S] = I); HeteroLoRA takes the
    leading k_i with c_i = 1 (spec §3.2); k_i = r is FedIT. Each site gets a fresh I (spec §10.3;
    ``shared_index=True``: one I for every site), the same for B and A (prior_art.md §A.1);
-3. each client runs H local steps on ℓ(W0 + s·B S_i A), eq. (4), through
-   :func:`lorakit.local.train`: only B[:, I_i] and A[I_i, :] move (Lemma 3.2), trained as a
-   rank-k_i adapter scaled by s·c_i (W0 + s·B S A = W0 + s·c_i·B_I A_I, spec §2.5);
+3. it runs H local steps on ℓ(W0 + s·B S_i A), eq. (4), through :func:`lorakit.local.train`: only
+   B[:, I_i] and A[I_i, :] move (Lemma 3.2), a rank-k_i adapter scaled by s·c_i (spec §2.5);
 4. it uploads, per site, ΔB[:, I] and ΔA[I, :] as one message of k_i(m + n) entries through the
-   upload compressor (:mod:`lorakit.compressors`; top-k for FSLoRA App. C.2); ``trace`` sees
-   every :class:`Upload`;
+   upload compressor (:mod:`lorakit.compressors`; top-k: FSLoRA App. C.2);
 5. the server pads the uploads to (m, r)/(r, n) and aggregates, eq. (5), dividing by the number
    of clients that reported or, per entry, by how many of them touched it; then FedAvg or Adam
    (FedAdam, as the FSLoRA code does). FlexLoRA re-factors the mean product B_iA_i by truncated
    SVD; FedStackLoRA merges it into the base and restarts the adapter with peft's init.
 
 Bytes per client and round, summed over the sites: up, the compressor's payload of k_i(m + n)
-entries (``bytes_per_float``, ``bytes_per_index`` each); down, r(m + n) floats (``download=
-"full"``: Algorithm 1 line 3), k_i(m + n) (``"slice"``) or, FedStackLoRA, the factors of the last
-round's reports, (Σ_j k_j)(m + n) (nothing in round 1); plus the k_i indices of each site's I when
-FSLoRA draws them (one I with ``shared_index``). A client that drops out (after its local steps)
-uploads nothing; the adapter changes only after every upload is in.
+entries; down, r(m + n) floats (``download="full"``: Algorithm 1 line 3), k_i(m + n) (``"slice"``)
+or, FedStackLoRA, the last round's reports' factors, (Σ_j k_j)(m + n) (none in round 1); plus the
+k_i indices of each I that FSLoRA draws. A client that drops out (after its local steps) uploads
+nothing; the adapter changes only after every upload is in.
 
 The cohort trains as one stack on a ``batched`` problem with ``impl="mask"`` (each client's factors
-zero outside I_i, scaled by s·c_i: the slice problem exactly), in chunks that stay in cache, and on
-a model whose cohort takes one pass (``batched_factors``, :mod:`lorakit.adapters.cohort`);
-otherwise client by client on its k_i columns and rows, as a device would (minibatches then come
-client by client, not step by step). A model is never copied: the slices are swapped into the
-peft model (:meth:`~lorakit.adapters.ModelProblem.factor_grads`); the server sums uploads as they
-come. On a model ``rank`` is every site's peft rank; ``alpha``, if given, must match its scaling.
+zero outside I_i: the slice problem exactly), in chunks that stay in cache, and on a model whose
+cohort takes one pass (``batched_factors``, :mod:`lorakit.adapters.cohort`); otherwise client by
+client on its k_i columns and rows, as a device would. A model is never copied: the slices are
+swapped into the peft model. On a model ``rank`` is every site's peft rank.
 
-Randomness: named streams (``budget``, ``init``, ``cohort``, ``sketch``, ``data``, ``noise``,
-``compression``, ``dropout``; a model's own dropout from ``model``). Each seed starts from
-``problem.reset()``: W0 is the problem's start (any adapter merged in), B = 0 and A
-Kaiming-uniform from ``init``, at both scales. A model holds the global state after every round
-(``commit``); after a divergence, the last logged round that passed.
+Randomness: the streams ``budget``, ``init``, ``cohort``, ``sketch``, ``data``, ``noise``,
+``compression``, ``dropout`` (a model's dropout: ``model``). Each seed starts from
+``problem.reset()``: W0 is the problem's start, B = 0 and A Kaiming-uniform from ``init``. A model
+holds the global state after every round (``commit``), after a divergence the last good one.
 """
 
 from __future__ import annotations
@@ -84,8 +78,7 @@ SERVER_OPTIMIZERS = ("avg", "adam")
 
 @dataclass(frozen=True)
 class FederatedLoRA(Config):
-    """A federated LoRA configuration; :meth:`run` simulates it on a problem with clients (a
-    :class:`~lorakit.problems.federated.FederatedProblem`, or a peft model split among clients).
+    """A federated LoRA configuration; :meth:`run` simulates it on a problem with clients.
 
     Parameters
     ----------
@@ -97,25 +90,20 @@ class FederatedLoRA(Config):
     local_steps : H.
     cohort : clients per round (None: all of them).
     dropout : probability that a cohort client drops out mid-round.
-    aggregation : how the uploads become the next global adapter:
-        ``"mean"`` — average the factor deltas over the clients that reported (eq. (5));
-        ``"count"`` — divide each entry by the number of reporting clients whose I_i contains it;
-        ``"svd"`` — FlexLoRA: average the products B_i A_i and re-factor by truncated SVD
-        (B = U_rΣ_r, A = V_rᵀ; spec fslora.md §3.3);
-        ``"stack"`` — FedStackLoRA (FLoRA): merge s·mean B_i A_i into the base and restart
-        the adapter (spec §3.4); clients download the stacked factors.
+    aggregation : ``"mean"`` (eq. (5): the mean over the clients that reported), ``"count"``
+        (each entry divided by the reporting clients whose I_i contains it), ``"svd"`` (FlexLoRA:
+        the mean product B_i A_i re-factored, B = U_rΣ_r, A = V_rᵀ; spec fslora.md §3.3) or
+        ``"stack"`` (FedStackLoRA: s·mean B_i A_i merged into the base, a fresh adapter; §3.4).
     server_optimizer, server_lr : ``"avg"`` (X ← X + η_s·Δ) or ``"adam"`` (FedAdam, gradient −Δ).
     topk_ratio : keep ⌈ratio·k_i(m + n)⌉ entries of each site's upload (top-k by magnitude,
         :func:`~lorakit.compressors.top_k`; FSLoRA App. C.2).
     compressor : the upload compressor of each site's message when ``topk_ratio`` is unset (a
         :class:`~lorakit.compressors.Compressor` or a name; default the identity).
-    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
-        ``sgd(batch_size=b)`` (minibatches of the clients' rows) or ``sgd(sigma=σ)`` (additive
-        noise of variance σ²); ``sigma=``/``batch_size=`` are its deprecated shorthand.
+    estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"``, ``sgd(batch_size=b)`` or
+        ``sgd(sigma=σ)``; ``sigma=``/``batch_size=`` are its deprecated shorthand.
     alpha : LoRA scaling (the product is scaled by α/r); default α = r (a model: its own).
     download : ``"full"`` (Algorithm 1 line 3 broadcasts the whole adapter) or ``"slice"``.
-    impl : ``"mask"`` (the cohort batched as stacked tensors) or ``"slice"`` (client by client);
-        a model trains as a stack when its cohort takes one pass, else client by client.
+    impl : ``"mask"`` (the cohort as stacked tensors) or ``"slice"`` (client by client).
     bytes_per_float, bytes_per_index : message accounting.
     """
 
@@ -146,7 +134,8 @@ class FederatedLoRA(Config):
         set_ = object.__setattr__
         for name in ("rank", "local_steps"):
             set_(self, name, check_int(name, getattr(self, name), low=1))
-        set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
+        for name in ("gamma", "server_lr"):
+            set_(self, name, check_real(name, getattr(self, name), low=0.0, low_open=True))
         check_choice("selection", self.selection, SELECTIONS)
         if self.cohort is not None:
             set_(self, "cohort", check_int("cohort", self.cohort, low=1))
@@ -162,7 +151,6 @@ class FederatedLoRA(Config):
                 "components and replaces the adapter: use selection='leading', server_optimizer='avg'"
             )
         check_choice("server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
-        set_(self, "server_lr", check_real("server_lr", self.server_lr, low=0.0, low_open=True))
         if self.topk_ratio is not None:
             check_real("topk_ratio", self.topk_ratio, low=0.0, high=1.0, low_open=True)
         set_(self, "compressor", make_compressor(self.compressor))
@@ -230,8 +218,8 @@ class FederatedLoRA(Config):
         shared_index: bool = False,
         trace=None,
     ):
-        """Simulate ``rounds`` server rounds per seed on ``problem`` (module docstring): a
-        :class:`~lorakit.problems.federated.FederatedProblem`, or a
+        """Simulate ``rounds`` server rounds per seed on ``problem``, a
+        :class:`~lorakit.problems.federated.FederatedProblem` or a
         :class:`~lorakit.adapters.ModelProblem` split among clients (``problem.split(M)``).
         ``progress=True`` shows a bar over each seed's rounds; ``shared_index=True`` draws one
         index set per client and round for every site; ``trace(upload)`` sees every
@@ -243,9 +231,7 @@ class FederatedLoRA(Config):
         clients, ``bytes_up``/``bytes_down`` of the round, cumulative ``mb_up``/``mb_down``, and
         the budget summary ρ_1, ρ_2 (FSLoRA Theorem 4.4). With ``messages=True`` also a frame of
         every message: ``round``, ``client``, ``k``, ``bytes_up``, ``bytes_down``, ``dropped``.
-
-        Divergence (:mod:`lorakit.divergence`): a non-finite or exploding aggregate, or a loss
-        above ``blowup``·max(1, |f(W^0)|), stops the seed.
+        Divergence (a non-finite or exploding aggregate, too): see :mod:`lorakit.divergence`.
         """
         if not isinstance(shared_index, bool):
             raise ValueError(f"shared_index must be True or False, got {shared_index!r}")
@@ -262,7 +248,7 @@ class FederatedLoRA(Config):
             runner,
             on_divergence,
             progress,
-            blowup=blowup,
+            blowup,
         )
 
 
@@ -276,7 +262,6 @@ def simulate(
     runner=None,
     on_divergence: str = "raise",
     progress: bool = False,
-    *,
     blowup: float = BLOWUP,
 ):
     """The seed loop of every federated method: validate, run each seed with
@@ -381,21 +366,14 @@ class ServerRun:
     def row(self, t: int, loss: float, grad_norm_sq: float, counts: tuple) -> dict:
         """The history row after round t from what :meth:`round` returned (``counts``, named by
         :attr:`counts`; ``()`` at t = 0)."""
-        f_star = self.problem.f_star
-        gap = loss - f_star if f_star is not None else math.nan
-        row = {
-            "seed": self.seed,
-            "round": t,
-            "loss": loss,
-            "gap": gap,
-            "grad_norm_sq": grad_norm_sq,
-        }
+        gap = loss - self.problem.f_star if self.problem.f_star is not None else math.nan
+        row = dict(seed=self.seed, round=t, loss=loss, gap=gap, grad_norm_sq=grad_norm_sq)
         row.update(zip(self.counts, counts or self.counts.values(), strict=True))
         return {**row, "mb_up": self.mb_up, "mb_down": self.mb_down}
 
     def check_finite(self, t: int, delta: list, held: list, what: str, rows) -> None:
         """Refuse a non-finite update ``delta`` (matrices), or one 10⁶ times the ``held`` ones,
-        before it is applied: ``what`` (with ``{size}``) says what it is."""
+        before it is applied; ``what`` names it (``{size}``) and the round kept (``{last}``)."""
         size = max(float(d.abs().max()) for d in delta)
         scale = 1e6 * (1.0 + max(float(x.abs().max()) for x in held))
         if not (math.isfinite(size) and size <= scale):
@@ -444,16 +422,14 @@ class FederatedRun(ServerRun):
             return (torch.arange(r) < k[:, None]).to(dtype)
         keys = torch.rand(C, r, generator=self.streams["sketch"])
         rank_of = keys.argsort(dim=1).argsort(dim=1)  # a uniform random k_i-subset per row
-        chosen = rank_of < k[:, None]
-        return chosen.to(dtype) * (r / k[:, None].to(dtype))
+        return (rank_of < k[:, None]).to(dtype) * (r / k[:, None].to(dtype))
 
     def index_sets(self, k: torch.Tensor):
         """The tree of per-site sketch diagonals: one :meth:`sketch` per site, in site order
         (one for every site with ``shared_index``)."""
-        sites = len(self.problem.shapes)
-        draws = [self.sketch(k) for _ in range(1 if self.shared_index else sites)]
-        draws = [d.to(self.problem.device) for d in draws]
-        return tree_like(self.B, draws * sites if self.shared_index else draws)
+        sites, shared = len(self.problem.shapes), self.shared_index
+        draws = [self.sketch(k).to(self.problem.device) for _ in range(1 if shared else sites)]
+        return tree_like(self.B, draws * sites if shared else draws)
 
     def trained(self, clients: torch.Tensor, svec, dropped=None):
         """H local steps of eq. (4) per cohort client, group by group: yields (positions in the
@@ -482,8 +458,8 @@ class FederatedRun(ServerRun):
         factor = leaves(svec)[0].amax(dim=1).tolist()  # r/k_i (FSLoRA) or 1 (HeteroLoRA)
         for c, l in enumerate(clients.tolist()):
             I = _index(svec, c)
-            B_I, A_I = _sliced(B0, A0, I)
             scalings = tuple(s * factor[c] for s in self.scalings)
+            B_I, A_I = _sliced(B0, A0, I)
             dB, dA = client_update(p, self.W0, B_I, A_I, scalings, l, self.local, self.streams)
             dB, dA = _padded(dB, dA, I, self.cfg.rank)
             yield slice(c, c + 1), tree_map(lambda x: x[None], dB), tree_map(lambda x: x[None], dA)
@@ -496,26 +472,22 @@ class FederatedRun(ServerRun):
     def upload(self, dB, dA, svec, k: torch.Tensor) -> torch.Tensor:
         """Compress each client's message per site (in place) and return the bytes each sends."""
         cfg = self.cfg
-        if cfg.compresses:
-            gen = self.streams["compression"]
-            for c in range(k.numel()):
-                for db, da, v in zip(leaves(dB), leaves(dA), leaves(svec), strict=True):
-                    I = v[c].nonzero().flatten()
-                    part_B, part_A = db[c][:, I], da[c][I, :]
-                    message = torch.cat([part_B.flatten(), part_A.flatten()])
-                    out = cfg.upload_compressor(message.numel())(message, gen)
-                    db[c][:, I] = out[: part_B.numel()].view_as(part_B)
-                    da[c][I, :] = out[part_B.numel() :].view_as(part_A)
+        for c in range(k.numel()) if cfg.compresses else ():
+            for db, da, v in zip(leaves(dB), leaves(dA), leaves(svec), strict=True):
+                I = v[c].nonzero().flatten()
+                part_B, part_A = db[c][:, I], da[c][I, :]
+                message = torch.cat([part_B.flatten(), part_A.flatten()])
+                out = cfg.upload_compressor(message.numel())(message, self.streams["compression"])
+                db[c][:, I] = out[: part_B.numel()].view_as(part_B)
+                da[c][I, :] = out[part_B.numel() :].view_as(part_A)
         return self.upload_bytes(k)
 
     def upload_bytes(self, k: torch.Tensor) -> torch.Tensor:
         """The bytes each client of budgets ``k`` uploads (module docstring)."""
-        cfg, shapes = self.cfg, self.problem.shapes
-        sent = {}
+        cfg, sent = self.cfg, {}
         for kc in set(k.tolist()):
-            payloads = [
-                cfg.upload_compressor(kc * (m + n)).payload(kc * (m + n)) for m, n in shapes
-            ]
+            sizes = [kc * (m + n) for m, n in self.problem.shapes]
+            payloads = [cfg.upload_compressor(d).payload(d) for d in sizes]
             sent[kc] = sum(f * cfg.bytes_per_float + i * cfg.bytes_per_index for f, i in payloads)
         return torch.tensor([sent[kc] for kc in k.tolist()], dtype=torch.long)
 
@@ -605,10 +577,12 @@ class FederatedRun(ServerRun):
             for part, dB, dA in self.trained(clients, svec, dropped):  # every upload, then Δ
                 mine = tree_map(lambda v: v[part], svec)  # noqa: B023
                 up.append(self.upload(dB, dA, mine, k[part]))
-                if self.trace is not None:
-                    for c in range(part.start, part.stop):
-                        if reported[c]:
-                            self.trace(self.upload_of(t, clients, k, svec, dB, dA, c, part))
+                for c in range(part.start, part.stop) if self.trace is not None else ():
+                    if reported[c]:  # its Upload (its deltas at c − part.start of the group)
+                        I = _index(svec, c)
+                        j = c - part.start
+                        own = [tree_map(lambda d: d[j], d) for d in (dB, dA)]  # noqa: B023
+                        self.trace(Upload(t, int(clients[c]), int(k[c]), I, *_sliced(*own, I)))
                 sums = self.accumulate(sums, dB, dA, mine, w[part])
             up = torch.where(reported, torch.cat(up), 0)
             down = self.download_bytes(k)
@@ -623,15 +597,9 @@ class FederatedRun(ServerRun):
         self.record(t, clients.tolist(), k.tolist(), up.tolist(), down.tolist(), dropped.tolist())
         return int(reported.sum()), int(dropped.sum()), float(up.sum()), float(down.sum())
 
-    def upload_of(self, t, clients, k, svec, dB, dA, c: int, part: slice) -> Upload:
-        """Cohort client c's :class:`Upload` (its deltas are at c − part.start of the group)."""
-        index = _index(svec, c)
-        own = tree_map(lambda d: d[c - part.start], dB), tree_map(lambda d: d[c - part.start], dA)
-        return Upload(t, int(clients[c]), int(k[c]), index, *_sliced(*own, index))
-
     def state(self) -> tuple:
         """(W0, B, A) now: W0 is replaced, never changed in place; B and A are copied."""
-        return self.W0, _copy(self.B), _copy(self.A)
+        return self.W0, *(tree_map(lambda x: x.detach().clone(), X) for X in (self.B, self.A))
 
     def commit(self, t: int, state) -> None:
         """Write ``state`` into the problem (round 0: the problem as it was built)."""
@@ -652,10 +620,6 @@ class FederatedRun(ServerRun):
 # -- per-site helpers over trees -------------------------------------------------------------------
 def _detached(tree):
     return tree_map(lambda x: x.detach(), tree)
-
-
-def _copy(tree):
-    return tree_map(lambda x: x.detach().clone(), tree)
 
 
 def _index(svec, c: int):

@@ -242,48 +242,38 @@ class FedRACRun(ServerRun):
         )
 
     def local_train(self, W, clients: torch.Tensor, X, P):
-        """Every cohort client's reshuffled epoch from W^t (module docstring, step 2); returns
-        (N_m per client, the trained factors stacked per site: (C, r, n) left, (C, m, r) right)."""
-        cfg, p, b = self.cfg, self.problem, self.cfg.batch_size
-        C, data = clients.numel(), self.streams["data"]
-        sizes = [p.client_size(int(c)) for c in clients]
+        """Every cohort client's reshuffled epoch from W^t (module docstring, step 2), each step
+        the gradients G at W^t + s·X·Â, then Â ← Â − (γ/s)·P G (right: B̂ ← B̂ − (γ/s)·G P).
+        Returns (N_m per client, the trained factors per site: (C, r, n) left, (C, m, r) right)."""
+        p, b, r, C = self.problem, self.cfg.batch_size, self.cfg.rank, clients.numel()
+        sizes, data = [p.client_size(int(c)) for c in clients], self.streams["data"]
         perms = [None if N is None else torch.randperm(N, generator=data) for N in sizes]
         steps = [1 if N is None or b is None else -(-N // b) for N in sizes]
 
         def rows(c: int, i: int):  # client c's rows of step i (None: all of them)
-            return None if perms[c] is None or b is None else perms[c][i * b : (i + 1) * b]
+            if perms[c] is not None and b is not None:
+                return perms[c][i * b : (i + 1) * b].to(p.device)
 
-        r = cfg.rank
-        hats = tree_map(
-            lambda w: w.new_zeros((C, r, w.shape[1]) if self.left else (C, w.shape[0], r)), W
-        )
+        shape = (lambda w: (C, r, w.shape[1])) if self.left else (lambda w: (C, w.shape[0], r))
+        hats = tree_map(lambda w: w.new_zeros(shape(w)), W)
         # A batched problem steps the cohort as one stack; a model one client at a time.
         groups = [list(range(C))] if p.batched else [[c] for c in range(C)]
         with torch.no_grad():
-            for group in groups:
-                for i in range(max(steps[c] for c in group)):
-                    active = [c for c in group if i < steps[c]]
-                    idx = [rows(c, i) for c in active]
-                    idx = None if all(x is None for x in idx) else idx
-                    sel = slice(None) if len(active) == C else torch.tensor(active)
-                    self.step(W, X, P, hats, sel, clients, idx, first=i == 0)
+            for group, i in ((g, i) for g in groups for i in range(max(steps[c] for c in g))):
+                active = [c for c in group if i < steps[c]]
+                idx = [rows(c, i) for c in active]
+                idx = None if all(x is None for x in idx) else idx
+                sel = slice(None) if len(active) == C else torch.tensor(active)
+                mine = tree_map(lambda h: h[sel], hats)  # noqa: B023
+                if i == 0:  # Â = 0: the gradients at W^t
+                    Wc = tree_map(lambda w, h: w.expand(h.shape[0], *w.shape), W, mine)
+                else:
+                    Wc = tree_map(lambda w, x, h, s: w + s * self.times(x, h), W, X, mine, self.s)
+                G = p.local_grads(Wc, clients[sel].to(p.device), idx)
+                trees = (hats, mine, G, P)
+                for h, a, g, q, s in zip(*map(leaves, trees), self.scalings, strict=True):
+                    h[sel] = a - (self.cfg.gamma / s) * self.times(q, g)
         return torch.tensor(steps), hats
-
-    def step(self, W, X, P, hats, sel, clients: torch.Tensor, idx, first: bool) -> None:
-        """One local step of the cohort clients at ``sel``, in place: the gradients G at
-        W^t + s·X·Â (W^t at the first step), then Â ← Â − (γ/s)·P G (right: B̂ ← B̂ − (γ/s)·G P)."""
-        p = self.problem
-        mine = tree_map(lambda h: h[sel], hats)
-        if first:
-            Wc = tree_map(lambda w, h: w.expand(h.shape[0], *w.shape), W, mine)
-        else:
-            Wc = tree_map(lambda w, x, h, s: w + s * self.times(x, h), W, X, mine, self.s)
-        if idx is not None:
-            idx = [None if x is None else x.to(p.device) for x in idx]
-        G = p.local_grads(Wc, clients[sel].to(p.device), idx)
-        parts = zip(leaves(hats), leaves(mine), leaves(G), leaves(P), self.scalings, strict=True)
-        for h, a, g, q, s in parts:
-            h[sel] = a - (self.cfg.gamma / s) * self.times(q, g)
 
     def log(self, t: int, counts: tuple) -> dict:
         p, W = self.problem, self.W

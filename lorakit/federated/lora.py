@@ -511,31 +511,28 @@ class FederatedRun(ServerRun):
         """Add a group of uploads (weights w: 1 reported, 0 dropped) to the running sums of
         eq. (5), site by site: the padded deltas and per-component counts, or the products of the
         clients' own adapters (their components only; FlexLoRA, FedStackLoRA)."""
+
+        def wsum(x):  # Σ_i w_i·x_i over the group's clients
+            return (x * w.view(-1, *(1,) * (x.dim() - 1))).sum(0)
+
+        def product(B, A, db, da, v):
+            return wsum(((B + db) * (v != 0).to(db.dtype)[:, None, :]) @ (A + da))
+
         if self.cfg.aggregation in ("svd", "stack"):
-
-            def product(B, A, db, da, v):
-                P = (((B + db) * (v != 0).to(db.dtype)[:, None, :]) @ (A + da)) * w[:, None, None]
-                return P.sum(0)
-
             part = (tree_map(product, _detached(self.B), _detached(self.A), dB, dA, svec),)
         else:
-            part = (
-                tree_map(lambda d: (d * w[:, None, None]).sum(0), dB),
-                tree_map(lambda d: (d * w[:, None, None]).sum(0), dA),
-                tree_map(lambda v: ((v != 0).to(w.dtype) * w[:, None]).sum(0), svec),
-            )
+            counts = tree_map(lambda v: wsum((v != 0).to(w.dtype)), svec)
+            part = (tree_map(wsum, dB), tree_map(wsum, dA), counts)
         return part if sums is None else tuple(a + b for a, b in zip(sums, part, strict=True))
 
     def aggregate(self, sums, n: int):
         """Eq. (5) from the sums over the n clients that reported; None if nobody did."""
         if n == 0:
             return None
-        if self.cfg.aggregation in ("svd", "stack"):
-            return (tree_map(lambda P: P / n, sums[0]),)
-        sum_B, sum_A, count = sums
-        if self.cfg.aggregation == "mean":
-            return tree_map(lambda x: x / n, sum_B), tree_map(lambda x: x / n, sum_A)
+        if self.cfg.aggregation != "count":  # the mean (of the deltas, or of the products)
+            return tuple(tree_map(lambda x: x / n, part) for part in sums[:2])
         # count: each component divided by the number of reporting clients touching it
+        sum_B, sum_A, count = sums
         safe = tree_map(lambda c: torch.where(c > 0, c, torch.ones_like(c)), count)
         return (
             tree_map(lambda x, c: x / c[None, :], sum_B, safe),
@@ -546,16 +543,14 @@ class FederatedRun(ServerRun):
         """Apply the aggregate in one step, after every upload is in, site by site."""
         cfg, r = self.cfg, self.cfg.rank
         if cfg.aggregation == "svd":  # FlexLoRA: the best rank-r factorisation of the mean product
-            pairs = [svd_factors(P, r) for P in leaves(delta[0])]
-            self.B = tree_like(self.B, [B for B, _ in pairs])
-            self.A = tree_like(self.A, [A for _, A in pairs])
+            B, A = zip(*(svd_factors(P, r) for P in leaves(delta[0])), strict=True)
+            self.B, self.A = tree_like(self.B, B), tree_like(self.A, A)
         elif cfg.aggregation == "stack":  # FedStackLoRA: merge into the base, restart the adapter
             s = tree_like(self.W0, self.scalings)
             self.W0 = tree_map(lambda w, P, s: w + s * P, self.W0, delta[0], s)
             self.B, self.A = init_adapter(self.problem, r, self.streams["init"])
         elif self.opt is None:
-            self.B = tree_map(lambda b, d: b + cfg.server_lr * d, self.B, delta[0])
-            self.A = tree_map(lambda a, d: a + cfg.server_lr * d, self.A, delta[1])
+            self.B, self.A = self.B + cfg.server_lr * delta[0], self.A + cfg.server_lr * delta[1]
         else:
             grads = leaves(delta[0]) + leaves(delta[1])
             for x, d in zip(leaves(self.B) + leaves(self.A), grads, strict=True):

@@ -1,13 +1,11 @@
 """Fed-RAC-LoRA (RAC-LoRA Algorithm 2): a chain of LoRA links trained by a cohort of clients.
 
 The server's weight W^t is a tree of per-site matrices from ``problem.start()`` (README
-"Architecture": one matrix for a :class:`~lorakit.problems.FederatedProblem`, one per LoRA layer
-for a peft model split among clients). Each server round t (spec ``rac_lora.md`` §2.8):
+"Architecture"). Each server round t (spec ``rac_lora.md`` §2.8):
 
-1. the server samples a cohort S^t of C clients uniformly without replacement (``cohort`` stream;
-   all M when C = M) and ONE frozen factor per site, shared by the cohort, drawn in site order
-   from ``substream("sketch", t − 1)``: B_S ∈ ℝ^{m×r} (``side="left"``, Option 1: the clients
-   train A) or A_S ∈ ℝ^{r×n} (``side="right"``, Option 2: they train B);
+1. the server samples a cohort of C clients uniformly without replacement (``cohort`` stream) and
+   ONE frozen factor per site for the cohort, from ``substream("sketch", t − 1)``:
+   B_S ∈ ℝ^{m×r} (``side="left"``, Option 1: clients train A) or A_S ∈ ℝ^{r×n} (Option 2: B);
 2. client m starts its trained factor at zero on W^t and runs one epoch of random reshuffling over
    its N_m rows (``data`` stream) in steps of ``batch_size`` rows (None: one step on all), each
    the exact sub-problem step Â ← Â − (γ/s)·(B_SᵀB_S)^† B_Sᵀ ∇f_{m,π_i}(W^t + s·B_SÂ) (RAC-LoRA
@@ -19,20 +17,16 @@ for a peft model split among clients). Each server round t (spec ``rac_lora.md``
 3. it uploads Â_m (r×n per site; right: B̂_m, m×r) through ``compressor`` (one message per site);
 4. the server merges (Algorithm 2 line 11) W^{t+1} = W^t + β·s·B_S·(1/C) Σ_m Â_m per site.
 
-With N components per client the theory's server step is η̃ = β·γ·N (spec §2.8; Theorem F.2
-needs β ≥ 1). With C = M, β = 1 and single-component clients a round is the RAC-LoRA chain's step
-on the federated average, drawn from the same stream (round t ↔ link t − 1): the trajectories
-coincide. The gradients are ∇_W f at the client's weights (``problem.local_grads``; a ``batched``
-cohort steps as one tensor, a model client by client; LoRA dropout never enters).
+The theory's server step is η̃ = β·γ·N for N components per client (spec §2.8; Theorem F.2 needs
+β ≥ 1). With C = M, β = 1 and single-component clients a round is the RAC-LoRA chain's step on the
+federated average (round t ↔ link t − 1: the same draws). The scaling s rescales the uploaded
+factor, never the W-space trajectory; LoRA dropout never enters.
 
 Bytes per client and round, summed over sites: up, the compressor's payload of each trained
-factor; down, the round's sketch (m·r floats, right r·n; ``bytes_per_seed`` with
-``sketch_as_seed``) plus the model: ``download="adapter"``, the previous round's merged update as
-its sketch and mean trained factor (nothing in round 1; assuming every client applies every
-broadcast), or ``"full"``, W^t (m·n floats, as Algorithm 2 line 5 reads).
-
-After a run a model holds the last seed's W in its base weights (B = 0, A kept), or after a
-divergence the last logged round that passed.
+factor; down, the round's sketch (``bytes_per_seed`` with ``sketch_as_seed``) plus, with
+``download="adapter"``, the previous round's sketch and mean trained factor (nothing in round 1;
+assuming every client applies every broadcast), or with ``"full"`` W^t (Algorithm 2 line 5).
+A model holds the last seed's W in its base weights (B = 0), after a divergence the last good W.
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ from typing import ClassVar
 
 import torch
 
-from .._validation import check_byte_size, check_choice, check_int, check_real
+from .._validation import check_byte_size, check_choice, check_flag, check_int, check_real
 from ..compressors import Compressor, make_compressor
 from ..config import Config
 from ..divergence import BLOWUP
@@ -57,8 +51,7 @@ DOWNLOADS = ("adapter", "full")
 
 @dataclass(frozen=True)
 class FedRACLoRA(Config):
-    """A Fed-RAC-LoRA configuration; :meth:`run` runs it on a problem with clients (module
-    docstring).
+    """A Fed-RAC-LoRA configuration; :meth:`run` runs it on a problem with clients.
 
     Parameters
     ----------
@@ -72,8 +65,9 @@ class FedRACLoRA(Config):
     alpha : LoRA scaling α (s = α/r; default α = r; a peft model's own s when None).
     batch_size : rows per local step of the reshuffled epoch (1: one component; None: all rows).
     compressor : the upload's compressor (a :class:`~lorakit.compressors.Compressor` or name).
-    download, sketch_as_seed, bytes_per_float, bytes_per_index, bytes_per_seed : message
-        accounting (module docstring).
+    download, sketch_as_seed, bytes_per_float, bytes_per_index, bytes_per_seed : the messages
+        (module docstring).
+    method : the name in the frame.
     """
 
     rank: int
@@ -95,10 +89,10 @@ class FedRACLoRA(Config):
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "rank", check_int("rank", self.rank, low=1))
-        set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
+        for name in ("gamma", "server_lr"):
+            set_(self, name, check_real(name, getattr(self, name), low=0.0, low_open=True))
         if self.cohort is not None:
             set_(self, "cohort", check_int("cohort", self.cohort, low=1))
-        set_(self, "server_lr", check_real("server_lr", self.server_lr, low=0.0, low_open=True))
         check_choice("side", self.side, ("left", "right"))
         set_(self, "sketch", make_sketch(self.sketch))
         if self.alpha is not None:
@@ -107,8 +101,7 @@ class FedRACLoRA(Config):
             set_(self, "batch_size", check_int("batch_size", self.batch_size, low=1))
         set_(self, "compressor", make_compressor(self.compressor))
         check_choice("download", self.download, DOWNLOADS)
-        if not isinstance(self.sketch_as_seed, bool):
-            raise ValueError(f"sketch_as_seed must be True or False, got {self.sketch_as_seed!r}")
+        check_flag("sketch_as_seed", self.sketch_as_seed)
         for name in ("bytes_per_float", "bytes_per_index", "bytes_per_seed"):
             set_(self, name, check_byte_size(name, getattr(self, name)))
 
@@ -236,10 +229,7 @@ class FedRACRun(ServerRun):
 
     def preconditioners(self, X):
         """P of each site's frozen factor X (:meth:`draw_sketches`)."""
-        side = self.cfg.side
-        return tree_map(
-            lambda x: gram_pinv(x, side) @ x.mT if self.left else x.mT @ gram_pinv(x, side), X
-        )
+        return tree_map(lambda x: self.times(gram_pinv(x, self.cfg.side), x.mT), X)
 
     def local_train(self, W, clients: torch.Tensor, X, P):
         """Every cohort client's reshuffled epoch from W^t (module docstring, step 2), each step

@@ -1,39 +1,32 @@
-"""Server rounds of federated LoRA: FSLoRA and the baselines of the same shape, at both scales.
+"""Server rounds of federated LoRA: FSLoRA and the baselines of its shape, at both scales.
 
-The server holds one rank-r adapter over a frozen base, per site l (README "Architecture": one
-site for a matrix problem, one per peft ``LoraLayer``): B_l ∈ ℝ^{m_l×r}, A_l ∈ ℝ^{r×n_l} over W0_l,
-scaled by s_l (:func:`~lorakit.problems.protocol.site_scalings`). Each round (FSLoRA Algorithm 1):
+The server holds one rank-r adapter B_l ∈ ℝ^{m_l×r}, A_l ∈ ℝ^{r×n_l} over a frozen W0_l per site l
+(README "Architecture"), scaled by s_l (:func:`~lorakit.problems.protocol.site_scalings`). Each
+round (FSLoRA Algorithm 1):
 
-1. a cohort of clients is sampled (default all: the paper's full participation);
-2. client i gets, per site, an index set I_i of k_i components and the sketch S_i = c_i·diag(1_{I_i}):
-   FSLoRA draws I_i uniformly with c_i = r/k_i (Definition 3.1, E[S] = I); HeteroLoRA takes the
-   leading k_i with c_i = 1 (spec §3.2); k_i = r is FedIT. Each site gets a fresh I (spec §10.3;
-   ``shared_index=True``: one I for every site), the same for B and A (prior_art.md §A.1);
-3. it runs H local steps on ℓ(W0 + s·B S_i A), eq. (4), through :func:`lorakit.local.train`: only
+1. a cohort of clients is sampled (default all: full participation);
+2. client i gets, per site, an index set I_i of k_i components, the sketch S_i = c_i·diag(1_{I_i}):
+   FSLoRA draws I_i uniformly, c_i = r/k_i (Definition 3.1, E[S] = I); HeteroLoRA takes the
+   leading k_i, c_i = 1 (spec §3.2); k_i = r is FedIT. One I per site (spec §10.3; one for all
+   with ``shared_index``), the same for B and A (prior_art.md §A.1);
+3. it takes H local steps on ℓ(W0 + s·B S_i A), eq. (4) (:func:`lorakit.local.train`): only
    B[:, I_i] and A[I_i, :] move (Lemma 3.2), a rank-k_i adapter scaled by s·c_i (spec §2.5);
-4. it uploads, per site, ΔB[:, I] and ΔA[I, :] as one message of k_i(m + n) entries through the
-   upload compressor (:mod:`lorakit.compressors`; top-k: FSLoRA App. C.2);
-5. the server pads the uploads to (m, r)/(r, n) and aggregates, eq. (5), dividing by the number
-   of clients that reported or, per entry, by how many of them touched it; then FedAvg or Adam
-   (FedAdam, as the FSLoRA code does). FlexLoRA re-factors the mean product B_iA_i by truncated
-   SVD; FedStackLoRA merges it into the base and restarts the adapter with peft's init.
+4. it uploads ΔB[:, I], ΔA[I, :] per site, one message of k_i(m + n) entries, through the upload
+   compressor (:mod:`lorakit.compressors`); a client that drops out uploads nothing;
+5. once every upload is in, the server pads them to (m, r)/(r, n), aggregates (eq. (5),
+   ``aggregation``) and steps (FedAvg or FedAdam, ``server_optimizer``).
 
-Bytes per client and round, summed over the sites: up, the compressor's payload of k_i(m + n)
-entries; down, r(m + n) floats (``download="full"``: Algorithm 1 line 3), k_i(m + n) (``"slice"``)
-or, FedStackLoRA, the last round's reports' factors, (Σ_j k_j)(m + n) (none in round 1); plus the
-k_i indices of each I that FSLoRA draws. A client that drops out (after its local steps) uploads
-nothing; the adapter changes only after every upload is in.
+Bytes per client and round, over the sites: up, the compressor's payload; down, r(m + n) floats
+(``download="full"``, Algorithm 1 line 3), k_i(m + n) (``"slice"``) or, FedStackLoRA, the last
+round's reports' factors (Σ_j k_j)(m + n); plus the k_i indices of each I that FSLoRA draws.
 
-The cohort trains as one stack on a ``batched`` problem with ``impl="mask"`` (each client's factors
-zero outside I_i: the slice problem exactly), in chunks that stay in cache, and on a model whose
-cohort takes one pass (``batched_factors``, :mod:`lorakit.adapters.cohort`); otherwise client by
-client on its k_i columns and rows, as a device would. A model is never copied: the slices are
-swapped into the peft model. On a model ``rank`` is every site's peft rank.
-
-Randomness: the streams ``budget``, ``init``, ``cohort``, ``sketch``, ``data``, ``noise``,
-``compression``, ``dropout`` (a model's dropout: ``model``). Each seed starts from
-``problem.reset()``: W0 is the problem's start, B = 0 and A Kaiming-uniform from ``init``. A model
-holds the global state after every round (``commit``), after a divergence the last good one.
+A ``batched`` problem (``impl="mask"``) or a model whose cohort takes one pass (``batched_factors``)
+trains the cohort as one stack, each client's factors zero outside I_i (the slice problem exactly);
+otherwise each client trains its slices alone (swapped into the one peft model), as a device does.
+Streams: ``budget``, ``init``, ``cohort``, ``sketch``, ``data``, ``noise``, ``compression``,
+``dropout`` (a model's dropout: ``model``). A seed starts from ``problem.reset()`` with peft's init
+(B = 0, A Kaiming-uniform); a model holds the global state after every round, after a divergence
+the last good one.
 """
 
 from __future__ import annotations
@@ -46,7 +39,7 @@ from typing import ClassVar
 import pandas as pd
 import torch
 
-from .._validation import check_byte_size, check_choice, check_int, check_real
+from .._validation import check_byte_size, check_choice, check_flag, check_int, check_real
 from ..compressors import Compressor, make_compressor, top_k
 from ..config import Config, deprecated
 from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
@@ -233,8 +226,7 @@ class FederatedLoRA(Config):
         every message: ``round``, ``client``, ``k``, ``bytes_up``, ``bytes_down``, ``dropped``.
         Divergence (a non-finite or exploding aggregate, too): see :mod:`lorakit.divergence`.
         """
-        if not isinstance(shared_index, bool):
-            raise ValueError(f"shared_index must be True or False, got {shared_index!r}")
+        check_flag("shared_index", shared_index)
         if trace is not None and not callable(trace):
             raise ValueError(f"trace must be a callable or None, got {type(trace).__name__}")
         runner = partial(FederatedRun, shared_index=shared_index, trace=trace)
@@ -300,11 +292,12 @@ def svd_factors(P: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
     return U * (S * sign), Vh * sign[:, None]
 
 
-def client_update(problem, W0, B, A, scalings, client: int, local: Local, streams):
+def client_update(problem, W0, B, A, scalings, client, local: Local, streams):
     """One client's round (FSLoRA Algorithm 1 lines 4–6, eq. (4)): ``local``'s steps on its k_i
     columns B = B[:, I] and rows A = A[I, :] per site, scaled by s·c_i, on client ``client``'s
-    rows; returns its upload before compression, (ΔB[:, I], ΔA[I, :]) per site. The in-process
-    round and a client in another process (:mod:`lorakit.distributed.flower`) both call it."""
+    rows (or a stack's, :func:`lorakit.local.train`); returns its upload before compression,
+    (ΔB[:, I], ΔA[I, :]) per site. A client in another process (:mod:`lorakit.distributed.flower`)
+    calls it too."""
     new_B, new_A, _ = train(problem, W0, B, A, scalings, client, local, streams)
     return new_B - B, new_A - A
 
@@ -449,10 +442,11 @@ class FederatedRun(ServerRun):
                 B = tree_map(lambda b, o: b * o[:, None, :], B0, on)
                 A = tree_map(lambda a, o: a * o[:, :, None], A0, on)
                 scalings = tuple(s * c for s in self.scalings)  # s·c_i, broadcast over the stack
-                new_B, new_A, _ = train(
-                    p, self.W0, B, A, scalings, clients[part].to(p.device), self.local, self.streams
+                who = clients[part].to(p.device)
+                yield (
+                    part,
+                    *client_update(p, self.W0, B, A, scalings, who, self.local, self.streams),
                 )
-                yield part, new_B - B, new_A - A
             return
         # Client by client on the k_i active columns and rows only (what a device computes).
         factor = leaves(svec)[0].amax(dim=1).tolist()  # r/k_i (FSLoRA) or 1 (HeteroLoRA)

@@ -443,10 +443,8 @@ class FederatedRun(ServerRun):
                 A = tree_map(lambda a, o: a * o[:, :, None], A0, on)
                 scalings = tuple(s * c for s in self.scalings)  # s·c_i, broadcast over the stack
                 who = clients[part].to(p.device)
-                yield (
-                    part,
-                    *client_update(p, self.W0, B, A, scalings, who, self.local, self.streams),
-                )
+                dB, dA = client_update(p, self.W0, B, A, scalings, who, self.local, self.streams)
+                yield part, dB, dA
             return
         # Client by client on the k_i active columns and rows only (what a device computes).
         factor = leaves(svec)[0].amax(dim=1).tolist()  # r/k_i (FSLoRA) or 1 (HeteroLoRA)
@@ -461,12 +459,12 @@ class FederatedRun(ServerRun):
     def local_train(self, clients: torch.Tensor, svec):
         """The padded deltas of the whole cohort, per site (C, m, r) and (C, r, n)."""
         parts = list(self.trained(clients, svec))
-        return _cat([dB for _, dB, _ in parts]), _cat([dA for _, _, dA in parts])
+        return tuple(tree_map(lambda *xs: torch.cat(xs), *[p[j] for p in parts]) for j in (1, 2))
 
-    def upload(self, dB, dA, svec, k: torch.Tensor) -> torch.Tensor:
-        """Compress each client's message per site (in place) and return the bytes each sends."""
+    def upload(self, dB, dA, svec) -> None:
+        """Compress each client's message per site, in place (the server receives it so)."""
         cfg = self.cfg
-        for c in range(k.numel()) if cfg.compresses else ():
+        for c in range(leaves(svec)[0].shape[0]) if cfg.compresses else ():
             for db, da, v in zip(leaves(dB), leaves(dA), leaves(svec), strict=True):
                 I = v[c].nonzero().flatten()
                 part_B, part_A = db[c][:, I], da[c][I, :]
@@ -474,7 +472,6 @@ class FederatedRun(ServerRun):
                 out = cfg.upload_compressor(message.numel())(message, self.streams["compression"])
                 db[c][:, I] = out[: part_B.numel()].view_as(part_B)
                 da[c][I, :] = out[part_B.numel() :].view_as(part_A)
-        return self.upload_bytes(k)
 
     def upload_bytes(self, k: torch.Tensor) -> torch.Tensor:
         """The bytes each client of budgets ``k`` uploads (module docstring)."""
@@ -562,10 +559,10 @@ class FederatedRun(ServerRun):
             dropped = torch.rand(clients.numel(), generator=self.streams["dropout"]) < cfg.dropout
             reported = ~dropped
             w = reported.to(dtype=p.dtype, device=p.device)
-            sums, up = None, []
+            sums = None
             for part, dB, dA in self.trained(clients, svec, dropped):  # every upload, then Δ
                 mine = tree_map(lambda v: v[part], svec)  # noqa: B023
-                up.append(self.upload(dB, dA, mine, k[part]))
+                self.upload(dB, dA, mine)
                 for c in range(part.start, part.stop) if self.trace is not None else ():
                     if reported[c]:  # its Upload (its deltas at c − part.start of the group)
                         I = _index(svec, c)
@@ -573,7 +570,7 @@ class FederatedRun(ServerRun):
                         own = [tree_map(lambda d: d[j], d) for d in (dB, dA)]  # noqa: B023
                         self.trace(Upload(t, int(clients[c]), int(k[c]), I, *_sliced(*own, I)))
                 sums = self.accumulate(sums, dB, dA, mine, w[part])
-            up = torch.where(reported, torch.cat(up), 0)
+            up = torch.where(reported, self.upload_bytes(k), 0)
             down = self.download_bytes(k)
             self.stacked = int(k[reported].sum())  # what next round's download stacks
             delta = self.aggregate(sums, int(reported.sum()))
@@ -630,7 +627,3 @@ def _padded(B, A, I, rank: int):
         return x.new_zeros(shape).index_copy_(dim, i, x)
 
     return tree_map(lambda b, i: pad(b, i, 1), B, I), tree_map(lambda a, i: pad(a, i, 0), A, I)
-
-
-def _cat(trees: list):
-    return tree_map(lambda *xs: torch.cat(xs), *trees)

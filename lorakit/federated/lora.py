@@ -80,24 +80,23 @@ class FederatedLoRA(Config):
     budgets : k_i per client: an int, a sequence, or a :class:`~lorakit.federated.budgets.Budget`
         drawn once per run; None means k_i = r (FedIT).
     selection : ``"random"`` (FSLoRA: uniform I_i, scale r/k_i) or ``"leading"`` (HeteroLoRA).
-    local_steps : H.
-    cohort : clients per round (None: all of them).
-    dropout : probability that a cohort client drops out mid-round.
-    aggregation : ``"mean"`` (eq. (5): the mean over the clients that reported), ``"count"``
-        (each entry divided by the reporting clients whose I_i contains it), ``"svd"`` (FlexLoRA:
-        the mean product B_i A_i re-factored, B = U_rΣ_r, A = V_rᵀ; spec fslora.md §3.3) or
-        ``"stack"`` (FedStackLoRA: s·mean B_i A_i merged into the base, a fresh adapter; §3.4).
-    server_optimizer, server_lr : ``"avg"`` (X ← X + η_s·Δ) or ``"adam"`` (FedAdam, gradient −Δ).
+    local_steps, cohort, dropout : H; clients per round (None: all); the probability that a
+        cohort client drops out mid-round.
+    aggregation : ``"mean"`` (eq. (5): over the clients that reported), ``"count"`` (each entry
+        over the reporting clients whose I_i contains it), ``"svd"`` (FlexLoRA: the mean product
+        B_i A_i re-factored, B = U_rΣ_r, A = V_rᵀ; spec fslora.md §3.3) or ``"stack"``
+        (FedStackLoRA: s·mean B_i A_i merged into the base, then a fresh adapter; §3.4).
+    server_optimizer, server_lr, adam_kwargs : ``"avg"`` (X ← X + η_s·Δ) or ``"adam"`` (FedAdam:
+        ``torch.optim.Adam`` on the gradient −Δ).
     topk_ratio : keep ⌈ratio·k_i(m + n)⌉ entries of each site's upload (top-k by magnitude,
         :func:`~lorakit.compressors.top_k`; FSLoRA App. C.2).
-    compressor : the upload compressor of each site's message when ``topk_ratio`` is unset (a
-        :class:`~lorakit.compressors.Compressor` or a name; default the identity).
+    compressor : the upload compressor when ``topk_ratio`` is unset (default the identity).
     estimator : the clients' oracle (:mod:`lorakit.local`): ``"gd"``, ``sgd(batch_size=b)`` or
         ``sgd(sigma=σ)``; ``sigma=``/``batch_size=`` are its deprecated shorthand.
     alpha : LoRA scaling (the product is scaled by α/r); default α = r (a model: its own).
-    download : ``"full"`` (Algorithm 1 line 3 broadcasts the whole adapter) or ``"slice"``.
+    download : ``"full"`` (the whole adapter, Algorithm 1 line 3) or ``"slice"``.
     impl : ``"mask"`` (the cohort as stacked tensors) or ``"slice"`` (client by client).
-    bytes_per_float, bytes_per_index : message accounting.
+    bytes_per_float, bytes_per_index, method : the messages; the name in the frame.
     """
 
     rank: int
@@ -211,12 +210,10 @@ class FederatedLoRA(Config):
         shared_index: bool = False,
         trace=None,
     ):
-        """Simulate ``rounds`` server rounds per seed on ``problem``, a
-        :class:`~lorakit.problems.federated.FederatedProblem` or a
-        :class:`~lorakit.adapters.ModelProblem` split among clients (``problem.split(M)``).
-        ``progress=True`` shows a bar over each seed's rounds; ``shared_index=True`` draws one
-        index set per client and round for every site; ``trace(upload)`` sees every
-        :class:`Upload` the server receives, in cohort order.
+        """Simulate ``rounds`` server rounds per seed on ``problem`` (a FederatedProblem, or a
+        ModelProblem split among clients). ``progress=True`` shows a bar over each seed's rounds;
+        ``shared_index=True`` draws one index set per client and round for every site;
+        ``trace(upload)`` sees every :class:`Upload` the server receives, in cohort order.
 
         Returns the history, one row per logged round and seed: ``round``, ``loss`` and ``gap`` of
         f(W0 + s·BA) (on a model its own loss, ``gap`` NaN, the gradients by autograd through
@@ -230,18 +227,8 @@ class FederatedLoRA(Config):
         if trace is not None and not callable(trace):
             raise ValueError(f"trace must be a callable or None, got {type(trace).__name__}")
         runner = partial(FederatedRun, shared_index=shared_index, trace=trace)
-        return simulate(
-            self,
-            problem,
-            rounds,
-            seeds,
-            log_every,
-            messages,
-            runner,
-            on_divergence,
-            progress,
-            blowup,
-        )
+        options = (log_every, messages, runner, on_divergence, progress, blowup)
+        return simulate(self, problem, rounds, seeds, *options)
 
 
 def simulate(
@@ -256,10 +243,9 @@ def simulate(
     progress: bool = False,
     blowup: float = BLOWUP,
 ):
-    """The seed loop of every federated method: validate, run each seed with
-    ``runner(cfg, problem, seed)`` (default :class:`FederatedRun`; :mod:`lorakit.distributed.
-    flower` passes one whose clients run elsewhere), build the frames; divergence as
-    :func:`lorakit.divergence.run_seeds` (a diverged seed's messages are kept)."""
+    """The seed loop of every federated method (:func:`lorakit.divergence.run_seeds`): validate,
+    run each seed with ``runner(cfg, problem, seed)`` (default :class:`FederatedRun`; Flower's
+    clients run elsewhere), build the frames (a diverged seed's messages are kept)."""
     check_problem_protocol(problem, clients=True)
     rounds, seeds, log_every, blowup = check_run(
         "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
@@ -293,11 +279,10 @@ def svd_factors(P: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def client_update(problem, W0, B, A, scalings, client, local: Local, streams):
-    """One client's round (FSLoRA Algorithm 1 lines 4–6, eq. (4)): ``local``'s steps on its k_i
-    columns B = B[:, I] and rows A = A[I, :] per site, scaled by s·c_i, on client ``client``'s
-    rows (or a stack's, :func:`lorakit.local.train`); returns its upload before compression,
-    (ΔB[:, I], ΔA[I, :]) per site. A client in another process (:mod:`lorakit.distributed.flower`)
-    calls it too."""
+    """One client's round (FSLoRA Algorithm 1 lines 4–6, eq. (4)), in process or on a Flower node:
+    ``local``'s steps on its k_i columns B = B[:, I] and rows A = A[I, :] per site, scaled by
+    s·c_i, on its rows (or a stack's, :func:`lorakit.local.train`); returns its upload before
+    compression, (ΔB[:, I], ΔA[I, :]) per site."""
     new_B, new_A, _ = train(problem, W0, B, A, scalings, client, local, streams)
     return new_B - B, new_A - A
 
@@ -321,9 +306,8 @@ class Upload:
 
 
 class ServerRun:
-    """One seed's server, what every federated method shares: streams, site scalings, the cohort
-    draw, the loop over rounds (:func:`lorakit.divergence.iterate`), the message table and the
-    divergence checks. Subclasses: :class:`FederatedRun`, :class:`~.fed_rac.FedRACRun`."""
+    """One seed's server, what every federated method shares: streams, scalings, the cohort, the
+    rounds (:func:`lorakit.divergence.iterate`), the message table and the divergence checks."""
 
     blowup = BLOWUP  # the divergence threshold (set by the seed loop)
     hint = ""  # the divergence error's advice, formatted with ``cfg``
@@ -374,13 +358,9 @@ class ServerRun:
             self.diverged(t, what.format(size=size, last=t - 1), rows)
 
     def diverged(self, t: int, what: str, rows) -> None:
-        raise DivergenceError(
-            f"{self.cfg.method} diverged in round {t} (seed {self.seed}): {what}. "
-            + self.hint.format(cfg=self.cfg),
-            step=t,
-            seed=self.seed,
-            frame=pd.DataFrame(rows),
-        )
+        hint = self.hint.format(cfg=self.cfg)
+        message = f"{self.cfg.method} diverged in round {t} (seed {self.seed}): {what}. {hint}"
+        raise DivergenceError(message, step=t, seed=self.seed, frame=pd.DataFrame(rows))
 
 
 class FederatedRun(ServerRun):
@@ -426,9 +406,8 @@ class FederatedRun(ServerRun):
 
     def trained(self, clients: torch.Tensor, svec, dropped=None):
         """H local steps of eq. (4) per cohort client, group by group: yields (positions in the
-        cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I), in cohort
-        order. ``dropped`` (a (C,) bool tensor) names the clients that drop out after their local
-        steps: a subclass that trains elsewhere (:mod:`lorakit.distributed.flower`) skips them."""
+        cohort, padded deltas per site (C', m, r) and (C', r, n), zero outside each I). ``dropped``
+        (C bools) names the clients that drop out after training (Flower's run skips them)."""
         p, B0, A0 = self.problem, _detached(self.B), _detached(self.A)
         if (p.batched or p.batched_factors) and self.cfg.impl == "mask":
             # Chunks small enough that a chunk's (m×n) iterates stay in cache (a model sizes its
@@ -491,17 +470,15 @@ class FederatedRun(ServerRun):
             floats = torch.full_like(k, r * width)
         else:
             floats = k * width
-        # FSLoRA's server also names each I_i: k_i indices per index set (none when I_i is
-        # everything, as in FedIT, or always the leading k_i components).
+        # FSLoRA's server names each I_i it draws: k_i indices per set (FedIT's, leading: none).
         named = (k < r) & (cfg.selection == "random")
         sets = 1 if self.shared_index else len(self.problem.shapes)
         indices = torch.where(named, k * sets, torch.zeros_like(k))
         return floats * cfg.bytes_per_float + indices * cfg.bytes_per_index
 
     def accumulate(self, sums, dB, dA, svec, w: torch.Tensor):
-        """Add a group of uploads (weights w: 1 reported, 0 dropped) to the running sums of
-        eq. (5), site by site: the padded deltas and per-component counts, or the products of the
-        clients' own adapters (their components only; FlexLoRA, FedStackLoRA)."""
+        """Add a group of uploads (weights w: 1 reported, 0 dropped) to eq. (5)'s sums per site:
+        the deltas and per-component counts, or the clients' own products (FlexLoRA, FedStack)."""
 
         def wsum(x):  # Σ_i w_i·x_i over the group's clients
             return (x * w.view(-1, *(1,) * (x.dim() - 1))).sum(0)
@@ -525,10 +502,8 @@ class FederatedRun(ServerRun):
         # count: each component divided by the number of reporting clients touching it
         sum_B, sum_A, count = sums
         safe = tree_map(lambda c: torch.where(c > 0, c, torch.ones_like(c)), count)
-        return (
-            tree_map(lambda x, c: x / c[None, :], sum_B, safe),
-            tree_map(lambda x, c: x / c[:, None], sum_A, safe),
-        )
+        B = tree_map(lambda x, c: x / c[None, :], sum_B, safe)
+        return B, tree_map(lambda x, c: x / c[:, None], sum_A, safe)
 
     def server_step(self, delta) -> None:
         """Apply the aggregate in one step, after every upload is in, site by site."""
@@ -620,10 +595,5 @@ def _sliced(B, A, I):
 
 def _padded(B, A, I, rank: int):
     """(m×k, k×n) factors of the components I zero-padded to (m, r) and (r, n), per site."""
-
-    def pad(x, i, dim):
-        shape = list(x.shape)
-        shape[dim] = rank
-        return x.new_zeros(shape).index_copy_(dim, i, x)
-
-    return tree_map(lambda b, i: pad(b, i, 1), B, I), tree_map(lambda a, i: pad(a, i, 0), A, I)
+    B = tree_map(lambda b, i: b.new_zeros(b.shape[0], rank).index_copy_(1, i, b), B, I)
+    return B, tree_map(lambda a, i: a.new_zeros(rank, a.shape[1]).index_copy_(0, i, a), A, I)

@@ -146,8 +146,7 @@ class FedRACLoRA(Config):
 
 
 class FedRACRun(ServerRun):
-    """One seed of a :class:`FedRACLoRA`: the server's W^t (a tree) and the round loop (module
-    docstring)."""
+    """One seed of a :class:`FedRACLoRA`: the server's W^t (a tree) and its rounds."""
 
     hint = (
         "Lower gamma = {cfg.gamma:g} or server_lr = {cfg.server_lr:g}: RAC-LoRA Theorem F.2 "
@@ -185,8 +184,7 @@ class FedRACRun(ServerRun):
         self.problem.commit(W)
 
     def round(self, t: int, rows: list):
-        """Server round t: W^t becomes W^{t+1}; returns the round's (cohort size, mean local
-        steps, bytes up, bytes down)."""
+        """Round t: W^t becomes W^{t+1}; returns (cohort size, mean N_m, bytes up, bytes down)."""
         W = self.W
         clients = self.cohort()
         X, P = self.draw_sketches(t)
@@ -202,14 +200,12 @@ class FedRACRun(ServerRun):
         return C, float(steps.double().mean()), float(C * up), float(C * down)
 
     def compress(self, hats):
-        """The uploads as the server receives them: each client's trained factors through the
-        compressor (one message per site and client, ``compression`` stream)."""
+        """The uploads as received: each client's factor per site through the compressor."""
         gen = self.streams["compression"]
         return tree_map(lambda h: self.cfg.compressor(h, gen, batch_dims=1), hats)
 
     def merged_update(self, X, mean):
-        """Algorithm 2 line 11's update β·s·B_S·mean Â per site (right: β·s·mean B̂·A_S), which a
-        client holding W^t adds to form W^{t+1}."""
+        """Algorithm 2 line 11's update β·s·B_S·mean Â per site (right: β·s·mean B̂·A_S)."""
         return tree_map(lambda x, h, s: self.cfg.server_lr * s * self.times(x, h), X, mean, self.s)
 
     def times(self, x, y):

@@ -135,9 +135,8 @@ class FederatedLoRA(Config):
         dropout = check_real("dropout", self.dropout, low=0.0, high=1.0, high_open=True)
         set_(self, "dropout", dropout)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
-        if self.aggregation in ("svd", "stack") and (
-            self.selection != "leading" or self.server_optimizer != "avg"
-        ):
+        replaces = self.aggregation in ("svd", "stack")
+        if replaces and (self.selection, self.server_optimizer) != ("leading", "avg"):
             raise ValueError(
                 f"aggregation={self.aggregation!r} (FlexLoRA/FedStackLoRA) trains the leading k_i "
                 "components and replaces the adapter: use selection='leading', server_optimizer='avg'"
@@ -243,9 +242,8 @@ def simulate(
     progress: bool = False,
     blowup: float = BLOWUP,
 ):
-    """The seed loop of every federated method (:func:`lorakit.divergence.run_seeds`): validate,
-    run each seed with ``runner(cfg, problem, seed)`` (default :class:`FederatedRun`; Flower's
-    clients run elsewhere), build the frames (a diverged seed's messages are kept)."""
+    """The seed loop of every federated method (:func:`lorakit.divergence.run_seeds`): each seed
+    runs ``runner(cfg, problem, seed)`` (default :class:`FederatedRun`); its messages are kept."""
     check_problem_protocol(problem, clients=True)
     rounds, seeds, log_every, blowup = check_run(
         "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
@@ -268,9 +266,8 @@ def simulate(
 
 
 def svd_factors(P: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """FlexLoRA's re-factorisation: B = U_r Σ_r, A = V_rᵀ of the truncated SVD of P, each singular
-    pair's sign fixed so that the largest |entry| of U's column is positive (scikit-learn's
-    ``svd_flip``), so that two computations of the same P that round differently agree."""
+    """FlexLoRA's re-factorisation B = U_r Σ_r, A = V_rᵀ (truncated SVD of P), each singular pair's
+    sign fixed as scikit-learn's ``svd_flip`` does, so that P's rounded differently agree."""
     U, S, Vh = torch.linalg.svd(P, full_matrices=False)
     U, S, Vh = U[:, :r], S[:r], Vh[:r]
     pivot = U.gather(0, U.abs().argmax(0, keepdim=True))[0]
@@ -332,8 +329,7 @@ class ServerRun:
         return torch.randperm(M, generator=self.streams["cohort"])[:C].sort().values
 
     def record(self, t: int, *columns: list) -> None:
-        """Round t's message rows, one per cohort client, from per-client ``columns`` (in
-        :attr:`message_columns` order); their bytes add to the cumulative MB."""
+        """Round t's message rows from per-client ``columns`` (:attr:`message_columns`), and MB."""
         names = self.message_columns
         rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         self.mb_up += sum(row["bytes_up"] for row in rows) / 2**20
@@ -341,8 +337,7 @@ class ServerRun:
         self.messages.extend({"seed": self.seed, "round": t, **row} for row in rows)
 
     def row(self, t: int, loss: float, grad_norm_sq: float, counts: tuple) -> dict:
-        """The history row after round t from what :meth:`round` returned (``counts``, named by
-        :attr:`counts`; ``()`` at t = 0)."""
+        """The history row after round t (``counts``: what :meth:`round` returned, () at t = 0)."""
         gap = loss - self.problem.f_star if self.problem.f_star is not None else math.nan
         row = dict(seed=self.seed, round=t, loss=loss, gap=gap, grad_norm_sq=grad_norm_sq)
         row.update(zip(self.counts, counts or self.counts.values(), strict=True))
@@ -398,8 +393,7 @@ class FederatedRun(ServerRun):
         return (rank_of < k[:, None]).to(dtype) * (r / k[:, None].to(dtype))
 
     def index_sets(self, k: torch.Tensor):
-        """The tree of per-site sketch diagonals: one :meth:`sketch` per site, in site order
-        (one for every site with ``shared_index``)."""
+        """One :meth:`sketch` per site in site order (one for all sites with ``shared_index``)."""
         sites, shared = len(self.problem.shapes), self.shared_index
         draws = [self.sketch(k).to(self.problem.device) for _ in range(1 if shared else sites)]
         return tree_like(self.B, draws * sites if shared else draws)
@@ -410,8 +404,7 @@ class FederatedRun(ServerRun):
         (C bools) names the clients that drop out after training (Flower's run skips them)."""
         p, B0, A0 = self.problem, _detached(self.B), _detached(self.A)
         if (p.batched or p.batched_factors) and self.cfg.impl == "mask":
-            # Chunks small enough that a chunk's (m×n) iterates stay in cache (a model sizes its
-            # own passes: ModelProblem.cohort_rows).
+            # Chunks whose (m×n) iterates stay in cache (a model sizes its own passes).
             size = sum(m * n for m, n in p.shapes) * leaves(self.W0)[0].element_size()
             chunk = max(1, _CACHE_BYTES // size) if p.batched else clients.numel()
             for i in range(0, clients.numel(), chunk):
@@ -477,8 +470,8 @@ class FederatedRun(ServerRun):
         return floats * cfg.bytes_per_float + indices * cfg.bytes_per_index
 
     def accumulate(self, sums, dB, dA, svec, w: torch.Tensor):
-        """Add a group of uploads (weights w: 1 reported, 0 dropped) to eq. (5)'s sums per site:
-        the deltas and per-component counts, or the clients' own products (FlexLoRA, FedStack)."""
+        """Add a group of uploads (weights w: 1 reported, 0 dropped) to eq. (5)'s sums per site: the
+        deltas and per-component counts, or the clients' own products (FlexLoRA, FedStackLoRA)."""
 
         def wsum(x):  # Σ_i w_i·x_i over the group's clients
             return (x * w.view(-1, *(1,) * (x.dim() - 1))).sum(0)
@@ -524,8 +517,7 @@ class FederatedRun(ServerRun):
             self.opt.step()
 
     def round(self, t: int, rows=()) -> tuple[int, int, float, float]:
-        """One server round; the problem then holds the new global state. Returns (reported,
-        dropped, bytes up, bytes down)."""
+        """One round (the problem then holds it): (reported, dropped, bytes up, bytes down)."""
         cfg, p = self.cfg, self.problem
         with torch.no_grad():
             clients = self.cohort()

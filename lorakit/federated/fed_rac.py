@@ -17,16 +17,15 @@ The server's weight W^t is a tree of per-site matrices from ``problem.start()`` 
 3. it uploads Â_m (r×n per site; right: B̂_m, m×r) through ``compressor`` (one message per site);
 4. the server merges (Algorithm 2 line 11) W^{t+1} = W^t + β·s·B_S·(1/C) Σ_m Â_m per site.
 
-The theory's server step is η̃ = β·γ·N for N components per client (spec §2.8; Theorem F.2 needs
-β ≥ 1). With C = M, β = 1 and single-component clients a round is the RAC-LoRA chain's step on the
-federated average (round t ↔ link t − 1: the same draws). The scaling s rescales the uploaded
-factor, never the W-space trajectory; LoRA dropout never enters.
+The server step is η̃ = β·γ·N for N components per client (spec §2.8; Theorem F.2 needs β ≥ 1);
+with C = M, β = 1 and single-component clients a round is the RAC-LoRA chain's step on the
+federated average, from the same draws (round t ↔ link t − 1). The scaling s rescales the
+uploaded factor, never the W-space trajectory; LoRA dropout never enters.
 
-Bytes per client and round, summed over sites: up, the compressor's payload of each trained
-factor; down, the round's sketch (``bytes_per_seed`` with ``sketch_as_seed``) plus, with
-``download="adapter"``, the previous round's sketch and mean trained factor (nothing in round 1;
-assuming every client applies every broadcast), or with ``"full"`` W^t (Algorithm 2 line 5).
-A model holds the last seed's W in its base weights (B = 0), after a divergence the last good W.
+Bytes per client and round, over sites: up, the compressor's payload of each trained factor; down,
+the round's sketch (``bytes_per_seed`` with ``sketch_as_seed``) plus, with ``download="adapter"``,
+the last round's sketch and mean factor (assuming every client applies every broadcast), or with
+``"full"`` W^t (Algorithm 2 line 5). A model ends with the last good W as its base (B = 0).
 """
 
 from __future__ import annotations
@@ -91,14 +90,13 @@ class FedRACLoRA(Config):
         set_(self, "rank", check_int("rank", self.rank, low=1))
         for name in ("gamma", "server_lr"):
             set_(self, name, check_real(name, getattr(self, name), low=0.0, low_open=True))
-        if self.cohort is not None:
-            set_(self, "cohort", check_int("cohort", self.cohort, low=1))
+        for name in ("cohort", "batch_size"):  # None: all clients, all rows
+            if getattr(self, name) is not None:
+                set_(self, name, check_int(name, getattr(self, name), low=1))
         check_choice("side", self.side, ("left", "right"))
         set_(self, "sketch", make_sketch(self.sketch))
         if self.alpha is not None:
             set_(self, "alpha", check_real("alpha", self.alpha, low=0.0, low_open=True))
-        if self.batch_size is not None:
-            set_(self, "batch_size", check_int("batch_size", self.batch_size, low=1))
         set_(self, "compressor", make_compressor(self.compressor))
         check_choice("download", self.download, DOWNLOADS)
         check_flag("sketch_as_seed", self.sketch_as_seed)

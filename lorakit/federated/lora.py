@@ -147,10 +147,8 @@ class FederatedLoRA(Config):
         set_(self, "compressor", make_compressor(self.compressor))
         if self.topk_ratio is not None and not self.compressor.is_identity:
             raise ValueError("give topk_ratio or compressor, not both")
-        estimator = local_estimator(
-            self.estimator, self.sigma, self.batch_size, owner="make_federated"
-        )
-        set_(self, "estimator", estimator)
+        shorthand = self.sigma, self.batch_size  # deprecated: folded into the estimator
+        set_(self, "estimator", local_estimator(self.estimator, *shorthand, owner="make_federated"))
         set_(self, "sigma", None)
         set_(self, "batch_size", None)
         if self.alpha is not None:
@@ -165,7 +163,7 @@ class FederatedLoRA(Config):
         return Local(self.local_steps, self.gamma, estimator=self.estimator)
 
     def client_budgets(self, num_clients: int, seed: int) -> torch.Tensor:
-        """The k_i a run with ``seed`` gives its clients (drawn once, from the ``budget`` stream)."""
+        """The k_i a run with ``seed`` gives its clients (drawn once, ``budget`` stream)."""
         budgets = self.budgets if self.budgets is not None else self.rank
         return resolve_budgets(budgets, num_clients, self.rank, Streams(seed)["budget"])
 
@@ -570,7 +568,6 @@ class FederatedRun(ServerRun):
         return {**row, **describe(self.k, self.cfg.rank)}
 
 
-# -- per-site helpers over trees -------------------------------------------------------------------
 def _detached(tree):
     return tree_map(lambda x: x.detach(), tree)
 

@@ -434,7 +434,9 @@ class FederatedRun(ServerRun):
     def upload(self, dB, dA, svec) -> None:
         """Compress each client's message per site, in place (the server receives it so)."""
         cfg = self.cfg
-        for c in range(leaves(svec)[0].shape[0]) if cfg.compresses else ():
+        if not cfg.compresses:
+            return
+        for c in range(leaves(svec)[0].shape[0]):
             for db, da, v in zip(leaves(dB), leaves(dA), leaves(svec), strict=True):
                 I = v[c].nonzero().flatten()
                 part_B, part_A = db[c][:, I], da[c][I, :]
@@ -528,8 +530,8 @@ class FederatedRun(ServerRun):
             for part, dB, dA in self.trained(clients, svec, dropped):  # every upload, then Δ
                 mine = tree_map(lambda v: v[part], svec)  # noqa: B023
                 self.upload(dB, dA, mine)
-                for c in range(part.start, part.stop) if self.trace is not None else ():
-                    if reported[c]:  # its Upload (its deltas at c − part.start of the group)
+                for c in range(part.start, part.stop):
+                    if self.trace is not None and reported[c]:  # its deltas: at c − part.start
                         I = _index(svec, c)
                         j = c - part.start
                         own = [tree_map(lambda d: d[j], d) for d in (dB, dA)]  # noqa: B023

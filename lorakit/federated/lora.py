@@ -530,12 +530,12 @@ class FederatedRun(ServerRun):
             for part, dB, dA in self.trained(clients, svec, dropped):  # every upload, then Δ
                 mine = tree_map(lambda v: v[part], svec)  # noqa: B023
                 self.upload(dB, dA, mine)
-                for c in range(part.start, part.stop):
-                    if self.trace is not None and reported[c]:  # its deltas: at c − part.start
-                        I = _index(svec, c)
-                        j = c - part.start
-                        own = [tree_map(lambda d: d[j], d) for d in (dB, dA)]  # noqa: B023
-                        self.trace(Upload(t, int(clients[c]), int(k[c]), I, *_sliced(*own, I)))
+                if self.trace is not None:  # each reported client's Upload
+                    for c in range(part.start, part.stop):
+                        if reported[c]:
+                            I, j = _index(svec, c), c - part.start  # its deltas: at j in the group
+                            own = [tree_map(lambda d: d[j], d) for d in (dB, dA)]  # noqa: B023
+                            self.trace(Upload(t, int(clients[c]), int(k[c]), I, *_sliced(*own, I)))
                 sums = self.accumulate(sums, dB, dA, mine, w[part])
             up = torch.where(reported, self.upload_bytes(k), 0)
             down = self.download_bytes(k)

@@ -1,80 +1,47 @@
 """Fed-RAC-LoRA (RAC-LoRA Algorithm 2): a chain of LoRA links trained by a cohort of clients.
 
-Written once against the problem protocol (:mod:`lorakit.problems.protocol`, README
-"Architecture"): the server's weight W^t is a tree of per-site matrices from ``problem.start()``,
-one matrix for a :class:`~lorakit.problems.FederatedProblem`, one per LoRA layer for a peft model
-split among clients (``ModelProblem.split(M)``). Each server round t (spec ``rac_lora.md`` §2.8):
+The server's weight W^t is a tree of per-site matrices from ``problem.start()`` (README
+"Architecture"). Each server round t (spec ``rac_lora.md`` §2.8):
 
-1. the server samples a cohort S^t of C clients uniformly without replacement (``cohort`` stream;
-   all M clients when C = M) and ONE frozen factor per site for the round, shared by the cohort,
-   drawn in site order from round t's own ``sketch`` stream (``substream("sketch", t − 1)``):
-   B_S ∈ ℝ^{m×r} (``side="left"``, Option 1: the clients train A) or A_S ∈ ℝ^{r×n}
-   (``side="right"``, Option 2: they train B);
+1. the server samples a cohort of C clients uniformly without replacement (``cohort`` stream) and
+   ONE frozen factor per site for the cohort, from ``substream("sketch", t − 1)``:
+   B_S ∈ ℝ^{m×r} (``side="left"``, Option 1: clients train A) or A_S ∈ ℝ^{r×n} (Option 2: B);
 2. client m starts its trained factor at zero on W^t and runs one epoch of random reshuffling over
-   its N_m rows (one permutation from the ``data`` stream) in steps of ``batch_size`` rows (1: the
-   finite sum's components one by one; None: one step on all of them). Each step is the exact
-   sub-problem step, in factor space Â ← Â − (γ/s)·(B_SᵀB_S)^† B_Sᵀ ∇f_{m,π_i}(W^t + s·B_SÂ)
-   (RAC-LoRA eq. (3), s the site's α/r), i.e. in W-space the projected step of eq. (16),
+   its N_m rows (``data`` stream) in steps of ``batch_size`` rows (None: one step on all), each
+   the exact sub-problem step Â ← Â − (γ/s)·(B_SᵀB_S)^† B_Sᵀ ∇f_{m,π_i}(W^t + s·B_SÂ) (RAC-LoRA
+   eq. (3), s the site's α/r), in W-space the projected step of eq. (16),
 
        W_{m,i+1} = W_{m,i} − γ·H_B ∇f_{m,π_i}(W_{m,i})      (right: − γ·∇f_{m,π_i}(W_{m,i})·H_A);
 
-   a client that is not a finite sum (``client_size`` None, as in :func:`heterogeneous_quadratics`)
-   takes one step on its full gradient;
-3. it uploads its trained factors Â_m (r×n per site; right: B̂_m, m×r) through ``compressor``
-   (:mod:`lorakit.compressors`, each site's factor one message; identity by default);
-4. the server merges (Algorithm 2 line 11) W^{t+1} = W^t + β·s·B_S·(1/C) Σ_m Â_m per site, which
-   without compression is W^{t+1} = W^t + β·(1/C) Σ_m (W_m − W^t) in W-space.
+   a client that is not a finite sum (``client_size`` None) takes one full-gradient step;
+3. it uploads Â_m (r×n per site; right: B̂_m, m×r) through ``compressor`` (one message per site);
+4. the server merges (Algorithm 2 line 11) W^{t+1} = W^t + β·s·B_S·(1/C) Σ_m Â_m per site.
 
-With N components per client the theory's server step is η̃ = β·γ·N (spec §2.8): Theorem F.2's
-condition γN ≤ η̃ is β ≥ 1. With C = M, β = 1 and single-component clients a round is exactly the
-RAC-LoRA chain step W − γ H_B ∇f(W) on the federated average, drawn from the same per-link
-``sketch`` stream (round t ↔ link t − 1), so the two trajectories coincide; with a full-rank
-sketch (H = I) both are GD. The scaling s (:func:`~lorakit.problems.protocol.site_scalings`: α/r,
-or each peft site's own) rescales the uploaded factor, never the W-space trajectory.
+The server step is η̃ = β·γ·N for N components per client (spec §2.8; Theorem F.2 needs β ≥ 1);
+with C = M, β = 1 and single-component clients a round is the RAC-LoRA chain's step on the
+federated average, from the same draws (round t ↔ link t − 1). The scaling s rescales the
+uploaded factor, never the W-space trajectory; LoRA dropout never enters.
 
-The gradients are ∇_W f at the client's weights (``problem.local_grads``): a cohort of a
-``batched`` problem (stacked quadratics) steps as one tensor, a model client by client. LoRA
-dropout never enters (it acts on the adapter path, which the W-space gradient does not use).
-
-Bytes (per client and round, summed over sites, ``bytes_per_float`` each float):
-
-* up: the compressor's payload of each trained factor (r·n floats, left; m·r, right; plus
-  ``bytes_per_index`` per index a sparse compressor sends);
-* down: the sketch of the round, m·r floats for B_S (r·n for A_S), or ``bytes_per_seed`` when
-  ``sketch_as_seed`` (the client regenerates it), plus the model: ``download="adapter"`` sends the
-  previous round's merged update as its two factors (the previous sketch, as floats or a seed, and
-  the averaged trained factor, r·n or m·r floats; nothing in round 1), which a client holding
-  W^{t−1} needs to form W^t; ``download="full"`` sends W^t itself (m·n floats), as Algorithm 2
-  line 5 literally reads. The adapter count assumes every client applies every broadcast (full
-  participation, or clients that track the broadcasts); one that skipped rounds would also need
-  the adapters it missed, which is not counted.
-
-After a run ``problem.commit`` writes the last seed's W into the model's base weights (B = 0, A
-kept, so the model computes W), or after a divergence the last logged round that passed; a
-matrix problem keeps nothing (the frame is the result).
+Bytes per client and round, over sites: up, the compressor's payload of each trained factor; down,
+the round's sketch (``bytes_per_seed`` with ``sketch_as_seed``) plus, with ``download="adapter"``,
+the last round's sketch and mean factor (assuming every client applies every broadcast), or with
+``"full"`` W^t (Algorithm 2 line 5). A model ends with the last good W as its base (B = 0).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import ClassVar
 
-import pandas as pd
 import torch
 
-from .._validation import (
-    check_byte_size,
-    check_choice,
-    check_int,
-    check_real,
-)
+from .._validation import check_byte_size, check_choice, check_flag, check_int, check_real
 from ..compressors import Compressor, make_compressor
 from ..config import Config
-from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
-from ..problems.protocol import check_problem_protocol, site_scalings
-from ..rng import Streams
+from ..divergence import BLOWUP
 from ..sketches import Sketch, gram_pinv, make_sketch
 from ..tree import leaves, sq_norm, tree_map
+from .lora import ServerRun, simulate
 
 __all__ = ["DOWNLOADS", "FedRACLoRA", "FedRACRun", "simulate"]
 
@@ -83,8 +50,7 @@ DOWNLOADS = ("adapter", "full")
 
 @dataclass(frozen=True)
 class FedRACLoRA(Config):
-    """A Fed-RAC-LoRA configuration; :meth:`run` runs it on a problem with clients (module
-    docstring).
+    """A Fed-RAC-LoRA configuration; :meth:`run` runs it on a problem with clients.
 
     Parameters
     ----------
@@ -98,8 +64,9 @@ class FedRACLoRA(Config):
     alpha : LoRA scaling α (s = α/r; default α = r; a peft model's own s when None).
     batch_size : rows per local step of the reshuffled epoch (1: one component; None: all rows).
     compressor : the upload's compressor (a :class:`~lorakit.compressors.Compressor` or name).
-    download, sketch_as_seed, bytes_per_float, bytes_per_index, bytes_per_seed : message
-        accounting (module docstring).
+    download, sketch_as_seed, bytes_per_float, bytes_per_index, bytes_per_seed : the messages
+        (module docstring).
+    method : the name in the frame.
     """
 
     rank: int
@@ -121,20 +88,18 @@ class FedRACLoRA(Config):
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "rank", check_int("rank", self.rank, low=1))
-        set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
-        if self.cohort is not None:
-            set_(self, "cohort", check_int("cohort", self.cohort, low=1))
-        set_(self, "server_lr", check_real("server_lr", self.server_lr, low=0.0, low_open=True))
+        for name in ("gamma", "server_lr"):
+            set_(self, name, check_real(name, getattr(self, name), low=0.0, low_open=True))
+        for name in ("cohort", "batch_size"):  # None: all clients, all rows
+            if getattr(self, name) is not None:
+                set_(self, name, check_int(name, getattr(self, name), low=1))
         check_choice("side", self.side, ("left", "right"))
         set_(self, "sketch", make_sketch(self.sketch))
         if self.alpha is not None:
             set_(self, "alpha", check_real("alpha", self.alpha, low=0.0, low_open=True))
-        if self.batch_size is not None:
-            set_(self, "batch_size", check_int("batch_size", self.batch_size, low=1))
         set_(self, "compressor", make_compressor(self.compressor))
         check_choice("download", self.download, DOWNLOADS)
-        if not isinstance(self.sketch_as_seed, bool):
-            raise ValueError(f"sketch_as_seed must be True or False, got {self.sketch_as_seed!r}")
+        check_flag("sketch_as_seed", self.sketch_as_seed)
         for name in ("bytes_per_float", "bytes_per_index", "bytes_per_seed"):
             set_(self, name, check_byte_size(name, getattr(self, name)))
 
@@ -172,96 +137,43 @@ class FedRACLoRA(Config):
         ``local_steps`` (their mean N_m), ``bytes_up`` / ``bytes_down`` of the round and
         cumulative ``mb_up``/``mb_down``. With ``messages=True`` also a frame of every message:
         ``round``, ``client``, ``local_steps``, ``bytes_up``, ``bytes_down``.
-
-        Divergence: a non-finite or exploding merge, or a loss above ``blowup``·max(1, |f(W^0)|)
-        (default 10³; a finite number > 1), stops the seed (:func:`~lorakit.divergence.run_seeds`:
-        the error's frame keeps every finished seed); the problem commits its last good state.
+        Divergence (a non-finite or exploding merge, too): see :mod:`lorakit.divergence`.
         """
-        return simulate(
-            self, problem, rounds, seeds, log_every=log_every, messages=messages,
-            on_divergence=on_divergence, blowup=blowup, progress=progress,
-        )  # fmt: skip
+        options = (log_every, messages, FedRACRun, on_divergence, progress, blowup)
+        return simulate(self, problem, rounds, seeds, *options)
 
 
-def simulate(
-    cfg: FedRACLoRA,
-    problem,
-    rounds: int,
-    seeds=0,
-    *,
-    log_every: int = 1,
-    messages: bool = False,
-    on_divergence: str = "raise",
-    blowup: float = BLOWUP,
-    progress: bool = False,
-    runner=None,
-):
-    """The seed loop of :meth:`FedRACLoRA.run`: validate, run each seed with
-    ``runner(cfg, problem, seed, scalings, sizes)`` (default :class:`FedRACRun`; a subclass runs
-    the clients elsewhere, as :mod:`lorakit.distributed.flower` does), build the frames."""
-    check_problem_protocol(problem, clients=True)
-    rounds, seeds, log_every, blowup = check_run(
-        "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
-        progress=progress,
-    )  # fmt: skip
-    check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
-    scalings = site_scalings(problem, cfg.rank, cfg.alpha)
-    if cfg.cohort is not None:
-        check_int("cohort", cfg.cohort, low=1, high=problem.M)
-    sizes = _Bytes(cfg, problem.shapes)
-    runner = FedRACRun if runner is None else runner
+class FedRACRun(ServerRun):
+    """One seed of a :class:`FedRACLoRA`: the server's W^t (a tree) and its rounds."""
 
-    frame, runs = run_seeds(
-        seeds,
-        lambda seed: runner(cfg, problem, seed, scalings, sizes),
-        lambda run: run.run(rounds, log_every, progress),
-        cfg.frame,
-        on_divergence=on_divergence,
-        blowup=blowup,
+    hint = (
+        "Lower gamma = {cfg.gamma:g} or server_lr = {cfg.server_lr:g}: RAC-LoRA Theorem F.2 "
+        "(corrected) needs γN ≤ η̃ = βγN ≤ λ_min/(4L) and γ ≤ 1/(4NL)"
     )
-    msgs = [m for run in runs for m in run.messages]  # a diverged seed's messages survive
-    return (frame, pd.DataFrame(msgs)) if messages else frame
+    message_columns = ("client", "local_steps", "bytes_up", "bytes_down")
+    counts: ClassVar[dict] = {"reported": 0, "local_steps": 0.0, "bytes_up": 0.0, "bytes_down": 0.0}
 
-
-class _Bytes:
-    """Message sizes per client and round (module docstring), summed over the sites."""
-
-    def __init__(self, cfg: FedRACLoRA, shapes):
-        r, left, per_float = cfg.rank, cfg.side == "left", cfg.bytes_per_float
-        factors = [r * n if left else m * r for m, n in shapes]
+    def __init__(self, cfg: FedRACLoRA, problem, seed: int):
+        super().__init__(cfg, problem, seed)
+        self.s = problem.tree(self.scalings)
+        self.left = left = cfg.side == "left"
+        r, per_float, shapes = cfg.rank, cfg.bytes_per_float, problem.shapes
+        factors = [r * n if left else m * r for m, n in shapes]  # the trained factors
         payloads = [cfg.compressor.payload(d) for d in factors]
         self.up = sum(p.floats * per_float + p.indices * cfg.bytes_per_index for p in payloads)
-        floats = sum(m * r if left else r * n for m, n in shapes)
-        sketch = cfg.bytes_per_seed if cfg.sketch_as_seed else floats * per_float
-        if cfg.download == "full":
-            self.first = self.later = sum(m * n for m, n in shapes) * per_float + sketch
+        sketch = sum(m * r if left else r * n for m, n in shapes) * per_float
+        sketch = cfg.bytes_per_seed if cfg.sketch_as_seed else sketch
+        if cfg.download == "full":  # (round 1, later rounds)
+            self.down = (sum(m * n for m, n in shapes) * per_float + sketch,) * 2
         else:  # clients hold W^0; then the previous sketch + mean factor, and the new sketch
-            self.first, self.later = sketch, 2 * sketch + sum(factors) * per_float
+            self.down = sketch, 2 * sketch + sum(factors) * per_float
 
-
-class FedRACRun:
-    """One seed of a :class:`FedRACLoRA`: the server's W^t (a tree) and the round loop (module
-    docstring). ``scalings`` and ``sizes`` default to the problem's site scalings and the
-    configuration's message sizes."""
-
-    blowup = BLOWUP  # the divergence threshold (set by the seed loop)
-
-    def __init__(self, cfg: FedRACLoRA, problem, seed: int, scalings=None, sizes=None):
-        if scalings is None:
-            scalings = site_scalings(problem, cfg.rank, cfg.alpha)
-        sizes = _Bytes(cfg, problem.shapes) if sizes is None else sizes
-        self.cfg, self.problem, self.seed, self.sizes = cfg, problem, seed, sizes
-        self.scalings, self.s = scalings, problem.tree(scalings)
-        self.left = cfg.side == "left"
-        self.streams = Streams(seed)
-        self.messages, self.mb_up, self.mb_down = [], 0.0, 0.0
-
-    def run(self, rounds: int, log_every: int, progress: bool) -> list[dict]:
+    def run(self, rounds: int, log_every: int, progress: bool = False):
         self.problem.reset()
         self.W = self.problem.start()
-        rows = iterate(self, rounds, log_every, unit="round", progress=progress)
+        out = super().run(rounds, log_every, progress)
         self.problem.commit(self.W)
-        return rows
+        return out
 
     def state(self):
         return self.W  # a tree: a value
@@ -269,10 +181,8 @@ class FedRACRun:
     def commit(self, t: int, W) -> None:
         self.problem.commit(W)
 
-    # -- one round -------------------------------------------------------------------------------
     def round(self, t: int, rows: list):
-        """Server round t: W^t becomes W^{t+1}; returns the round's (cohort size, mean local
-        steps, bytes up, bytes down)."""
+        """Round t: W^t becomes W^{t+1}; returns (cohort size, mean N_m, bytes up, bytes down)."""
         W = self.W
         clients = self.cohort()
         X, P = self.draw_sketches(t)
@@ -280,139 +190,75 @@ class FedRACRun:
         with torch.no_grad():  # Algorithm 2 line 11: W ← W + β·s·B_S·mean Â (right: mean B̂·A_S)
             mean = tree_map(lambda h: h.mean(dim=0), self.compress(hats))
             delta = self.merged_update(X, mean)
-        self.check_finite(t, delta, W, rows)
-        C = clients.numel()
-        up, down = self.sizes.up, self.sizes.first if t == 1 else self.sizes.later
-        self.mb_up += C * up / 2**20
-        self.mb_down += C * down / 2**20
-        self.messages.extend(
-            {"seed": self.seed, "round": t, "client": int(l), "local_steps": int(n),
-             "bytes_up": up, "bytes_down": down}
-            for l, n in zip(clients.tolist(), steps.tolist(), strict=True)
-        )  # fmt: skip
+        what = "the merged update is {size}; W keeps round {last}"
+        self.check_finite(t, leaves(delta), leaves(W), what, rows)
+        C, up, down = clients.numel(), self.up, self.down[t > 1]
+        self.record(t, clients.tolist(), steps.tolist(), [up] * C, [down] * C)
         self.W = W + delta
-        return C, float(steps.double().mean()), C * up, C * down
+        return C, float(steps.double().mean()), float(C * up), float(C * down)
 
     def compress(self, hats):
-        """The uploads as the server receives them: each client's trained factors through the
-        compressor (one message per site and client, ``compression`` stream)."""
+        """The uploads as received: each client's factor per site through the compressor."""
         gen = self.streams["compression"]
         return tree_map(lambda h: self.cfg.compressor(h, gen, batch_dims=1), hats)
 
     def merged_update(self, X, mean):
-        """Algorithm 2 line 11's update β·s·B_S·mean Â per site (right: β·s·mean B̂·A_S), which a
-        client holding W^t adds to form W^{t+1}."""
-        return tree_map(
-            lambda x, h, s: self.cfg.server_lr * s * ((x @ h) if self.left else (h @ x)),
-            X, mean, self.s,
-        )  # fmt: skip
+        """Algorithm 2 line 11's update β·s·B_S·mean Â per site (right: β·s·mean B̂·A_S)."""
+        return tree_map(lambda x, h, s: self.cfg.server_lr * s * self.times(x, h), X, mean, self.s)
 
-    def cohort(self) -> torch.Tensor:
-        M, C = self.problem.M, self.cfg.cohort
-        if C is None or C == M:
-            return torch.arange(M)
-        return torch.randperm(M, generator=self.streams["cohort"])[:C].sort().values
+    def times(self, x, y):
+        """x·y on the left side (B_S·Â, P·G), y·x on the right (B̂·A_S, G·P)."""
+        return x @ y if self.left else y @ x
 
     def draw_sketches(self, t: int):
         """Round t's frozen factor X of every site (site order) and the preconditioner P of the
-        trained factor, from ``streams.substream("sketch", t − 1)``: round t is the chain's link
-        t − 1, so the identity with the RAC-LoRA chain holds draw by draw (:mod:`lorakit.rng`).
-
-        Left: B_S (m×r) and P = (B_SᵀB_S)^† B_Sᵀ (r×m), so Â ← Â − (γ/s)·P G.
-        Right: A_S (r×n) and P = A_Sᵀ (A_SA_Sᵀ)^† (n×r), so B̂ ← B̂ − (γ/s)·G P.
-        """
+        trained factor, from ``substream("sketch", t − 1)`` (round t is the chain's link t − 1).
+        Left: B_S (m×r), P = (B_SᵀB_S)^† B_Sᵀ; right: A_S (r×n), P = A_Sᵀ (A_SA_Sᵀ)^†."""
         p, r, side = self.problem, self.cfg.rank, self.cfg.side
         gen = self.streams.substream("sketch", t - 1)
-        Xs = []
-        for m, n in p.shapes:
-            shape = (m, r) if self.left else (r, n)
-            Xs.append(self.cfg.sketch.sample(shape, gen, side=side, dtype=p.dtype, device=p.device))
-        X = p.tree(Xs)
+        shapes = [(m, r) if self.left else (r, n) for m, n in p.shapes]
+        sample = self.cfg.sketch.sample
+        X = p.tree([sample(s, gen, side=side, dtype=p.dtype, device=p.device) for s in shapes])
         return X, self.preconditioners(X)
 
     def preconditioners(self, X):
-        """P of each site's frozen factor X (:meth:`draw_sketches`), so a client that receives
-        the sketch forms the same step."""
-        side = self.cfg.side
-        return tree_map(
-            lambda x: gram_pinv(x, side) @ x.mT if self.left else x.mT @ gram_pinv(x, side), X
-        )
+        """P of each site's frozen factor X (:meth:`draw_sketches`)."""
+        return tree_map(lambda x: self.times(gram_pinv(x, self.cfg.side), x.mT), X)
 
     def local_train(self, W, clients: torch.Tensor, X, P):
-        """Every cohort client's reshuffled epoch from W^t (module docstring, step 2); returns
-        (N_m per client, the trained factors stacked per site: (C, r, n) left, (C, m, r) right)."""
-        cfg, p, b = self.cfg, self.problem, self.cfg.batch_size
-        C, data = clients.numel(), self.streams["data"]
-        sizes = [p.client_size(int(c)) for c in clients]
+        """Every cohort client's reshuffled epoch from W^t (module docstring, step 2), each step
+        the gradients G at W^t + s·X·Â, then Â ← Â − (γ/s)·P G (right: B̂ ← B̂ − (γ/s)·G P).
+        Returns (N_m per client, the trained factors per site: (C, r, n) left, (C, m, r) right)."""
+        p, b, r, C = self.problem, self.cfg.batch_size, self.cfg.rank, clients.numel()
+        sizes, data = [p.client_size(int(c)) for c in clients], self.streams["data"]
         perms = [None if N is None else torch.randperm(N, generator=data) for N in sizes]
         steps = [1 if N is None or b is None else -(-N // b) for N in sizes]
 
         def rows(c: int, i: int):  # client c's rows of step i (None: all of them)
-            return None if perms[c] is None or b is None else perms[c][i * b : (i + 1) * b]
+            if perms[c] is not None and b is not None:
+                return perms[c][i * b : (i + 1) * b].to(p.device)
 
-        r = cfg.rank
-        hats = tree_map(
-            lambda w: w.new_zeros((C, r, w.shape[1]) if self.left else (C, w.shape[0], r)), W
-        )
+        shape = (lambda w: (C, r, w.shape[1])) if self.left else (lambda w: (C, w.shape[0], r))
+        hats = tree_map(lambda w: w.new_zeros(shape(w)), W)
         # A batched problem steps the cohort as one stack; a model one client at a time.
         groups = [list(range(C))] if p.batched else [[c] for c in range(C)]
         with torch.no_grad():
-            for group in groups:
-                for i in range(max(steps[c] for c in group)):
-                    active = [c for c in group if i < steps[c]]
-                    idx = [rows(c, i) for c in active]
-                    idx = None if all(x is None for x in idx) else idx
-                    sel = slice(None) if len(active) == C else torch.tensor(active)
-                    self.step(W, X, P, hats, sel, clients, idx, first=i == 0)
+            for group, i in ((g, i) for g in groups for i in range(max(steps[c] for c in g))):
+                active = [c for c in group if i < steps[c]]
+                idx = [rows(c, i) for c in active]
+                idx = None if all(x is None for x in idx) else idx
+                sel = slice(None) if len(active) == C else torch.tensor(active)
+                mine = tree_map(lambda h: h[sel], hats)  # noqa: B023
+                if i == 0:  # Â = 0: the gradients at W^t
+                    Wc = tree_map(lambda w, h: w.expand(h.shape[0], *w.shape), W, mine)
+                else:
+                    Wc = tree_map(lambda w, x, h, s: w + s * self.times(x, h), W, X, mine, self.s)
+                G = p.local_grads(Wc, clients[sel].to(p.device), idx)
+                trees = (hats, mine, G, P)
+                for h, a, g, q, s in zip(*map(leaves, trees), self.scalings, strict=True):
+                    h[sel] = a - (self.cfg.gamma / s) * self.times(q, g)
         return torch.tensor(steps), hats
-
-    def step(self, W, X, P, hats, sel, clients: torch.Tensor, idx, first: bool) -> None:
-        """One local step of the cohort clients at positions ``sel``, in place on their trained
-        factors: the gradients at W^t + s·X·Â (``problem.local_grads``; W^t itself at the first
-        step, where Â = 0), then Â ← Â − (γ/s)·P G (right: B̂ ← B̂ − (γ/s)·G P)."""
-        p = self.problem
-        mine = tree_map(lambda h: h[sel], hats)
-        if first:
-            Wc = tree_map(lambda w, h: w.expand(h.shape[0], *w.shape), W, mine)
-        else:
-            Wc = tree_map(
-                lambda w, x, h, s: w + s * ((x @ h) if self.left else (h @ x)), W, X, mine, self.s
-            )
-        if idx is not None:
-            idx = [None if x is None else x.to(p.device) for x in idx]
-        G = p.local_grads(Wc, clients[sel].to(p.device), idx)
-        parts = zip(leaves(hats), leaves(mine), leaves(G), leaves(P), self.scalings, strict=True)
-        for h, a, g, q, s in parts:
-            h[sel] = a - (self.cfg.gamma / s) * ((q @ g) if self.left else (g @ q))
-
-    # -- divergence and logging ------------------------------------------------------------------
-    def check_finite(self, t: int, delta, W, rows) -> None:
-        """Refuse a non-finite or exploding merge before it touches W."""
-        size = max(float(d.abs().max()) for d in leaves(delta))
-        scale = 1e6 * (1.0 + max(float(w.abs().max()) for w in leaves(W)))
-        if not (math.isfinite(size) and size <= scale):
-            what = "not finite" if not math.isfinite(size) else f"of size {size:.3g}"
-            self.diverged(t, f"the merged update is {what}; W keeps round {t - 1}", rows)
-
-    def diverged(self, t: int, what: str, rows) -> None:
-        cfg = self.cfg
-        raise DivergenceError(
-            f"{cfg.method} diverged in round {t} (seed {self.seed}): {what}. Lower gamma = "
-            f"{cfg.gamma:g} or server_lr = {cfg.server_lr:g}: RAC-LoRA Theorem F.2 (corrected) "
-            "needs γN ≤ η̃ = βγN ≤ λ_min/(4L) and γ ≤ 1/(4NL)",
-            step=t,
-            seed=self.seed,
-            frame=pd.DataFrame(rows),
-        )
 
     def log(self, t: int, counts: tuple) -> dict:
         p, W = self.problem, self.W
-        reported, steps, up, down = counts or (0, 0.0, 0.0, 0.0)
-        loss = float(p.loss(W))
-        return {
-            "seed": self.seed, "round": t, "loss": loss,
-            "gap": loss - p.f_star if p.f_star is not None else math.nan,
-            "grad_norm_sq": sq_norm(p.grad(W)), "reported": reported, "local_steps": steps,
-            "bytes_up": float(up), "bytes_down": float(down), "mb_up": self.mb_up,
-            "mb_down": self.mb_down,
-        }  # fmt: skip
+        return self.row(t, float(p.loss(W)), sq_norm(p.grad(W)), counts)

@@ -25,6 +25,7 @@ from flwr.app import Array, ArrayRecord
 
 from ...federated.fed_rac import FedRACRun
 from ...tree import leaves, tree_like
+from .link import OnNodes
 from .wire import decode_message, encode_message, has, pack_into, put, unpack
 
 __all__ = ["FlowerFedRACRun", "client_round"]
@@ -38,31 +39,16 @@ def _sketch_shape(cfg, m: int, n: int) -> tuple[int, int]:
     return (m, cfg.rank) if cfg.side == "left" else (cfg.rank, n)
 
 
-class FlowerFedRACRun(FedRACRun):
+class FlowerFedRACRun(OnNodes, FedRACRun):
     """One seed of a :class:`~lorakit.federated.fed_rac.FedRACLoRA` whose clients train on
-    Flower SuperNodes through ``link``; rows, wire bytes and ``rounds`` as
-    :class:`~.fslora.FlowerRun`'s."""
+    Flower SuperNodes through ``link`` (:class:`~.link.OnNodes`)."""
 
-    def __init__(self, cfg, problem, seed, scalings=None, sizes=None, *, link, keep_rounds=False):
-        super().__init__(cfg, problem, seed, scalings, sizes)
-        self.link, self.keep_rounds = link, keep_rounds
-        self.t = 0
-        self.rounds: list[dict] = []
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.updates: dict[int, tuple] = {}  # round → (X, mean): the merged update's factors
-        self.sent: dict[int, int] = {}  # node → last round whose update it got
 
-    def round(self, t: int, rows: list):
-        self.t = t
-        first = len(self.messages)
-        counts = super().round(t, rows)
-        for row, up, down in zip(
-            self.messages[first:], self.link.last_up, self.link.last_down, strict=True
-        ):
-            row.update(wire_up=up, wire_down=down)
-        self.link.log_round(self.cfg.method, t, counts[2], counts[3], self.mb_up + self.mb_down)
-        if self.keep_rounds:
-            self.rounds.append({"round": t, "W": [w.clone() for w in leaves(self.W)]})
-        return counts
+    def kept(self) -> dict:
+        return {"W": [w.clone() for w in leaves(self.W)]}
 
     def compress(self, hats):
         return hats  # the clients compressed their uploads themselves

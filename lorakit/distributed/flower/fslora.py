@@ -42,6 +42,7 @@ from ...local import init_adapter
 from ...problems.protocol import site_scalings
 from ...rng import Streams
 from ...tree import leaves, tree_like, tree_map
+from .link import OnNodes
 from .wire import decode_message, encode_message, has, index_dtype, pack_into, put, unpack
 
 __all__ = ["FlowerRun", "client_round"]
@@ -52,37 +53,21 @@ def _named(cfg, k: int) -> bool:
     return cfg.selection == "random" and k < cfg.rank
 
 
-class FlowerRun(FederatedRun):
+class FlowerRun(OnNodes, FederatedRun):
     """One seed of a :class:`~lorakit.federated.lora.FederatedLoRA` whose clients train on
-    Flower SuperNodes through ``link`` (a :class:`~.link.Link`); everything else is the
-    in-process run's. Each round adds ``wire_up``/``wire_down`` (the payload bytes that crossed)
-    to its message rows and logs the communication (:meth:`~.link.Link.log_round`); with
-    ``keep_rounds`` the global state after every round is kept in ``rounds``."""
+    Flower SuperNodes through ``link`` (a :class:`~.link.Link`; :class:`~.link.OnNodes`);
+    everything else is the in-process run's."""
 
-    def __init__(self, cfg, problem, seed, *, link, keep_rounds=False, **kwargs):
-        super().__init__(cfg, problem, seed, **kwargs)
-        self.link, self.keep_rounds = link, keep_rounds
-        self.t = 0
-        self.rounds: list[dict] = []
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.stacks: dict[int, list] = {}  # FedStackLoRA: round → [(k_j, B'_j, A'_j)]
-        self.sent: dict[int, int] = {}  # FedStackLoRA: node → last round whose stack it got
 
-    def round(self, t: int, rows=()):
-        self.t = t
-        first = len(self.messages)
-        out = super().round(t, rows)
-        for row, up, down in zip(
-            self.messages[first:], self.link.last_up, self.link.last_down, strict=True
-        ):
-            row.update(wire_up=up, wire_down=down)
-        self.link.log_round(self.cfg.method, t, out[2], out[3], self.mb_up + self.mb_down)
-        if self.keep_rounds:
-            W0, B, A = self.state()
-            self.rounds.append({"round": t, "W0": leaves(W0), "B": leaves(B), "A": leaves(A)})
-        return out
+    def kept(self) -> dict:
+        W0, B, A = self.state()
+        return {"W0": leaves(W0), "B": leaves(B), "A": leaves(A)}
 
-    def upload(self, dB, dA, svec, k):
-        return self.upload_bytes(k)  # the clients compressed their uploads themselves
+    def upload(self, dB, dA, svec):
+        pass  # the clients compressed their uploads themselves
 
     # -- the clients, on the nodes ---------------------------------------------------------------
     def trained(self, clients, svec, dropped=None):

@@ -7,7 +7,8 @@ node config every simulated SuperNode has and a real one gets with ``--node-conf
 ``query`` message) and waits, up to the timeout, until all P partitions have answered. A round is
 one :meth:`Link.exchange`: one ``train`` message per cohort client, pushed together (the nodes
 work in parallel), replies put back in cohort order (the server aggregates in that order, as the
-in-process round does), the payload bytes of both directions recorded.
+in-process round does), the payload bytes of both directions recorded. :class:`OnNodes` is what a
+seed run whose clients are on the nodes adds to the engine's run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flwr.common.logger import log
 
 from .wire import payload_bytes
 
-__all__ = ["Link", "node_map"]
+__all__ = ["Link", "OnNodes", "node_map"]
 
 PARTITION_ID, NUM_PARTITIONS = "partition-id", "num-partitions"
 
@@ -130,3 +131,28 @@ class Link:
             method, t, up / mb, down / mb, sum(self.last_up) / mb, sum(self.last_down) / mb,
             total,
         )  # fmt: skip
+
+
+class OnNodes:
+    """Mixed in before an engine's seed run (:class:`~.fslora.FlowerRun`,
+    :class:`~.fed_rac.FlowerFedRACRun`) whose clients train on SuperNodes through ``link``: each
+    round adds ``wire_up``/``wire_down`` (the payload bytes that crossed) to its message rows and
+    logs the communication (:meth:`Link.log_round`); with ``keep_rounds`` the global state after
+    every round (the run's ``kept()``) is kept in ``rounds``."""
+
+    def __init__(self, *args, link: Link, keep_rounds: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.link, self.keep_rounds, self.t, self.rounds = link, keep_rounds, 0, []
+        self.sent: dict[int, int] = {}  # node → the last round whose broadcast it got
+
+    def round(self, t: int, rows=()):
+        self.t = t  # the round the engine's hooks (local training, uploads) are in
+        first = len(self.messages)
+        out = super().round(t, rows)
+        wire = zip(self.messages[first:], self.link.last_up, self.link.last_down, strict=True)
+        for row, up, down in wire:
+            row.update(wire_up=up, wire_down=down)
+        self.link.log_round(self.cfg.method, t, out[2], out[3], self.mb_up + self.mb_down)
+        if self.keep_rounds:
+            self.rounds.append({"round": t, **self.kept()})
+        return out

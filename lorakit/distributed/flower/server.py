@@ -87,10 +87,8 @@ def run_flower(grid, spec: RunSpec, *, problem=None, nodes=None) -> FlowerResult
     rounds, seed, every = int(spec.run["rounds"]), int(spec.run["seed"]), spec.run["log-every"]
     if spec.name == "fed_rac_lora":
 
-        def rac_runner(cfg, problem, seed, scalings, sizes):
-            runs.append(
-                FlowerFedRACRun(cfg, problem, seed, scalings, sizes, link=link, keep_rounds=keep)
-            )
+        def rac_runner(cfg, problem, seed):
+            runs.append(FlowerFedRACRun(cfg, problem, seed, link=link, keep_rounds=keep))
             return runs[-1]
 
         frame, messages = fed_rac_engine.simulate(

@@ -1,28 +1,24 @@
 """Gossip Dec-LoRA: every node keeps its own factors and averages them with its neighbours' (the
 baseline of RW-LoRA, [4]/[14]; spec ``rw_lora.md`` §5).
 
-Node i holds an adapter (B_i, A_i), one pair per LoRA site, every node starting from the same one
-(:mod:`lorakit.decentralized.simulation`). A round:
+Node i holds an adapter (B_i, A_i) (:mod:`lorakit.decentralized.simulation`), every node starting
+from the same one. A round: every node takes ``local_steps`` steps on its own f_i from
+W_i = W0 + s·B_i A_i; then the nodes mix their factors, A_i ← Σ_j M_ij A_j, B_i ← Σ_j M_ij B_j (on
+every site), with M symmetric, doubly stochastic and supported on the graph and the diagonal. With
+an upload ``compressor`` node i mixes its neighbours' C(A_j), C(B_j) (one message per node and
+round) and its own factors exactly: A_i ← M_ii A_i + Σ_{j≠i} M_ij C(A_j).
 
-1. every node takes ``local_steps`` simultaneous steps on its own f_i from W_i = W0 + s·B_i A_i
-   (:func:`lorakit.local.train` on the stack of nodes);
-2. the nodes mix their factors with a symmetric doubly stochastic M supported on the graph and the
-   diagonal: A_i ← Σ_j M_ij A_j, B_i ← Σ_j M_ij B_j (on every site). With an upload
-   ``compressor`` node i mixes its neighbours' C(A_j), C(B_j) (one message per node and round)
-   and its own factors exactly: A_i ← M_ii A_i + Σ_{j≠i} M_ij C(A_j).
-
-M is ``"metropolis"`` (M_ij = 1/(1 + max(d_i, d_j))), ``"uniform"`` (equal link weights
-1/(1 + d_max): J/N on the complete graph, exact averaging) or a given matrix, the rest of each row on
-the diagonal. With ``link_failure`` each link is down for a round with that probability: it carries
-nothing and M is rebuilt on the surviving links (for a given matrix their weights move to the
-diagonal), so it stays doubly stochastic and the node average of the factors is preserved.
+M is ``"metropolis"`` (M_ij = 1/(1 + max(d_i, d_j))), ``"uniform"`` (1/(1 + d_max) on every link:
+J/N on the complete graph) or a given matrix, the rest of each row on the diagonal. With
+``link_failure`` a link is down for a round with that probability and M is rebuilt on the links up
+(a given matrix's dropped weights move to the diagonal), so the node average of the factors is kept.
 
 M mixes factors, not products: (Σ_j M_ij B_j)(Σ_j M_ij A_j) ≠ Σ_j M_ij B_j A_j, the *bilinear
 mismatch* (spec §6, :mod:`lorakit.decentralized.mismatch`) that RW-LoRA's one token never pays. The
-objective is f = (1/N) Σ_i f_i. A round costs Σ_i deg_i messages (2|E|·d floats; O(N·degree·model)
-against RW-LoRA's one adapter per hop) and N·``local_steps`` local updates; AdamW's state stays on
-each node. Randomness: ``init`` (the shared A), ``links`` (one uniform per edge and round, edges in
-sorted order), ``compression``, ``data``, ``noise``, ``model``.
+objective is f = (1/N) Σ_i f_i. A round costs Σ_i deg_i messages (2|E|·d floats, against RW-LoRA's
+one adapter per hop) and N·``local_steps`` local updates; AdamW's state stays on each node. Streams:
+``init`` (the shared A), ``links`` (one uniform per edge and round, edges sorted), ``compression``,
+``data``, ``noise``, ``model``.
 """
 
 from __future__ import annotations
@@ -36,7 +32,7 @@ import torch
 
 from .._validation import check_choice, check_int, check_real
 from ..divergence import BLOWUP
-from ..local import init_adapter, train
+from ..local import train
 from ..tree import leaves, tree_map
 from .markov import metropolis_weights
 from .mismatch import bilinear_mismatch
@@ -45,6 +41,7 @@ from .simulation import (
     Simulation,
     check_graph,
     check_problem,
+    compress_factors,
     factor_trouble,
     largest,
     run_simulations,
@@ -156,22 +153,15 @@ class GossipLoRA(NodeConfig):
         else:
             set_(self, "mixing", check_mixing(self.mixing))
         set_(self, "link_failure", check_real("link_failure", self.link_failure, low=0.0, high=1.0))
+        identity = isinstance(self.mixing, np.ndarray) and np.allclose(
+            self.mixing, np.eye(len(self.mixing)), rtol=0.0, atol=1e-12
+        )
         # Legitimate (each node trains alone: the no-communication baseline) but nothing mixes.
-        if self.link_failure == 1.0:
-            warnings.warn(
-                "link_failure=1 takes every link down in every round: nothing mixes and each node "
-                "trains alone",
-                UserWarning,
-                stacklevel=4,
-            )
-        if isinstance(self.mixing, np.ndarray) and np.allclose(
-            self.mixing, np.eye(self.mixing.shape[0]), rtol=0.0, atol=1e-12
-        ):
-            warnings.warn(
-                "mixing is the identity: nothing mixes and each node trains alone",
-                UserWarning,
-                stacklevel=4,
-            )
+        alone = {"link_failure=1 takes every link down in every round": self.link_failure == 1.0}
+        alone["mixing is the identity"] = identity
+        for what in [what for what, yes in alone.items() if yes]:
+            message = f"{what}: nothing mixes and each node trains alone"
+            warnings.warn(message, UserWarning, stacklevel=4)
 
     def mixing_matrix(self, problem, graph) -> np.ndarray:
         """M on the whole graph (no failed links)."""
@@ -234,12 +224,11 @@ class GossipSimulation(Simulation):
 
     def __init__(self, cfg: GossipLoRA, problem, seed: int, M: np.ndarray, adjacency, record=True):
         super().__init__(cfg, problem, seed, record)
-        self.N = problem.M
         self.M, self.adj = M, np.asarray(adjacency, dtype=bool)
         self.edges = np.argwhere(np.triu(self.adj))  # sorted (i < j)
         self.M_torch = torch.as_tensor(np.array(M), dtype=problem.dtype, device=problem.device)
-        B, A = init_adapter(problem, cfg.rank, self.streams["init"], cfg.init, cfg.init_std)
-        self.B, self.A = (tree_map(lambda x: x.expand(self.N, *x.shape).clone(), X) for X in (B, A))
+        stack = lambda x: x.expand(self.N, *x.shape).clone()  # noqa: E731  (every node's copy)
+        self.B, self.A = tree_map(stack, self.B), tree_map(stack, self.A)
         self.state = None  # every node's optimizer state (stacked), None: fresh
         self.uniform = torch.full((self.N,), 1.0 / self.N, dtype=torch.float64)
         f_star = problem.weighted_f_star(self.uniform)
@@ -253,7 +242,7 @@ class GossipSimulation(Simulation):
         pairs = list(zip(leaves(B), leaves(A), strict=True))
         local = float(sq([bilinear_mismatch(b, a, M) for b, a in pairs]).max().sqrt())
         glob = math.sqrt(float(sq([bilinear_mismatch(b, a) for b, a in pairs])))
-        sentB, sentA, payload = self.compress(B, A, batch_dims=1)
+        sentB, sentA, payload = compress_factors(self.cfg.compressor, B, A, self.streams, 1)
         own = torch.diagonal(M)
 
         def gossip(x, sent):  # x_i ← M_ii x_i + Σ_{j≠i} M_ij x_j as received (sent is x: exact)
@@ -283,9 +272,8 @@ class GossipSimulation(Simulation):
 
     def local_steps(self) -> tuple:
         """Every node's ``local_steps`` steps from its own iterate: the stacks (A, B, state)."""
-        p, streams = self.problem, self.streams
-        args = (self.W0, self.B, self.A, self.scalings, self.clients, self.local, streams)
-        B, A, state = train(p, *args, state=self.state)
+        args = (self.W0, self.B, self.A, self.scalings, self.clients, self.local, self.streams)
+        B, A, state = train(self.problem, *args, state=self.state)
         return A, B, state
 
     def round(self) -> dict:
@@ -310,15 +298,9 @@ class GossipSimulation(Simulation):
         if self.record:
             for i, j in np.argwhere(self.adj):
                 x = bool(dropped[i, j])
-                message = dict(seed=self.seed, round=self.t, src=int(i), dst=int(j))
-                self.messages.append(
-                    {
-                        **message,
-                        "params": 0 if x else floats,
-                        "bytes": 0 if x else sent,
-                        "dropped": x,
-                    }
-                )
+                params, nbytes = (0, 0) if x else (floats, sent)
+                message = dict(seed=self.seed, round=self.t, src=int(i), dst=int(j), params=params)
+                self.messages.append({**message, "bytes": nbytes, "dropped": x})
         links, dropped_links = int(up.sum()) // 2, int(dropped.sum()) // 2
         return dict(mismatch=local, mismatch_global=glob, links=links, dropped_links=dropped_links)
 

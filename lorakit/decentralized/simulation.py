@@ -1,24 +1,18 @@
 """What RW-LoRA's token walk and gossip Dec-LoRA share (spec ``rw_lora.md`` §4–5).
 
-Both run on the N clients of a problem (README "Architecture": a
-:class:`~lorakit.problems.federated.FederatedProblem` is a one-site problem, a peft
-``ModelProblem`` after ``.split(N)`` an N-site one), node v owning f_v:
+Both run on the N clients of a problem (README "Architecture"), node v owning f_v. An adapter is a
+pair of trees (B, A) over W0 = ``problem.start()`` (:func:`lorakit.local.init_adapter`): W = W0 +
+s·BA per site, s from :func:`~lorakit.problems.protocol.site_scalings`; local steps are
+:func:`lorakit.local.train` (RW-LoRA eqs. (7)–(8), (12)). A message is the adapter as one vector of
+d = Σ_l r(m_l + n_l) entries (B_1, …, B_L, A_1, …, A_L) through the upload ``compressor``; it costs
+floats·``bytes_per_float`` + indices·``bytes_per_index``, (floats, indices) the compressor's
+``payload(d)``. The logged objective is Σ_v w_v f_v, its gradient carried to the factors by the
+chain rule.
 
-* an adapter is a pair of trees (B, A) over W0 = ``problem.start()`` (B = 0, A drawn per site from
-  the ``init`` stream, :func:`lorakit.local.init_adapter`): W = W0 + s·B·A, each site's scaling s
-  from :func:`~lorakit.problems.protocol.site_scalings` (α/r, or peft's own);
-* local steps are :func:`lorakit.local.train` (RW-LoRA eqs. (7)–(8): both factor gradients at the
-  same W, eq. (12));
-* a message is the adapter as one vector of d = Σ_l r(m_l + n_l) entries (B_1, …, B_L, A_1, …,
-  A_L, peft's state-dict order) through the upload ``compressor`` (:mod:`lorakit.compressors`,
-  ``compression`` stream); it costs floats·``bytes_per_float`` + indices·``bytes_per_index``,
-  (floats, indices) the compressor's ``payload(d)``;
-* the logged objective is Σ_v w_v f_v, its gradient carried to the factors by the chain rule.
-
-A :class:`Simulation` is one seed (divergence: see :mod:`lorakit.divergence`). It starts from
-``problem.reset()`` and runs inside ``problem.seeded(streams)``, so a seed gives the same numbers at
-both scales; afterwards the problem holds its last logged state that passed
-(``problem.commit(W0, B, A)``: a model in its adapter, base weights unchanged).
+A :class:`Simulation` is one seed: it starts from ``problem.reset()`` inside
+``problem.seeded(streams)`` (the same numbers at both scales) and leaves the problem holding its
+last logged state that passed (``problem.commit(W0, B, A)``; divergence: see
+:mod:`lorakit.divergence`).
 """
 
 from __future__ import annotations
@@ -37,7 +31,7 @@ from ..compressors import Compressor, Payload, make_compressor
 from ..config import Config, deprecated
 from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
 from ..estimators import Estimator
-from ..local import INITS, Local, local_estimator
+from ..local import INITS, Local, init_adapter, local_estimator
 from ..local import OPTIMIZERS as LOCAL_OPTIMIZERS
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..rng import Streams
@@ -70,17 +64,14 @@ class NodeConfig(Config):
     rank : r ≥ 1 (and r ≤ min(m, n), a peft model's own r).
     gamma : η > 0, the step size (SGD) or AdamW's learning rate; ``lr=`` is its deprecated name.
     local_steps : steps per visit (1 in the paper).
-    optimizer : ``"sgd"`` or ``"adamw"`` (torch's; betas (0.9, 0.999), eps 1e-8, weight_decay
-        0.01, changed by ``optimizer_kwargs``).
-    alpha : LoRA scaling, W = W0 + (α/r)·BA; default α = r (the paper's W0 + BA). A peft model
-        uses each site's own scaling; ``alpha`` may then be left unset or must agree.
-    init, init_std : A^(0) ~ ``"gaussian"`` N(0, init_std²) (default 1/r) or ``"kaiming"`` (peft's
-        default); B^(0) = 0.
-    estimator : a node's oracle (:mod:`lorakit.local`): ``"gd"``, ``sgd(batch_size=b)`` (a
-        minibatch drawn without replacement per step) or ``sgd(sigma=σ)`` (additive noise with
-        E‖ξ‖² = σ², RW-LoRA Assumption 4); ``sigma=``/``batch_size=`` are deprecated shorthand.
-    compressor : the upload compressor of every message (a
-        :class:`~lorakit.compressors.Compressor` or a name); default identity.
+    optimizer : ``"sgd"`` or ``"adamw"`` (torch's defaults unless ``optimizer_kwargs`` says).
+    alpha : W = W0 + (α/r)·BA; default α = r. A peft model's own scaling must agree, if given.
+    init, init_std : A^(0) ~ ``"gaussian"`` N(0, init_std²) (default 1/r) or ``"kaiming"``;
+        B^(0) = 0.
+    estimator : a node's oracle (:mod:`lorakit.local`): ``"gd"``, ``sgd(batch_size=b)`` or
+        ``sgd(sigma=σ)`` (E‖ξ‖² = σ², RW-LoRA Assumption 4); ``sigma=``/``batch_size=`` are its
+        deprecated shorthand.
+    compressor : every message's upload compressor (a Compressor or a name); default identity.
     bytes_per_float, bytes_per_index : message accounting (module docstring).
     """
 
@@ -103,33 +94,26 @@ class NodeConfig(Config):
     rule = ""  # the field naming the graph rule ("transition", "mixing"): a describe() column
 
     def __post_init__(self):
-        set_ = object.__setattr__
+        set_, owner = object.__setattr__, type(self).__name__
         if self.lr is not None:  # the README's old name of the step size
-            warnings.warn(
-                f"{type(self).__name__}(lr=...) is deprecated: the step size is gamma",
-                DeprecationWarning,
-                stacklevel=4,
-            )
+            message = f"{owner}(lr=...) is deprecated: the step size is gamma"
+            warnings.warn(message, DeprecationWarning, stacklevel=4)
             if self.gamma is not None:
                 raise TypeError("give the step size once: gamma (lr is its deprecated name)")
             set_(self, "gamma", self.lr)
-            set_(self, "lr", None)
         if self.gamma is None:
-            raise TypeError(f"{type(self).__name__} needs gamma, the step size")
+            raise TypeError(f"{owner} needs gamma, the step size")
         set_(self, "rank", check_int("rank", self.rank, low=1))
         set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
         set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
-        if self.alpha is not None:
-            check_real("alpha", self.alpha, low=0.0, low_open=True)
+        for name in ("alpha", "init_std"):
+            if getattr(self, name) is not None:
+                check_real(name, getattr(self, name), low=0.0, low_open=True)
         check_choice("init", self.init, INITS)
-        if self.init_std is not None:
-            check_real("init_std", self.init_std, low=0.0, low_open=True)
-        estimator = local_estimator(
-            self.estimator, self.sigma, self.batch_size, owner=type(self).__name__
-        )
+        estimator = local_estimator(self.estimator, self.sigma, self.batch_size, owner=owner)
         set_(self, "estimator", estimator)
-        set_(self, "sigma", None)
-        set_(self, "batch_size", None)
+        for name in ("lr", "sigma", "batch_size"):  # deprecated names: read, then None
+            set_(self, name, None)
         set_(self, "compressor", make_compressor(self.compressor))
         for name in ("bytes_per_float", "bytes_per_index"):
             set_(self, name, check_byte_size(name, getattr(self, name)))
@@ -203,8 +187,11 @@ class Simulation:
         self.scalings = check_problem(cfg, problem)
         problem.reset()
         self.W0 = problem.start()
+        self.s = problem.tree(self.scalings)  # each site's scaling, as a tree
+        init = self.streams["init"]
+        self.B, self.A = init_adapter(problem, cfg.rank, init, cfg.init, cfg.init_std)
         self.local = cfg.local()
-        self.clients = torch.arange(problem.M, device=problem.device)
+        self.N, self.clients = problem.M, torch.arange(problem.M, device=problem.device)
         self.t = self.communicated = self.bytes = 0
         self.good = None  # (t, B, A) of the last logged state that passed
         self.messages: list[dict] = []
@@ -212,8 +199,7 @@ class Simulation:
 
     def adapted(self, B, A):
         """W = W0 + s·B·A per site (B and A may be stacks over nodes)."""
-        s = self.problem.tree(self.scalings)
-        return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W0, B, A, s)
+        return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W0, B, A, self.s)
 
     def objective(self, W, weights: torch.Tensor) -> tuple[float, object]:
         """(Σ_v w_v f_v(W), Σ_v w_v ∇f_v(W)) over the clients (``weights``: one per client)."""
@@ -226,9 +212,8 @@ class Simulation:
 
     def factor_grad_sq(self, G, B, A) -> float:
         """‖∇_A f‖² + ‖∇_B f‖² from G = ∇_W f: ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ (RW-LoRA eq. (12))."""
-        s = self.problem.tree(self.scalings)
-        gA = tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s)
-        gB = tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s)
+        gA = tree_map(lambda b, g, s: s * (b.mT @ g), B, G, self.s)
+        gB = tree_map(lambda g, a, s: s * (g @ a.mT), G, A, self.s)
         return sq_norm(gA) + sq_norm(gB)
 
     def client_loss_table(self, W) -> torch.Tensor:
@@ -239,10 +224,6 @@ class Simulation:
         nodes = zip(*leaves(W), strict=True)  # node i's matrix at every site
         return torch.stack([p.client_losses(tree_like(W, mats)) for mats in nodes])
 
-    def compress(self, B, A, batch_dims: int = 0) -> tuple:
-        """:func:`compress_factors` with this run's compressor and streams."""
-        return compress_factors(self.cfg.compressor, B, A, self.streams, batch_dims)
-
     def cost(self, payload: Payload, extra_floats: int = 0) -> tuple[int, int]:
         """(floats, bytes) of one message."""
         floats = payload.floats + extra_floats
@@ -251,28 +232,16 @@ class Simulation:
 
     def diverged(self, text: str) -> DivergenceError:
         """The error of a run that diverged at ``self.t``: ``text``, then the step-size advice."""
-        cfg = self.cfg
-        return DivergenceError(
-            f"{cfg.method} diverged {text}. Lower gamma = {cfg.gamma:g}",
-            step=self.t,
-            seed=self.seed,
-            frame=pd.DataFrame(self.rows),
-        )
+        message = f"{self.cfg.method} diverged {text}. Lower gamma = {self.cfg.gamma:g}"
+        return DivergenceError(message, step=self.t, seed=self.seed, frame=pd.DataFrame(self.rows))
 
     def run(self, count: int, log_every: int = 1, progress: bool = False) -> list[dict]:
         """Advance ``count`` hops or rounds on :func:`lorakit.divergence.iterate` (a further call
         goes on), logging every ``log_every``-th state and the last; the problem then holds the
         last logged state that passed, whatever ended the run. Returns every row so far."""
+        where = dict(unit=self.unit, progress=progress, rows=self.rows, start=self.t)
         try:
-            return iterate(
-                _Steps(self),
-                count,
-                log_every,
-                unit=self.unit,
-                progress=progress,
-                rows=self.rows,
-                start=self.t,
-            )
+            return iterate(_Steps(self), count, log_every, **where)
         finally:
             if self.good is not None:
                 self.problem.commit(self.W0, *self.result(*self.good[1:]))
@@ -338,9 +307,7 @@ def factor_trouble(new: float, old: float) -> str | None:
     10⁶-fold: a diverging update, refused before it is kept), or None."""
     if not math.isfinite(new):
         return "the factors are not finite"
-    if new > 1e6 * (1.0 + old):
-        return f"the factors grew to size {new:.3g}"
-    return None
+    return f"the factors grew to size {new:.3g}" if new > 1e6 * (1.0 + old) else None
 
 
 def compress_factors(compressor: Compressor, B, A, streams: Streams, batch_dims: int = 0) -> tuple:

@@ -1,35 +1,26 @@
 """RW-LoRA: one LoRA token walks the communication graph (RW-LoRA Algorithm 1; spec ``rw_lora.md`` §4).
 
-The token, an adapter (B, A) over the frozen W0 (one pair per LoRA site on a model; shared parts:
-:mod:`lorakit.decentralized.simulation`), sits at node v_t of a connected graph whose N nodes are
-the problem's clients. Each hop:
-
-1. node v_t takes ``local_steps`` steps on its own f_{v_t} from W = W0 + s·BA, both factor
-   gradients at the same W (eqs. (7)–(8), Lemma 1 eq. (12)): ∇_A = s·Bᵀ∇f̃_v(W),
-   ∇_B = s·∇f̃_v(W)Aᵀ (:func:`lorakit.local.train`: autograd through peft on a model);
-2. the next node is drawn, v_{t+1} ~ P_{v_t,·}, and the token (with the optimizer state when it
-   travels) is sent there through the upload ``compressor``.
+The token, an adapter (B, A) (:mod:`lorakit.decentralized.simulation`), sits at node v_t of a
+connected graph whose nodes are the problem's clients. Each hop, node v_t takes ``local_steps``
+steps on its own f_{v_t}, both factor gradients at the same W = W0 + s·BA (eqs. (7)–(8), (12)),
+then draws v_{t+1} ~ P_{v_t,·} and sends the token there through the upload ``compressor``.
 
 P is Metropolis–Hastings for a target π (``"mh"``, spec §4.4), laziness·I + (1 − laziness)·MH
-(``"lazy"``: aperiodic even on an even ring, spec §9.1), the Metropolis weights (``"metropolis"``,
-uniform π) or a given row-stochastic matrix on the graph. The objective is f = Σ_v π_v f_v
-(eq. (5)); ``gap`` subtracts f*_π (the problem's ``weighted_f_star``; NaN when unknown).
+(``"lazy"``: aperiodic even on an even ring, §9.1), the Metropolis weights (``"metropolis"``,
+uniform π) or a given row-stochastic matrix on the graph. The objective is f = Σ_v π_v f_v (eq. (5)).
 
-Communication (spec §4.5, §10.5): a transfer sends one adapter, the compressor's payload of d
-floats, however many nodes there are; with ``optimizer="adamw"`` and ``optimizer_state="token"``
-AdamW's state (two moments and the step: 2d + 1 floats) travels too, uncompressed. A self-loop sends
-nothing.
+A transfer sends one adapter (the compressor's payload of d floats) and, with
+``optimizer_state="token"``, AdamW's state (2d + 1 floats, uncompressed); a self-loop sends nothing
+(spec §4.5, §10.5). Failures (the paper has none): with ``node_failure`` each node but the holder is
+down at a hop with that probability, and a step drawn onto a down node is *skipped*: the token goes
+to a node drawn from P_{v_t,·} restricted to live nodes (or stays). With ``token_loss`` a transfer
+is lost: the sender re-issues the copy it kept on receipt, discarding that hop's update (its bytes
+and local updates still count).
 
-Failures (options; the paper has none): with ``node_failure`` each node but the holder is down
-independently at every hop; a step drawn onto a down node is *skipped* and the token goes to a node
-drawn from P_{v_t,·} restricted to the live nodes (or stays). With ``token_loss`` a transfer is lost:
-the sender re-issues the token from the copy it kept on receipt, so that hop's update is discarded
-(its bytes and local updates still count) and the walk resumes from the sender.
-
-Randomness (:class:`lorakit.rng.Streams`): ``init``, ``walk`` (the start when random and one uniform
-per hop, so runs with and without failures, at both scales, draw the same path), ``failure``,
-``loss``, ``compression``, ``data``, ``noise``, ``model``. A diverging update (factors not finite or
-grown 10⁶-fold) raises before it is kept (divergence: see :mod:`lorakit.divergence`).
+Streams (:class:`lorakit.rng.Streams`): ``init``, ``walk`` (the start when random, then one uniform
+per hop: the same path with or without failures, at both scales), ``failure``, ``loss``,
+``compression``, ``data``, ``noise``, ``model``. An update whose factors are not finite or grow
+10⁶-fold raises before it is kept (divergence: see :mod:`lorakit.divergence`).
 """
 
 from __future__ import annotations
@@ -44,7 +35,7 @@ import torch
 
 from .._validation import check_choice, check_int, check_real
 from ..divergence import BLOWUP
-from ..local import init_adapter, train
+from ..local import train
 from ..tree import leaves, sq_norm
 from .markov import (
     is_periodic,
@@ -62,6 +53,7 @@ from .simulation import (
     Simulation,
     check_graph,
     check_problem,
+    compress_factors,
     factor_trouble,
     largest,
     run_simulations,
@@ -223,8 +215,13 @@ class RWLoRA(NodeConfig):
     def simulator(self, problem, graph, seed: int = 0) -> WalkSimulation:
         """A step-by-step simulation (``.hop()``; the token's ``.B``, ``.A`` and ``.node``)."""
         check_problem(self, problem)
-        P, pi = self.transition_matrix(problem, graph)
-        return WalkSimulation(self, problem, check_int("seed", seed, low=0), P, pi)
+        return self._simulation(problem, graph)(check_int("seed", seed, low=0))
+
+    def _simulation(self, problem, graph, record=True, chain=None):
+        """``make(seed)``: a seeded :class:`WalkSimulation` on the chain (P, π) ``chain`` gives
+        (default :meth:`transition_matrix`)."""
+        P, pi = (chain or self.transition_matrix)(problem, graph)
+        return lambda seed: WalkSimulation(self, problem, seed, P, pi, record)
 
     def run(
         self,
@@ -256,9 +253,7 @@ class RWLoRA(NodeConfig):
         drawn, or −1) and ``down`` (the nodes down at that hop).
         """
 
-        def setup():  # the chain, once the arguments are checked
-            P, pi = self.run_chain(problem, graph)
-            return lambda seed: WalkSimulation(self, problem, seed, P, pi, messages)
+        setup = lambda: self._simulation(problem, graph, messages, self.run_chain)  # noqa: E731
 
         options = (log_every, on_divergence, blowup, progress, messages)
         return run_simulations(self, problem, "hops", hops, seeds, setup, *options)
@@ -273,11 +268,7 @@ class WalkSimulation(Simulation):
         super().__init__(cfg, problem, seed, record)
         self.P, self.pi = P, np.asarray(pi, dtype=np.float64)
         self.pi_weights = torch.tensor(self.pi)  # the objective's client weights
-        self.N = P.shape[0]
         self.cum = np.cumsum(P, axis=1)
-        self.B, self.A = init_adapter(
-            problem, cfg.rank, self.streams["init"], cfg.init, cfg.init_std
-        )
         self.d = sum(x.numel() for x in leaves(self.B) + leaves(self.A))
         self.state = None  # the token's optimizer state_dict (None: fresh)
         self.node_states: dict[int, dict | None] = {}
@@ -366,23 +357,13 @@ class WalkSimulation(Simulation):
         (:meth:`check_token`) and, when it moves on (``send``), the upload compressor. Returns (B,
         A, the optimizer state, the largest entry of the token as sent, the payload or None); a
         walk on Ray actors overrides this alone (:mod:`lorakit.distributed.ray_walk`)."""
-        state = self.visit_state(u)
-        B, A, state = train(
-            self.problem,
-            self.W0,
-            self.B,
-            self.A,
-            self.scalings,
-            u,
-            self.local,
-            self.streams,
-            state=state,
-        )
+        args = (self.W0, self.B, self.A, self.scalings, u, self.local, self.streams)
+        B, A, state = train(self.problem, *args, state=self.visit_state(u))
         new_size = largest(B, A)
         self.check_token(u, new_size)
         payload = None
         if send:
-            B, A, payload = self.compress(B, A)
+            B, A, payload = compress_factors(self.cfg.compressor, B, A, self.streams)
             if not self.cfg.compressor.is_identity:
                 new_size = largest(B, A)
         return B, A, state, new_size, payload
@@ -429,9 +410,6 @@ class WalkSimulation(Simulation):
         return {**row, **{name: getattr(self, name) for name in counters}, "mismatch": 0.0}
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading a history
-# ---------------------------------------------------------------------------------------------
 def token_path(history: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
     """The token's holder after every hop, (seed, hop, node), from ``history.attrs["path"]``
     (every hop, whatever ``log_every`` was), for a node-link view of the walk."""
@@ -441,12 +419,8 @@ def token_path(history: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
     chosen = paths if seed is None else {seed: paths[seed]} if seed in paths else None
     if chosen is None:
         raise ValueError(f"seed must be one of {sorted(paths)}, got {seed!r}")
-    rows = [
-        {"seed": s, "hop": t, "node": int(v)}
-        for s, path in chosen.items()
-        for t, v in enumerate(path)
-    ]
-    return pd.DataFrame(rows)
+    rows = [(s, t, int(v)) for s, path in chosen.items() for t, v in enumerate(path)]
+    return pd.DataFrame(rows, columns=["seed", "hop", "node"])
 
 
 def visit_frequencies(history: pd.DataFrame, *, burn_in: int = 0) -> pd.DataFrame:
@@ -469,12 +443,7 @@ def visit_frequencies(history: pd.DataFrame, *, burn_in: int = 0) -> pd.DataFram
     N = len(pi) if pi else 1 + max(int(v.max()) for v in visited.values() if v.size)
     rows = []
     for s, nodes in visited.items():
-        nodes = nodes[burn_in:]
-        counts = np.bincount(nodes, minlength=N)
+        counts = np.bincount(nodes[burn_in:], minlength=N)[:N]
         total = max(int(counts.sum()), 1)
-        for v in range(N):
-            rows.append(
-                {"seed": s, "node": v, "visits": int(counts[v]), "frequency": counts[v] / total,
-                 "pi": pi[v] if pi else math.nan}
-            )  # fmt: skip
-    return pd.DataFrame(rows)
+        rows += [(s, v, int(c), c / total, pi[v] if pi else math.nan) for v, c in enumerate(counts)]
+    return pd.DataFrame(rows, columns=["seed", "node", "visits", "frequency", "pi"])

@@ -62,11 +62,8 @@ def restored_note(unit: str, step: int) -> str:
 
 
 class DivergenceError(RuntimeError):
-    """A run whose loss became NaN, infinite or exploded (:func:`exploded`).
-
-    ``step`` is where it was detected and ``seed`` the seed; ``frame`` holds the rows of every seed
-    that finished before it and the diverged seed's rows up to ``step``.
-    """
+    """A run whose loss became NaN, infinite or exploded (:func:`exploded`) at ``step`` of
+    ``seed``; ``frame`` holds every finished seed's rows and the diverged seed's up to ``step``."""
 
     def __init__(self, message: str, *, step: int, seed: int, frame: pd.DataFrame):
         super().__init__(message)
@@ -87,14 +84,11 @@ def run_seeds(
     on_divergence: str,
     blowup: float,
 ) -> tuple[pd.DataFrame, list]:
-    """The seed loop of every pattern; returns (frame, the runs).
-
-    ``make(seed)`` builds one seeded run (its ``blowup`` is set here), ``run(sim)`` returns its
-    rows or raises :class:`DivergenceError` holding the rows so far, ``frame(rows)`` makes the
-    table. With ``on_divergence="raise"`` the error is re-raised with ``frame`` = every finished
-    seed's rows and the diverged seed's; with ``"stop"`` the diverged seed keeps its rows, is
-    listed in ``attrs["diverged"]`` (seed → step) and the next seeds run.
-    """
+    """The seed loop of every pattern: (frame, the runs). ``make(seed)`` builds a run (its
+    ``blowup`` set here), ``run(sim)`` returns its rows or raises :class:`DivergenceError` holding
+    them, ``frame(rows)`` makes the table. ``on_divergence="raise"`` re-raises with every seed's
+    rows so far; ``"stop"`` keeps them, lists the seed in ``attrs["diverged"]`` (seed → step) and
+    goes on."""
     rows: list[dict] = []
     diverged, sims = {}, []
     for seed in seeds:
@@ -117,20 +111,15 @@ def run_seeds(
 def iterate(
     run, count: int, log_every: int, *, unit: str, progress: bool, rows=None, start: int = 0
 ) -> list[dict]:
-    """One seed's loop over iterations ``start`` + 1, …, ``start`` + ``count`` of ``run``; returns
-    its rows (``rows``, extended in place, continues a run; else the start is logged first).
+    """One seed's iterations ``start`` + 1, …, ``start`` + ``count`` of ``run``: its rows
+    (``rows``, extended in place, continues a run; else the start is logged first).
 
     ``run`` has ``problem``, ``streams``, ``seed``, ``blowup``, ``cfg.method``, ``round(t, rows)``
-    (iteration t; returns what ``log`` needs, or raises :class:`DivergenceError`), ``log(t,
-    counts)`` (the row after iteration t; ``counts`` is ``()`` before any), ``state()`` (the state
-    as a value), ``commit(t, state)`` (write it into the problem) and ``diverged(t, what, rows)``
-    (raises, with the hint).
-
+    (iteration t: what ``log`` needs), ``log(t, counts)`` (a row; ``counts`` is ``()`` before any
+    iteration), ``state()`` (a value), ``commit(t, state)`` and ``diverged(t, what, rows)`` (raises).
     A row is logged every ``log_every``-th iteration, at the last, and where a stop asked by the
-    progress bar (:func:`lorakit.progress.stop_requested`) ends the run. A logged loss that
-    :func:`exploded` raises, and the problem then holds the state of the last logged iteration that
-    passed (a model says so in the message). ``problem.seeded(streams)`` gives a model's own draws;
-    ``progress`` shows a bar.
+    progress bar (:func:`lorakit.progress.stop_requested`) ends the run; a logged loss that
+    :func:`exploded` raises, the problem then holding the last logged state that passed.
     """
     p, counts, rows = run.problem, (), [] if rows is None else rows
     bar = progress_bar(enabled=progress, total=count, desc=f"{run.cfg.method} seed {run.seed}")

@@ -93,13 +93,9 @@ def metropolis_matrix(adjacency) -> np.ndarray:
 
 
 def equal_weights(adjacency) -> np.ndarray:
-    """Equal link weights 1/(1 + d_max), the rest on the diagonal (``mixing="uniform"``).
-
-    Symmetric and doubly stochastic for any graph: 1/(d + 1) everywhere on a d-regular graph (spec
-    §5's uniform weights) and J/N on the complete graph. On an irregular graph
-    :func:`lorakit.decentralized.markov.uniform_weights` (1/(d_u + 1) per row) is only
-    row-stochastic, so gossip with it would drift to a degree-weighted average.
-    """
+    """Equal link weights 1/(1 + d_max), the rest on the diagonal (``mixing="uniform"``): doubly
+    stochastic on any graph, unlike :func:`lorakit.decentralized.markov.uniform_weights`, which it
+    equals on a regular graph (spec §5)."""
     adj = _adjacency(adjacency)
     return _with_diagonal(adj, 1.0 / (1.0 + adj.sum(axis=1).max(initial=0)))
 
@@ -217,8 +213,7 @@ class GossipLoRA(NodeConfig):
 
 
 class GossipSimulation(Simulation):
-    """One seeded gossip run: the node stacks ``B``, ``A`` (per site (N, m, r), (N, r, n)) and
-    their optimizer ``state``."""
+    """One seeded gossip run: the node stacks ``B``, ``A`` (per site (N, m, r), (N, r, n))."""
 
     unit = "round"
 
@@ -303,9 +298,6 @@ class GossipSimulation(Simulation):
                 self.messages.append({**message, "bytes": nbytes, "dropped": x})
         links, dropped_links = int(up.sum()) // 2, int(dropped.sum()) // 2
         return dict(mismatch=local, mismatch_global=glob, links=links, dropped_links=dropped_links)
-
-    def step(self) -> dict:
-        return self.round()
 
     def first_record(self) -> dict:
         links = int(self.adj.sum()) // 2

@@ -174,7 +174,7 @@ def square_matrix(name: str, value) -> np.ndarray:
 
 class Simulation:
     """One seeded run of a decentralized pattern. A subclass holds the factors as ``B``, ``A`` and
-    gives ``unit`` ("hop", "round"), ``step()`` (one hop or round: its record),
+    gives ``unit`` ("hop", "round"; also the method that takes one and returns its record),
     ``first_record()``, ``log(record)`` (a row) and ``result(B, A)`` (the adapter a model keeps).
     """
 
@@ -253,9 +253,10 @@ class _Steps:
     def __init__(self, sim: Simulation):
         self.sim, self.problem, self.streams, self.seed = sim, sim.problem, sim.streams, sim.seed
         self.cfg, self.blowup = sim.cfg, sim.blowup
+        self.step = getattr(sim, sim.unit)  # hop() or round()
 
     def round(self, t: int, rows: list) -> dict:
-        return self.sim.step()
+        return self.step()
 
     def log(self, t: int, record) -> dict:
         return self.sim.log(record or self.sim.first_record())

@@ -296,16 +296,13 @@ class WalkSimulation(Simulation):
         """(v_{t+1}, the down node first drawn or −1, the nodes down this hop)."""
         v = _sample(self.cum[u], self.streams.uniform("walk"))
         down = self.down_nodes(u)
-        if down is None:
-            return v, -1, []
-        if not down[v]:
-            return v, -1, np.flatnonzero(down).tolist()
+        listed = [] if down is None else np.flatnonzero(down).tolist()
+        if down is None or not down[v]:
+            return v, -1, listed
         live = np.where(down, 0.0, self.P[u])
-        if live.sum() <= 0:
-            w = u  # every node the token could go to is down: it waits at u
-        else:
-            w = _sample(np.cumsum(live), self.streams.uniform("failure"))
-        return w, v, np.flatnonzero(down).tolist()
+        if live.sum() <= 0:  # every node the token could go to is down: it waits at u
+            return u, v, listed
+        return _sample(np.cumsum(live), self.streams.uniform("failure")), v, listed
 
     def down_nodes(self, u: int) -> np.ndarray | None:
         """The nodes down this hop (a mask; None: none can be): each but the holder u with
@@ -353,10 +350,8 @@ class WalkSimulation(Simulation):
         return record
 
     def visit(self, u: int, send: bool) -> tuple:
-        """Node u's part of a hop: its local steps on the token, the divergence test
-        (:meth:`check_token`) and, when it moves on (``send``), the upload compressor. Returns (B,
-        A, the optimizer state, the largest entry of the token as sent, the payload or None); a
-        walk on Ray actors overrides this alone (:mod:`lorakit.distributed.ray_walk`)."""
+        """Node u's local steps, :meth:`check_token` and (``send``) the upload compressor: (B, A,
+        optimizer state, the largest entry sent, payload or None). Ray actors override this alone."""
         args = (self.W0, self.B, self.A, self.scalings, u, self.local, self.streams)
         B, A, state = train(self.problem, *args, state=self.visit_state(u))
         new_size = largest(B, A)
@@ -383,9 +378,6 @@ class WalkSimulation(Simulation):
     def token(self) -> tuple:
         """The token's factors (B, A) as tensors here (a walk on Ray actors fetches them)."""
         return self.B, self.A
-
-    def step(self) -> dict:
-        return self.hop()
 
     def first_record(self) -> dict:
         return {"node": self.node, "to": self.node, "lost": False, "skipped": False}
@@ -424,12 +416,9 @@ def token_path(history: pd.DataFrame, seed: int | None = None) -> pd.DataFrame:
 
 
 def visit_frequencies(history: pd.DataFrame, *, burn_in: int = 0) -> pd.DataFrame:
-    """How often each node ran the token's update, per seed: (seed, node, visits, frequency, pi).
-
-    Visits are the holders v_0, …, v_{T−1} of hops 1..T (from ``attrs["path"]`` when present, else
-    the ``node`` column of a history logged every hop), skipping the first ``burn_in`` hops. By the
-    ergodic theorem ``frequency`` → π_v (spec §9.2 item 6).
-    """
+    """How often each node ran the token's update, per seed: (seed, node, visits, frequency, pi),
+    over the holders of hops ``burn_in`` + 1, … (``attrs["path"]``, else the ``node`` column of a
+    history logged every hop). By the ergodic theorem ``frequency`` → π_v (spec §9.2 item 6)."""
     burn_in = check_int("burn_in", burn_in, low=0)
     paths = history.attrs.get("path")
     if paths:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_choice, check_real
 from ..divergence import BLOWUP
 from ..local import train
 from ..tree import leaves, tree_map
@@ -40,7 +40,6 @@ from .simulation import (
     NodeConfig,
     Simulation,
     check_graph,
-    check_problem,
     compress_factors,
     factor_trouble,
     largest,
@@ -168,15 +167,10 @@ class GossipLoRA(NodeConfig):
             return equal_weights(adj)
         return check_mixing(np.asarray(metropolis_weights(G), dtype=np.float64), adj)
 
-    def _simulation(self, problem, graph, record=True):
-        """``make(seed)``: a seeded :class:`GossipSimulation` on ``graph``."""
+    def simulations(self, problem, graph, record: bool = True, run: bool = False):
+        """``make(seed)``: a :class:`GossipSimulation` per seed."""
         M, (_, adj) = self.mixing_matrix(problem, graph), check_graph(graph, problem)
         return lambda seed: GossipSimulation(self, problem, seed, M, adj, record)
-
-    def simulator(self, problem, graph, seed: int = 0) -> GossipSimulation:
-        """A step-by-step simulation (``.round()``; the node stacks ``.B``, ``.A``)."""
-        check_problem(self, problem)
-        return self._simulation(problem, graph)(check_int("seed", seed, low=0))
 
     def run(
         self,
@@ -207,9 +201,8 @@ class GossipLoRA(NodeConfig):
         ``seed``, ``round``, ``src``, ``dst``, ``params``, ``bytes``, ``dropped``.
         """
 
-        setup = lambda: self._simulation(problem, graph, messages)  # noqa: E731
         options = (log_every, on_divergence, blowup, progress, messages)
-        return run_simulations(self, problem, "rounds", rounds, seeds, setup, *options)
+        return run_simulations(self, problem, graph, "rounds", rounds, seeds, *options)
 
 
 class GossipSimulation(Simulation):
@@ -314,13 +307,13 @@ class GossipSimulation(Simulation):
     def log(self, record: dict) -> dict:
         """The row of the current nodes (:meth:`GossipLoRA.run`)."""
         B_bar, A_bar = self.result(self.B, self.A)
-        loss, G = self.objective(self.adapted(B_bar, A_bar), self.uniform)
+        loss, grad_sq = self.objective(B_bar, A_bar, self.uniform)
         losses = self.client_loss_table(self.adapted(self.B, self.A))  # (N models, N objectives)
         spread = leaves(self.A) + leaves(self.B)
         row = {"seed": self.seed, "round": self.t, "loss": loss}
         row["node_loss_mean"] = float(losses.mean())
         row["local_loss_mean"] = float(torch.diagonal(losses).mean())
-        row["gap"], row["grad_norm_sq"] = loss - self.f_star, self.factor_grad_sq(G, B_bar, A_bar)
+        row["gap"], row["grad_norm_sq"] = loss - self.f_star, grad_sq
         row["consensus"] = sum(float((x - x.mean(0)).square().sum()) for x in spread) / self.N
         row.update(record, communicated_params=self.communicated, bytes=self.bytes)
         return {**row, "local_updates": self.local_updates}

@@ -130,6 +130,13 @@ class NodeConfig(Config):
             "local_steps": self.local_steps,
         }
 
+    def simulator(self, problem, graph, seed: int = 0):
+        """One seed's simulation on ``graph``, to step by hand (``.hop()`` or ``.round()``; the
+        factors ``.B``, ``.A``); a subclass's ``simulations(problem, graph, record, run)`` makes it.
+        """
+        check_problem(self, problem)
+        return self.simulations(problem, graph)(check_int("seed", seed, low=0))
+
     def local(self) -> Local:
         """The local trainer of a node (:class:`lorakit.local.Local`)."""
         kwargs = dict(self.optimizer_kwargs)
@@ -201,20 +208,18 @@ class Simulation:
         """W = W0 + s·B·A per site (B and A may be stacks over nodes)."""
         return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W0, B, A, self.s)
 
-    def objective(self, W, weights: torch.Tensor) -> tuple[float, object]:
-        """(Σ_v w_v f_v(W), Σ_v w_v ∇f_v(W)) over the clients (``weights``: one per client)."""
-        p, M = self.problem, self.problem.M
+    def objective(self, B, A, weights: torch.Tensor) -> tuple[float, float]:
+        """(f, ‖∇_A f‖² + ‖∇_B f‖²) of f = Σ_v w_v f_v at W0 + s·BA (``weights``: one per client),
+        the factor gradients ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ of G = ∇_W f (RW-LoRA eq. (12))."""
+        p, W = self.problem, self.adapted(B, A)
         losses = p.client_losses(W)
         loss = float((losses * weights.to(losses)).sum())
-        stack = tree_map(lambda x: x.expand(M, *x.shape), W)
+        stack = tree_map(lambda x: x.expand(self.N, *x.shape), W)
         G = p.local_grads(stack, self.clients)
-        return loss, tree_map(lambda g: (g * weights.to(g)[:, None, None]).sum(0), G)
-
-    def factor_grad_sq(self, G, B, A) -> float:
-        """‖∇_A f‖² + ‖∇_B f‖² from G = ∇_W f: ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ (RW-LoRA eq. (12))."""
+        G = tree_map(lambda g: (g * weights.to(g)[:, None, None]).sum(0), G)
         gA = tree_map(lambda b, g, s: s * (b.mT @ g), B, G, self.s)
         gB = tree_map(lambda g, a, s: s * (g @ a.mT), G, A, self.s)
-        return sq_norm(gA) + sq_norm(gB)
+        return loss, sq_norm(gA) + sq_norm(gB)
 
     def client_loss_table(self, W) -> torch.Tensor:
         """(f_c(W_i))_{i,c} for a stack of per-node weights W (node by node unless batched)."""
@@ -272,18 +277,18 @@ class _Steps:
         raise self.sim.diverged(f"at {self.sim.unit} {t} (seed {self.seed}): {what}")
 
 
-def run_simulations(cfg, problem, unit, count, seeds, setup, *options):
-    """Run one :class:`Simulation` per seed for ``count`` hops or rounds (``unit``) with the
-    options (``log_every``, ``on_divergence``, ``blowup``, ``progress``, ``messages``) checked
-    first (:func:`lorakit.divergence.check_run`), then ``setup()`` giving ``make(seed)``; the seeds
-    by :func:`lorakit.divergence.run_seeds`. Returns the frame (``frame.attrs`` from the class's
-    ``annotate(frame, sims)``) and with ``messages`` the frame of every message."""
+def run_simulations(cfg, problem, graph, unit, count, seeds, *options, simulations=None):
+    """Run ``count`` hops or rounds (``unit``) per seed with the options (``log_every``,
+    ``on_divergence``, ``blowup``, ``progress``, ``messages``), checked
+    (:func:`lorakit.divergence.check_run`) before ``cfg.simulations`` (or ``simulations``) makes
+    them, the seeds by :func:`lorakit.divergence.run_seeds`. Returns the frame (its ``attrs`` from
+    the class's ``annotate(frame, sims)``) and with ``messages`` the frame of every message."""
     log_every, on_divergence, blowup, progress, messages = options
     check_problem(cfg, problem)
     count, seeds, log_every, blowup = check_run(
         unit, count, seeds, log_every, on_divergence, blowup, messages=messages, progress=progress
     )
-    make = setup()
+    make = (simulations or cfg.simulations)(problem, graph, messages, run=True)
     frame, sims = run_seeds(
         seeds,
         lambda seed: make(check_int("seed", seed, low=0)),

@@ -52,7 +52,6 @@ from .simulation import (
     NodeConfig,
     Simulation,
     check_graph,
-    check_problem,
     compress_factors,
     factor_trouble,
     largest,
@@ -212,15 +211,9 @@ class RWLoRA(NodeConfig):
             )
         return P, pi
 
-    def simulator(self, problem, graph, seed: int = 0) -> WalkSimulation:
-        """A step-by-step simulation (``.hop()``; the token's ``.B``, ``.A`` and ``.node``)."""
-        check_problem(self, problem)
-        return self._simulation(problem, graph)(check_int("seed", seed, low=0))
-
-    def _simulation(self, problem, graph, record=True, chain=None):
-        """``make(seed)``: a seeded :class:`WalkSimulation` on the chain (P, π) ``chain`` gives
-        (default :meth:`transition_matrix`)."""
-        P, pi = (chain or self.transition_matrix)(problem, graph)
+    def simulations(self, problem, graph, record: bool = True, run: bool = False):
+        """``make(seed)``: a :class:`WalkSimulation` per seed (a ``run``'s warns when periodic)."""
+        P, pi = (self.run_chain if run else self.transition_matrix)(problem, graph)
         return lambda seed: WalkSimulation(self, problem, seed, P, pi, record)
 
     def run(
@@ -253,10 +246,8 @@ class RWLoRA(NodeConfig):
         drawn, or −1) and ``down`` (the nodes down at that hop).
         """
 
-        setup = lambda: self._simulation(problem, graph, messages, self.run_chain)  # noqa: E731
-
         options = (log_every, on_divergence, blowup, progress, messages)
-        return run_simulations(self, problem, "hops", hops, seeds, setup, *options)
+        return run_simulations(self, problem, graph, "hops", hops, seeds, *options)
 
 
 class WalkSimulation(Simulation):
@@ -393,9 +384,9 @@ class WalkSimulation(Simulation):
     def log(self, record: dict) -> dict:
         """The row of the current token: f = Σ_v π_v f_v, its factor-gradient norm², ‖A‖, ‖B‖."""
         B, A = self.token()
-        loss, G = self.objective(self.adapted(B, A), self.pi_weights)
+        loss, grad_sq = self.objective(B, A, self.pi_weights)
         row = {"seed": self.seed, "hop": self.t, **record, "loss": loss, "gap": loss - self.f_star}
-        row["grad_norm_sq"] = self.factor_grad_sq(G, B, A)
+        row["grad_norm_sq"] = grad_sq
         row["A_norm"], row["B_norm"] = math.sqrt(sq_norm(A)), math.sqrt(sq_norm(B))
         row["communicated_params"] = self.communicated
         counters = ("bytes", "transfers", "local_updates", "lost_hops", "skipped_nodes")

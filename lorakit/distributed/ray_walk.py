@@ -325,16 +325,18 @@ def run(
         raise ArgumentTypeError(f"cfg must be an RWLoRA configuration, got {type(cfg).__name__}")
     started = []
 
-    def setup():  # the chain, then the actors, once the arguments are checked
+    def simulations(problem, graph, record, run):  # the actors start once the arguments are checked
         P, pi = cfg.run_chain(problem, graph)
         if nodes is None:
             started.append(RayNodes(problem, actor_options=actor_options, timeout=timeout))
         on = nodes if nodes is not None else started[0]
-        return lambda seed: RayWalkSimulation(cfg, problem, seed, P, pi, messages, nodes=on)
+        return lambda seed: RayWalkSimulation(cfg, problem, seed, P, pi, record, nodes=on)
 
     try:
         options = (log_every, on_divergence, blowup, progress, messages)
-        return run_simulations(cfg, problem, "hops", hops, seeds, setup, *options)
+        return run_simulations(
+            cfg, problem, graph, "hops", hops, seeds, *options, simulations=simulations
+        )
     finally:
         for own in started:
             own.shutdown()

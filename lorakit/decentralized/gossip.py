@@ -1,24 +1,22 @@
 """Gossip Dec-LoRA: every node keeps its own factors and averages them with its neighbours' (the
 baseline of RW-LoRA, [4]/[14]; spec ``rw_lora.md`` §5).
 
-Node i holds an adapter (B_i, A_i) (:mod:`lorakit.decentralized.simulation`), every node starting
-from the same one. A round: every node takes ``local_steps`` steps on its own f_i from
-W_i = W0 + s·B_i A_i; then the nodes mix their factors, A_i ← Σ_j M_ij A_j, B_i ← Σ_j M_ij B_j (on
-every site), with M symmetric, doubly stochastic and supported on the graph and the diagonal. With
-an upload ``compressor`` node i mixes its neighbours' C(A_j), C(B_j) (one message per node and
-round) and its own factors exactly: A_i ← M_ii A_i + Σ_{j≠i} M_ij C(A_j).
+Node i holds an adapter (B_i, A_i) (:mod:`lorakit.decentralized.simulation`), all starting equal.
+A round: every node takes ``local_steps`` steps on its own f_i from W_i = W0 + s·B_i A_i; then the
+nodes mix, A_i ← Σ_j M_ij A_j, B_i ← Σ_j M_ij B_j on every site, M symmetric, doubly stochastic and
+supported on the graph and the diagonal. With an upload ``compressor`` node i mixes its
+neighbours' C(A_j) (one message per node and round) and its own A_i exactly.
 
-M is ``"metropolis"`` (M_ij = 1/(1 + max(d_i, d_j))), ``"uniform"`` (1/(1 + d_max) on every link:
-J/N on the complete graph) or a given matrix, the rest of each row on the diagonal. With
-``link_failure`` a link is down for a round with that probability and M is rebuilt on the links up
-(a given matrix's dropped weights move to the diagonal), so the node average of the factors is kept.
+M is ``"metropolis"`` (M_ij = 1/(1 + max(d_i, d_j))), ``"uniform"`` (1/(1 + d_max) on every link,
+J/N on the complete graph) or a given matrix, the rest of each row on the diagonal. A link down
+(``link_failure``) carries nothing for the round and M is rebuilt on the links up (a given
+matrix's dropped weights move to the diagonal), keeping the node average of the factors.
 
-M mixes factors, not products: (Σ_j M_ij B_j)(Σ_j M_ij A_j) ≠ Σ_j M_ij B_j A_j, the *bilinear
-mismatch* (spec §6, :mod:`lorakit.decentralized.mismatch`) that RW-LoRA's one token never pays. The
-objective is f = (1/N) Σ_i f_i. A round costs Σ_i deg_i messages (2|E|·d floats, against RW-LoRA's
-one adapter per hop) and N·``local_steps`` local updates; AdamW's state stays on each node. Streams:
-``init`` (the shared A), ``links`` (one uniform per edge and round, edges sorted), ``compression``,
-``data``, ``noise``, ``model``.
+M mixes factors, not products, so (Σ_j M_ij B_j)(Σ_j M_ij A_j) ≠ Σ_j M_ij B_j A_j: the *bilinear
+mismatch* (spec §6, :mod:`lorakit.decentralized.mismatch`). The objective is f = (1/N) Σ_i f_i. A
+round costs Σ_i deg_i messages (2|E|·d floats) and N·``local_steps`` local updates; AdamW's state
+stays on each node. Streams: ``init``, ``links`` (one uniform per edge and round, edges sorted),
+``compression``, ``data``, ``noise``, ``model``.
 """
 
 from __future__ import annotations
@@ -185,10 +183,8 @@ class GossipLoRA(NodeConfig):
         blowup: float = BLOWUP,
         progress: bool = False,
     ):
-        """Simulate ``rounds`` gossip rounds per seed on ``problem``'s clients (``progress``: a bar
-        over each seed's rounds; divergence: see :mod:`lorakit.divergence`).
-
-        Returns the history, one row per logged round and seed (round 0: the common start):
+        """Simulate ``rounds`` rounds per seed (``progress``: a bar; divergence: see
+        :mod:`lorakit.divergence`). Returns one row per logged round and seed (round 0: the start):
         ``loss`` = f(W0 + s·B̄Ā) of the average model (the node means B̄, Ā); ``node_loss_mean`` =
         (1/N) Σ_i f(W_i); ``local_loss_mean`` = (1/N) Σ_i f_i(W_i); ``gap`` = loss − f*;
         ``grad_norm_sq`` = ‖∇_A f‖² + ‖∇_B f‖² at the average model; ``consensus`` =

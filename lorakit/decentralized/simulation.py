@@ -36,7 +36,7 @@ from ..local import OPTIMIZERS as LOCAL_OPTIMIZERS
 from ..problems.protocol import check_problem_protocol, site_scalings
 from ..rng import Streams
 from ..tree import leaves, sq_norm, tree_like, tree_map
-from .graphs import as_graph, check_connected
+from .graphs import adjacency, as_graph, check_connected
 
 __all__ = [
     "INITS",
@@ -163,9 +163,7 @@ def check_graph(graph, problem) -> tuple[nx.Graph, np.ndarray]:
             f"graph has {N} nodes but the problem has M = {problem.M} clients: one node per client"
         )
     check_connected(G)
-    adjacency = nx.to_numpy_array(G, nodelist=range(N), weight=None, dtype=float) > 0
-    np.fill_diagonal(adjacency, False)
-    return G, adjacency
+    return G, adjacency(G).toarray() > 0
 
 
 def square_matrix(name: str, value) -> np.ndarray:
@@ -201,8 +199,7 @@ class Simulation:
         self.N, self.clients = problem.M, torch.arange(problem.M, device=problem.device)
         self.t = self.communicated = self.bytes = 0
         self.good = None  # (t, B, A) of the last logged state that passed
-        self.messages: list[dict] = []
-        self.rows: list[dict] = []
+        self.messages, self.rows = [], []  # dicts: the messages sent, the rows logged
 
     def adapted(self, B, A):
         """W = W0 + s·B·A per site (B and A may be stacks over nodes)."""

@@ -9,13 +9,11 @@ P is Metropolis–Hastings for a target π (``"mh"``, spec §4.4), laziness·I +
 (``"lazy"``: aperiodic even on an even ring, §9.1), the Metropolis weights (``"metropolis"``,
 uniform π) or a given row-stochastic matrix on the graph. The objective is f = Σ_v π_v f_v (eq. (5)).
 
-A transfer sends one adapter (the compressor's payload of d floats) and, with
-``optimizer_state="token"``, AdamW's state (2d + 1 floats, uncompressed); a self-loop sends nothing
-(spec §4.5, §10.5). Failures (the paper has none): with ``node_failure`` each node but the holder is
-down at a hop with that probability, and a step drawn onto a down node is *skipped*: the token goes
-to a node drawn from P_{v_t,·} restricted to live nodes (or stays). With ``token_loss`` a transfer
-is lost: the sender re-issues the copy it kept on receipt, discarding that hop's update (its bytes
-and local updates still count).
+A transfer sends one adapter (the compressor's payload) and, with ``optimizer_state="token"``,
+AdamW's state (2d + 1 floats); a self-loop sends nothing (spec §4.5, §10.5). Failures (not in the
+paper): with ``node_failure`` a step drawn onto a down node is *skipped*, the token going to a node
+drawn from P_{v_t,·} restricted to the live nodes (or staying); with ``token_loss`` a lost transfer
+is re-issued by the sender from its copy, discarding that hop's update (its cost still counts).
 
 Streams (:class:`lorakit.rng.Streams`): ``init``, ``walk`` (the start when random, then one uniform
 per hop: the same path with or without failures, at both scales), ``failure``, ``loss``,
@@ -141,16 +139,14 @@ class RWLoRA(NodeConfig):
                 "transition='metropolis' is doubly stochastic (uniform π); use 'mh' or 'lazy' "
                 "for another pi"
             )
-        laziness = check_real("laziness", self.laziness, low=0.0, high=1.0, high_open=True)
-        set_(self, "laziness", laziness)
         check_choice("optimizer_state", self.optimizer_state, OPTIMIZER_STATES)
         if isinstance(self.start, str):
             check_choice("start", self.start, STARTS)
         elif self.start is not None:
             set_(self, "start", check_int("start", self.start, low=0))
-        # Probability 1 is refused: every other node down keeps the token at its start forever,
+        # Failure probability 1 is refused: every other node down keeps the token at its start,
         # and a token lost on every transfer discards every update (the run would be a no-op).
-        for name in ("node_failure", "token_loss"):
+        for name in ("laziness", "node_failure", "token_loss"):
             value = check_real(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
             set_(self, name, value)
 
@@ -229,17 +225,14 @@ class RWLoRA(NodeConfig):
         blowup: float = BLOWUP,
         progress: bool = False,
     ):
-        """Simulate ``hops`` hops of the token per seed on ``problem``'s clients (``progress``: a
-        bar over each seed's hops; divergence: see :mod:`lorakit.divergence`).
-
-        Returns the history, one row per logged hop and seed (hop 0 is the initial token):
+        """Simulate ``hops`` hops per seed (``progress``: a bar; divergence: see
+        :mod:`lorakit.divergence`). Returns one row per logged hop and seed (hop 0: the start):
         ``hop``; ``node`` (where the hop's update ran), ``to`` (where the token was sent),
         ``lost``, ``skipped`` (the transfer was lost / its first destination was down); ``loss`` =
-        Σ_v π_v f_v(W), ``gap`` = loss − f*_π, ``grad_norm_sq`` = ‖∇_A f‖² + ‖∇_B f‖², ``A_norm``,
-        ``B_norm`` (Frobenius over every site: Assumption 5's a, b are their maxima); cumulative
-        ``communicated_params`` (floats), ``bytes``, ``transfers``, ``local_updates``,
-        ``lost_hops``, ``skipped_nodes``; ``mismatch`` = 0 (one token: spec §6).
-
+        Σ_v π_v f_v(W), ``gap`` = loss − f*_π (NaN when unknown), ``grad_norm_sq`` = ‖∇_A f‖² +
+        ‖∇_B f‖², ``A_norm``, ``B_norm`` (Frobenius over every site; Assumption 5's a, b are their
+        maxima); cumulative ``communicated_params`` (floats), ``bytes``, ``transfers``,
+        ``local_updates``, ``lost_hops``, ``skipped_nodes``; ``mismatch`` = 0 (spec §6).
         ``frame.attrs``: ``"path"`` (seed → [v_0, …, v_T], the holder after every hop), ``"pi"``,
         ``"diverged"``. With ``messages=True`` also a frame of every hop's transfer: ``seed``,
         ``hop``, ``src``, ``dst``, ``params``, ``bytes``, ``lost``, ``skipped`` (the down node first
@@ -326,9 +319,8 @@ class WalkSimulation(Simulation):
         self.skipped_nodes += int(skipped >= 0)
         if cfg.optimizer_state == "node":
             self.node_states[u] = state  # a node's own state: its work is done either way
-        if lost:  # the sender re-issues its copy from before its update; the walk resumes at u
-            self.lost_hops += 1
-        else:
+        self.lost_hops += int(lost)
+        if not lost:  # else the sender re-issues its copy from before its update: the walk stays
             self.B, self.A, self.size, self.node = B, A, new_size, v
             if cfg.optimizer_state == "token":
                 self.state = state

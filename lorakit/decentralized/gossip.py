@@ -32,6 +32,7 @@ from .._validation import check_choice, check_real
 from ..divergence import BLOWUP
 from ..local import train
 from ..tree import leaves, tree_map
+from . import graphs
 from .markov import metropolis_weights
 from .mismatch import bilinear_mismatch
 from .simulation import (
@@ -57,13 +58,8 @@ __all__ = [
 MIXINGS = ("metropolis", "uniform")
 
 
-def _adjacency(adjacency) -> np.ndarray:
-    adj = np.asarray(adjacency) != 0
-    if adj.ndim != 2 or adj.shape[0] != adj.shape[1] or not (adj == adj.T).all():
-        raise ValueError("adjacency must be a symmetric N×N matrix")
-    adj = adj.copy()
-    np.fill_diagonal(adj, False)
-    return adj
+def _adjacency(adjacency) -> np.ndarray:  # checked symmetric, as booleans without the diagonal
+    return graphs.adjacency(adjacency).toarray() > 0
 
 
 def _drop_into_diagonal(M: np.ndarray, dropped: np.ndarray) -> np.ndarray:
@@ -213,11 +209,9 @@ class GossipSimulation(Simulation):
         self.M_torch = torch.as_tensor(np.array(M), dtype=problem.dtype, device=problem.device)
         stack = lambda x: x.expand(self.N, *x.shape).clone()  # noqa: E731  (every node's copy)
         self.B, self.A = tree_map(stack, self.B), tree_map(stack, self.A)
-        self.state = None  # every node's optimizer state (stacked), None: fresh
         self.uniform = torch.full((self.N,), 1.0 / self.N, dtype=torch.float64)
         f_star = problem.weighted_f_star(self.uniform)
         self.f_star = math.nan if f_star is None else f_star
-        self.local_updates = 0
 
     def mix(self, A, B, M: torch.Tensor) -> tuple:
         """Gossip the factors with M: (the largest node mismatch, the global mismatch, mixed A,
@@ -266,10 +260,8 @@ class GossipSimulation(Simulation):
         A, B, state = self.local_steps()
         trouble = factor_trouble(largest(A, B), largest(self.A, self.B))
         if trouble is not None:
-            raise self.diverged(
-                f"in round {self.t} (seed {self.seed}): {trouble}; the nodes keep round "
-                f"{self.t - 1}"
-            )
+            keep = f"the nodes keep round {self.t - 1}"
+            raise self.diverged(f"in round {self.t} (seed {self.seed}): {trouble}; {keep}")
         M_np, dropped = self.mixing()
         M = self.M_torch if M_np is self.M else torch.as_tensor(M_np).to(self.M_torch)
         local, glob, self.A, self.B, payload = self.mix(A, B, M)

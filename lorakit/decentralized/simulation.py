@@ -197,7 +197,8 @@ class Simulation:
         self.B, self.A = init_adapter(problem, cfg.rank, init, cfg.init, cfg.init_std)
         self.local = cfg.local()
         self.N, self.clients = problem.M, torch.arange(problem.M, device=problem.device)
-        self.t = self.communicated = self.bytes = 0
+        self.t = self.communicated = self.bytes = self.local_updates = 0
+        self.state = None  # the optimizer's state (the token's, or every node's stacked); fresh
         self.good = None  # (t, B, A) of the last logged state that passed
         self.messages, self.rows = [], []  # dicts: the messages sent, the rows logged
 

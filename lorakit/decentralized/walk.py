@@ -254,7 +254,6 @@ class WalkSimulation(Simulation):
         self.pi_weights = torch.tensor(self.pi)  # the objective's client weights
         self.cum = np.cumsum(P, axis=1)
         self.d = sum(x.numel() for x in leaves(self.B) + leaves(self.A))
-        self.state = None  # the token's optimizer state_dict (None: fresh)
         self.node_states: dict[int, dict | None] = {}
         start = cfg.start
         if start is None:
@@ -269,7 +268,7 @@ class WalkSimulation(Simulation):
         self.f_star = math.nan if f_star is None else f_star
         self.size = None  # the token's largest entry (the divergence check's scale), cached
         self.path = [self.node]
-        self.transfers = self.local_updates = self.lost_hops = self.skipped_nodes = 0
+        self.transfers = self.lost_hops = self.skipped_nodes = 0
 
     def visit_state(self, v: int):
         """The optimizer state node v's update starts from: the token's, node v's own, or fresh."""

@@ -128,7 +128,7 @@ def iterate(
         rows.append(run.log(t, counts))
         loss = rows[-1]["loss"]
         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        if exploded(loss, rows[0]["loss"], run.blowup):
+        if len(rows) > 1 and exploded(loss, rows[0]["loss"], run.blowup):  # the start is f_0
             run.diverged(t, f"the loss is {loss:g}", rows)
         return t, run.state()
 

@@ -32,19 +32,10 @@ from .._validation import check_choice, check_real
 from ..divergence import BLOWUP
 from ..local import train
 from ..tree import leaves, tree_map
-from . import graphs
+from . import graphs, simulation
 from .markov import metropolis_weights
 from .mismatch import bilinear_mismatch
-from .simulation import (
-    NodeConfig,
-    Simulation,
-    check_graph,
-    compress_factors,
-    factor_trouble,
-    largest,
-    run_simulations,
-    square_matrix,
-)
+from .simulation import NodeConfig, Simulation
 
 __all__ = [
     "MIXINGS",
@@ -60,14 +51,6 @@ MIXINGS = ("metropolis", "uniform")
 
 def _adjacency(adjacency) -> np.ndarray:  # checked symmetric, as booleans without the diagonal
     return graphs.adjacency(adjacency).toarray() > 0
-
-
-def _drop_into_diagonal(M: np.ndarray, dropped: np.ndarray) -> np.ndarray:
-    """M with the weights of the dropped links (a symmetric mask) moved to the diagonal."""
-    lost = np.where(dropped, M, 0.0)
-    out = M - lost
-    out[np.diag_indices_from(out)] += lost.sum(axis=1)
-    return out
 
 
 def _with_diagonal(adj: np.ndarray, links: np.ndarray) -> np.ndarray:
@@ -96,7 +79,7 @@ def equal_weights(adjacency) -> np.ndarray:
 def check_mixing(M, adjacency=None, *, atol: float = 1e-9) -> np.ndarray:
     """Check M: finite, non-negative, symmetric, doubly stochastic and (with ``adjacency``)
     supported on the links and the diagonal; returns it as float64."""
-    M = square_matrix("mixing", M)
+    M = simulation.square_matrix("mixing", M)
     if not np.allclose(M, M.T, rtol=0.0, atol=atol):
         raise ValueError("mixing must be symmetric (M = Mᵀ)")
     if not np.allclose(M.sum(axis=1), 1.0, rtol=0.0, atol=atol):
@@ -154,7 +137,7 @@ class GossipLoRA(NodeConfig):
 
     def mixing_matrix(self, problem, graph) -> np.ndarray:
         """M on the whole graph (no failed links)."""
-        G, adj = check_graph(graph, problem)
+        G, adj = simulation.check_graph(graph, problem)
         if isinstance(self.mixing, np.ndarray):
             return check_mixing(self.mixing, adj)
         if self.mixing == "uniform":
@@ -163,7 +146,7 @@ class GossipLoRA(NodeConfig):
 
     def simulations(self, problem, graph, record: bool = True, run: bool = False):
         """``make(seed)``: a :class:`GossipSimulation` per seed."""
-        M, (_, adj) = self.mixing_matrix(problem, graph), check_graph(graph, problem)
+        M, (_, adj) = self.mixing_matrix(problem, graph), simulation.check_graph(graph, problem)
         return lambda seed: GossipSimulation(self, problem, seed, M, adj, record)
 
     def run(
@@ -194,7 +177,7 @@ class GossipLoRA(NodeConfig):
         """
 
         options = (log_every, on_divergence, blowup, progress, messages)
-        return run_simulations(self, problem, graph, "rounds", rounds, seeds, *options)
+        return simulation.run_simulations(self, problem, graph, "rounds", rounds, seeds, *options)
 
 
 class GossipSimulation(Simulation):
@@ -220,7 +203,9 @@ class GossipSimulation(Simulation):
         pairs = list(zip(leaves(B), leaves(A), strict=True))
         local = float(sq([bilinear_mismatch(b, a, M) for b, a in pairs]).max().sqrt())
         glob = math.sqrt(float(sq([bilinear_mismatch(b, a) for b, a in pairs])))
-        sentB, sentA, payload = compress_factors(self.cfg.compressor, B, A, self.streams, 1)
+        sentB, sentA, payload = simulation.compress_factors(
+            self.cfg.compressor, B, A, self.streams, 1
+        )
         own = torch.diagonal(M)
 
         def gossip(x, sent):  # x_i ← M_ii x_i + Σ_{j≠i} M_ij x_j as received (sent is x: exact)
@@ -241,12 +226,10 @@ class GossipSimulation(Simulation):
         dropped[down[:, 0], down[:, 1]] = dropped[down[:, 1], down[:, 0]] = True
         if not dropped.any():
             return self.M, dropped
-        mixing = self.cfg.mixing
-        if isinstance(mixing, np.ndarray):
-            return _drop_into_diagonal(self.M, dropped), dropped
-        surviving = self.adj & ~dropped
-        M = equal_weights(surviving) if mixing == "uniform" else metropolis_matrix(surviving)
-        return M, dropped
+        up, mixing = self.adj & ~dropped, self.cfg.mixing
+        if isinstance(mixing, np.ndarray):  # the dropped links' weights move to the diagonal
+            return _with_diagonal(up, self.M), dropped
+        return (equal_weights(up) if mixing == "uniform" else metropolis_matrix(up)), dropped
 
     def local_steps(self) -> tuple:
         """Every node's ``local_steps`` steps from its own iterate: the stacks (A, B, state)."""
@@ -258,7 +241,9 @@ class GossipSimulation(Simulation):
         """One round: local steps, then factor gossip; returns this round's record."""
         self.t += 1
         A, B, state = self.local_steps()
-        trouble = factor_trouble(largest(A, B), largest(self.A, self.B))
+        trouble = simulation.factor_trouble(
+            simulation.largest(A, B), simulation.largest(self.A, self.B)
+        )
         if trouble is not None:
             keep = f"the nodes keep round {self.t - 1}"
             raise self.diverged(f"in round {self.t} (seed {self.seed}): {trouble}; {keep}")

@@ -35,31 +35,10 @@ from .._validation import check_choice, check_int, check_real
 from ..divergence import BLOWUP
 from ..local import train
 from ..tree import leaves, sq_norm
-from .markov import (
-    is_periodic,
-    lazy,
-    metropolis_hastings,
-    metropolis_weights,
-    pi_from_sizes,
-    stationary_distribution,
-    validate_chain,
-)
-from .simulation import (
-    INITS,
-    OPTIMIZERS,
-    NodeConfig,
-    Simulation,
-    check_graph,
-    compress_factors,
-    factor_trouble,
-    largest,
-    run_simulations,
-    square_matrix,
-)
+from . import markov, simulation
+from .simulation import NodeConfig, Simulation
 
 __all__ = [
-    "INITS",
-    "OPTIMIZERS",
     "OPTIMIZER_STATES",
     "TRANSITIONS",
     "RWLoRA",
@@ -115,7 +94,7 @@ class RWLoRA(NodeConfig):
         if isinstance(self.transition, str):
             check_choice("transition", self.transition, TRANSITIONS)
         else:
-            P = square_matrix("transition", self.transition)
+            P = simulation.square_matrix("transition", self.transition)
             if not np.allclose(P.sum(axis=1), 1.0, rtol=0.0, atol=1e-9):
                 raise ValueError("transition must be row-stochastic: every row must sum to 1")
             if np.allclose(P, np.eye(P.shape[0]), rtol=0.0, atol=1e-12) and P.shape[0] > 1:
@@ -165,14 +144,14 @@ class RWLoRA(NodeConfig):
             sizes = [problem.client_size(v) for v in range(problem.M)]
             if any(s is None for s in sizes):
                 raise ValueError("pi='sizes' needs finite-sum nodes (every client's n_samples)")
-            return np.asarray(pi_from_sizes(sizes), dtype=np.float64)
+            return np.asarray(markov.pi_from_sizes(sizes), dtype=np.float64)
         if self.pi == "uniform" or isinstance(self.transition, str):
             return np.full(N, 1.0 / N)
         return None
 
     def transition_matrix(self, problem, graph) -> tuple[np.ndarray, np.ndarray]:
         """(P, π) on ``graph``, checked by :func:`lorakit.decentralized.markov.validate_chain`."""
-        G, adjacency = check_graph(graph, problem)
+        G, adjacency = simulation.check_graph(graph, problem)
         N = G.number_of_nodes()
         pi = self.target(problem, N)
         if isinstance(self.transition, np.ndarray):
@@ -186,20 +165,20 @@ class RWLoRA(NodeConfig):
                     f"transition moves the token from {u} to {v}, which is not an edge of the graph"
                 )
             if pi is None:
-                pi = stationary_distribution(P)
+                pi = markov.stationary_distribution(P)
         elif self.transition == "metropolis":
-            P = np.asarray(metropolis_weights(G), dtype=np.float64)
+            P = np.asarray(markov.metropolis_weights(G), dtype=np.float64)
         else:
-            P = np.asarray(metropolis_hastings(G, pi), dtype=np.float64)
+            P = np.asarray(markov.metropolis_hastings(G, pi), dtype=np.float64)
             if self.transition == "lazy":
-                P = np.asarray(lazy(P, self.laziness), dtype=np.float64)
-        validate_chain(P, G, pi)
+                P = np.asarray(markov.lazy(P, self.laziness), dtype=np.float64)
+        markov.validate_chain(P, G, pi)
         return P, pi
 
     def run_chain(self, problem, graph) -> tuple[np.ndarray, np.ndarray]:
         """(P, π) of a run (:meth:`transition_matrix`), with a warning when the walk is periodic."""
         P, pi = self.transition_matrix(problem, graph)
-        if is_periodic(P):
+        if markov.is_periodic(P):
             warnings.warn(
                 "the walk is periodic (e.g. Metropolis–Hastings on an even ring): τ_mix = ∞ and "
                 "Theorem 1 does not apply; transition='lazy' makes it aperiodic",
@@ -240,7 +219,7 @@ class RWLoRA(NodeConfig):
         """
 
         options = (log_every, on_divergence, blowup, progress, messages)
-        return run_simulations(self, problem, graph, "hops", hops, seeds, *options)
+        return simulation.run_simulations(self, problem, graph, "hops", hops, seeds, *options)
 
 
 class WalkSimulation(Simulation):
@@ -336,21 +315,21 @@ class WalkSimulation(Simulation):
         optimizer state, the largest entry sent, payload or None). Ray actors override this alone."""
         args = (self.W0, self.B, self.A, self.scalings, u, self.local, self.streams)
         B, A, state = train(self.problem, *args, state=self.visit_state(u))
-        new_size = largest(B, A)
+        new_size = simulation.largest(B, A)
         self.check_token(u, new_size)
         payload = None
         if send:
-            B, A, payload = compress_factors(self.cfg.compressor, B, A, self.streams)
+            B, A, payload = simulation.compress_factors(self.cfg.compressor, B, A, self.streams)
             if not self.cfg.compressor.is_identity:
-                new_size = largest(B, A)
+                new_size = simulation.largest(B, A)
         return B, A, state, new_size, payload
 
     def check_token(self, u: int, new_size: float) -> None:
         """Raise :class:`~lorakit.divergence.DivergenceError` when node u's update made the
         token's largest entry ``new_size`` non-finite or 10⁶-fold its last one."""
         if self.size is None:
-            self.size = largest(self.B, self.A)
-        trouble = factor_trouble(new_size, self.size)
+            self.size = simulation.largest(self.B, self.A)
+        trouble = simulation.factor_trouble(new_size, self.size)
         if trouble is not None:
             raise self.diverged(
                 f"at hop {self.t} (seed {self.seed}, node {u}): {trouble}; the token keeps hop "

@@ -1,18 +1,14 @@
 """What RW-LoRA's token walk and gossip Dec-LoRA share (spec ``rw_lora.md`` §4–5).
 
 Both run on the N clients of a problem (README "Architecture"), node v owning f_v. An adapter is a
-pair of trees (B, A) over W0 = ``problem.start()`` (:func:`lorakit.local.init_adapter`): W = W0 +
-s·BA per site, s from :func:`~lorakit.problems.protocol.site_scalings`; local steps are
+pair of trees (B, A) over W0 = ``problem.start()`` (:func:`lorakit.local.init_adapter`), W = W0 +
+s·BA per site (:func:`~lorakit.problems.protocol.site_scalings`); local steps are
 :func:`lorakit.local.train` (RW-LoRA eqs. (7)–(8), (12)). A message is the adapter as one vector of
-d = Σ_l r(m_l + n_l) entries (B_1, …, B_L, A_1, …, A_L) through the upload ``compressor``; it costs
-floats·``bytes_per_float`` + indices·``bytes_per_index``, (floats, indices) the compressor's
-``payload(d)``. The logged objective is Σ_v w_v f_v, its gradient carried to the factors by the
-chain rule.
-
-A :class:`Simulation` is one seed: it starts from ``problem.reset()`` inside
-``problem.seeded(streams)`` (the same numbers at both scales) and leaves the problem holding its
-last logged state that passed (``problem.commit(W0, B, A)``; divergence: see
-:mod:`lorakit.divergence`).
+d = Σ_l r(m_l + n_l) entries through the upload ``compressor``, costing floats·``bytes_per_float``
++ indices·``bytes_per_index`` of the compressor's ``payload(d)``. A :class:`Simulation` is one
+seed, from ``problem.reset()`` inside ``problem.seeded(streams)`` (the same numbers at both
+scales); it leaves the problem holding its last logged state that passed (``problem.commit(W0, B,
+A)``; divergence: see :mod:`lorakit.divergence`).
 """
 
 from __future__ import annotations
@@ -131,9 +127,8 @@ class NodeConfig(Config):
         }
 
     def simulator(self, problem, graph, seed: int = 0):
-        """One seed's simulation on ``graph``, to step by hand (``.hop()`` or ``.round()``; the
-        factors ``.B``, ``.A``); a subclass's ``simulations(problem, graph, record, run)`` makes it.
-        """
+        """One seed's simulation on ``graph`` to step by hand (``.hop()``/``.round()``; factors
+        ``.B``, ``.A``), made by the subclass's ``simulations(problem, graph, record, run)``."""
         check_problem(self, problem)
         return self.simulations(problem, graph)(check_int("seed", seed, low=0))
 
@@ -276,11 +271,10 @@ class _Steps:
 
 
 def run_simulations(cfg, problem, graph, unit, count, seeds, *options, simulations=None):
-    """Run ``count`` hops or rounds (``unit``) per seed with the options (``log_every``,
-    ``on_divergence``, ``blowup``, ``progress``, ``messages``), checked
-    (:func:`lorakit.divergence.check_run`) before ``cfg.simulations`` (or ``simulations``) makes
-    them, the seeds by :func:`lorakit.divergence.run_seeds`. Returns the frame (its ``attrs`` from
-    the class's ``annotate(frame, sims)``) and with ``messages`` the frame of every message."""
+    """Run ``count`` hops or rounds (``unit``) per seed by :func:`lorakit.divergence.run_seeds`,
+    the options (``log_every``, ``on_divergence``, ``blowup``, ``progress``, ``messages``) checked
+    before ``cfg.simulations`` (or ``simulations``) makes the runs. Returns the frame (``attrs`` by
+    the class's ``annotate(frame, sims)``) and, with ``messages``, every message's frame."""
     log_every, on_divergence, blowup, progress, messages = options
     check_problem(cfg, problem)
     count, seeds, log_every, blowup = check_run(

@@ -145,9 +145,8 @@ class RWLoRA(NodeConfig):
             if any(s is None for s in sizes):
                 raise ValueError("pi='sizes' needs finite-sum nodes (every client's n_samples)")
             return np.asarray(markov.pi_from_sizes(sizes), dtype=np.float64)
-        if self.pi == "uniform" or isinstance(self.transition, str):
-            return np.full(N, 1.0 / N)
-        return None
+        uniform = self.pi == "uniform" or isinstance(self.transition, str)
+        return np.full(N, 1.0 / N) if uniform else None
 
     def transition_matrix(self, problem, graph) -> tuple[np.ndarray, np.ndarray]:
         """(P, π) on ``graph``, checked by :func:`lorakit.decentralized.markov.validate_chain`."""
@@ -235,14 +234,11 @@ class WalkSimulation(Simulation):
         self.d = sum(x.numel() for x in leaves(self.B) + leaves(self.A))
         self.node_states: dict[int, dict | None] = {}
         start = cfg.start
-        if start is None:
-            self.node = 0
-        elif start == "uniform":
-            self.node = int(torch.randint(self.N, (), generator=self.streams["walk"]))
+        if start == "uniform":
+            start = int(torch.randint(self.N, (), generator=self.streams["walk"]))
         elif start == "stationary":
-            self.node = _sample(np.cumsum(self.pi), self.streams.uniform("walk"))
-        else:
-            self.node = check_int("start", start, low=0, high=self.N - 1)
+            start = _sample(np.cumsum(self.pi), self.streams.uniform("walk"))
+        self.node = check_int("start", start or 0, low=0, high=self.N - 1)  # None: node 0
         f_star = problem.weighted_f_star(self.pi)
         self.f_star = math.nan if f_star is None else f_star
         self.size = None  # the token's largest entry (the divergence check's scale), cached
@@ -280,9 +276,8 @@ class WalkSimulation(Simulation):
         """One hop of Algorithm 1 (lines 4–7); returns this hop's record."""
         cfg, u = self.cfg, self.node
         self.t += 1
-        # The destination is drawn first: the walk's streams (walk, failure, loss) are not the
-        # update's (data, noise, compression), so the order changes no draw, and the holder then
-        # knows whether it sends.
+        # The destination first: the walk's streams are not the update's, so the order changes no
+        # draw, and the holder then knows whether it sends.
         v, skipped, down = self.next_node(u)
         moved = v != u
         lost = moved and cfg.token_loss > 0 and self.streams.uniform("loss") < cfg.token_loss

@@ -1,16 +1,13 @@
-"""When a run has diverged, and what a diverged run keeps.
-
-Every pattern (chain, federated, decentralized, asynchronous) at both scales uses the same test
-(:func:`exploded`), the same error (:class:`DivergenceError`) and the same seed loop
-(:func:`run_seeds`), so they stop at the same point and keep the same rows; the round patterns
-also share one seed's loop over its rounds (:func:`iterate`).
+"""When a run has diverged, and what a diverged run keeps: one test (:func:`exploded`), one error
+(:class:`DivergenceError`), one seed loop (:func:`run_seeds`) and one loop over a seed's
+iterations (:func:`iterate`) for every pattern at both scales, so all stop at the same point and
+keep the same rows.
 
 The threshold. A run has diverged when its loss is NaN or infinite, or when
 |f| > ``blowup``·max(1, |f(W^0)|). The default ``blowup`` = 10³: a run that raises its loss a
 thousandfold above its start (or above 1000 when the start is below 1) is not converging, whatever
 its step size, while the transient rise of a stable method stays far below that (the theory checks
-all run below it). A larger ``blowup`` lets a run go further before it stops; it must be a finite
-number > 1.
+all run below it). A larger ``blowup`` lets a run go further; it must be a finite number > 1.
 """
 
 from __future__ import annotations
@@ -45,9 +42,8 @@ def check_blowup(blowup) -> float:
 
 
 def check_run(unit: str, count, seeds, log_every, on_divergence, blowup, **flags):
-    """A run's common arguments, checked (each error names the argument and its range): returns
-    (count, seeds, log_every, blowup); ``unit`` names the count (``"steps"``, ``"rounds"``, ...)
-    and every keyword flag (``messages=``, ``progress=``) must be True or False."""
+    """A run's common arguments checked: (count, seeds, log_every, blowup); ``unit`` names the
+    count (``"steps"``, ``"rounds"``, ...), every keyword flag must be True or False."""
     for name, value in flags.items():
         check_flag(name, value)
     check_choice("on_divergence", on_divergence, ("raise", "stop"))
@@ -66,11 +62,8 @@ def restored_note(unit: str, step: int) -> str:
 
 
 class DivergenceError(RuntimeError):
-    """A run whose loss became NaN, infinite or exploded (:func:`exploded`).
-
-    ``step`` is where it was detected and ``seed`` the seed; ``frame`` holds the rows of every seed
-    that finished before it and the diverged seed's rows up to ``step``.
-    """
+    """A run whose loss became NaN, infinite or exploded (:func:`exploded`) at ``step`` of
+    ``seed``; ``frame`` holds every finished seed's rows and the diverged seed's up to ``step``."""
 
     def __init__(self, message: str, *, step: int, seed: int, frame: pd.DataFrame):
         super().__init__(message)
@@ -91,15 +84,11 @@ def run_seeds(
     on_divergence: str,
     blowup: float,
 ) -> tuple[pd.DataFrame, list]:
-    """The seed loop of every pattern: run each seed, keep every row, stop or go on at divergence.
-
-    ``make(seed)`` builds one seeded run (its ``blowup`` is set here), ``run(sim)`` runs it and
-    returns its rows (a list of dicts) or raises :class:`DivergenceError` whose ``frame`` holds the
-    rows so far; ``frame(rows)`` makes the table (with the configuration columns). With
-    ``on_divergence="raise"`` the error is re-raised with ``frame`` = every finished seed's rows
-    and the diverged seed's rows; with ``"stop"`` the diverged seed keeps its rows and is listed in
-    ``attrs["diverged"]`` (seed → step) while the next seeds run. Returns (frame, the runs).
-    """
+    """The seed loop of every pattern: (frame, the runs). ``make(seed)`` builds a run (its
+    ``blowup`` set here), ``run(sim)`` returns its rows or raises :class:`DivergenceError` holding
+    them, ``frame(rows)`` makes the table. ``on_divergence="raise"`` re-raises with every seed's
+    rows so far; ``"stop"`` keeps them, lists the seed in ``attrs["diverged"]`` (seed → step) and
+    goes on."""
     rows: list[dict] = []
     diverged, sims = {}, []
     for seed in seeds:
@@ -119,42 +108,42 @@ def run_seeds(
     return out, sims
 
 
-def iterate(run, count: int, log_every: int, *, unit: str, progress: bool) -> list[dict]:
-    """One seed's loop over ``count`` iterations (rounds) of ``run``; returns its rows.
+def iterate(
+    run, count: int, log_every: int, *, unit: str, progress: bool, rows=None, start: int = 0
+) -> list[dict]:
+    """One seed's iterations ``start`` + 1, …, ``start`` + ``count`` of ``run``: its rows
+    (``rows``, extended in place, continues a run; else the start is logged first).
 
-    ``run`` has ``problem``, ``streams``, ``seed``, ``blowup``, ``cfg.method`` and
-    ``round(t, rows)`` (iteration t = 1, 2, …; returns what ``log`` needs, or raises
-    :class:`DivergenceError`), ``log(t, counts)`` (the row after iteration t; ``counts`` is ``()``
-    at t = 0), ``state()`` (the state as a value: trees are values), ``commit(t, state)`` (write it
-    into the problem; t = 0 is the start) and ``diverged(t, what, rows)`` (raises, with the hint).
-
-    A row is logged at t = 0, every ``log_every``-th iteration and the last; a logged loss above
-    ``blowup``·max(1, |f_0|) (:func:`exploded`) raises, and the problem then holds the state of the
-    last logged iteration that passed (a model says so in the message). A stop asked by the
-    progress bar (:func:`lorakit.progress.stop_requested`) logs where the run stands and ends it.
-    The draws of a model's own randomness come from the run's streams (``problem.seeded``);
-    ``progress`` shows a bar over the iterations.
+    ``run`` has ``problem``, ``streams``, ``seed``, ``blowup``, ``cfg.method``, ``round(t, rows)``
+    (iteration t: what ``log`` needs), ``log(t, counts)`` (a row; ``counts`` is ``()`` before any
+    iteration), ``state()`` (a value), ``commit(t, state)`` and ``diverged(t, what, rows)`` (raises).
+    A row is logged every ``log_every``-th iteration, at the last, and where a stop asked by the
+    progress bar (:func:`lorakit.progress.stop_requested`) ends the run; a logged loss that
+    :func:`exploded` raises, the problem then holding the last logged state that passed.
     """
-    p, counts = run.problem, ()
+    p, counts, rows = run.problem, (), [] if rows is None else rows
     bar = progress_bar(enabled=progress, total=count, desc=f"{run.cfg.method} seed {run.seed}")
+
+    def log(t: int) -> tuple:  # the row after iteration t, checked: (t, its state) if it passed
+        rows.append(run.log(t, counts))
+        loss = rows[-1]["loss"]
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if len(rows) > 1 and exploded(loss, rows[0]["loss"], run.blowup):  # the start is f_0
+            run.diverged(t, f"the loss is {loss:g}", rows)
+        return t, run.state()
+
     with p.seeded(run.streams), bar:
-        rows = [run.log(0, counts)]
-        good = (0, run.state())
+        good = log(start) if not rows else (start, run.state())
         try:
-            for t in range(1, count + 1):
-                if stop_requested(bar):  # cancelled: log the last iteration done
-                    if t > 1 and rows[-1][unit] < t - 1:
-                        rows.append(run.log(t - 1, counts))
+            for t in range(start + 1, start + count + 1):
+                if stop_requested(bar):  # cancelled: log where the run stands
+                    if rows[-1][unit] < t - 1:
+                        good = log(t - 1)
                     break
                 counts = run.round(t, rows)
-                if t % log_every == 0 or t == count:
-                    rows.append(run.log(t, counts))
-                    loss = rows[-1]["loss"]
-                    bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                    if exploded(loss, rows[0]["loss"], run.blowup):
-                        run.diverged(t, f"the loss is {loss:g}", rows)
-                    good = (t, run.state())
                 bar.update()
+                if t % log_every == 0 or t == start + count:
+                    good = log(t)
         except DivergenceError as error:
             run.commit(*good)
             if p.stateful:  # a model, put back

@@ -1,50 +1,22 @@
-"""Gossip Dec-LoRA: every node keeps its own factors and averages them with its neighbours'
-(the baseline of RW-LoRA, [4]/[14]; spec ``rw_lora.md`` §5).
+"""Gossip Dec-LoRA: every node keeps its own factors and averages them with its neighbours' (the
+baseline of RW-LoRA, [4]/[14]; spec ``rw_lora.md`` §5).
 
-Node i holds an adapter (B_i, A_i) — one matrix pair on a
-:class:`~lorakit.problems.federated.FederatedProblem`, one per LoRA site on a peft
-``ModelProblem`` split into N clients — all initialised identically (one draw of A shared by every
-node, :func:`lorakit.local.init_adapter`; B = 0). A round:
+Node i holds an adapter (B_i, A_i) (:mod:`lorakit.decentralized.simulation`), all starting equal.
+A round: every node takes ``local_steps`` steps on its own f_i from W_i = W0 + s·B_i A_i; then the
+nodes mix, A_i ← Σ_j M_ij A_j, B_i ← Σ_j M_ij B_j on every site, M symmetric, doubly stochastic and
+supported on the graph and the diagonal. With an upload ``compressor`` node i mixes its
+neighbours' C(A_j) (one message per node and round) and its own A_i exactly.
 
-1. every node takes ``local_steps`` simultaneous steps on its own objective f_i from its own
-   iterate W_i = W0 + s·B_i A_i (∇_A = s·B_iᵀ∇f_i, ∇_B = s·∇f_i A_iᵀ; :func:`lorakit.local.train`
-   on the stack of nodes: one tensor operation on a matrix problem, node by node on a model);
-2. the nodes exchange factors with their neighbours and mix them with a symmetric doubly
-   stochastic matrix M supported on the graph and the diagonal:
+M is ``"metropolis"`` (M_ij = 1/(1 + max(d_i, d_j))), ``"uniform"`` (1/(1 + d_max) on every link,
+J/N on the complete graph) or a given matrix, the rest of each row on the diagonal. A link down
+(``link_failure``) carries nothing for the round and M is rebuilt on the links up (a given
+matrix's dropped weights move to the diagonal), keeping the node average of the factors.
 
-       A_i ← Σ_j M_ij A_j,   B_i ← Σ_j M_ij B_j   (on every site).
-
-With an upload ``compressor`` node i receives its neighbours' compressed adapters C(B_j), C(A_j)
-(each node compresses its adapter once a round, as one message,
-:mod:`lorakit.decentralized.simulation`) and keeps its own exactly:
-A_i ← M_ii A_i + Σ_{j≠i} M_ij C(A_j); the identity (the default) is the rule above.
-
-Mixing matrices: ``"metropolis"`` (default; Metropolis weights M_ij = 1/(1 + max(d_i, d_j)), the
-rest on the diagonal, :func:`lorakit.decentralized.markov.metropolis_weights`), ``"uniform"``
-(equal link weights 1/(1 + d_max), the rest on the diagonal: 1/(d + 1) everywhere on a d-regular
-graph, J/N on the complete graph — exact factor averaging), or a given symmetric doubly stochastic
-matrix. With ``link_failure`` every link is down for a round independently with that probability:
-it carries nothing, and M is rebuilt on the surviving graph (the Metropolis or equal weights of
-the surviving graph; for a given matrix the dropped links' weights move to the diagonal), so it
-stays symmetric and doubly stochastic and the node average of the factors is preserved.
-
-Because M mixes factors, not products, node i ends the round with
-(Σ_j M_ij B_j)(Σ_j M_ij A_j) ≠ Σ_j M_ij B_j A_j: the *bilinear mismatch* (spec §6,
-:mod:`lorakit.decentralized.mismatch`), which RW-LoRA's single token never pays.
-
-The objective is the uniform average f = (1/N) Σ_i f_i (the π that a doubly stochastic M targets).
-
-Communication (spec §5, §10.5): every node sends its adapter, d = Σ_l r(m_l + n_l) floats (or the
-compressor's payload), to each neighbour, so a round costs Σ_i deg_i messages = 2|E|·d floats
-network-wide — O(N·degree·model) — against RW-LoRA's one adapter per hop; and N·``local_steps``
-local updates against its ``local_steps``. AdamW's state (``optimizer="adamw"``) stays on each
-node: it is neither mixed nor sent.
-
-Randomness (:class:`lorakit.rng.Streams`): ``init`` (the shared A), ``links`` (dropped links: one
-uniform per edge and round, edges in sorted order), ``compression``, ``data``, ``noise`` and
-``model`` as in RW-LoRA. Every seed starts from ``problem.reset()``; afterwards a model holds the
-average adapter (B̄_l, Ā_l) of the last seed's nodes, after a divergence that of the last logged
-round that passed.
+M mixes factors, not products, so (Σ_j M_ij B_j)(Σ_j M_ij A_j) ≠ Σ_j M_ij B_j A_j: the *bilinear
+mismatch* (spec §6, :mod:`lorakit.decentralized.mismatch`). The objective is f = (1/N) Σ_i f_i. A
+round costs Σ_i deg_i messages (2|E|·d floats) and N·``local_steps`` local updates; AdamW's state
+stays on each node. Streams: ``init``, ``links`` (one uniform per edge and round, edges sorted),
+``compression``, ``data``, ``noise``, ``model``.
 """
 
 from __future__ import annotations
@@ -56,22 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_int, check_real
-from ..divergence import BLOWUP, check_run
-from ..local import init_adapter, train
+from .._validation import check_choice, check_real
+from ..divergence import BLOWUP
+from ..local import train
 from ..tree import leaves, tree_map
+from . import graphs, simulation
 from .markov import metropolis_weights
 from .mismatch import bilinear_mismatch
-from .simulation import (
-    NodeConfig,
-    Simulation,
-    check_graph,
-    check_problem,
-    factor_trouble,
-    largest,
-    run_simulations,
-    square_matrix,
-)
+from .simulation import NodeConfig, Simulation
 
 __all__ = [
     "MIXINGS",
@@ -85,16 +49,15 @@ __all__ = [
 MIXINGS = ("metropolis", "uniform")
 
 
-# ---------------------------------------------------------------------------------------------
-# Mixing matrices on an adjacency (numpy, rebuilt every round when links fail)
-# ---------------------------------------------------------------------------------------------
-def _adjacency(adjacency) -> np.ndarray:
-    adj = np.asarray(adjacency) != 0
-    if adj.ndim != 2 or adj.shape[0] != adj.shape[1] or not (adj == adj.T).all():
-        raise ValueError("adjacency must be a symmetric N×N matrix")
-    adj = adj.copy()
-    np.fill_diagonal(adj, False)
-    return adj
+def _adjacency(adjacency) -> np.ndarray:  # checked symmetric, as booleans without the diagonal
+    return graphs.adjacency(adjacency).toarray() > 0
+
+
+def _with_diagonal(adj: np.ndarray, links: np.ndarray) -> np.ndarray:
+    """The link weights ``links`` on the links of ``adj``, the rest of each row on the diagonal."""
+    M = np.where(adj, links, 0.0)
+    M[np.diag_indices_from(M)] = 1.0 - M.sum(axis=1)
+    return M
 
 
 def metropolis_matrix(adjacency) -> np.ndarray:
@@ -102,31 +65,21 @@ def metropolis_matrix(adjacency) -> np.ndarray:
     on the diagonal. Symmetric and doubly stochastic for any graph, connected or not."""
     adj = _adjacency(adjacency)
     d = adj.sum(axis=1)
-    M = np.where(adj, 1.0 / (1.0 + np.maximum(d[:, None], d[None, :])), 0.0)
-    M[np.diag_indices_from(M)] = 1.0 - M.sum(axis=1)
-    return M
+    return _with_diagonal(adj, 1.0 / (1.0 + np.maximum(d[:, None], d[None, :])))
 
 
 def equal_weights(adjacency) -> np.ndarray:
-    """Equal link weights 1/(1 + d_max), the rest on the diagonal (``mixing="uniform"``).
-
-    Symmetric and doubly stochastic for any graph; 1/(d + 1) everywhere on a d-regular graph (the
-    "uniform 1/(d+1)" of spec §5, :func:`lorakit.decentralized.markov.uniform_weights` there) and
-    J/N on the complete graph. On an irregular graph ``uniform_weights`` (1/(d_u + 1) per row) is
-    only row-stochastic — gossip with it drifts to a degree-weighted average — so the equal
-    weights here use the largest degree instead.
-    """
+    """Equal link weights 1/(1 + d_max), the rest on the diagonal (``mixing="uniform"``): doubly
+    stochastic on any graph, unlike :func:`lorakit.decentralized.markov.uniform_weights`, which it
+    equals on a regular graph (spec §5)."""
     adj = _adjacency(adjacency)
-    d = adj.sum(axis=1)
-    M = np.where(adj, 1.0 / (1.0 + d.max(initial=0)), 0.0)
-    M[np.diag_indices_from(M)] = 1.0 - M.sum(axis=1)
-    return M
+    return _with_diagonal(adj, 1.0 / (1.0 + adj.sum(axis=1).max(initial=0)))
 
 
 def check_mixing(M, adjacency=None, *, atol: float = 1e-9) -> np.ndarray:
     """Check M: finite, non-negative, symmetric, doubly stochastic and (with ``adjacency``)
     supported on the links and the diagonal; returns it as float64."""
-    M = square_matrix("mixing", M)
+    M = simulation.square_matrix("mixing", M)
     if not np.allclose(M, M.T, rtol=0.0, atol=atol):
         raise ValueError("mixing must be symmetric (M = Mᵀ)")
     if not np.allclose(M.sum(axis=1), 1.0, rtol=0.0, atol=atol):
@@ -137,24 +90,13 @@ def check_mixing(M, adjacency=None, *, atol: float = 1e-9) -> np.ndarray:
             raise ValueError(
                 f"mixing is {M.shape[0]}×{M.shape[1]}; the graph has N = {adj.shape[0]}"
             )
-        off = ~adj & ~np.eye(M.shape[0], dtype=bool)
-        if (M[off] > atol).any():
-            i, j = np.argwhere(off & (M > atol))[0]
+        off = ~adj & ~np.eye(M.shape[0], dtype=bool) & (M > atol)
+        if off.any():
+            i, j = np.argwhere(off)[0]
             raise ValueError(f"mixing puts weight on ({i}, {j}), which is not a link of the graph")
     return M
 
 
-def _drop_into_diagonal(M: np.ndarray, dropped: np.ndarray) -> np.ndarray:
-    """M with the weights of the dropped links (a symmetric mask) moved to the diagonal."""
-    lost = np.where(dropped, M, 0.0)
-    out = M - lost
-    out[np.diag_indices_from(out)] += lost.sum(axis=1)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Gossip Dec-LoRA
-# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class GossipLoRA(NodeConfig):
     """A gossip Dec-LoRA configuration (spec §5); :meth:`run` simulates it on a graph of N nodes.
@@ -162,18 +104,18 @@ class GossipLoRA(NodeConfig):
     Parameters
     ----------
     rank, gamma, local_steps, optimizer, alpha, init, init_std, estimator, compressor,
-    bytes_per_float, bytes_per_index, optimizer_kwargs : how a node trains and what a message
-        costs (:class:`~lorakit.decentralized.simulation.NodeConfig`; AdamW's state is per node);
-        ``lr`` is ``gamma``'s deprecated name.
-    mixing : ``"metropolis"``, ``"uniform"`` (equal link weights 1/(1 + d_max)) or an N×N
-        symmetric doubly stochastic matrix supported on the graph's links and the diagonal.
-    link_failure : probability in [0, 1] that a link is down for a round (module docstring).
-        ``link_failure=1`` and an identity ``mixing`` mix nothing: a ``UserWarning`` says so.
+    bytes_per_float, bytes_per_index, optimizer_kwargs : as
+        :class:`~lorakit.decentralized.simulation.NodeConfig` (AdamW's state is per node).
+    mixing : ``"metropolis"``, ``"uniform"`` or an N×N symmetric doubly stochastic matrix
+        supported on the graph's links and the diagonal (module docstring).
+    link_failure : probability in [0, 1] that a link is down for a round; 1 (or an identity
+        ``mixing``) mixes nothing, and a ``UserWarning`` says so.
     """
 
     mixing: str | np.ndarray = "metropolis"
     link_failure: float = 0.0
     method: str = "gossip_lora"
+    rule = "mixing"
 
     def __post_init__(self):
         super().__post_init__()
@@ -183,49 +125,29 @@ class GossipLoRA(NodeConfig):
         else:
             set_(self, "mixing", check_mixing(self.mixing))
         set_(self, "link_failure", check_real("link_failure", self.link_failure, low=0.0, high=1.0))
+        identity = isinstance(self.mixing, np.ndarray) and np.allclose(
+            self.mixing, np.eye(len(self.mixing)), rtol=0.0, atol=1e-12
+        )
         # Legitimate (each node trains alone: the no-communication baseline) but nothing mixes.
-        if self.link_failure == 1.0:
-            warnings.warn(
-                "link_failure=1 takes every link down in every round: nothing mixes and each node "
-                "trains alone",
-                UserWarning,
-                stacklevel=4,
-            )
-        if isinstance(self.mixing, np.ndarray) and np.allclose(
-            self.mixing, np.eye(self.mixing.shape[0]), rtol=0.0, atol=1e-12
-        ):
-            warnings.warn(
-                "mixing is the identity: nothing mixes and each node trains alone",
-                UserWarning,
-                stacklevel=4,
-            )
-
-    def describe(self) -> dict:
-        return {
-            "method": self.method,
-            "rank": self.rank,
-            "mixing": self.mixing if isinstance(self.mixing, str) else "custom",
-            "optimizer": self.optimizer,
-            "estimator": str(self.estimator),
-            "local_steps": self.local_steps,
-        }
+        alone = {"link_failure=1 takes every link down in every round": self.link_failure == 1.0}
+        alone["mixing is the identity"] = identity
+        for what in [what for what, yes in alone.items() if yes]:
+            message = f"{what}: nothing mixes and each node trains alone"
+            warnings.warn(message, UserWarning, stacklevel=4)
 
     def mixing_matrix(self, problem, graph) -> np.ndarray:
         """M on the whole graph (no failed links)."""
-        G, adj = check_graph(graph, problem)
+        G, adj = simulation.check_graph(graph, problem)
         if isinstance(self.mixing, np.ndarray):
             return check_mixing(self.mixing, adj)
         if self.mixing == "uniform":
             return equal_weights(adj)
         return check_mixing(np.asarray(metropolis_weights(G), dtype=np.float64), adj)
 
-    def simulator(self, problem, graph, seed: int = 0) -> GossipSimulation:
-        """A step-by-step simulation (``.round()``; the node stacks ``.B``, ``.A``: per site
-        (N, m, r) and (N, r, n))."""
-        check_problem(self, problem)
-        M = self.mixing_matrix(problem, graph)
-        _, adj = check_graph(graph, problem)
-        return GossipSimulation(self, problem, check_int("seed", seed, low=0), M, adj)
+    def simulations(self, problem, graph, record: bool = True, run: bool = False):
+        """``make(seed)``: a :class:`GossipSimulation` per seed."""
+        M, (_, adj) = self.mixing_matrix(problem, graph), simulation.check_graph(graph, problem)
+        return lambda seed: GossipSimulation(self, problem, seed, M, adj, record)
 
     def run(
         self,
@@ -240,88 +162,50 @@ class GossipLoRA(NodeConfig):
         blowup: float = BLOWUP,
         progress: bool = False,
     ):
-        """Simulate ``rounds`` gossip rounds per seed.
-
-        ``problem`` is a :class:`~lorakit.problems.federated.FederatedProblem` or a
-        ``lorakit.adapters.ModelProblem`` with clients (each node's adapter lives outside the
-        model). ``progress=True`` shows a ``tqdm.auto`` bar over the rounds of each seed.
-
-        Returns the history, one row per logged round and seed (round 0: the common start):
-
-        * ``loss`` — f(W0 + s·B̄Ā) of the **average model** (the node means Ā, B̄ of the factors);
-          ``node_loss_mean`` — (1/N) Σ_i f(W_i), the global objective at each node's own model,
-          averaged; ``local_loss_mean`` — (1/N) Σ_i f_i(W_i), each node on its own objective;
-          ``gap`` = loss − f*; ``grad_norm_sq`` = ‖∇_A f‖² + ‖∇_B f‖² at the average model;
-          ``consensus`` = (1/N) Σ_i (‖A_i − Ā‖² + ‖B_i − B̄‖²) (over every site);
-        * ``mismatch`` = max_i ‖Σ_j M_ij B_j A_j − (Σ_j M_ij B_j)(Σ_j M_ij A_j)‖_F of this round's
-          mixing and ``mismatch_global`` = ‖(1/N) Σ_i B_i A_i − B̄Ā‖_F, both on the factors the
-          nodes mix (after the local steps, before mixing; a model's sites combined as one
-          Frobenius norm);
-        * cumulative ``communicated_params`` (Σ_i deg_i messages per round over the links up, d
-          floats each without compression), ``bytes``, ``local_updates`` (N·local_steps per
-          round); ``links`` up and ``dropped_links`` this round.
-
-        With ``messages=True`` also a frame of every directed message: ``seed``, ``round``,
-        ``src``, ``dst``, ``params``, ``bytes``, ``dropped``.
-
-        Divergence: as :meth:`RWLoRA.run <lorakit.decentralized.walk.RWLoRA.run>` (threshold
-        ``blowup``, default 10³); a model gets the average adapter of the last logged round that
-        passed.
+        """Simulate ``rounds`` rounds per seed (``progress``: a bar; divergence: see
+        :mod:`lorakit.divergence`). Returns one row per logged round and seed (round 0: the start):
+        ``loss`` = f(W0 + s·B̄Ā) of the average model (the node means B̄, Ā); ``node_loss_mean`` =
+        (1/N) Σ_i f(W_i); ``local_loss_mean`` = (1/N) Σ_i f_i(W_i); ``gap`` = loss − f*;
+        ``grad_norm_sq`` = ‖∇_A f‖² + ‖∇_B f‖² at the average model; ``consensus`` =
+        (1/N) Σ_i (‖A_i − Ā‖² + ‖B_i − B̄‖²); ``mismatch`` = max_i ‖Σ_j M_ij B_j A_j −
+        (Σ_j M_ij B_j)(Σ_j M_ij A_j)‖_F of the round's mixing and ``mismatch_global`` =
+        ‖(1/N) Σ_i B_i A_i − B̄Ā‖_F, both on the factors mixed (sites as one Frobenius norm);
+        cumulative ``communicated_params`` (floats over the links up), ``bytes``,
+        ``local_updates``; ``links`` up and ``dropped_links`` this round. ``frame.attrs["M"]``
+        is the mixing matrix. With ``messages=True`` also a frame of every directed message:
+        ``seed``, ``round``, ``src``, ``dst``, ``params``, ``bytes``, ``dropped``.
         """
-        check_problem(self, problem)
-        rounds, seeds, log_every, blowup = check_run(
-            "rounds", rounds, seeds, log_every, on_divergence, blowup, messages=messages,
-            progress=progress,
-        )  # fmt: skip
-        M = self.mixing_matrix(problem, graph)
-        _, adj = check_graph(graph, problem)
-        make = lambda seed: GossipSimulation(self, problem, seed, M, adj, messages)  # noqa: E731
-        frame, msgs, _ = run_simulations(
-            self, seeds, rounds, make, log_every=log_every, on_divergence=on_divergence,
-            blowup=blowup, progress=progress,
-        )  # fmt: skip
-        frame.attrs["M"] = M.tolist()
-        return (frame, msgs) if messages else frame
+
+        options = (log_every, on_divergence, blowup, progress, messages)
+        return simulation.run_simulations(self, problem, graph, "rounds", rounds, seeds, *options)
 
 
 class GossipSimulation(Simulation):
-    """One seeded gossip run: the node stacks ``B``, ``A`` (per site (N, m, r), (N, r, n)) and
-    their optimizer ``state``."""
+    """One seeded gossip run: the node stacks ``B``, ``A`` (per site (N, m, r), (N, r, n))."""
 
     unit = "round"
 
     def __init__(self, cfg: GossipLoRA, problem, seed: int, M: np.ndarray, adjacency, record=True):
         super().__init__(cfg, problem, seed, record)
-        self.N = problem.M
         self.M, self.adj = M, np.asarray(adjacency, dtype=bool)
         self.edges = np.argwhere(np.triu(self.adj))  # sorted (i < j)
         self.M_torch = torch.as_tensor(np.array(M), dtype=problem.dtype, device=problem.device)
-        B, A = init_adapter(problem, cfg.rank, self.streams["init"], cfg.init, cfg.init_std)
-        self.B, self.A = (tree_map(lambda x: x.expand(self.N, *x.shape).clone(), X) for X in (B, A))
-        self.state = None  # every node's optimizer state (stacked), None: fresh
+        stack = lambda x: x.expand(self.N, *x.shape).clone()  # noqa: E731  (every node's copy)
+        self.B, self.A = tree_map(stack, self.B), tree_map(stack, self.A)
         self.uniform = torch.full((self.N,), 1.0 / self.N, dtype=torch.float64)
         f_star = problem.weighted_f_star(self.uniform)
         self.f_star = math.nan if f_star is None else f_star
-        self.local_updates = 0
-
-    def local_steps(self) -> tuple:
-        """Every node's ``local_steps`` steps from its own iterate: the half-step stacks
-        (A, B, state)."""
-        B, A, state = train(
-            self.problem, self.W0, self.B, self.A, self.scalings, self.clients, self.local,
-            self.streams, state=self.state,
-        )  # fmt: skip
-        return A, B, state
 
     def mix(self, A, B, M: torch.Tensor) -> tuple:
-        """Gossip the factors with M: (the mixing's largest node mismatch, the global mismatch,
-        mixed A, mixed B, one message's payload), the mismatches measured on the factors before
-        mixing (sites combined as one Frobenius norm)."""
+        """Gossip the factors with M: (the largest node mismatch, the global mismatch, mixed A,
+        mixed B, one message's payload), the mismatches measured before mixing."""
         sq = lambda X: sum(x.square().sum(dim=(-2, -1)) for x in X)  # noqa: E731
         pairs = list(zip(leaves(B), leaves(A), strict=True))
         local = float(sq([bilinear_mismatch(b, a, M) for b, a in pairs]).max().sqrt())
         glob = math.sqrt(float(sq([bilinear_mismatch(b, a) for b, a in pairs])))
-        sentB, sentA, payload = self.compress(B, A, batch_dims=1)
+        sentB, sentA, payload = simulation.compress_factors(
+            self.cfg.compressor, B, A, self.streams, 1
+        )
         own = torch.diagonal(M)
 
         def gossip(x, sent):  # x_i ← M_ii x_i + Σ_{j≠i} M_ij x_j as received (sent is x: exact)
@@ -342,24 +226,27 @@ class GossipSimulation(Simulation):
         dropped[down[:, 0], down[:, 1]] = dropped[down[:, 1], down[:, 0]] = True
         if not dropped.any():
             return self.M, dropped
-        mixing = self.cfg.mixing
-        if isinstance(mixing, np.ndarray):
-            return _drop_into_diagonal(self.M, dropped), dropped
-        surviving = self.adj & ~dropped
-        M = equal_weights(surviving) if mixing == "uniform" else metropolis_matrix(surviving)
-        return M, dropped
+        up, mixing = self.adj & ~dropped, self.cfg.mixing
+        if isinstance(mixing, np.ndarray):  # the dropped links' weights move to the diagonal
+            return _with_diagonal(up, self.M), dropped
+        return (equal_weights(up) if mixing == "uniform" else metropolis_matrix(up)), dropped
+
+    def local_steps(self) -> tuple:
+        """Every node's ``local_steps`` steps from its own iterate: the stacks (A, B, state)."""
+        args = (self.W0, self.B, self.A, self.scalings, self.clients, self.local, self.streams)
+        B, A, state = train(self.problem, *args, state=self.state)
+        return A, B, state
 
     def round(self) -> dict:
         """One round: local steps, then factor gossip; returns this round's record."""
-        cfg = self.cfg
         self.t += 1
         A, B, state = self.local_steps()
-        trouble = factor_trouble(largest(A, B), largest(self.A, self.B))
+        trouble = simulation.factor_trouble(
+            simulation.largest(A, B), simulation.largest(self.A, self.B)
+        )
         if trouble is not None:
-            raise self.diverged(
-                f"in round {self.t} (seed {self.seed}): {trouble}; the nodes keep round "
-                f"{self.t - 1}"
-            )
+            keep = f"the nodes keep round {self.t - 1}"
+            raise self.diverged(f"in round {self.t} (seed {self.seed}): {trouble}; {keep}")
         M_np, dropped = self.mixing()
         M = self.M_torch if M_np is self.M else torch.as_tensor(M_np).to(self.M_torch)
         local, glob, self.A, self.B, payload = self.mix(A, B, M)
@@ -368,24 +255,15 @@ class GossipSimulation(Simulation):
         floats, sent = self.cost(payload)
         self.communicated += int(up.sum()) * floats
         self.bytes += int(up.sum()) * sent
-        self.local_updates += self.N * cfg.local_steps
+        self.local_updates += self.N * self.cfg.local_steps
         if self.record:
             for i, j in np.argwhere(self.adj):
                 x = bool(dropped[i, j])
-                self.messages.append(
-                    {"seed": self.seed, "round": self.t, "src": int(i), "dst": int(j),
-                     "params": 0 if x else floats, "bytes": 0 if x else sent, "dropped": x}
-                )  # fmt: skip
-        return {
-            "mismatch": local,
-            "mismatch_global": glob,
-            "links": int(up.sum()) // 2,
-            "dropped_links": int(dropped.sum()) // 2,
-        }
-
-    # -- the loop (lorakit.decentralized.simulation.Simulation) ---------------------------------
-    def step(self) -> dict:
-        return self.round()
+                params, nbytes = (0, 0) if x else (floats, sent)
+                message = dict(seed=self.seed, round=self.t, src=int(i), dst=int(j), params=params)
+                self.messages.append({**message, "bytes": nbytes, "dropped": x})
+        links, dropped_links = int(up.sum()) // 2, int(dropped.sum()) // 2
+        return dict(mismatch=local, mismatch_global=glob, links=links, dropped_links=dropped_links)
 
     def first_record(self) -> dict:
         links = int(self.adj.sum()) // 2
@@ -395,21 +273,20 @@ class GossipSimulation(Simulation):
         """The adapter a model keeps: the nodes' average (B̄, Ā)."""
         return tree_map(lambda b: b.mean(0), B), tree_map(lambda a: a.mean(0), A)
 
+    @staticmethod
+    def annotate(frame, sims) -> None:
+        frame.attrs["M"] = sims[0].M.tolist()
+
     def log(self, record: dict) -> dict:
-        """The row of the current nodes: the average model's f and factor-gradient norm², the
-        table f_c(W_i) (node means and diagonal), the consensus distance."""
+        """The row of the current nodes (:meth:`GossipLoRA.run`)."""
         B_bar, A_bar = self.result(self.B, self.A)
-        loss, G = self.objective(self.adapted(B_bar, A_bar), self.uniform)
-        grad_sq = self.factor_grad_sq(G, B_bar, A_bar)
+        loss, grad_sq = self.objective(B_bar, A_bar, self.uniform)
         losses = self.client_loss_table(self.adapted(self.B, self.A))  # (N models, N objectives)
         spread = leaves(self.A) + leaves(self.B)
-        consensus = sum(float((x - x.mean(0)).square().sum()) for x in spread) / self.N
-        return {
-            "seed": self.seed, "round": self.t, "loss": loss,
-            "node_loss_mean": float(losses.mean()),
-            "local_loss_mean": float(torch.diagonal(losses).mean()),
-            "gap": loss - self.f_star, "grad_norm_sq": grad_sq, "consensus": consensus,
-            **record,
-            "communicated_params": self.communicated, "bytes": self.bytes,
-            "local_updates": self.local_updates,
-        }  # fmt: skip
+        row = {"seed": self.seed, "round": self.t, "loss": loss}
+        row["node_loss_mean"] = float(losses.mean())
+        row["local_loss_mean"] = float(torch.diagonal(losses).mean())
+        row["gap"], row["grad_norm_sq"] = loss - self.f_star, grad_sq
+        row["consensus"] = sum(float((x - x.mean(0)).square().sum()) for x in spread) / self.N
+        row.update(record, communicated_params=self.communicated, bytes=self.bytes)
+        return {**row, "local_updates": self.local_updates}

@@ -1,33 +1,14 @@
 """What RW-LoRA's token walk and gossip Dec-LoRA share (spec ``rw_lora.md`` §4–5).
 
-Both patterns run on the N clients of a problem with clients (README "Architecture": a
-:class:`~lorakit.problems.federated.FederatedProblem` is a one-site problem, a peft
-``ModelProblem`` after ``.split(N)`` an N-site one), node v owning f_v, and both are written once
-against the problem protocol (:mod:`lorakit.problems.protocol`):
-
-* an adapter is a pair of trees (B, A) from :func:`lorakit.local.init_adapter` (B = 0, A drawn
-  per site from the ``init`` stream), over W0 = ``problem.start()``: W = W0 + s·B·A with each
-  site's scaling s from :func:`~lorakit.problems.protocol.site_scalings` (α/r, or peft's own);
-* local steps are :func:`lorakit.local.train` (the simultaneous update of RW-LoRA eqs. (7)–(8),
-  both factor gradients at the same W, eq. (12); SGD or torch's AdamW; minibatches from the
-  ``data`` stream, additive noise from ``noise``);
-* a message (the token on a transfer, a node's adapter to its neighbours) is the adapter as one
-  vector of d = Σ_l r(m_l + n_l) entries (peft's adapter state dict, flattened in the order
-  B_1, …, B_L, A_1, …, A_L), passed through the configuration's upload ``compressor``
-  (:mod:`lorakit.compressors`, draws from the ``compression`` stream); a message costs
-  floats·``bytes_per_float`` + indices·``bytes_per_index`` with (floats, indices) the
-  compressor's ``payload(d)``. The default identity sends d floats and changes nothing;
-* the logged objective is Σ_v w_v f_v (``client_losses``) with its gradient Σ_v w_v ∇f_v
-  (``local_grads`` over the clients), carried to the factors by the chain rule;
-* :class:`Simulation` is the loop: it logs every ``log_every``-th state and the last, stops at a
-  :func:`lorakit.progress.stop_requested` bar, raises :class:`~lorakit.divergence.DivergenceError`
-  on an exploding loss, and keeps the last logged state that passed, which it commits to the
-  problem (``problem.commit(W0, B, A)``: a model holds it in its adapter, with its base weights
-  unchanged); :func:`run_simulations` runs the seeds (:func:`lorakit.divergence.run_seeds`).
-
-Each seed starts from ``problem.reset()`` and runs inside ``problem.seeded(streams)`` (a model's
-dropout from the ``model`` stream), so the same seed gives the same numbers at both scales, and
-a run on a model visits the nodes a matrix run with the same seed visits.
+Both run on the N clients of a problem (README "Architecture"), node v owning f_v. An adapter is a
+pair of trees (B, A) over W0 = ``problem.start()`` (:func:`lorakit.local.init_adapter`), W = W0 +
+s·BA per site (:func:`~lorakit.problems.protocol.site_scalings`); local steps are
+:func:`lorakit.local.train` (RW-LoRA eqs. (7)–(8), (12)). A message is the adapter as one vector of
+d = Σ_l r(m_l + n_l) entries through the upload ``compressor``, costing floats·``bytes_per_float``
++ indices·``bytes_per_index`` of the compressor's ``payload(d)``. A :class:`Simulation` is one
+seed, from ``problem.reset()`` inside ``problem.seeded(streams)`` (the same numbers at both
+scales); it leaves the problem holding its last logged state that passed (``problem.commit(W0, B,
+A)``; divergence: see :mod:`lorakit.divergence`).
 """
 
 from __future__ import annotations
@@ -41,30 +22,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import (
-    check_byte_size,
-    check_choice,
-    check_int,
-    check_real,
-)
+from .._validation import check_byte_size, check_choice, check_int, check_real
 from ..compressors import Compressor, Payload, make_compressor
 from ..config import Config, deprecated
-from ..divergence import (
-    BLOWUP,
-    DivergenceError,
-    exploded,
-    restored_note,
-    run_seeds,
-)
+from ..divergence import BLOWUP, DivergenceError, check_run, iterate, run_seeds
 from ..estimators import Estimator
-from ..local import INITS, Local, local_estimator
+from ..local import INITS, Local, init_adapter, local_estimator
 from ..local import OPTIMIZERS as LOCAL_OPTIMIZERS
 from ..problems.protocol import check_problem_protocol, site_scalings
-from ..progress import bar as progress_bar
-from ..progress import stop_requested
 from ..rng import Streams
 from ..tree import leaves, sq_norm, tree_like, tree_map
-from .graphs import as_graph, check_connected
+from .graphs import adjacency, as_graph, check_connected
 
 __all__ = [
     "INITS",
@@ -89,22 +57,17 @@ class NodeConfig(Config):
 
     Parameters
     ----------
-    rank : r ≥ 1 (checked against the problem: r ≤ min(m, n), a peft model's own r).
-    gamma : η > 0, the step size (SGD, the theory's) or AdamW's learning rate (the experiments').
-        ``lr=`` is its deprecated name (a ``DeprecationWarning``).
+    rank : r ≥ 1 (and r ≤ min(m, n), a peft model's own r).
+    gamma : η > 0, the step size (SGD) or AdamW's learning rate; ``lr=`` is its deprecated name.
     local_steps : steps per visit (1 in the paper).
-    optimizer : ``"sgd"`` (constant η) or ``"adamw"`` (torch's AdamW; betas (0.9, 0.999),
-        eps 1e-8, weight_decay 0.01, changed by ``optimizer_kwargs``).
-    alpha : LoRA scaling, W = W0 + (α/r)·BA; default α = r (the paper's W0 + BA). A peft model
-        uses each site's own scaling; ``alpha`` may then be left unset or must agree.
-    init, init_std : A^(0) ~ ``"gaussian"`` N(0, init_std²) (default 1/r, peft's gaussian init) or
-        ``"kaiming"`` (peft's default); B^(0) = 0 (:func:`lorakit.local.init_adapter`).
-    estimator : a node's oracle (:mod:`lorakit.local`): ``"gd"`` (exact local gradients),
-        ``sgd(batch_size=b)`` (a minibatch of a finite-sum node, drawn without replacement per
-        step) or ``sgd(sigma=σ)`` (additive noise with E‖ξ‖² = σ², RW-LoRA Assumption 4's σ²).
-        ``sigma=``/``batch_size=`` are its deprecated shorthand.
-    compressor : the upload compressor of every message (a :class:`~lorakit.compressors.Compressor`
-        or a name of :data:`lorakit.compressors.COMPRESSORS`); default identity.
+    optimizer : ``"sgd"`` or ``"adamw"`` (torch's defaults unless ``optimizer_kwargs`` says).
+    alpha : W = W0 + (α/r)·BA; default α = r. A peft model's own scaling must agree, if given.
+    init, init_std : A^(0) ~ ``"gaussian"`` N(0, init_std²) (default 1/r) or ``"kaiming"``;
+        B^(0) = 0.
+    estimator : a node's oracle (:mod:`lorakit.local`): ``"gd"``, ``sgd(batch_size=b)`` or
+        ``sgd(sigma=σ)`` (E‖ξ‖² = σ², RW-LoRA Assumption 4); ``sigma=``/``batch_size=`` are its
+        deprecated shorthand.
+    compressor : every message's upload compressor (a Compressor or a name); default identity.
     bytes_per_float, bytes_per_index : message accounting (module docstring).
     """
 
@@ -124,59 +87,68 @@ class NodeConfig(Config):
     lr: float | None = deprecated()
     sigma: float | None = deprecated()
     batch_size: int | None = deprecated()
+    rule = ""  # the field naming the graph rule ("transition", "mixing"): a describe() column
 
     def __post_init__(self):
-        set_ = object.__setattr__
+        set_, owner = object.__setattr__, type(self).__name__
         if self.lr is not None:  # the README's old name of the step size
-            warnings.warn(
-                f"{type(self).__name__}(lr=...) is deprecated: the step size is gamma",
-                DeprecationWarning,
-                stacklevel=4,
-            )
+            message = f"{owner}(lr=...) is deprecated: the step size is gamma"
+            warnings.warn(message, DeprecationWarning, stacklevel=4)
             if self.gamma is not None:
                 raise TypeError("give the step size once: gamma (lr is its deprecated name)")
             set_(self, "gamma", self.lr)
-            set_(self, "lr", None)
         if self.gamma is None:
-            raise TypeError(f"{type(self).__name__} needs gamma, the step size")
+            raise TypeError(f"{owner} needs gamma, the step size")
         set_(self, "rank", check_int("rank", self.rank, low=1))
         set_(self, "gamma", check_real("gamma", self.gamma, low=0.0, low_open=True))
         set_(self, "local_steps", check_int("local_steps", self.local_steps, low=1))
-        if self.alpha is not None:
-            check_real("alpha", self.alpha, low=0.0, low_open=True)
+        for name in ("alpha", "init_std"):
+            if getattr(self, name) is not None:
+                check_real(name, getattr(self, name), low=0.0, low_open=True)
         check_choice("init", self.init, INITS)
-        if self.init_std is not None:
-            check_real("init_std", self.init_std, low=0.0, low_open=True)
-        estimator = local_estimator(
-            self.estimator, self.sigma, self.batch_size, owner=type(self).__name__
-        )
+        estimator = local_estimator(self.estimator, self.sigma, self.batch_size, owner=owner)
         set_(self, "estimator", estimator)
-        set_(self, "sigma", None)
-        set_(self, "batch_size", None)
+        for name in ("lr", "sigma", "batch_size"):  # deprecated names: read, then None
+            set_(self, name, None)
         set_(self, "compressor", make_compressor(self.compressor))
         for name in ("bytes_per_float", "bytes_per_index"):
             set_(self, name, check_byte_size(name, getattr(self, name)))
         self.local()  # checks optimizer and optimizer_kwargs
 
+    def describe(self) -> dict:
+        rule = getattr(self, self.rule)
+        return {
+            "method": self.method,
+            "rank": self.rank,
+            self.rule: rule if isinstance(rule, str) else "custom",
+            "optimizer": self.optimizer,
+            "estimator": str(self.estimator),
+            "local_steps": self.local_steps,
+        }
+
+    def simulator(self, problem, graph, seed: int = 0):
+        """One seed's simulation on ``graph`` to step by hand (``.hop()``/``.round()``; factors
+        ``.B``, ``.A``), made by the subclass's ``simulations(problem, graph, record, run)``."""
+        check_problem(self, problem)
+        return self.simulations(problem, graph)(check_int("seed", seed, low=0))
+
     def local(self) -> Local:
         """The local trainer of a node (:class:`lorakit.local.Local`)."""
-        return Local(
-            self.local_steps, self.gamma, self.optimizer, dict(self.optimizer_kwargs),
-            self.estimator,
-        )  # fmt: skip
+        kwargs = dict(self.optimizer_kwargs)
+        return Local(self.local_steps, self.gamma, self.optimizer, kwargs, self.estimator)
 
 
 def check_problem(cfg: NodeConfig, problem) -> tuple[float, ...]:
-    """Check that ``problem`` has clients (the graph's nodes) and fits ``cfg``'s rank and α;
-    returns every site's scaling (:func:`~lorakit.problems.protocol.site_scalings`)."""
+    """Check that ``problem`` has clients and fits ``cfg``'s rank and α; returns every site's
+    scaling (:func:`~lorakit.problems.protocol.site_scalings`)."""
     check_problem_protocol(problem, clients=True)
     check_int("rank", cfg.rank, low=1, high=min(min(shape) for shape in problem.shapes))
     return site_scalings(problem, cfg.rank, cfg.alpha)
 
 
 def check_graph(graph, problem) -> tuple[nx.Graph, np.ndarray]:
-    """The graph (nodes 0..N−1, checked connected, one node per client of ``problem``) and its
-    adjacency matrix without self-loops."""
+    """The connected graph (one node per client of ``problem``) and its adjacency matrix without
+    self-loops."""
     if graph is None:
         raise ValueError("graph is required: a networkx.Graph or an N×N adjacency matrix")
     G = as_graph(graph)
@@ -186,14 +158,11 @@ def check_graph(graph, problem) -> tuple[nx.Graph, np.ndarray]:
             f"graph has {N} nodes but the problem has M = {problem.M} clients: one node per client"
         )
     check_connected(G)
-    adjacency = nx.to_numpy_array(G, nodelist=range(N), weight=None, dtype=float) > 0
-    np.fill_diagonal(adjacency, False)
-    return G, adjacency
+    return G, adjacency(G).toarray() > 0
 
 
 def square_matrix(name: str, value) -> np.ndarray:
-    """``value`` as a read-only float64 N×N matrix with finite non-negative entries (a transition
-    or mixing matrix)."""
+    """``value`` as a read-only float64 N×N matrix with finite non-negative entries."""
     X = np.array(value, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] != X.shape[1]:
         raise ValueError(f"{name} must be a square N×N matrix, got shape {X.shape}")
@@ -204,10 +173,10 @@ def square_matrix(name: str, value) -> np.ndarray:
 
 
 class Simulation:
-    """One seeded run of a decentralized pattern (module docstring). A subclass gives ``unit``
-    ("hop", "round"), ``step()`` (one hop or round; returns its record), ``first_record()``,
-    ``log(record)`` (a row) and ``result(B, A)`` (the adapter a model keeps); it holds the
-    current factors as ``B``, ``A``."""
+    """One seeded run of a decentralized pattern. A subclass holds the factors as ``B``, ``A`` and
+    gives ``unit`` ("hop", "round"; also the method that takes one and returns its record),
+    ``first_record()``, ``log(record)`` (a row) and ``result(B, A)`` (the adapter a model keeps).
+    """
 
     unit = "step"
     blowup = BLOWUP  # the divergence threshold (set by the seed loop)
@@ -218,124 +187,100 @@ class Simulation:
         self.scalings = check_problem(cfg, problem)
         problem.reset()
         self.W0 = problem.start()
+        self.s = problem.tree(self.scalings)  # each site's scaling, as a tree
+        init = self.streams["init"]
+        self.B, self.A = init_adapter(problem, cfg.rank, init, cfg.init, cfg.init_std)
         self.local = cfg.local()
-        self.clients = torch.arange(problem.M, device=problem.device)
-        self.t = 0
-        self.communicated = self.bytes = 0
+        self.N, self.clients = problem.M, torch.arange(problem.M, device=problem.device)
+        self.t = self.communicated = self.bytes = self.local_updates = 0
+        self.state = None  # the optimizer's state (the token's, or every node's stacked); fresh
         self.good = None  # (t, B, A) of the last logged state that passed
-        self.messages: list[dict] = []
-        self.rows: list[dict] = []
+        self.messages, self.rows = [], []  # dicts: the messages sent, the rows logged
 
-    # -- algebra on trees ----------------------------------------------------------------------
     def adapted(self, B, A):
         """W = W0 + s·B·A per site (B and A may be stacks over nodes)."""
-        s = self.problem.tree(self.scalings)
-        return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W0, B, A, s)
+        return tree_map(lambda w, b, a, s: w + s * (b @ a), self.W0, B, A, self.s)
 
-    def objective(self, W, weights: torch.Tensor) -> tuple[float, object]:
-        """(Σ_v w_v f_v(W), Σ_v w_v ∇f_v(W)) over the problem's clients (``weights``: float64,
-        one per client)."""
-        p, M = self.problem, self.problem.M
+    def objective(self, B, A, weights: torch.Tensor) -> tuple[float, float]:
+        """(f, ‖∇_A f‖² + ‖∇_B f‖²) of f = Σ_v w_v f_v at W0 + s·BA (``weights``: one per client),
+        the factor gradients ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ of G = ∇_W f (RW-LoRA eq. (12))."""
+        p, W = self.problem, self.adapted(B, A)
         losses = p.client_losses(W)
         loss = float((losses * weights.to(losses)).sum())
-        stack = tree_map(lambda x: x.expand(M, *x.shape), W)
+        stack = tree_map(lambda x: x.expand(self.N, *x.shape), W)
         G = p.local_grads(stack, self.clients)
-        return loss, tree_map(lambda g: (g * weights.to(g)[:, None, None]).sum(0), G)
-
-    def factor_grad_sq(self, G, B, A) -> float:
-        """‖∇_A f‖² + ‖∇_B f‖² from G = ∇_W f: ∇_A = s·BᵀG, ∇_B = s·G·Aᵀ (RW-LoRA eq. (12))."""
-        s = self.problem.tree(self.scalings)
-        gA = tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s)
-        gB = tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s)
-        return sq_norm(gA) + sq_norm(gB)
+        G = tree_map(lambda g: (g * weights.to(g)[:, None, None]).sum(0), G)
+        gA = tree_map(lambda b, g, s: s * (b.mT @ g), B, G, self.s)
+        gB = tree_map(lambda g, a, s: s * (g @ a.mT), G, A, self.s)
+        return loss, sq_norm(gA) + sq_norm(gB)
 
     def client_loss_table(self, W) -> torch.Tensor:
-        """(f_c(W_i))_{i,c} for a stack of per-node weights W: one call when the problem is
-        batched, node by node otherwise."""
+        """(f_c(W_i))_{i,c} for a stack of per-node weights W (node by node unless batched)."""
         p = self.problem
         if p.batched:
             return p.client_losses(W)
         nodes = zip(*leaves(W), strict=True)  # node i's matrix at every site
         return torch.stack([p.client_losses(tree_like(W, mats)) for mats in nodes])
 
-    def compress(self, B, A, batch_dims: int = 0) -> tuple:
-        """(C(B), C(A), payload): the adapter as one message of d entries through the compressor
-        (each of the first ``batch_dims`` indices its own message: every node's adapter)."""
-        return compress_factors(self.cfg.compressor, B, A, self.streams, batch_dims)
-
     def cost(self, payload: Payload, extra_floats: int = 0) -> tuple[int, int]:
         """(floats, bytes) of one message."""
         floats = payload.floats + extra_floats
-        return (
-            floats,
-            floats * self.cfg.bytes_per_float + payload.indices * self.cfg.bytes_per_index,
-        )
+        sent = floats * self.cfg.bytes_per_float + payload.indices * self.cfg.bytes_per_index
+        return floats, sent
 
     def diverged(self, text: str) -> DivergenceError:
         """The error of a run that diverged at ``self.t``: ``text``, then the step-size advice."""
-        cfg = self.cfg
-        return DivergenceError(
-            f"{cfg.method} diverged {text}. Lower gamma = {cfg.gamma:g}",
-            step=self.t,
-            seed=self.seed,
-            frame=pd.DataFrame(self.rows),
-        )
+        message = f"{self.cfg.method} diverged {text}. Lower gamma = {self.cfg.gamma:g}"
+        return DivergenceError(message, step=self.t, seed=self.seed, frame=pd.DataFrame(self.rows))
 
-    # -- the loop ------------------------------------------------------------------------------
     def run(self, count: int, log_every: int = 1, progress: bool = False) -> list[dict]:
-        """Advance ``count`` hops or rounds, logging every ``log_every``-th state and the last;
-        commit the last logged state that passed (module docstring) and return the rows."""
-        desc = f"{self.cfg.method} seed {self.seed}"
-        bar = progress_bar(enabled=progress, total=count, desc=desc)
-        with self.problem.seeded(self.streams), bar:
-            try:
-                return self._loop(count, log_every, bar)
-            except DivergenceError as error:
-                error.append(restored_note(self.unit, self.good[0]))
-                raise
-            finally:
-                if self.good is not None:
-                    self.problem.commit(self.W0, *self.result(*self.good[1:]))
-
-    def _loop(self, count: int, log_every: int, bar) -> list[dict]:
-        if not self.rows:
-            self._log(self.first_record())
-        record = None
-        for k in range(count):
-            if stop_requested(bar):  # cancelled (report_progress): log where the run stands
-                if record is not None and self.rows[-1][self.unit] != self.t:
-                    self._log(record)
-                break
-            record = self.step()
-            bar.update()
-            if self.t % log_every == 0 or k == count - 1:
-                self._log(record)
-                if not getattr(bar, "disable", False):  # a silent tqdm bar shows nothing
-                    bar.set_postfix(loss=f"{self.rows[-1]['loss']:.4g}", refresh=False)
-        return self.rows
-
-    def _log(self, record: dict) -> None:
-        """Log the current state; raise if its loss exploded, else keep it as the last good one."""
-        self.rows.append(self.log(record))
-        loss, first = self.rows[-1]["loss"], self.rows[0]["loss"]
-        if exploded(loss, first, self.blowup):
-            raise self.diverged(f"at {self.unit} {self.t} (seed {self.seed}): the loss is {loss:g}")
-        self.good = (self.t, self.B, self.A)
+        """Advance ``count`` hops or rounds on :func:`lorakit.divergence.iterate` (a further call
+        goes on), logging every ``log_every``-th state and the last; the problem then holds the
+        last logged state that passed, whatever ended the run. Returns every row so far."""
+        where = dict(unit=self.unit, progress=progress, rows=self.rows, start=self.t)
+        try:
+            return iterate(_Steps(self), count, log_every, **where)
+        finally:
+            if self.good is not None:
+                self.problem.commit(self.W0, *self.result(*self.good[1:]))
 
 
-def run_simulations(
-    cfg, seeds, count: int, make, *, log_every: int, on_divergence: str, blowup: float,
-    progress: bool,
-) -> tuple[pd.DataFrame, pd.DataFrame, list]:  # fmt: skip
-    """Run ``make(seed)`` (a :class:`Simulation`) for each seed over ``count`` hops or rounds
-    (arguments checked by :func:`lorakit.divergence.check_run`): (the frame with ``cfg.describe()``'s columns
-    first, every message, the simulations).
+class _Steps:
+    """A :class:`Simulation` in :func:`lorakit.divergence.iterate`'s protocol."""
 
-    A diverging seed (factors blowing up, or a logged loss above ``blowup``·max(1, |f_0|)) raises
-    with every finished seed's rows or, with ``on_divergence="stop"``, keeps its rows and is
-    listed in ``attrs["diverged"]`` (:func:`lorakit.divergence.run_seeds`). ``progress`` shows a
-    bar over each seed's hops or rounds."""
+    def __init__(self, sim: Simulation):
+        self.sim, self.problem, self.streams, self.seed = sim, sim.problem, sim.streams, sim.seed
+        self.cfg, self.blowup = sim.cfg, sim.blowup
+        self.step = getattr(sim, sim.unit)  # hop() or round()
 
+    def round(self, t: int, rows: list) -> dict:
+        return self.step()
+
+    def log(self, t: int, record) -> dict:
+        return self.sim.log(record or self.sim.first_record())
+
+    def state(self) -> tuple:
+        self.sim.good = (self.sim.t, self.sim.B, self.sim.A)
+        return self.sim.good
+
+    def commit(self, t: int, good) -> None:
+        pass  # Simulation.run commits, whatever ended the run
+
+    def diverged(self, t: int, what: str, rows: list):
+        raise self.sim.diverged(f"at {self.sim.unit} {t} (seed {self.seed}): {what}")
+
+
+def run_simulations(cfg, problem, graph, unit, count, seeds, *options, simulations=None):
+    """Run ``count`` hops or rounds (``unit``) per seed by :func:`lorakit.divergence.run_seeds`,
+    the options (``log_every``, ``on_divergence``, ``blowup``, ``progress``, ``messages``) checked
+    before ``cfg.simulations`` (or ``simulations``) makes the runs. Returns the frame (``attrs`` by
+    the class's ``annotate(frame, sims)``) and, with ``messages``, every message's frame."""
+    log_every, on_divergence, blowup, progress, messages = options
+    check_problem(cfg, problem)
+    count, seeds, log_every, blowup = check_run(
+        unit, count, seeds, log_every, on_divergence, blowup, messages=messages, progress=progress
+    )
+    make = (simulations or cfg.simulations)(problem, graph, messages, run=True)
     frame, sims = run_seeds(
         seeds,
         lambda seed: make(check_int("seed", seed, low=0)),
@@ -344,7 +289,10 @@ def run_simulations(
         on_divergence=on_divergence,
         blowup=blowup,
     )
-    return frame, pd.DataFrame([m for sim in sims for m in sim.messages]), sims
+    type(sims[0]).annotate(frame, sims)
+    if not messages:
+        return frame
+    return frame, pd.DataFrame([m for sim in sims for m in sim.messages])
 
 
 def largest(*trees) -> float:
@@ -353,21 +301,17 @@ def largest(*trees) -> float:
 
 
 def factor_trouble(new: float, old: float) -> str | None:
-    """None when factors whose largest entry is ``new`` are finite and not 10⁶-fold the previous
-    ones (largest entry ``old``); else what is wrong (a diverging update, refused before it is
-    kept)."""
+    """What is wrong with factors whose largest entry went from ``old`` to ``new`` (not finite, or
+    10⁶-fold: a diverging update, refused before it is kept), or None."""
     if not math.isfinite(new):
         return "the factors are not finite"
-    if new > 1e6 * (1.0 + old):
-        return f"the factors grew to size {new:.3g}"
-    return None
+    return f"the factors grew to size {new:.3g}" if new > 1e6 * (1.0 + old) else None
 
 
 def compress_factors(compressor: Compressor, B, A, streams: Streams, batch_dims: int = 0) -> tuple:
-    """(C(B), C(A), payload): the adapter (B, A) as one message of d = Σ_l r(m_l + n_l) entries,
-    flattened B_1, …, B_L, A_1, …, A_L, through ``compressor`` (draws from ``streams``'
-    ``compression`` stream; each of the first ``batch_dims`` indices its own message). The
-    identity returns the factors themselves."""
+    """(C(B), C(A), payload): the adapter (B, A) as one message of d = Σ_l r(m_l + n_l) entries
+    through ``compressor`` (``compression`` stream; each of the first ``batch_dims`` indices its
+    own message). The identity returns the factors themselves."""
     mats = leaves(B) + leaves(A)
     batch = mats[0].shape[:batch_dims]
     sizes = [math.prod(x.shape[batch_dims:]) for x in mats]

@@ -67,7 +67,7 @@ from ..decentralized.simulation import (
     run_simulations,
 )
 from ..decentralized.walk import RWLoRA, WalkSimulation
-from ..divergence import BLOWUP, check_run
+from ..divergence import BLOWUP
 from ..local import train
 from ..problems.federated import FederatedProblem
 from ..problems.protocol import check_problem_protocol
@@ -86,8 +86,9 @@ class NodeLost(RuntimeError):
 
 def _dropout_active(model: torch.nn.Module) -> bool:
     """True when a dropout module of ``model`` draws in training mode (p > 0)."""
-    kinds = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
-             torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)  # fmt: skip
+    nn = torch.nn
+    kinds = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+    kinds += (nn.FeatureAlphaDropout,)
     return any(isinstance(m, kinds) and m.training and m.p > 0 for m in model.modules())
 
 
@@ -322,23 +323,20 @@ def run(
     """
     if not isinstance(cfg, RWLoRA):
         raise ArgumentTypeError(f"cfg must be an RWLoRA configuration, got {type(cfg).__name__}")
-    check_problem(cfg, problem)
-    hops, seeds, log_every, blowup = check_run(
-        "hops", hops, seeds, log_every, on_divergence, blowup, messages=messages,
-        progress=progress,
-    )  # fmt: skip
-    P, pi = cfg.run_chain(problem, graph)
-    own = nodes is None
-    nodes = RayNodes(problem, actor_options=actor_options, timeout=timeout) if own else nodes
+    started = []
+
+    def simulations(problem, graph, record, run):  # the actors start once the arguments are checked
+        P, pi = cfg.run_chain(problem, graph)
+        if nodes is None:
+            started.append(RayNodes(problem, actor_options=actor_options, timeout=timeout))
+        on = nodes if nodes is not None else started[0]
+        return lambda seed: RayWalkSimulation(cfg, problem, seed, P, pi, record, nodes=on)
+
     try:
-        frame, msgs, sims = run_simulations(
-            cfg, seeds, hops,
-            lambda seed: RayWalkSimulation(cfg, problem, seed, P, pi, messages, nodes=nodes),
-            log_every=log_every, on_divergence=on_divergence, blowup=blowup, progress=progress,
-        )  # fmt: skip
+        options = (log_every, on_divergence, blowup, progress, messages)
+        return run_simulations(
+            cfg, problem, graph, "hops", hops, seeds, *options, simulations=simulations
+        )
     finally:
-        if own:
-            nodes.shutdown()
-    frame.attrs["path"] = {sim.seed: list(sim.path) for sim in sims}
-    frame.attrs["pi"] = [float(p) for p in pi]
-    return (frame, msgs) if messages else frame
+        for own in started:
+            own.shutdown()

@@ -3,20 +3,18 @@
 Torch forms the gradient of ½‖Dx − b‖² as two matrix-vector products, r = Dx − b and Dᵀr, and so
 reads D twice. Both products are bound by memory bandwidth: at Bernoulli-LoRA's 64×64 regression
 (§7.1) D is 1,000 × 4,096 float64, 32 MB, and at 256×256 it is 524 MB. :func:`normal_grad` reads
-each row dᵢ once: it forms rᵢ = dᵢᵀx − bᵢ and adds rᵢ·dᵢ to the sum while the row is still in L1,
-which halves the traffic. The rows are split into one contiguous block per torch thread, each
-block summed by a compiled loop (numba) that releases the GIL, and the blocks' sums are added in
-block order, so the result is deterministic for a given thread count. The sum is exact float64
-arithmetic in another order than BLAS's: it agrees with torch's two products to rounding
-(``tests/test_problems.py``). The loop allows reassociation (SIMD) and fused multiply-add but
-keeps IEEE inf/NaN, which the divergence guard relies on.
+D once, four rows at a time: it forms their residuals rᵢ = dᵢᵀx − bᵢ in one sweep over the columns
+and adds Σ rᵢ·dᵢ to the sum in a second sweep while the four rows are still in L2, which halves
+the traffic. The loop is compiled by numba, single-threaded (a second thread gained nothing on the
+2-core machine of ``tests/benchmarks/bench_chain.py``, whose two cores share the bandwidth). The
+sum is exact float64 arithmetic in another order than BLAS's: it agrees with torch's two products
+to rounding (``tests/test_least_squares.py``). The loop allows reassociation (SIMD) and fused
+multiply-add but keeps IEEE inf/NaN, which the divergence guard relies on.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -27,16 +25,26 @@ __all__ = ["normal_grad", "supports"]
 MIN_ENTRIES = 1 << 20
 
 
-def _rows(D, x, b, lo, hi):
-    """Σ_{lo ≤ i < hi} (dᵢᵀx − bᵢ)·dᵢ, compiled by :func:`_compiled`."""
-    g = np.zeros(D.shape[1])
-    for i in range(lo, hi):
-        row = D[i]
+def _rows(D, x, b):
+    """Σᵢ (dᵢᵀx − bᵢ)·dᵢ over the rows of D, four at a time; compiled by :func:`_compiled`."""
+    n, d = D.shape
+    g = np.zeros(d)
+    for i in range(0, n - n % 4, 4):
+        d0, d1, d2, d3 = D[i], D[i + 1], D[i + 2], D[i + 3]
+        r0, r1, r2, r3 = -b[i], -b[i + 1], -b[i + 2], -b[i + 3]
+        for j in range(d):
+            r0 += d0[j] * x[j]
+            r1 += d1[j] * x[j]
+            r2 += d2[j] * x[j]
+            r3 += d3[j] * x[j]
+        for j in range(d):
+            g[j] += r0 * d0[j] + r1 * d1[j] + r2 * d2[j] + r3 * d3[j]
+    for i in range(n - n % 4, n):
         r = -b[i]
-        for j in range(row.shape[0]):
-            r += row[j] * x[j]
-        for j in range(row.shape[0]):
-            g[j] += r * row[j]
+        for j in range(d):
+            r += D[i, j] * x[j]
+        for j in range(d):
+            g[j] += r * D[i, j]
     return g
 
 
@@ -45,17 +53,6 @@ def _compiled():
     import numba  # on first use: it adds about half a second to ``import lorakit``
 
     return numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(_rows)
-
-
-_pool: tuple[int, int, ThreadPoolExecutor] | None = None
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    # One pool per process and thread count: a pool inherited through fork has no threads.
-    global _pool
-    if _pool is None or _pool[:2] != (os.getpid(), workers):
-        _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="lorakit"))
-    return _pool[2]
 
 
 def supports(D: torch.Tensor, x: torch.Tensor) -> bool:
@@ -73,10 +70,5 @@ def supports(D: torch.Tensor, x: torch.Tensor) -> bool:
 
 def normal_grad(D: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Σᵢ (dᵢᵀx − bᵢ)·dᵢ = Dᵀ(Dx − b), reading D once (call only where :func:`supports`)."""
-    Dn, xn = D.detach().numpy(), x.detach().contiguous().numpy()
-    bn = b.detach().contiguous().numpy()
-    workers = max(1, min(torch.get_num_threads(), D.shape[0]))
-    cuts = np.linspace(0, D.shape[0], workers + 1).astype(np.int64)
-    rows = _compiled()
-    parts = _executor(workers).map(lambda k: rows(Dn, xn, bn, cuts[k], cuts[k + 1]), range(workers))
-    return torch.from_numpy(sum(parts))
+    args = (t.detach().contiguous().numpy() for t in (D, x, b))
+    return torch.from_numpy(_compiled()(*args))

@@ -12,8 +12,8 @@ with ``make bench``.
 The gradient decides this benchmark: Dᵀ(Dx − b) over D of 1,000 × 4,096 (32 MB) or 1,000 × 65,536
 (524 MB) float64 is bound by memory bandwidth, and on an AMD CPU torch's MKL runs the two
 matrix-vector products at about half the speed of NumPy's OpenBLAS. lorakit reads D once per
-step instead (``lorakit.problems.least_squares``: each row's residual and its share of Dᵀr while
-the row is in L1), which the inline torch step shares because it calls the same ``problem.grad``.
+step instead (``lorakit.problems.least_squares``: four rows' residuals, then their share of Dᵀr
+while the rows are in L2), which the inline torch step shares because it calls the same ``problem.grad``.
 On the shared 2-core machine the figures swing with the other jobs' load: threads that wait at a
 barrier while the other core is busy can stretch a step to tens of milliseconds on every side.
 """

@@ -58,12 +58,12 @@ def _compiled():
 def supports(D: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether :func:`normal_grad` applies: one float64 CPU point, a large contiguous D, no
     autograd (it computes a value, not a graph)."""
-    return (
-        D.device.type == "cpu"
+    return (  # size first: the small problems of the checks and notebooks stop there
+        D.numel() >= MIN_ENTRIES
+        and D.device.type == "cpu"
         and D.dtype == x.dtype == torch.float64
         and x.ndim == 1
         and D.is_contiguous()
-        and D.numel() >= MIN_ENTRIES
         and not (torch.is_grad_enabled() and (D.requires_grad or x.requires_grad))
     )
 

@@ -158,11 +158,11 @@ def test_bad_configuration_is_refused():
         ChainCallback("fslora")
     with pytest.raises(ValueError, match=r"gamma.*the Trainer decides"):
         ChainCallback("rac_lora", gamma=0.1)
-    with pytest.raises(ValueError, match="p"):
+    with pytest.raises(ValueError, match=r"^p must be in \[0, 1\]"):
         ChainCallback("bernoulli_lora", p=1.5)
     with pytest.raises(ValueError, match="steps_per_link"):
         ChainCallback("rac_lora", steps_per_link=0)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match=r"seed must be in \[0, inf\]"):
         ChainCallback(seed=-1)
 
 

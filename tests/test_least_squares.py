@@ -76,3 +76,29 @@ def test_concurrent_callers_get_their_own_sums(problem):
     for x, g in zip(xs, got, strict=True):
         ref = (x @ problem.D.T - problem.b) @ problem.D
         assert torch.allclose(g, ref, rtol=0, atol=1e-11 * ref.abs().max().item())
+
+
+def test_float32_data_are_read_in_float32_with_the_same_float64_sum(problem):
+    p32 = pb.linear_regression(M, N, n_pretrain=200, n_finetune=1000, seed=3, data_dtype=torch.float32)  # fmt: skip
+    # The rounding is to the nearest float32: a relative change of at most 2⁻²⁴ per entry.
+    assert p32.D.dtype == torch.float64
+    assert ((p32.D - problem.D).abs() <= 2**-24 * problem.D.abs()).all()
+    assert (p32.D != problem.D).any()
+    D = ls.storage(p32.D)
+    assert D.dtype == torch.float32 and D.double().equal(p32.D)
+    assert ls.storage(problem.D) is problem.D  # float64 values are never rounded
+    assert ls.storage(p32.D[:10]).dtype == torch.float64  # small: read as it is
+    x, b = p32.W0.reshape(-1), p32.b
+    # Widening float32 → float64 is exact: the same products, summed in the same order.
+    assert ls.normal_grad(D, x, b).equal(ls.normal_grad(p32.D, x, b))
+    ref = two_products(p32, p32.W0)
+    assert torch.allclose(p32.grad(p32.W0), ref, rtol=0, atol=1e-11 * ref.abs().max().item())
+    idx = torch.arange(0, 1000, 3)  # a minibatch reads its rows of the float32 copy
+    ref = (x @ p32.D[idx].T - b[idx]) @ p32.D[idx] / len(idx)
+    ref = (ref + p32.reg * 2 * x / (1 + x.square()).square()).reshape(M, N)
+    assert torch.allclose(p32.grad(p32.W0, idx), ref, rtol=0, atol=1e-11 * ref.abs().max().item())
+
+
+def test_data_dtype_names_its_allowed_values():
+    with pytest.raises(ValueError, match=r"data_dtype must be one of \['torch.float32', 'torch.float64'\]"):  # fmt: skip
+        pb.linear_regression(4, 4, data_dtype=torch.float16)

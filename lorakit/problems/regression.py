@@ -74,6 +74,7 @@ class LinearRegression(MatrixProblem):
             self.f_lower = 0.0
         if self.pretrain is not None and self.pretrain_L is None:
             self.pretrain_L = self.pretrain.L
+        self._D_read = least_squares.storage(self.D)  # float32 when that rounds nothing
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
         check_W(W, self.m, self.n)
@@ -85,15 +86,14 @@ class LinearRegression(MatrixProblem):
     def grad(self, W: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         check_W(W, self.m, self.n)
         x = W.reshape(*W.shape[:-2], self.m * self.n)
-        D, b = self.D, self.b
-        if idx is not None:
-            idx = as_index(idx, self.n_samples, D.device)
-            D, b = D[idx], b[idx]
-        if least_squares.supports(D, x):  # one pass over D on the CPU
-            g = least_squares.normal_grad(D, x, b)
+        rows = slice(None) if idx is None else as_index(idx, self.n_samples, self.D.device)
+        b = self.b[rows]
+        if least_squares.supports(self.D, x):  # one pass over D on the CPU
+            g = least_squares.normal_grad(self._D_read[rows], x, b)
         else:
+            D = self.D[rows]
             g = (x @ D.T - b) @ D
-        g = g / D.shape[0] + self.reg * 2 * x / (1 + x.square()).square()
+        g = g / b.shape[0] + self.reg * 2 * x / (1 + x.square()).square()
         return g.reshape(W.shape)
 
 
@@ -107,6 +107,7 @@ def linear_regression(
     pretrain_reg: float | None = None,
     seed: int = 42,
     dtype: torch.dtype = torch.float64,
+    data_dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> LinearRegression:
     """Bernoulli-LoRA linear regression with non-convex regularisation (Sec. 7.1, App. J.1).
@@ -137,6 +138,12 @@ def linear_regression(
     pre-training problem is kept as ``.pretrain`` (its constants: ``pretrain_L``,
     ``.pretrain.lambda_max``, ``.pretrain.reg``).
 
+    ``data_dtype=torch.float32`` rounds both phases' features D to float32 values after scaling,
+    before anything else is computed (a relative change below 6e-8, against noise of 20 and 50):
+    the problem is then exactly that of the rounded data, in ``dtype``. Its gradient reads D from
+    a float32 copy with float64 sums (:mod:`lorakit.problems.least_squares`), half the memory
+    traffic of float64 data, at the paper's size and above.
+
     Constants: ``L`` = lambda_max + 2·reg, ``lambda_max`` = λ_max(D̂ᵀD̂/N̂), ``mu = f_star = None``
     (non-convex), ``f_lower = 0``, ``n_samples = n_finetune``.
     """
@@ -150,6 +157,7 @@ def linear_regression(
         pretrain_reg = check_real("pretrain_reg", pretrain_reg, low=0.0, low_open=True)
     seed = check_int("seed", seed, low=0, high=2**32 - 1 - 42)
     dtype, device = check_dtype("dtype", dtype), check_device("device", device)
+    data_dtype = check_dtype("data_dtype", data_dtype)
     device = torch.device(device)
 
     from sklearn.datasets import make_regression
@@ -180,6 +188,8 @@ def linear_regression(
     )
     Df = 2.0 * StandardScaler().fit_transform(Df) + 1.0
     bf = _standardize(bf)
+    if data_dtype == torch.float32:
+        Dp, Df = (D.astype(np.float32).astype(np.float64) for D in (Dp, Df))
 
     lam_p = _lambda_max_np(Dp)
     lam_f = _lambda_max_np(Df)

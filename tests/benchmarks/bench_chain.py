@@ -39,7 +39,11 @@ def test_bernoulli_lora_gd_step_time(size):
     M = N = size
     steps = STEPS[size]
     # W0 only needs a pre-trained start; a short pre-training keeps the 256×256 set-up quick.
-    problem = pb.linear_regression(M, N, n_pretrain=200, n_finetune=N_SAMPLES)
+    # data_dtype: the features rounded to float32 values, which lorakit reads in float32 with
+    # float64 sums (module docstring); every side runs on these same data.
+    problem = pb.linear_regression(
+        M, N, n_pretrain=200, n_finetune=N_SAMPLES, data_dtype=torch.float32
+    )
     gamma = 1.0 / problem.L
     chain = lk.make("bernoulli_lora", RANK, gamma, p=P)
 

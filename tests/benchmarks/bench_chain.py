@@ -13,7 +13,11 @@ The gradient decides this benchmark: Dᵀ(Dx − b) over D of 1,000 × 4,096 (32
 (524 MB) float64 is bound by memory bandwidth, and on an AMD CPU torch's MKL runs the two
 matrix-vector products at about half the speed of NumPy's OpenBLAS. lorakit reads D once per
 step instead (``lorakit.problems.least_squares``: four rows' residuals, then their share of Dᵀr
-while the rows are in L2), which the inline torch step shares because it calls the same ``problem.grad``.
+while the rows are in L2), and the problem is built with ``data_dtype=torch.float32``: the
+features rounded to float32 values (a relative change below 6e-8), which lorakit reads from a
+float32 copy with float64 products and sums, so the gradient is the float64 gradient of those data
+and each step reads 16 MB (262 MB). NumPy gets the same data as the authors' float64 arrays. The
+inline torch step shares all of this because it calls the same ``problem.grad``.
 On the shared 2-core machine the figures swing with the other jobs' load: threads that wait at a
 barrier while the other core is busy can stretch a step to tens of milliseconds on every side.
 """

@@ -535,7 +535,7 @@ def mixing_time(
         slow modes only. The bracket starts from Levin–Peres–Wilmer Theorems 12.5 and 12.4
         (``(t_rel − 1) ln(1/(2ε)) ≤ τ ≤ ⌈t_rel ln(1/(ε π_min))⌉``, t_rel from the same
         eigenvalues), both checked by evaluating ``d`` (a failed guess widens the bracket by
-        doubling), then bisection: about ``2 + log₂(upper/lower · τ)`` probes, all at large t.
+        doubling), then bisection: about ``2 + log₂(upper − lower)`` probes, all at t ≥ lower.
         ``"powers"`` (any chain): repeated squaring ``P, P², P⁴, ...`` until ``d(2^k) ≤ ε``, then
         binary lifting over the cached table ``P^{2^j}``: about ``2 log₂ τ`` dense products,
         memory ``O(N² log τ)``.
@@ -729,7 +729,8 @@ def spectral(P, pi=None) -> Spectrum:
     if pi is not None:
         pi = _check_pi(pi, P.shape[0])
     elif len(struct.closed) == 1 and struct.transient.size == 0:
-        pi = _stationary(P, struct)
+        pi = _reversible_pi(P, struct)
+        pi = _stationary(P, struct) if pi is None else pi
     if pi is not None and _is_reversible(P, pi):
         r = np.sqrt(pi)
         S = r[:, None] * P / r[None, :]

@@ -530,12 +530,13 @@ def mixing_time(
         a dropped set T, row u of their sum has
         ``‖·‖₁ = π_u^{−1/2} Σ_w √π_w |Σ_{i∈T} λ_i^t v_i(u) v_i(w)|
         ≤ π_u^{−1/2} ‖√π‖₂ (Σ_{i∈T} λ_i^{2t} v_i(u)²)^{1/2} ≤ max_{i∈T} |λ_i|^t / √π_u``
-        (Cauchy–Schwarz, V orthogonal), so they move ``d(t)`` by at most ``1e-12·ε``, a
+        (Cauchy–Schwarz with ‖√π‖₂ = 1; V is orthogonal), so they move ``d(t)`` by at most ``1e-12·ε``, a
         thousandth of the tie tolerance. One probe then costs an ``N × k × N`` product with the k
         slow modes only. The bracket starts from Levin–Peres–Wilmer Theorems 12.5 and 12.4
         (``(t_rel − 1) ln(1/(2ε)) ≤ τ ≤ ⌈t_rel ln(1/(ε π_min))⌉``, t_rel from the same
         eigenvalues), both checked by evaluating ``d`` (a failed guess widens the bracket by
-        doubling), then bisection: about ``2 + log₂(upper − lower)`` probes, all at t ≥ lower.
+        doubling; with an eigenvalue ±1 left, t_rel = ∞ and it doubles from t = 1), then
+        bisection: about ``2 + log₂(upper − lower)`` probes, all at t ≥ lower.
         ``"powers"`` (any chain): repeated squaring ``P, P², P⁴, ...`` until ``d(2^k) ≤ ε``, then
         binary lifting over the cached table ``P^{2^j}``: about ``2 log₂ τ`` dense products,
         memory ``O(N² log τ)``.

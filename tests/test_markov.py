@@ -277,6 +277,79 @@ def test_mixing_time_matches_linear_scan(seed):
         assert mixing_time(P, eps).value == _brute_tau(P, eps), (seed, eps)
 
 
+def _lazy_srw(G):
+    """½(I + D⁻¹A): the lazy simple random walk, reversible with π_u = d_u / 2|E| (non-uniform)."""
+    A = nx.to_numpy_array(G, nodelist=range(G.number_of_nodes()))
+    deg = A.sum(axis=1)
+    return 0.5 * (np.eye(len(A)) + A / deg[:, None]), deg / deg.sum()
+
+
+def _reversible_table():
+    """(name, P, π) with π known in closed form (not computed by the code under test)."""
+    out = []
+    for name, G in [
+        ("ring", make_graph("ring", 24)),
+        ("torus", make_graph("torus", 36, rows=6, cols=6)),
+        ("random_geometric", make_graph("random_geometric", 60, seed=3)),
+        ("watts_strogatz", make_graph("watts_strogatz", 60, seed=4, k=4, p=0.2)),
+    ]:
+        N = G.number_of_nodes()
+        out.append((f"lazy MH {name}", lazy(metropolis_hastings(G)), np.full(N, 1.0 / N)))
+    G, pi = _random_connected(7, 18)
+    out.append(("lazy MH, π ∝ data sizes", lazy(metropolis_hastings(G, pi), 0.3), pi))
+    P, pi = _lazy_srw(nx.lollipop_graph(6, 9))  # degrees 1, 2, 5 and 6
+    out.append(("lazy SRW on a lollipop", P, pi))
+    out.append(("MH on K_12", metropolis_hastings(make_graph("complete", 12)), np.full(12, 1 / 12)))
+    return [pytest.param(*row, id=row[0]) for row in out]
+
+
+def _d_brute(P, pi, t):
+    return 0.5 * np.abs(np.linalg.matrix_power(P, t) - pi).sum(axis=1).max()
+
+
+@pytest.mark.parametrize(("name", "P", "pi"), _reversible_table())
+def test_spectral_and_powers_routes_agree_on_reversible_chains(name, P, pi):
+    N = len(P)
+    eps_list = [0.25, 0.01, 0.1 / N]
+    if name.startswith("MH on K_"):
+        eps_list.append(1.0 / N)  # the exact tie d(1) = 1/N (spec §9.1)
+    for eps in eps_list:
+        tau = {m: mixing_time(P, eps, method=m).value for m in ("auto", "spectral", "powers")}
+        assert tau["spectral"] == tau["powers"] == tau["auto"], (name, eps, tau)
+        assert mixing_time(P, eps, pi, method="spectral").value == tau["spectral"], (name, eps)
+        t = tau["spectral"]
+        # independent check: d(τ − 1) > ε ≥ d(τ) from numpy's matrix powers and the closed-form π
+        # (ties within the documented relative 1e-9 count as reached)
+        assert _d_brute(P, pi, t) <= eps * (1 + 1e-9), (name, eps, t)
+        assert t == 1 or _d_brute(P, pi, t - 1) > eps, (name, eps, t)
+    if name.startswith("MH on K_"):
+        assert mixing_time(P, 1.0 / N, method="spectral").value == 1
+        assert mixing_time(P, 0.1 / N, method="spectral").value == 2  # spec §9.1
+
+
+def test_mixing_time_method_argument():
+    P = lazy(metropolis_hastings(make_graph("ring", 10)))
+    with pytest.raises(ValueError, match=r"method must be one of \['auto', 'powers', 'spectral'\]"):
+        mixing_time(P, 0.1, method="eigh")
+    rng = np.random.default_rng(0)
+    R = rng.random((5, 5))
+    R /= R.sum(axis=1, keepdims=True)  # not reversible
+    with pytest.raises(ValueError, match="method='spectral' needs a reversible chain"):
+        mixing_time(R, 0.1, method="spectral")
+    assert mixing_time(R, 0.1).value == mixing_time(R, 0.1, method="powers").value
+    # transient states (π_0 = 0) have no symmetrisation D^{1/2} P D^{−1/2}
+    T = np.array([[0.0, 0.5, 0.5], [0.0, 0.5, 0.5], [0.0, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="method='spectral' needs a reversible chain with π > 0"):
+        mixing_time(T, 0.01, method="spectral")
+    # periodic: eigenvalue −1 is never truncated; ε above the floor 1/2 is reached at 3 (spec §9.1)
+    ring = metropolis_hastings(make_graph("ring", 10))
+    assert mixing_time(ring, 0.6, method="spectral").value == 3
+    assert mixing_time(ring, 0.5, method="spectral").value == 6  # d(6) = 1/2 exactly
+    # t_max on the spectral route (lazy ring: τ_mix(0.01) = 42, spec §9.1)
+    assert mixing_time(P, 0.01, t_max=42, method="spectral").value == 42
+    assert math.isinf(mixing_time(P, 0.01, t_max=41, method="spectral").value)
+
+
 def test_mixing_time_t_max_and_reasons():
     L = lazy(metropolis_hastings(make_graph("ring", 10)))
     assert mixing_time(L, 0.01, t_max=42).value == 42

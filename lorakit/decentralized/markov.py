@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components, shortest_path
+from scipy.sparse.csgraph import breadth_first_order, connected_components, shortest_path
 
 from .._validation import ArgumentTypeError, check_choice, check_int, check_real
 from .graphs import adjacency, check_connected
@@ -267,6 +267,7 @@ class _Structure(NamedTuple):
     closed: list[np.ndarray]  # node indices of each closed communicating class
     periods: list[int]  # period of each closed class
     transient: np.ndarray  # nodes in no closed class
+    support: sp.csr_array  # the support digraph {(u, v) : P_uv > 0}
 
 
 def _class_period(S: sp.csr_array) -> int:
@@ -299,7 +300,7 @@ def _structure(P: np.ndarray) -> _Structure:
     in_closed = np.zeros(P.shape[0], dtype=bool)
     for idx in closed:
         in_closed[idx] = True
-    return _Structure(closed, periods, np.flatnonzero(~in_closed))
+    return _Structure(closed, periods, np.flatnonzero(~in_closed), support)
 
 
 def _stationary(P: np.ndarray, struct: _Structure) -> np.ndarray:
@@ -408,9 +409,9 @@ def _tv_rows(Q: np.ndarray, pi: np.ndarray) -> float:
     return 0.5 * float(np.abs(Q - pi).sum(axis=1).max())
 
 
-def _chain_and_pi(P, pi):
+def _chain_and_pi(P, pi, struct: _Structure | None = None):
     P = _check_stochastic(_as_matrix(P))
-    struct = _structure(P)
+    struct = _structure(P) if struct is None else struct
     if pi is None:
         pi = _stationary(P, struct)
     else:
@@ -419,6 +420,42 @@ def _chain_and_pi(P, pi):
         if resid > 1e-8:
             raise ValueError(f"pi is not stationary for P: max |πP − π| = {resid:.3g}")
     return P, pi, struct
+
+
+#: Relative tolerance of detailed balance for the spectral route of :func:`mixing_time`: MH chains
+#: meet it to a few ulps; a looser match (the 1e-9 of ``spectral``) would perturb P^t visibly.
+_DB_RTOL = 1e-11
+
+
+def _detailed_balance(P: np.ndarray, pi: np.ndarray) -> bool:
+    """``|π_u P_uv − π_v P_vu| ≤ 1e-11 · max(π_u P_uv, π_v P_vu)`` for every pair."""
+    F = pi[:, None] * P
+    return bool(np.all(np.abs(F - F.T) <= _DB_RTOL * np.maximum(F, F.T)))
+
+
+def _reversible_pi(P: np.ndarray, struct: _Structure) -> np.ndarray | None:
+    """π of an irreducible reversible chain from the ratios on a BFS tree, else None.
+
+    Detailed balance gives ``π_v / π_u = P_uv / P_vu`` on every edge (Kolmogorov's criterion), so
+    one tree fixes π in O(N²) without the O(N³) solve of :func:`_stationary`; the candidate is kept
+    only if detailed balance then holds on every pair (which makes it stationary). A symmetric P
+    gives exactly the uniform π.
+    """
+    if len(struct.closed) != 1 or struct.transient.size:
+        return None
+    order, pred = breadth_first_order(struct.support, 0, directed=True)
+    child = order[1:]
+    parent = pred[child]
+    back = P[child, parent]
+    if np.any(back <= 0):
+        return None
+    log_ratio = np.log(P[parent, child]) - np.log(back)
+    log_pi = np.zeros(P.shape[0])
+    for v, u, r in zip(child.tolist(), parent.tolist(), log_ratio.tolist(), strict=True):
+        log_pi[v] = log_pi[u] + r  # BFS order: the parent is done before the child
+    pi = np.exp(log_pi - log_pi.max())
+    pi /= pi.sum()
+    return pi if _detailed_balance(P, pi) else None
 
 
 def tv_distance_curve(P, t_max: int, pi=None) -> np.ndarray:
@@ -468,22 +505,51 @@ def _periodic_reason(d: int) -> str:
     )
 
 
-def mixing_time(P, eps: float, pi=None, *, t_max: int | None = None) -> MixingTime:
-    """Exact ``τ_mix(ε) = min{t ≥ 1 : max_u ½‖P^t(u, ·) − π‖₁ ≤ ε}`` (spec §2, [15, Def. 2]).
+#: Truncation budget of the spectral route: dropped modes move d(t) by at most this fraction of ε,
+#: a thousandth of the tie tolerance ``_TIE``.
+_TRUNC = 1e-3 * _TIE
+
+
+def mixing_time(
+    P, eps: float, pi=None, *, t_max: int | None = None, method: str = "auto"
+) -> MixingTime:
+    """Exact ``τ_mix(ε) = min{t ≥ 1 : d(t) ≤ ε}``, ``d(t) = max_u ½‖P^t(u, ·) − π‖₁`` (spec §2).
 
     TV distance is convex in the start, so the worst start is a point mass and ``d(t)`` is
-    non-increasing; the first crossing is found by repeated squaring ``P, P², P⁴, ...`` until
-    ``d(2^k) ≤ ε`` (bracketing ``τ ∈ (2^{k−1}, 2^k]``), then by bisection (binary lifting) over the
-    cached power table ``P^{2^j}``: about ``2 log₂ τ`` dense products, memory ``O(N² log τ)``.
-    Ties within a relative 1e-9 count as reached (K_N has ``d(1) = 1/N`` exactly).
+    non-increasing: τ is found by bracketing and bisection on t, evaluating ``d(t)`` exactly (to
+    rounding) at each probe. Ties within a relative 1e-9 count as reached (K_N has ``d(1) = 1/N``).
+
+    ``method``:
+        ``"spectral"`` (reversible chains, detailed balance with π to a relative 1e-11; Levin,
+        Peres & Wilmer, *Markov Chains and Mixing Times*, 2nd ed., §12.1, Lemma 12.2): with
+        ``D = diag(π)`` the matrix ``S = D^{1/2} P D^{−1/2}`` is symmetric, its unit eigenvector for
+        λ_1 = 1 is ``√π``, and one ``eigh`` of ``S − √π√πᵀ = Σ_{i≥2} λ_i v_i v_iᵀ`` gives, for t ≥ 1,
+        ``P^t − Π = D^{−1/2} (Σ_{i≥2} λ_i^t v_i v_iᵀ) D^{1/2}`` (``Π = 1πᵀ``). Removing the
+        stationary mode before the eigendecomposition avoids the cancellation ``P^t − π`` and the
+        drift of a computed ``1^t``. Modes with ``|λ_i|^t ≤ δ = 2·1e-12·ε·√π_min`` are dropped: for
+        a dropped set T, row u of their sum has
+        ``‖·‖₁ = π_u^{−1/2} Σ_w √π_w |Σ_{i∈T} λ_i^t v_i(u) v_i(w)|
+        ≤ π_u^{−1/2} ‖√π‖₂ (Σ_{i∈T} λ_i^{2t} v_i(u)²)^{1/2} ≤ max_{i∈T} |λ_i|^t / √π_u``
+        (Cauchy–Schwarz with ‖√π‖₂ = 1; V is orthogonal), so they move ``d(t)`` by at most ``1e-12·ε``, a
+        thousandth of the tie tolerance. One probe then costs an ``N × k × N`` product with the k
+        slow modes only. The bracket starts from Levin–Peres–Wilmer Theorems 12.5 and 12.4
+        (``(t_rel − 1) ln(1/(2ε)) ≤ τ ≤ ⌈t_rel ln(1/(ε π_min))⌉``, t_rel from the same
+        eigenvalues), both checked by evaluating ``d`` (a failed guess widens the bracket by
+        doubling; with an eigenvalue ±1 left, t_rel = ∞ and it doubles from t = 1), then
+        bisection: about ``2 + log₂(upper − lower)`` probes, all at t ≥ lower.
+        ``"powers"`` (any chain): repeated squaring ``P, P², P⁴, ...`` until ``d(2^k) ≤ ε``, then
+        binary lifting over the cached table ``P^{2^j}``: about ``2 log₂ τ`` dense products,
+        memory ``O(N² log τ)``.
+        ``"auto"`` (default): spectral when the chain is reversible, powers otherwise.
 
     Infinite, with a ``reason``, when the chain is periodic with period p and ``ε < 1 − 1/p``
     (the even-ring MH walk of spec §9.1), reducible with several closed classes and ``ε < 1/2``,
     or when ``d(t_max) > ε`` (default ``t_max = 2^40``). ``pi``: the stationary distribution
-    (computed when None; checked when given).
+    (computed when None, in O(N²) for a reversible chain; checked when given).
     """
     eps = check_real("eps", eps, low=0.0, high=1.0, low_open=True, high_open=True)
     t_max = DEFAULT_T_MAX if t_max is None else check_int("t_max", t_max, low=1)
+    check_choice("method", method, {"auto", "spectral", "powers"})
     P = _check_stochastic(_as_matrix(P))
     struct = _structure(P)
     n_closed = len(struct.closed)
@@ -496,7 +562,17 @@ def mixing_time(P, eps: float, pi=None, *, t_max: int | None = None) -> MixingTi
         )
     if n_closed == 1 and struct.periods[0] > 1 and eps < 1 - 1 / struct.periods[0]:
         return MixingTime(math.inf, eps, _periodic_reason(struct.periods[0]))
-    P, pi, _ = _chain_and_pi(P, pi)
+    reversible_pi = _reversible_pi(P, struct) if pi is None else None
+    if reversible_pi is not None:
+        pi, reversible = reversible_pi, True
+    else:
+        P, pi, _ = _chain_and_pi(P, pi, struct)
+        reversible = bool(np.all(pi > 0)) and _detailed_balance(P, pi)
+    if method == "spectral" and not reversible:
+        raise ValueError(
+            "method='spectral' needs a reversible chain with π > 0 (detailed balance "
+            f"π_u P_uv = π_v P_vu to a relative {_DB_RTOL:g}); use method='powers' or 'auto'"
+        )
     target = eps * (1.0 + _TIE)
 
     def not_reached(d_end: float) -> MixingTime:
@@ -509,6 +585,66 @@ def mixing_time(P, eps: float, pi=None, *, t_max: int | None = None) -> MixingTi
             why += " (eps may be below floating-point resolution)"
         return MixingTime(math.inf, eps, why)
 
+    if reversible and method != "powers":
+        return _tau_spectral(P, pi, eps, target, t_max, not_reached)
+    return _tau_powers(P, pi, eps, target, t_max, not_reached)
+
+
+def _tau_spectral(P, pi, eps, target, t_max, not_reached) -> MixingTime:
+    """τ from the non-stationary modes of ``S = D^{1/2} P D^{−1/2}`` (see :func:`mixing_time`)."""
+    root = np.sqrt(pi)
+    S = root[:, None] * P / root[None, :]
+    S = 0.5 * (S + S.T) - np.outer(root, root)  # symmetric to rounding; drop the mode λ_1 = 1
+    lam, V = np.linalg.eigh(S)
+    order = np.argsort(-np.abs(lam))  # slowest modes first: a probe keeps a prefix
+    lam, V = lam[order], V[:, order]
+    with np.errstate(divide="ignore"):
+        log_abs = np.log(np.abs(lam))
+    log_delta = math.log(2.0 * _TRUNC * eps * float(root.min()))
+    cache: dict[int, float] = {}
+
+    def d(t: int) -> float:
+        if t not in cache:
+            k = int(np.count_nonzero(t * log_abs > log_delta))  # modes with |λ_i|^t > δ
+            if k == 0:
+                cache[t] = 0.0
+            else:
+                Vk = V[:, :k]
+                M = (Vk * lam[:k] ** t) @ Vk.T  # D^{1/2} (P^t − Π) D^{−1/2}, truncated
+                cache[t] = 0.5 * float(((np.abs(M) @ root) / root).max())
+        return cache[t]
+
+    def reached(t: int) -> bool:
+        return d(t) <= target
+
+    lam_star = float(np.abs(lam[0]))
+    if lam_star < 1.0 - _GAP_TOL:  # Levin–Peres–Wilmer Thms 12.5 / 12.4 as a first bracket
+        lower, upper = _lp_bounds(1.0 / (1.0 - lam_star), eps, float(pi.min()))
+    else:  # eigenvalue ±1 left (periodic or reducible): no bracket, plain doubling
+        lower, upper = 0.0, math.inf
+    guess = int(min(t_max, max(1.0, math.floor(lower))))
+    if reached(guess):  # τ ≤ guess: only if the lower bound is tight; step down by doubling
+        hi, step = guess, 1
+        while True:
+            lo = max(hi - step, 0)
+            if lo == 0 or not reached(lo):
+                break
+            hi, step = lo, 2 * step
+    else:
+        lo = guess
+        hi = int(min(t_max, max(lo + 1, upper))) if math.isfinite(upper) else min(t_max, 2 * lo)
+        while not reached(hi):
+            if hi == t_max:
+                return not_reached(d(t_max))
+            lo, hi = hi, min(t_max, 2 * hi)
+    while hi - lo > 1:  # invariant: d(lo) > ε (or lo = 0), d(hi) ≤ ε
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if reached(mid) else (mid, hi)
+    return MixingTime(hi, eps)
+
+
+def _tau_powers(P, pi, eps, target, t_max, not_reached) -> MixingTime:
+    """τ by repeated squaring and binary lifting over ``P^{2^j}`` (see :func:`mixing_time`)."""
     table = [P]  # table[j] = P^(2^j)
     if _tv_rows(P, pi) <= target:
         return MixingTime(1, eps)
@@ -594,7 +730,8 @@ def spectral(P, pi=None) -> Spectrum:
     if pi is not None:
         pi = _check_pi(pi, P.shape[0])
     elif len(struct.closed) == 1 and struct.transient.size == 0:
-        pi = _stationary(P, struct)
+        pi = _reversible_pi(P, struct)
+        pi = _stationary(P, struct) if pi is None else pi
     if pi is not None and _is_reversible(P, pi):
         r = np.sqrt(pi)
         S = r[:, None] * P / r[None, :]

@@ -1,12 +1,15 @@
 """Mixing-time tools of lorakit.decentralized at scale (RW-LoRA spec §9.2.2–§9.2.3).
 
-(i)  exact τ_mix(ε) (worst start, doubling + bisection over a cached power table) for lazy
-     Metropolis–Hastings chains with N = 1,000 (random geometric and Watts–Strogatz graphs),
-     against the eigendecomposition route a numpy user would take for a reversible chain (one
-     ``eigh`` of the symmetric P, then P^t = U Λ^t Uᵀ for each t of the same doubling and
-     bisection): both timed interleaved (``timing.compare``, 5 repeats), the same τ, and the
-     target numpy eigh / lorakit ≥ 1.5 on the ratio of medians. (Scanning t = 1, 2, ... as the
-     definition reads costs τ products: 5,000 for the random geometric graph at ε = 1e-4.)
+(i)  exact τ_mix(ε) (worst start) for lazy Metropolis–Hastings chains with N = 1,000 (random
+     geometric and Watts–Strogatz graphs). The chains are reversible, so lorakit's
+     ``mixing_time`` takes its spectral route: one ``eigh`` of the symmetrised matrix with the
+     stationary mode removed, then d(t) from the slow modes only (those with |λ|^t above a bound
+     that keeps the error under 1e-12·ε), at the t of a bracket from the Levin–Peres bounds and a
+     bisection. The alternative is the route a numpy user would take for a reversible chain (one
+     ``eigh`` of the symmetric P, then P^t = U Λ^t Uᵀ with all N modes for each t of a doubling
+     and bisection from t = 1): both timed interleaved (``timing.compare``, 5 repeats), the same
+     τ, and the target numpy eigh / lorakit ≥ 1.5 on the ratio of medians. (Scanning t = 1, 2, ...
+     as the definition reads costs τ products: 5,000 for the random geometric graph at ε = 1e-4.)
 (ii) Levin–Peres spectral bounds from ``sparse_spectral_bounds`` (eigsh on the symmetrised sparse
      MH matrix) with N = 100,000 (a 250 × 400 torus and a random 4-regular graph). No alternative
      finishes in comparable time (networkx's ``algebraic_connectivity`` ran for over ten minutes

@@ -18,10 +18,36 @@ def problem():
     return pb.linear_regression(M, N, n_pretrain=200, n_finetune=1000, seed=3)
 
 
+@pytest.fixture(scope="module")
+def p32():
+    """The same problem with its features rounded to float32 values."""
+    return pb.linear_regression(
+        M, N, n_pretrain=200, n_finetune=1000, seed=3, data_dtype=torch.float32
+    )
+
+
 def two_products(p, W):
     x = W.reshape(-1)
     g = (x @ p.D.T - p.b) @ p.D / p.D.shape[0] + p.reg * 2 * x / (1 + x.square()).square()
     return g.reshape(W.shape)
+
+
+def two_products_loss(p, W):
+    x = W.reshape(-1)
+    return 0.5 * (x @ p.D.T - p.b).square().mean() + p.reg * (x.square() / (1 + x.square())).sum()
+
+
+def test_the_regression_loss_reads_d_once_and_agrees_to_rounding(problem, p32):
+    W = problem.W0 + 0.1 * torch.randn(
+        M, N, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    x = W.reshape(-1)
+    r = ls.residuals(problem.D, x, problem.b)
+    assert torch.allclose(r, x @ problem.D.T - problem.b, rtol=0, atol=1e-12 * r.abs().max().item())
+    ref = two_products_loss(problem, W)
+    assert problem.loss(W).item() == pytest.approx(ref.item(), rel=1e-13)
+    assert ls.residuals(ls.storage(p32.D), x, p32.b).equal(ls.residuals(p32.D, x, p32.b))
+    assert p32.loss(W).item() == pytest.approx(two_products_loss(p32, W).item(), rel=1e-13)
 
 
 def test_the_regression_gradient_takes_the_one_pass_kernel_and_agrees_to_rounding(problem):
@@ -78,8 +104,7 @@ def test_concurrent_callers_get_their_own_sums(problem):
         assert torch.allclose(g, ref, rtol=0, atol=1e-11 * ref.abs().max().item())
 
 
-def test_float32_data_are_read_in_float32_with_the_same_float64_sum(problem):
-    p32 = pb.linear_regression(M, N, n_pretrain=200, n_finetune=1000, seed=3, data_dtype=torch.float32)  # fmt: skip
+def test_float32_data_are_read_in_float32_with_the_same_float64_sum(problem, p32):
     # The rounding is to the nearest float32: a relative change of at most 2⁻²⁴ per entry.
     assert p32.D.dtype == torch.float64
     assert ((p32.D - problem.D).abs() <= 2**-24 * problem.D.abs()).all()

@@ -5,8 +5,10 @@ reads D twice. Both products are bound by memory bandwidth: at Bernoulli-LoRA's 
 (§7.1) D is 1,000 × 4,096 float64, 32 MB, and at 256×256 it is 524 MB. :func:`normal_grad` reads
 D once, four rows at a time: it forms their residuals rᵢ = dᵢᵀx − bᵢ in one sweep over the columns
 and adds Σ rᵢ·dᵢ to the sum in a second sweep while the four rows are still in L2, which halves
-the traffic. The loop is compiled by numba, single-threaded (a second thread gained nothing on the
-2-core machine of ``tests/benchmarks/bench_chain.py``, whose two cores share the bandwidth). The
+the traffic; :func:`residuals` gives Dx − b (for the loss) in one pass too. The loops are compiled
+by numba and single-threaded: on the shared 2-core machine of ``tests/benchmarks/bench_chain.py``
+a second thread halves the kernel's time when the other core is idle, but waits at the join
+whenever the other core is busy, as NumPy's two-thread products do there. The
 sum is exact float64 arithmetic in another order than BLAS's: it agrees with torch's two products
 to rounding (``tests/test_least_squares.py``). The loop allows reassociation (SIMD) and fused
 multiply-add but keeps IEEE inf/NaN, which the divergence guard relies on.
@@ -25,7 +27,7 @@ import functools
 import numpy as np
 import torch
 
-__all__ = ["normal_grad", "storage", "supports"]
+__all__ = ["normal_grad", "residuals", "storage", "supports"]
 
 #: Below this many entries D fits in the caches and torch's two products are as fast.
 MIN_ENTRIES = 1 << 20
@@ -54,11 +56,23 @@ def _rows(D, x, b):
     return g
 
 
+def _residuals(D, x, b):
+    """dᵢᵀx − bᵢ for every row of D; compiled by :func:`_compiled`."""
+    n, d = D.shape
+    r = np.empty(n)
+    for i in range(n):
+        row, s = D[i], -b[i]
+        for j in range(d):
+            s += row[j] * x[j]
+        r[i] = s
+    return r
+
+
 @functools.cache
-def _compiled():
+def _compiled(loop):
     import numba  # on first use: it adds about half a second to ``import lorakit``
 
-    return numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(_rows)
+    return numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(loop)
 
 
 def supports(D: torch.Tensor, x: torch.Tensor) -> bool:
@@ -88,5 +102,14 @@ def storage(D: torch.Tensor) -> torch.Tensor:
 def normal_grad(D: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Σᵢ (dᵢᵀx − bᵢ)·dᵢ = Dᵀ(Dx − b) in float64, reading D once (call only where
     :func:`supports` the float64 data; D may be their float32 :func:`storage`)."""
-    args = (t.detach().contiguous().numpy() for t in (D, x, b))
-    return torch.from_numpy(_compiled()(*args))
+    return _run(_rows, D, x, b)
+
+
+def residuals(D: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dx − b in float64, one pass over D (for the loss; the same conditions as
+    :func:`normal_grad`)."""
+    return _run(_residuals, D, x, b)
+
+
+def _run(loop, D, x, b) -> torch.Tensor:
+    return torch.from_numpy(_compiled(loop)(*(t.detach().contiguous().numpy() for t in (D, x, b))))

@@ -179,8 +179,9 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
         idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
     if not single and problem.batched:  # many clients in one tensor operation (s may be (C, 1, 1))
-        W = tree_map(_stacked_weights, W0, B, A, s)
-        G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
+        W = tree_map(_stacked_weights, W0, B, A, s)  # a fresh stack: the gradients may go in it
+        rows = idx if local.batch_size else None
+        G = problem.local_grads(W, clients.to(problem.device), rows, overwrite=True)
         if local.sigma:
             G = G + _noise(problem, G, local.sigma, streams["noise"])
         # s·G·Aᵀ as (A·Gᵀ)ᵀ: the batched product is 1.6–3× faster on CPU with the rank as its rows.

@@ -206,12 +206,19 @@ class FederatedProblem(MatrixProblem):
         return torch.stack([cl.grad(W) for cl in clients], dim=-3)
 
     def local_grads(
-        self, W: torch.Tensor, clients: torch.Tensor, idx: list | None = None
+        self,
+        W: torch.Tensor,
+        clients: torch.Tensor,
+        idx: list | None = None,
+        *,
+        overwrite: bool = False,
     ) -> torch.Tensor:
         """∇f_{clients[c]}(W[c]) for a stack of per-client weights W of shape (C, m, n).
 
         This is what a cohort's local steps evaluate: each client at its own iterate. ``idx``
         optionally gives each client's minibatch (a list of index tensors, for finite-sum clients).
+        ``overwrite=True`` says W is the caller's scratch: diagonal-quadratic clients write the
+        gradients into it (the same numbers, one (C, m, n) temporary fewer per local step).
         """
         check_W(W, self.m, self.n)
         if self._stack is not None and idx is None:
@@ -221,7 +228,8 @@ class FederatedProblem(MatrixProblem):
                 lam, C = lam[first : first + count], C[first : first + count]  # views, no copy
             else:
                 lam, C = lam[clients], C[clients]
-            return (W - C).mul_(lam)
+            inplace = overwrite and W.dtype == torch.promote_types(W.dtype, C.dtype)
+            return (W.sub_(C) if inplace else W - C).mul_(lam)
         if self._batch is not None and idx is None and W.dim() == 3:
             return self._batch.grads(W, clients)
         return torch.stack(

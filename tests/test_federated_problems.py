@@ -62,6 +62,32 @@ def test_grad_is_mean_of_client_grads_and_autograd(problem):
     torch.testing.assert_close(problem.grad(Wb)[1], problem.grad(Wb[1]))
 
 
+@pytest.mark.parametrize("clients", [[1, 2, 3], [4, 0, 2]])  # a contiguous range, a gather
+def test_local_grads_overwrite_writes_the_same_gradients_into_W(problem, clients):
+    clients = torch.tensor(clients)
+    W = _W(problem, 3, (3,))
+    # Each client's own DiagonalQuadratic.grad at its own iterate.
+    expected = torch.stack([problem.clients[l].grad(W[c]) for c, l in enumerate(clients.tolist())])
+    kept = W.clone()
+    torch.testing.assert_close(problem.local_grads(W, clients), expected, rtol=0, atol=0)
+    torch.testing.assert_close(W, kept, rtol=0, atol=0)  # W is left as it was by default
+    G = problem.local_grads(W, clients, overwrite=True)
+    torch.testing.assert_close(G, expected, rtol=0, atol=0)
+    assert G.data_ptr() == W.data_ptr()  # written into W: no (C, m, n) temporary
+
+
+@pytest.mark.parametrize("curvature", ["shared", "heterogeneous"])
+def test_client_losses_of_many_clients_in_groups(curvature):
+    # 300 clients of 24×24 float64 (1.3 MiB): the loss of one W goes over several groups.
+    problem = pb.heterogeneous_quadratics(300, 24, 24, L=2.0, mu=0.5, curvature=curvature, seed=1)
+    W = _W(problem, 4)
+    losses = problem.client_losses(W)
+    own = torch.stack([client.loss(W) for client in problem.clients])
+    torch.testing.assert_close(losses, own, rtol=1e-14, atol=0)
+    # The same numbers as the one-pass form of a batched W.
+    torch.testing.assert_close(losses, problem.client_losses(W[None])[0], rtol=0, atol=0)
+
+
 def test_minibatch_grad_over_clients(problem):
     W = _W(problem)
     idx = torch.tensor([4, 1, 1])

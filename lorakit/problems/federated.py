@@ -36,6 +36,7 @@ from .quadratics import DiagonalQuadratic, check_W, matrix_arg
 __all__ = ["FederatedProblem", "heterogeneous_quadratics"]
 
 CURVATURES = ("shared", "heterogeneous")
+_CACHE_BYTES = 2**20  # a group of clients' (m×n) temporaries in the loss (a typical L2 cache)
 DELTA_M_READINGS = ("printed", "corrected")
 
 
@@ -92,8 +93,15 @@ class FederatedProblem(MatrixProblem):
             raise ValueError(f"n_samples must equal M = {len(clients)}, got {self.n_samples}")
         self._stack = None
         if all(isinstance(c, DiagonalQuadratic) for c in clients):
+            lam = clients[0].curvature
+            if all(torch.equal(c.curvature, lam) for c in clients):
+                # One Λ for all: a stride-0 view (M, m, n) keeps the reads of a cohort's
+                # gradient in cache; the same numbers as a stack of copies.
+                lam = lam.expand(len(clients), *lam.shape)
+            else:
+                lam = torch.stack([c.curvature for c in clients])
             self._stack = (
-                torch.stack([c.curvature for c in clients]),  # Λ (M, m, n)
+                lam,  # Λ (M, m, n)
                 torch.stack([c.W_star for c in clients]),  # C (M, m, n)
                 torch.tensor([c.offset for c in clients], dtype=self.dtype, device=self.device),
             )
@@ -172,8 +180,14 @@ class FederatedProblem(MatrixProblem):
         check_W(W, self.m, self.n)
         if self._stack is not None:
             lam, C, c = self._stack
-            diff = W.unsqueeze(-3) - C
-            return 0.5 * (lam * diff * diff).sum(dim=(-2, -1)) + c
+            if W.dim() > 2:
+                return 0.5 * _weighted_squares(lam, W.unsqueeze(-3) - C) + c
+            # One W: clients in groups whose temporaries stay in cache (the same numbers).
+            step = max(1, _CACHE_BYTES // (C[0].numel() * C.element_size()))
+            out = C.new_empty(self.M, dtype=torch.promote_types(W.dtype, C.dtype))
+            for i in range(0, self.M, step):
+                out[i : i + step] = _weighted_squares(lam[i : i + step], W - C[i : i + step])
+            return 0.5 * out + c
         if self._batch is not None and W.dim() == 2:
             return self._batch.losses(W)
         return torch.stack([cl.loss(W) for cl in self.clients], dim=-1)
@@ -185,19 +199,26 @@ class FederatedProblem(MatrixProblem):
             lam, C, _ = self._stack
             if idx is not None:
                 lam, C = lam[idx], C[idx]
-            return lam * (W.unsqueeze(-3) - C)
+            return (W.unsqueeze(-3) - C).mul_(lam)  # in place: one (M, m, n) temporary, not two
         if self._batch is not None and W.dim() == 2:
             return self._batch.grads(W, None if idx is None else torch.as_tensor(idx).flatten())
         clients = self.clients if idx is None else [self.clients[int(i)] for i in idx]
         return torch.stack([cl.grad(W) for cl in clients], dim=-3)
 
     def local_grads(
-        self, W: torch.Tensor, clients: torch.Tensor, idx: list | None = None
+        self,
+        W: torch.Tensor,
+        clients: torch.Tensor,
+        idx: list | None = None,
+        *,
+        overwrite: bool = False,
     ) -> torch.Tensor:
         """∇f_{clients[c]}(W[c]) for a stack of per-client weights W of shape (C, m, n).
 
         This is what a cohort's local steps evaluate: each client at its own iterate. ``idx``
         optionally gives each client's minibatch (a list of index tensors, for finite-sum clients).
+        ``overwrite=True`` says W is the caller's scratch: diagonal-quadratic clients write the
+        gradients into it (the same numbers, one (C, m, n) temporary fewer per local step).
         """
         check_W(W, self.m, self.n)
         if self._stack is not None and idx is None:
@@ -207,7 +228,8 @@ class FederatedProblem(MatrixProblem):
                 lam, C = lam[first : first + count], C[first : first + count]  # views, no copy
             else:
                 lam, C = lam[clients], C[clients]
-            return (W - C).mul_(lam)
+            inplace = overwrite and W.dtype == torch.promote_types(W.dtype, C.dtype)
+            return (W.sub_(C) if inplace else W - C).mul_(lam)
         if self._batch is not None and idx is None and W.dim() == 3:
             return self._batch.grads(W, clients)
         return torch.stack(
@@ -270,6 +292,11 @@ class FederatedProblem(MatrixProblem):
         if self.f_star is None:
             raise ValueError(f"{self.name}: f* is unknown, so the printed Δ_m* is too")
         return float(self.f_star) - self.client_f_star
+
+
+def _weighted_squares(lam: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+    """Σ_ij Λ_ij·diff_ij² per client, as ``(lam * diff * diff).sum`` with one temporary fewer."""
+    return (lam * diff).mul_(diff).sum(dim=(-2, -1))
 
 
 def _log_uniform_curvature(m: int, n: int, L: float, mu: float, gen) -> torch.Tensor:

@@ -22,6 +22,8 @@ sum), ``M`` (clients; 1 without a split), ``shapes`` ((m_l, n_l) per site, in si
 ``loss(W)``, ``grad(W, idx=None)``         f and ∇_W f (rows ``idx`` of a finite sum)
 ``client_losses(W)``                       (f_c(W))_c, a length-M tensor
 ``local_grads(W, clients, idx=None)``      ∇f_{clients[c]}(W[c]) for a stack of per-client trees
+                  (a ``batched`` problem also takes ``overwrite=True``: W is the caller's scratch,
+                  and the gradients may be written into it)
 ``factor_grads(W0, B, A, scalings, client=None, idx=None)``  (∇_B f, ∇_A f) at W = W0 + s·B·A:
                   s·G·Aᵀ and s·BᵀG (RAC-LoRA eqs. (3)–(4)) at matrix scale, autograd through peft
                   at model scale (so LoRA dropout stays right)

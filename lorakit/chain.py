@@ -325,7 +325,7 @@ class _ChainRun:
         bar = progress_bar(enabled=self.progress, total=steps, desc=desc)
         with p.seeded(self.streams), bar:
             self.W = p.start()  # merged weight W^t (projected: the iterate itself)
-            self.f0 = None  # the loss at W^0, from its row (the divergence reference)
+            self.f0 = float(p.loss(self.W))
             self.W_sum = None if getattr(p, "smooth", True) else tree_map(torch.zeros_like, self.W)
             self.good = (0, self.W)  # the last logged (step, W) whose loss passed
             try:
@@ -411,7 +411,6 @@ class _ChainRun:
         """Log W^t; a DivergenceError if it diverged, else W^t is the last good W."""
         rows.append(self.log(t, W, G, gamma))
         loss = rows[-1]["loss"]
-        self.f0 = loss if self.f0 is None else self.f0
         if exploded(loss, self.f0, self.blowup):
             message = self.message(t, W, loss)
             raise DivergenceError(message, step=t, seed=self.seed, frame=pd.DataFrame(rows))

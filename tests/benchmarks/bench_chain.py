@@ -38,10 +38,10 @@ import lorakit as lk
 from lorakit import problems as pb
 
 RANK, P, N_SAMPLES = 4, 0.5, 1000
-#: Steps per timed call. Each call is a whole run: it also logs W^0 and W^T (their losses, and
-#: the gradient at W^T) and builds the run's frame, about 3 ms at 64×64 and 40 ms at 256×256 on
-#: this machine; at these counts that is about 1% and 4% of a call, as in the paper's runs of
-#: thousands of steps.
+#: Steps per timed call. Each call is a whole run: it also evaluates f(W^0), logs W^0 and W^T
+#: (their losses, and the gradient at W^T) and builds the run's frame, about 3 ms at 64×64 and
+#: 50 ms at 256×256 on this machine: at these counts about 1% and 5% of a call, as in the
+#: paper's runs of thousands of steps.
 STEPS = {64: 400, 256: 60}
 
 

@@ -33,34 +33,12 @@ __all__ = ["normal_grad", "residuals", "storage", "supports"]
 MIN_ENTRIES = 1 << 20
 
 
-def _rows(D, x, b):
-    """Σᵢ (dᵢᵀx − bᵢ)·dᵢ over the rows of D, four at a time; compiled by :func:`_compiled`."""
+def _pass(D, x, b, gradient):
+    """One pass over D, four rows per sweep (four sums in flight): the residuals r = Dx − b and,
+    when ``gradient``, Σᵢ rᵢ·dᵢ = Dᵀr, added while the four rows are still in L2. Compiled by
+    :func:`_compiled`; returns (r, Dᵀr or an empty array)."""
     n, d = D.shape
-    g = np.zeros(d)
-    for i in range(0, n - n % 4, 4):
-        d0, d1, d2, d3 = D[i], D[i + 1], D[i + 2], D[i + 3]
-        r0, r1, r2, r3 = -b[i], -b[i + 1], -b[i + 2], -b[i + 3]
-        for j in range(d):
-            r0 += d0[j] * x[j]
-            r1 += d1[j] * x[j]
-            r2 += d2[j] * x[j]
-            r3 += d3[j] * x[j]
-        for j in range(d):
-            g[j] += r0 * d0[j] + r1 * d1[j] + r2 * d2[j] + r3 * d3[j]
-    for i in range(n - n % 4, n):
-        r = -b[i]
-        for j in range(d):
-            r += D[i, j] * x[j]
-        for j in range(d):
-            g[j] += r * D[i, j]
-    return g
-
-
-def _residuals(D, x, b):
-    """dᵢᵀx − bᵢ for every row of D, four rows per sweep (four sums in flight, as in
-    :func:`_rows`); compiled by :func:`_compiled`."""
-    n, d = D.shape
-    r = np.empty(n)
+    r, g = np.empty(n), np.zeros(d if gradient else 0)
     for i in range(0, n - n % 4, 4):
         d0, d1, d2, d3 = D[i], D[i + 1], D[i + 2], D[i + 3]
         r0, r1, r2, r3 = -b[i], -b[i + 1], -b[i + 2], -b[i + 3]
@@ -70,19 +48,25 @@ def _residuals(D, x, b):
             r2 += d2[j] * x[j]
             r3 += d3[j] * x[j]
         r[i], r[i + 1], r[i + 2], r[i + 3] = r0, r1, r2, r3
+        if gradient:
+            for j in range(d):
+                g[j] += r0 * d0[j] + r1 * d1[j] + r2 * d2[j] + r3 * d3[j]
     for i in range(n - n % 4, n):
         s = -b[i]
         for j in range(d):
             s += D[i, j] * x[j]
         r[i] = s
-    return r
+        if gradient:
+            for j in range(d):
+                g[j] += s * D[i, j]
+    return r, g
 
 
 @functools.cache
-def _compiled(loop):
+def _compiled():
     import numba  # on first use: it adds about half a second to ``import lorakit``
 
-    return numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(loop)
+    return numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(_pass)
 
 
 def supports(D: torch.Tensor, x: torch.Tensor) -> bool:
@@ -112,14 +96,15 @@ def storage(D: torch.Tensor) -> torch.Tensor:
 def normal_grad(D: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Σᵢ (dᵢᵀx − bᵢ)·dᵢ = Dᵀ(Dx − b) in float64, reading D once (call only where
     :func:`supports` the float64 data; D may be their float32 :func:`storage`)."""
-    return _run(_rows, D, x, b)
+    return _run(D, x, b, gradient=True)[1]
 
 
 def residuals(D: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Dx − b in float64, one pass over D (for the loss; the same conditions as
     :func:`normal_grad`)."""
-    return _run(_residuals, D, x, b)
+    return _run(D, x, b, gradient=False)[0]
 
 
-def _run(loop, D, x, b) -> torch.Tensor:
-    return torch.from_numpy(_compiled(loop)(*(t.detach().contiguous().numpy() for t in (D, x, b))))
+def _run(D, x, b, gradient: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    args = (t.detach().contiguous().numpy() for t in (D, x, b))
+    return tuple(map(torch.from_numpy, _compiled()(*args, gradient)))

@@ -106,7 +106,7 @@ def test_concurrent_callers_get_their_own_sums(problem):
         assert torch.allclose(g, ref, rtol=0, atol=1e-11 * ref.abs().max().item())
 
 
-def test_float32_data_are_read_in_float32_with_the_same_float64_sum(problem, p32):
+def test_float32_data_are_read_in_float32_with_the_same_float64_sum(problem, p32, monkeypatch):
     # The rounding is to the nearest float32: a relative change of at most 2⁻²⁴ per entry.
     assert p32.D.dtype == torch.float64
     assert ((p32.D - problem.D).abs() <= 2**-24 * problem.D.abs()).all()
@@ -115,6 +115,13 @@ def test_float32_data_are_read_in_float32_with_the_same_float64_sum(problem, p32
     assert D.dtype == torch.float32 and D.double().equal(p32.D)
     assert ls.storage(problem.D) is problem.D  # float64 values are never rounded
     assert ls.storage(p32.D[:10]).dtype == torch.float64  # small: read as it is
+    read = []  # the dtype of the D that the problem's loss and gradient hand to the kernel
+    for name in ("normal_grad", "residuals"):
+        kernel = getattr(ls, name)
+        monkeypatch.setattr(ls, name, lambda D, *a, k=kernel: read.append(D.dtype) or k(D, *a))
+    p32.loss(p32.W0), p32.grad(p32.W0), problem.grad(problem.W0)
+    assert read == [torch.float32, torch.float32, torch.float64]
+    monkeypatch.undo()
     x, b = p32.W0.reshape(-1), p32.b
     # Widening float32 → float64 is exact: the same products, summed in the same order.
     assert ls.normal_grad(D, x, b).equal(ls.normal_grad(p32.D, x, b))

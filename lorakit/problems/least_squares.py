@@ -86,7 +86,12 @@ def storage(D: torch.Tensor) -> torch.Tensor:
     """The copy of D that :func:`normal_grad` reads: D in float32 when D is a float64 matrix that
     :func:`supports` takes and whose every entry is a float32 value (so nothing is rounded), else
     D itself."""
-    if D.numel() >= MIN_ENTRIES and D.device.type == "cpu" and D.dtype == torch.float64:
+    if (
+        D.numel() >= MIN_ENTRIES
+        and D.device.type == "cpu"
+        and D.dtype == torch.float64
+        and D.is_contiguous()
+    ):
         D32 = D.float()
         if torch.equal(D32.double(), D):
             return D32

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -74,7 +75,13 @@ class LinearRegression(MatrixProblem):
             self.f_lower = 0.0
         if self.pretrain is not None and self.pretrain_L is None:
             self.pretrain_L = self.pretrain.L
-        self._D_read = least_squares.storage(self.D)  # float32 when that rounds nothing
+
+    @cached_property
+    def _D_read(self) -> torch.Tensor:
+        """The D the one-pass kernel reads: a float32 copy when that rounds nothing. Made on the
+        first kernel call, so a problem that never takes the kernel (a pre-training problem kept
+        for its constants) pays neither the check nor the copy."""
+        return least_squares.storage(self.D)
 
     def loss(self, W: torch.Tensor) -> torch.Tensor:
         check_W(W, self.m, self.n)

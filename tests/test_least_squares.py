@@ -63,6 +63,39 @@ def test_the_regression_gradient_takes_the_one_pass_kernel_and_agrees_to_roundin
     assert problem.grad(W).equal(g)  # deterministic
 
 
+def test_the_pass_gives_the_same_bits_on_any_number_of_threads(p32):
+    # The rows are cut into a fixed number of blocks whose partial sums are added in block order,
+    # so torch's thread count (which bounds the pass's) changes the speed, never the numbers.
+    W = p32.W0 + 0.1 * torch.randn(
+        M, N, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for k in (1, 2, 1):
+            torch.set_num_threads(k)
+            runs.append((p32.grad(W), p32.loss(W), p32.grad(W, torch.arange(0, 1000, 3))))
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        assert all(a.equal(b) for a, b in zip(runs[0], run, strict=True))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 5, 17, 1001])
+def test_every_row_is_summed_once_whatever_the_block_sizes(problem, rows):
+    # Fewer rows than blocks of four (empty blocks), a remainder after the last four, and more.
+    gen = torch.Generator().manual_seed(rows)
+    D = torch.randn(rows, 64, dtype=torch.float64, generator=gen)
+    x, b = (
+        torch.randn(64, dtype=torch.float64, generator=gen),
+        torch.randn(rows, dtype=torch.float64, generator=gen),
+    )
+    r = x @ D.T - b
+    assert torch.allclose(ls.residuals(D, x, b), r, rtol=0, atol=1e-13 * r.abs().max().item())
+    g = r @ D
+    assert torch.allclose(ls.normal_grad(D, x, b), g, rtol=0, atol=1e-13 * g.abs().max().item())
+
+
 def test_non_finite_iterates_stay_non_finite(problem):
     # The loop may reassociate sums but keeps IEEE inf/NaN: the divergence guard needs them.
     W = problem.W0.clone()

@@ -248,3 +248,38 @@ def test_uncertified_draws_take_the_svd_basis(dtype):
         H = Q[k] @ Q[k].T
         assert (H @ X[k] - X[k]).abs().max() <= 10 * eps * 20 * X[k].abs().max()
     assert torch.equal(Q[2], torch.linalg.qr(X[2]).Q)  # the Gaussian draw keeps its QR basis
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_one_sketch_is_certified_as_a_batch_would_be(dtype):
+    """One sketch of rank ≤ 8 has its QR certificate ‖R‖_F·‖R⁻¹‖_F·d·eps < 1 checked in Python
+    floats, a batch with torch: the QR basis is kept exactly when a float64 reference of the
+    certificate (torch.linalg.cond) passes, and one sketch gets the basis its batch of one gets.
+    Conditions a factor of ten or more either side of 1/(d·eps), singular and non-finite R too."""
+    eps, gen, d = torch.finfo(dtype).eps, torch.Generator().manual_seed(11), 32
+    limit = 1 / (d * eps)
+    cases = [torch.randn(d, r, generator=gen, dtype=torch.float64) for r in range(1, 9)]
+    for r, c in ((2, limit / 10), (4, limit * 10), (8, limit / 100), (3, limit * 1e3)):
+        U = torch.linalg.qr(torch.randn(d, r, generator=gen, dtype=torch.float64)).Q
+        V = torch.linalg.qr(torch.randn(r, r, generator=gen, dtype=torch.float64)).Q
+        cases.append(U * torch.logspace(0, -math.log10(c), r, dtype=torch.float64) @ V.T)
+    zero_column = torch.randn(d, 4, generator=gen, dtype=torch.float64)
+    zero_column[:, 2] = 0
+    cases.append(zero_column)
+    kept = []
+    for X in [X.to(dtype) for X in cases]:
+        Q = sk.orthonormal_basis(X)
+        assert torch.equal(Q, sk.orthonormal_basis(X[None])[0])
+        R = torch.linalg.qr(X).R.double()
+        reference = float(torch.linalg.cond(R, "fro")) < limit
+        assert torch.equal(Q, torch.linalg.qr(X).Q) == reference
+        kept.append(reference)
+    assert kept == [True] * 8 + [True, False, True, False, False]  # each case is what it claims
+    X = torch.randn(d, 4, generator=gen, dtype=dtype)
+    X[0, 0] = math.inf  # never certified: the SVD's basis (no non-null singular value left)
+    assert torch.equal(sk.orthonormal_basis(X), sk.orthonormal_basis(X[None])[0])
+    assert sk.orthonormal_basis(X).abs().max() == 0
+    X[0, 0] = math.nan  # never certified: the SVD refuses it, one or in a batch
+    for Xs in (X, X[None]):
+        with pytest.raises(torch.linalg.LinAlgError, match="non-finite"):
+            sk.orthonormal_basis(Xs)

@@ -6,12 +6,19 @@ reads D twice. Both products are bound by memory bandwidth: at Bernoulli-LoRA's 
 D once, four rows at a time: it forms their residuals rᵢ = dᵢᵀx − bᵢ in one sweep over the columns
 and adds Σ rᵢ·dᵢ to the sum in a second sweep while the four rows are still in L2, which halves
 the traffic; :func:`residuals` gives Dx − b (for the loss) in one pass too. The loops are compiled
-by numba and single-threaded: on the shared 2-core machine of ``tests/benchmarks/bench_chain.py``
-a second thread halves the kernel's time when the other core is idle, but waits at the join
-whenever the other core is busy, as NumPy's two-thread products do there. The
-sum is exact float64 arithmetic in another order than BLAS's: it agrees with torch's two products
-to rounding (``tests/test_least_squares.py``). The loop allows reassociation (SIMD) and fused
-multiply-add but keeps IEEE inf/NaN, which the divergence guard relies on.
+by numba (:mod:`lorakit.problems._one_pass`). The sum is exact float64 arithmetic in another order
+than BLAS's: it agrees with torch's two products to rounding (``tests/test_least_squares.py``).
+The loop allows reassociation (SIMD) and fused multiply-add but keeps IEEE inf/NaN, which the
+divergence guard relies on.
+
+Threads: the rows are cut into a fixed number of blocks whose partial sums are added in block
+order, so the pass gives the same bits on any number of threads. It runs on as many as torch
+may use (``torch.get_num_threads()``; ``torch.set_num_threads(1)`` makes it serial), through
+numba's OpenMP or TBB layer, and serially where numba has neither. Measured at 64×64 in float32
+storage on the 2-core machine: 0.63 ms a pass on one thread, 0.31 ms on two, and no slower on two
+than on one while another process keeps a core busy (0.68 against 0.70 ms). The threaded pass is
+compiled in each process at its first use, about 2.5 s: numba's cache would keep it, but a cached
+parallel function runs at one thread's speed (numba issue #8085).
 
 Data whose entries are all float32 values (``linear_regression(data_dtype=torch.float32)`` rounds
 them so) are read from a float32 copy (:func:`storage`): half the bytes again, and the same sum,
@@ -33,40 +40,17 @@ __all__ = ["normal_grad", "residuals", "storage", "supports"]
 MIN_ENTRIES = 1 << 20
 
 
-def _pass(D, x, b, gradient):
-    """One pass over D, four rows per sweep (four sums in flight): the residuals r = Dx − b and,
-    when ``gradient``, Σᵢ rᵢ·dᵢ = Dᵀr, added while the four rows are still in L2. Compiled by
-    :func:`_compiled`; returns (r, Dᵀr or an empty array)."""
-    n, d = D.shape
-    r, g = np.empty(n), np.zeros(d if gradient else 0)
-    for i in range(0, n - n % 4, 4):
-        d0, d1, d2, d3 = D[i], D[i + 1], D[i + 2], D[i + 3]
-        r0, r1, r2, r3 = -b[i], -b[i + 1], -b[i + 2], -b[i + 3]
-        for j in range(d):
-            r0 += d0[j] * x[j]
-            r1 += d1[j] * x[j]
-            r2 += d2[j] * x[j]
-            r3 += d3[j] * x[j]
-        r[i], r[i + 1], r[i + 2], r[i + 3] = r0, r1, r2, r3
-        if gradient:
-            for j in range(d):
-                g[j] += r0 * d0[j] + r1 * d1[j] + r2 * d2[j] + r3 * d3[j]
-    for i in range(n - n % 4, n):
-        s = -b[i]
-        for j in range(d):
-            s += D[i, j] * x[j]
-        r[i] = s
-        if gradient:
-            for j in range(d):
-                g[j] += s * D[i, j]
-    return r, g
-
-
 @functools.cache
-def _compiled():
-    import numba  # on first use: it adds about half a second to ``import lorakit``
+def _parallel():
+    """The threaded pass, or None where numba's ``prange`` would not run on a thread-safe layer
+    (OpenMP or TBB; its fallback, ``workqueue``, ran slower than one thread here and aborts on
+    concurrent calls)."""
+    import numba
 
-    return numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})(_pass)
+    from ._one_pass import parallel
+
+    parallel(np.zeros((8, 1)), np.zeros(1), np.zeros(8), True)  # compiles it, starts the threads
+    return parallel if numba.threading_layer() in ("omp", "tbb") else None
 
 
 def supports(D: torch.Tensor, x: torch.Tensor) -> bool:
@@ -111,5 +95,13 @@ def residuals(D: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 
 def _run(D, x, b, gradient: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    args = (t.detach().contiguous().numpy() for t in (D, x, b))
-    return tuple(map(torch.from_numpy, _compiled()(*args, gradient)))
+    from ._one_pass import serial as kernel
+
+    args = [t.detach().contiguous().numpy() for t in (D, x, b)]
+    threads = torch.get_num_threads()  # torch's setting bounds the pass's threads too
+    if threads > 1 and _parallel() is not None:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        kernel = _parallel()
+    return tuple(map(torch.from_numpy, kernel(*args, gradient)))

@@ -10,21 +10,20 @@ All three run interleaved (tests/benchmarks/timing.py); targets are on ratios of
 with ``make bench``.
 
 The gradient decides this benchmark: Dᵀ(Dx − b) over D of 1,000 × 4,096 (32 MB) or 1,000 × 65,536
-(524 MB) float64 is bound by memory bandwidth, and on an AMD CPU torch's MKL runs the two
-matrix-vector products at about half the speed of NumPy's OpenBLAS. lorakit reads D once per
-step instead (``lorakit.problems.least_squares``: four rows' residuals, then their share of Dᵀr
-while the rows are in L2), and the problem is built with ``data_dtype=torch.float32``: the
-features rounded to float32 values (a relative change below 6e-8), which lorakit reads from a
-float32 copy with float64 products and sums, so the gradient is the float64 gradient of those data
-and each step reads 16 MB (262 MB). NumPy gets the same data as the authors' float64 arrays. The
-inline torch step shares all of this because it calls the same ``problem.grad``.
-Torch runs on one thread here, NumPy on its default threads (two on the 2-core machine). The torch
-operations of these steps are on 64×4 to 256×256 matrices, too small to gain from a second thread
-(lorakit's gradient is single-threaded anyway), and in one process a second torch thread waits for
-the core on which OpenBLAS's workers busy-wait after each NumPy product: right after one, a 64×4
-QR took 6 ms instead of 6 µs, which stretched whichever torch side followed NumPy in the rotation.
-A notebook that does not call NumPy's BLAS in between sees the one-thread times with torch's
-default threads. On the shared 2-core machine the figures still swing with the other jobs' load.
+(524 MB) float64 is bound by memory traffic and float conversions, and on an AMD CPU torch's MKL
+runs the two matrix-vector products at about half the speed of NumPy's OpenBLAS. lorakit reads D
+once per step instead (``lorakit.problems.least_squares``: four rows' residuals, then their share
+of Dᵀr while the rows are in L2, in blocks of rows on torch's threads), and the problem is built
+with ``data_dtype=torch.float32``: the features rounded to float32 values (a relative change below
+6e-8), which lorakit reads from a float32 copy with float64 products and sums, so the gradient is
+the float64 gradient of those data and each step reads 16 MB (262 MB). NumPy gets the same data as
+the authors' float64 arrays. The inline torch step shares all of this because it calls the same
+``problem.grad``.
+Every side runs with its library's default threads (two on the 2-core machine). Each timed call
+starts 0.2 s after the previous one (``compare(settle=...)``, untimed): after a NumPy product
+OpenBLAS's idle workers spin for about 0.1 s on the other core, which the next side's second
+thread needs; without the pause the side that always follows NumPy in the rotation lost about
+100 µs a step. On the shared 2-core machine the figures still swing with the other jobs' load.
 """
 
 import os
@@ -93,21 +92,17 @@ def test_bernoulli_lora_gd_step_time(size):
             x = x - gamma * G.ravel()
         return x
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see the module docstring
-    try:
-        t = compare(
-            {"lorakit": lorakit_run, "inline torch": inline_torch, "numpy (authors')": numpy_pinv},
-            repeats=5,
-            per=steps,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    t = compare(
+        {"lorakit": lorakit_run, "inline torch": inline_torch, "numpy (authors')": numpy_pinv},
+        repeats=5,
+        per=steps,
+        settle=0.2,  # see the module docstring
+    )
     vs_inline = t.ratio("lorakit", "inline torch")
     vs_numpy = t.ratio("lorakit", "numpy (authors')")
     print(
         f"\nBernoulli-LoRA-GD, linear regression {M}x{N}, r={RANK}, N={problem.n_samples}: per step "
-        f"(os.cpu_count()={os.cpu_count()}, 1 torch thread, NumPy's default threads)"
+        f"(os.cpu_count()={os.cpu_count()}, {torch.get_num_threads()} torch threads, NumPy's default)"
         f"\n{t.table(1e6, 'us')}"
         f"\n  lorakit / inline torch   = {vs_inline:.2f}  (ratio of medians, target <= 1.2)"
         f"\n  lorakit / numpy (authors') = {vs_numpy:.2f}  (ratio of medians, target <= 0.8)"

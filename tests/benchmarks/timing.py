@@ -70,6 +70,7 @@ def compare(
     repeats: int = 5,
     warmup: int = 1,
     per: float | Mapping[str, float] = 1.0,
+    settle: float = 0.0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Timings:
     """Time each candidate ``repeats`` times (≥ 5 for a reported figure), interleaved.
@@ -77,7 +78,10 @@ def compare(
     Each candidate is called ``warmup`` times first (imports, caches, allocator). Repeat k calls
     the candidates in the order rotated by k, so no side always runs first or last. Times are
     divided by ``per`` (steps or rounds per call) to give a per-unit figure; a mapping gives each
-    candidate its own count (e.g. 10 steps per call against 200 copies per call).
+    candidate its own count (e.g. 10 steps per call against 200 copies per call). ``settle``:
+    seconds of sleep, untimed, before each timed call, for candidates from libraries whose worker
+    threads busy-wait after a call (OpenBLAS's spin for about 0.1 s on this machine and take the
+    core from the next candidate's threads).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
@@ -93,6 +97,7 @@ def compare(
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for k in range(repeats):
         for name in names[k % len(names) :] + names[: k % len(names)]:
+            time.sleep(settle)
             start = clock()
             candidates[name]()
             seconds[name].append((clock() - start) / units[name])

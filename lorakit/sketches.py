@@ -93,19 +93,21 @@ def cholesky_basis(
     times its largest entry in the 2-norm). ``ok`` marks the draws whose largest entry of
     QᵀQ − I is at most CHOLESKY_TOL·r·eps: a well-conditioned sketch (a Gaussian one has
     condition number about (√d + √r)/(√d − √r)); an ill-conditioned or rank-deficient one fails
-    (the Cholesky factorisation itself fails on a singular G). Q is solved from the right, so
-    its transpose Qᵀ (…, r, d) is contiguous.
+    (the Cholesky factorisation itself fails on a singular G). Qᵀ = L^{-1}Xᵀ is formed as such,
+    so Qᵀ (…, r, d) is contiguous.
     """
     check_choice("side", side, SIDES)
     Xc = _as_columns(X, side)
     r = Xc.shape[-1]
     L, info = torch.linalg.cholesky_ex(Xc.mT @ Xc)
-    Q = torch.linalg.solve_triangular(L.mT, Xc, upper=True, left=False)  # Q Lᵀ = X
-    gram = Q.mT @ Q
-    eye = torch.eye(r, dtype=Q.dtype, device=Q.device)
+    eye = torch.eye(r, dtype=L.dtype, device=L.device)
+    # L^{-1} from r×r solves, then a batched product: solving Q Lᵀ = X for every d×r draw took
+    # half as long again on the CPU (2,000 draws of 256×8); the certificate covers the rounding.
+    Qt = torch.linalg.solve_triangular(L, eye, upper=False) @ Xc.mT
+    gram = Qt @ Qt.mT
     dev = (gram - eye).abs().amax(dim=(-2, -1))
-    ok = (info == 0) & (dev <= CHOLESKY_TOL * r * torch.finfo(Q.dtype).eps)
-    return Q, gram, ok
+    ok = (info == 0) & (dev <= CHOLESKY_TOL * r * torch.finfo(Qt.dtype).eps)
+    return Qt.mT, gram, ok
 
 
 def orthonormal_basis(X: torch.Tensor, side: str = "left") -> torch.Tensor:

@@ -130,7 +130,9 @@ def toy_clients():
 
 
 def _local_run(method, problem, **kw):
-    options = {"graph": nx.complete_graph(4)} if lk.REGISTRY[method].pattern == "decentralized" else {}
+    options = (
+        {"graph": nx.complete_graph(4)} if lk.REGISTRY[method].pattern == "decentralized" else {}
+    )
     steps = 4 if lk.REGISTRY[method].pattern != "asynchronous" else 6
     return lk.run(method, problem, steps, rank=2, gamma=0.1, **options, **kw)
 

@@ -6,8 +6,10 @@ entries, which share one law for an exchangeable sketch: docstring of
 :func:`lorakit.theory.expected_projector`) against a per-sample numpy loop that forms
 H = B pinv(BᵀB) Bᵀ for every draw and accumulates Σ H and Σ H∘H, as the authors' code does.
 Both are timed interleaved (tests/benchmarks/timing.py) per sketch: the numpy loop on 1,000 draws
-per call, lorakit on 10,000. Target: lorakit ≥ 4× faster per sketch (ratio of medians; issue 14
-§3). Run with ``make bench``.
+per call, lorakit on 10,000, each call 0.2 s after the previous one (``compare(settle=...)``):
+without the pause the numpy loop took 165–380 µs a sketch depending on whose threads were still
+spinning on the other core when it started; with it, numpy runs at its best, about 170 µs.
+Target: lorakit ≥ 4× faster per sketch (ratio of medians; issue 14 §3). Run with ``make bench``.
 """
 
 import os
@@ -39,7 +41,7 @@ def test_expected_projector_mc_time():
             total_sq += H * H
         return total / NUMPY_SAMPLES, total_sq
 
-    calls = compare({"lorakit": lorakit_mc, "numpy loop": numpy_loop}, repeats=5)
+    calls = compare({"lorakit": lorakit_mc, "numpy loop": numpy_loop}, repeats=5, settle=0.2)
     # Seconds per sketch: the two sides draw different numbers of sketches per call.
     per = {"lorakit": SAMPLES, "numpy loop": NUMPY_SAMPLES}
     t = Timings((k, Timing(tuple(s / per[k] for s in v.seconds))) for k, v in calls.items())

@@ -127,13 +127,19 @@ def test_where_the_kernel_applies(problem):
     assert torch.allclose(g, ref, rtol=0, atol=1e-11 * ref.abs().max().item())
 
 
-def test_concurrent_callers_get_their_own_sums(problem):
+@pytest.mark.parametrize("threads", [1, 2])  # the serial pass, and the threaded one
+def test_concurrent_callers_get_their_own_sums(problem, threads):
     xs = [
         torch.randn(M * N, dtype=torch.float64, generator=torch.Generator().manual_seed(s))
         for s in range(6)
     ]
-    with ThreadPoolExecutor(3) as pool:
-        got = list(pool.map(lambda x: ls.normal_grad(problem.D, x, problem.b), xs))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            got = list(pool.map(lambda x: ls.normal_grad(problem.D, x, problem.b), xs))
+    finally:
+        torch.set_num_threads(before)
     for x, g in zip(xs, got, strict=True):
         ref = (x @ problem.D.T - problem.b) @ problem.D
         assert torch.allclose(g, ref, rtol=0, atol=1e-11 * ref.abs().max().item())

@@ -104,6 +104,21 @@ def test_compare_takes_a_count_per_candidate():
     assert out["copies"].median == pytest.approx(0.005)
 
 
+def test_compare_settles_before_each_timed_call_and_does_not_time_it(monkeypatch):
+    clock = FakeClock()
+
+    def sleep(seconds):  # the settle pause: on the clock, but outside the timed calls
+        clock.calls.append(f"sleep {seconds}")
+        clock.now += seconds
+
+    monkeypatch.setattr(timing.time, "sleep", sleep)
+    a, b = clock.candidate("a", [0.0, 1.0, 1.0]), clock.candidate("b", [0.0, 3.0, 3.0])
+    out = timing.compare({"a": a, "b": b}, repeats=2, settle=0.5, clock=clock)
+    warmups, first, second = ["a", "b"], ["sleep 0.5", "a", "sleep 0.5", "b"], ["sleep 0.5", "b"]
+    assert clock.calls == [*warmups, *first, *second, "sleep 0.5", "a"]
+    assert out["a"].seconds == (1.0, 1.0) and out["b"].seconds == (3.0, 3.0)
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
@@ -111,6 +126,7 @@ def test_compare_takes_a_count_per_candidate():
         ({"warmup": -1}, "warmup >= 0"),
         ({"per": 0}, "per must be > 0"),
         ({"per": {"a": 1}}, "per must be > 0 for each of"),
+        ({"settle": -0.1}, "settle must be >= 0 seconds"),
     ],
 )
 def test_compare_refuses_bad_arguments(kw, match):

@@ -85,6 +85,8 @@ def compare(
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if not settle >= 0:
+        raise ValueError(f"settle must be >= 0 seconds, got {settle!r}")
     names = list(candidates)
     if not names:
         raise ValueError("candidates must name at least one function to time")
